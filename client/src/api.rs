@@ -1,0 +1,77 @@
+//! Response bodies of the admin API (`/v1/...`) and its error body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::RouteSpec;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The node's name (`[node] name`).
+    pub node: String,
+    /// ferryd's version.
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+    /// True once SIGTERM/SIGINT started the drain.
+    pub draining: bool,
+    /// Number of routes in the routing table.
+    pub routes: usize,
+    /// Generation of the routing table: bumped by every rebuild (config or health change).
+    pub table_generation: u64,
+    /// Client connections open through this node, all routes.
+    pub active_connections: u64,
+}
+
+/// `GET /v1/routes/{name}`, and each element of `GET /v1/routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The route as configured.
+    pub config: RouteSpec,
+    /// The address actually bound (port 0 resolved), or null when the node
+    /// could not bind it (see the node's log).
+    pub listening: Option<String>,
+    /// Open client connections on this route.
+    pub active_connections: u64,
+    /// True when no backend is healthy and the route tries all of them.
+    pub panic_mode: bool,
+    /// Live view of every backend.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Live view of one backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub id: String,
+    pub addr: String,
+    pub weight: u32,
+    /// Takes new connections: not down by active check and not ejected.
+    pub healthy: bool,
+    /// `up`, `down`, or `disabled` when the route has no health check.
+    pub check: String,
+    /// Milliseconds left of a passive ejection, if ejected.
+    pub ejected_for_ms: Option<u64>,
+    /// Open connections to this backend.
+    pub active_connections: u64,
+}
+
+/// The body of every error response: `{"error": {"code": …, "message": …}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code plus a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// `not_found`, `bad_request`, …
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code: code.into(), message: message.into() } }
+    }
+}

@@ -1,0 +1,44 @@
+//! ferry-client: the admin-API contract shared by `ferryd` and its clients.
+//!
+//! # Layout
+//! - [`route`]: the route schema (TOML `[[routes]]` and API bodies), defaults
+//!   and validation with field paths.
+//! - [`api`]: response bodies of the admin API and its JSON error body.
+//!
+//! This crate depends on no other ferry crate, so every client (the CLI, the
+//! test harness, jepsen-lite) speaks exactly what the server speaks.
+
+pub mod api;
+pub mod route;
+
+pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, RouteSpec};
+
+use std::fmt;
+
+/// One problem with an input, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldError {
+    /// Path of the field, as `routes[1].backends[0].addr`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}

@@ -1,0 +1,403 @@
+//! The route schema: what a `[[routes]]` table in `ferryd.toml` and a route
+//! body on the admin API both contain, with its defaults and its validation.
+//!
+//! Validation is a pure function returning every problem at once, each naming
+//! the field path (`routes[1].backends[0].addr: invalid socket address "x"`),
+//! so the file loader, the API and the CLI report the same messages.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+
+/// Largest backend weight (HAProxy's range is 0..=256 as well).
+pub const MAX_WEIGHT: u32 = 256;
+/// Largest `max_connect_attempts`.
+pub const MAX_CONNECT_ATTEMPTS: u32 = 16;
+/// Largest number of hash-ring points a route may ask for (sum of weight × vnodes).
+pub const MAX_RING_POINTS: u64 = 20_000;
+
+/// How a route picks a backend for a new client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin, as nginx.
+    #[default]
+    Weighted,
+    /// Consistent hashing of `hash_key` over a ring of weighted virtual nodes.
+    ConsistentHash,
+    /// Fewest active connections relative to weight.
+    LeastConnections,
+    /// Each backend in turn, ignoring weights.
+    RoundRobin,
+    /// A weighted random backend.
+    Random,
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// The client's IP address: one client sticks to one backend.
+    #[default]
+    ClientIp,
+    /// The client's IP address and port: each connection hashes on its own.
+    ClientAddr,
+}
+
+/// One route: a listener and the backends it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique route name: `[A-Za-z0-9_.-]`, 1 to 64 characters.
+    pub name: String,
+    /// Listen address, `IP:PORT`, or `:PORT` for the node's bind address.
+    pub listen: String,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub hash_key: HashKey,
+    /// Ring points per unit of weight (consistent_hash only).
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Distinct backends tried for one client connection.
+    #[serde(default = "default_max_connect_attempts")]
+    pub max_connect_attempts: u32,
+    /// Consecutive connect failures that eject a backend (0 disables ejection).
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// First ejection period; it doubles on each ejection in a row, up to 64×.
+    #[serde(default = "default_eject_backoff_ms")]
+    pub eject_backoff_ms: u64,
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// One backend of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Unique within the route.
+    pub id: String,
+    /// `IP:PORT` of the backend.
+    pub addr: String,
+    /// Relative share of traffic, 0 ..= 256; 0 takes no new connections.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Active TCP-connect health check for every backend of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passing checks that bring a down backend up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failing checks that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_vnodes() -> u32 {
+    100
+}
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_max_connect_attempts() -> u32 {
+    3
+}
+fn default_eject_after_failures() -> u32 {
+    3
+}
+fn default_eject_backoff_ms() -> u64 {
+    1_000
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_check_interval_ms() -> u64 {
+    1_000
+}
+fn default_check_timeout_ms() -> u64 {
+    500
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    2
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_check_interval_ms(),
+            timeout_ms: default_check_timeout_ms(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
+}
+
+/// Where a route listens, once validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// An explicit `IP:PORT`.
+    Addr(SocketAddr),
+    /// `:PORT`: the port on the node's bind address.
+    Port(u16),
+}
+
+impl ListenAddr {
+    /// Parses `IP:PORT` or `:PORT`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(port) = s.strip_prefix(':') {
+            return port.parse().ok().map(ListenAddr::Port);
+        }
+        s.parse().ok().map(ListenAddr::Addr)
+    }
+
+    /// The socket address on a node whose bind address is `bind`.
+    pub fn resolve(self, bind: std::net::IpAddr) -> SocketAddr {
+        match self {
+            ListenAddr::Addr(a) => a,
+            ListenAddr::Port(p) => SocketAddr::new(bind, p),
+        }
+    }
+}
+
+/// True when `name` is a valid route, backend or policy name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl RouteSpec {
+    /// Every problem with this route on its own, paths prefixed by `path`
+    /// (for example `routes[1]`).
+    pub fn validate(&self, path: &str, errors: &mut Vec<FieldError>) {
+        let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("{path}.{field}"), msg));
+        if !valid_name(&self.name) {
+            err("name", format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.name));
+        }
+        if ListenAddr::parse(&self.listen).is_none() {
+            err("listen", format!("invalid listen address {:?}: expected IP:PORT or :PORT", self.listen));
+        }
+        if self.connect_timeout_ms == 0 {
+            err("connect_timeout_ms", "must be greater than 0".into());
+        }
+        if self.idle_timeout_ms == 0 {
+            err("idle_timeout_ms", "must be greater than 0".into());
+        }
+        if self.max_connections == 0 {
+            err("max_connections", "must be greater than 0".into());
+        }
+        if self.max_connect_attempts == 0 || self.max_connect_attempts > MAX_CONNECT_ATTEMPTS {
+            err(
+                "max_connect_attempts",
+                format!("must be between 1 and {MAX_CONNECT_ATTEMPTS}, got {}", self.max_connect_attempts),
+            );
+        }
+        if self.eject_after_failures > 0 && self.eject_backoff_ms == 0 {
+            err("eject_backoff_ms", "must be greater than 0 when eject_after_failures is set".into());
+        }
+        if self.balance == Balance::ConsistentHash {
+            if self.vnodes == 0 {
+                err("vnodes", "must be greater than 0".into());
+            }
+            let points: u64 =
+                self.backends.iter().map(|b| u64::from(b.weight) * u64::from(self.vnodes)).sum();
+            if points > MAX_RING_POINTS {
+                err(
+                    "vnodes",
+                    format!(
+                        "the ring would hold {points} points (sum of weight x vnodes); the limit is {MAX_RING_POINTS}"
+                    ),
+                );
+            }
+        }
+        if self.backends.is_empty() {
+            err("backends", "a route needs at least one backend".into());
+        } else if self.backends.iter().all(|b| b.weight == 0) {
+            err("backends", "every backend has weight 0: at least one must take traffic".into());
+        }
+        let mut ids = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            if !valid_name(&b.id) {
+                errors.push(FieldError::new(
+                    format!("{bpath}.id"),
+                    format!("invalid id {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", b.id),
+                ));
+            } else if !ids.insert(b.id.as_str()) {
+                errors
+                    .push(FieldError::new(format!("{bpath}.id"), format!("duplicate backend id {:?}", b.id)));
+            }
+            match b.addr.parse::<SocketAddr>() {
+                Ok(a) if a.port() == 0 => {
+                    errors.push(FieldError::new(format!("{bpath}.addr"), "port 0 is not a backend port"))
+                }
+                Ok(_) => {}
+                Err(_) => errors.push(FieldError::new(
+                    format!("{bpath}.addr"),
+                    format!("invalid socket address {:?}", b.addr),
+                )),
+            }
+            if b.weight > MAX_WEIGHT {
+                errors.push(FieldError::new(
+                    format!("{bpath}.weight"),
+                    format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
+                ));
+            }
+        }
+        if let Some(hc) = &self.health_check {
+            let hpath = format!("{path}.health_check");
+            let mut herr =
+                |field: &str, msg: &str| errors.push(FieldError::new(format!("{hpath}.{field}"), msg));
+            if hc.interval_ms == 0 {
+                herr("interval_ms", "must be greater than 0");
+            }
+            if hc.timeout_ms == 0 {
+                herr("timeout_ms", "must be greater than 0");
+            }
+            if hc.rise == 0 {
+                herr("rise", "must be greater than 0");
+            }
+            if hc.fall == 0 {
+                herr("fall", "must be greater than 0");
+            }
+        }
+    }
+}
+
+/// Every problem with a set of routes: each route on its own, then duplicate
+/// names and duplicate explicit listen addresses. Paths are `{prefix}[i]`.
+pub fn validate_routes(routes: &[RouteSpec], prefix: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut names = HashSet::new();
+    let mut listens = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let path = format!("{prefix}[{i}]");
+        r.validate(&path, &mut errors);
+        if !names.insert(r.name.as_str()) {
+            errors
+                .push(FieldError::new(format!("{path}.name"), format!("duplicate route name {:?}", r.name)));
+        }
+        // Port 0 asks the OS for a free port, so two of them never collide.
+        if let Some(l) = ListenAddr::parse(&r.listen) {
+            let port = match l {
+                ListenAddr::Addr(a) => a.port(),
+                ListenAddr::Port(p) => p,
+            };
+            if port != 0 && !listens.insert(l) {
+                errors.push(FieldError::new(
+                    format!("{path}.listen"),
+                    format!("duplicate listen address {:?}", r.listen),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, listen: &str) -> RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "listen": listen,
+            "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
+        }))
+        .expect("valid route json")
+    }
+
+    fn messages(routes: &[RouteSpec]) -> Vec<String> {
+        validate_routes(routes, "routes").iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_route() {
+        let r = route("web", "127.0.0.1:7000");
+        assert_eq!(r.balance, Balance::Weighted);
+        assert_eq!(r.connect_timeout_ms, 1_000);
+        assert_eq!(r.max_connect_attempts, 3);
+        assert_eq!(r.backends[0].weight, 1);
+        assert!(messages(&[r]).is_empty());
+    }
+
+    #[test]
+    fn each_class_of_bad_route_names_its_field() {
+        let mut r = route("web", "127.0.0.1:7000");
+        r.backends.push(BackendSpec { id: "a".into(), addr: "x".into(), weight: 0 });
+        r.backends[0].weight = 0;
+        r.connect_timeout_ms = 0;
+        r.idle_timeout_ms = 0;
+        let msgs = messages(&[r.clone(), r]);
+        let expect = [
+            "routes[0].connect_timeout_ms: must be greater than 0",
+            "routes[0].idle_timeout_ms: must be greater than 0",
+            "routes[0].backends: every backend has weight 0: at least one must take traffic",
+            "routes[0].backends[1].id: duplicate backend id \"a\"",
+            "routes[0].backends[1].addr: invalid socket address \"x\"",
+            "routes[1].name: duplicate route name \"web\"",
+            "routes[1].listen: duplicate listen address \"127.0.0.1:7000\"",
+        ];
+        for e in expect {
+            assert!(msgs.iter().any(|m| m == e), "missing {e:?} in {msgs:#?}");
+        }
+    }
+
+    #[test]
+    fn port_zero_listeners_do_not_collide() {
+        let msgs = messages(&[route("a", "127.0.0.1:0"), route("b", "127.0.0.1:0")]);
+        assert!(msgs.is_empty(), "{msgs:?}");
+    }
+
+    #[test]
+    fn listen_accepts_port_only_form() {
+        assert_eq!(ListenAddr::parse(":7000"), Some(ListenAddr::Port(7000)));
+        assert!(ListenAddr::parse("7000").is_none());
+        assert!(ListenAddr::parse("localhost:7000").is_none());
+    }
+
+    #[test]
+    fn ring_size_is_bounded() {
+        let mut r = route("web", "127.0.0.1:7000");
+        r.balance = Balance::ConsistentHash;
+        r.backends[0].weight = 256;
+        r.vnodes = 1000;
+        assert!(messages(&[r])[0].starts_with("routes[0].vnodes: the ring would hold 256000 points"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = serde_json::from_value::<RouteSpec>(serde_json::json!({
+            "name": "a", "listen": ":1", "bogus": 1
+        }))
+        .expect_err("unknown field must fail");
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+    }
+}

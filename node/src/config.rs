@@ -1,0 +1,300 @@
+//! `ferryd.toml`: the node's configuration file, its defaults and its
+//! validation.
+//!
+//! The file format is a contract (outside checks rely on it): sections may be
+//! extended, never renamed. Unknown fields are errors. Every problem is
+//! reported at once, one line each, naming the field path, before anything is
+//! bound; CLI flags override the file before validation.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use ferry_client::FieldError;
+use ferry_client::route::{RouteSpec, validate_routes};
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::tracing::LogFormat;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name, unique in a cluster; defaults to the host name.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Address that `:PORT` route listeners bind.
+    #[serde(default = "default_bind_addr")]
+    pub bind_addr: IpAddr,
+    /// How long a removed listener's connections, or all connections at
+    /// shutdown, may keep flowing before they are closed.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin HTTP API.
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// `text` or `json` logs on stderr.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// OTLP gRPC collector, e.g. `http://127.0.0.1:4317`. When unset,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used; when both are unset traces are
+    /// not exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+fn default_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ferry".to_string())
+}
+fn default_bind_addr() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
+}
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7948))
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            bind_addr: default_bind_addr(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { addr: default_admin_addr() }
+    }
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and parses `path`, without validating it.
+    pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))])
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses TOML text, without validating it. A syntax or type error names
+    /// the field path and the line.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigErrors(vec![toml_error("", &e, text)]))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigErrors(vec![toml_error(&path, e.inner(), text)])
+        })
+    }
+
+    /// Checks everything that parsing cannot: values, uniqueness, limits.
+    pub fn validate(self) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        if !ferry_client::route::valid_name(&self.node.name) {
+            errors.push(FieldError::new(
+                "node.name",
+                format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.node.name),
+            ));
+        }
+        if let Some(ep) = &self.telemetry.otlp_endpoint
+            && !ep.starts_with("http://")
+        {
+            // ferryd is built without TLS for the exporter (lean build): say
+            // so at load instead of failing when the exporter starts.
+            errors.push(FieldError::new(
+                "telemetry.otlp_endpoint",
+                format!("expected an http:// URL (OTLP over TLS is not built in), got {ep:?}"),
+            ));
+        }
+        errors.extend(validate_routes(&self.routes, "routes"));
+        let admin = self.admin.addr;
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(l) = ferry_client::ListenAddr::parse(&r.listen) else { continue };
+            if admin.port() != 0 && l.resolve(self.node.bind_addr) == admin {
+                errors.push(FieldError::new(
+                    format!("routes[{i}].listen"),
+                    format!("{:?} is the admin address", r.listen),
+                ));
+            }
+        }
+        if errors.is_empty() { Ok(self) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// [`Config::read`] then [`Config::validate`].
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        Self::read(path)?.validate()
+    }
+}
+
+/// A parse error as one line: `path: message (line L, column C)`.
+fn toml_error(path: &str, e: &toml::de::Error, text: &str) -> FieldError {
+    let mut msg = e.message().trim().replace('\n', " ");
+    if let Some(span) = e.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+        msg = format!("{msg} (line {line}, column {col})");
+    }
+    FieldError::new(path, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "n1"
+[admin]
+addr = "127.0.0.1:7948"
+
+[[routes]]
+name = "web"
+listen = "127.0.0.1:7000"
+balance = "weighted"
+hash_key = "client_ip"
+connect_timeout_ms = 1000
+idle_timeout_ms = 300000
+max_connections = 10000
+max_connect_attempts = 3
+  [[routes.backends]]
+  id = "a"
+  addr = "127.0.0.1:9001"
+  weight = 3
+  [routes.health_check]
+  interval_ms = 1000
+  timeout_ms = 500
+  rise = 2
+  fall = 2
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text).and_then(Config::validate) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_contract_example_parses() -> Result<(), ConfigErrors> {
+        let c = Config::parse(GOOD)?.validate()?;
+        assert_eq!(c.node.name, "n1");
+        assert_eq!(c.routes[0].backends[0].weight, 3);
+        assert_eq!(c.routes[0].health_check.map(|h| h.fall), Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_field_names_its_path_and_line() {
+        let text = GOOD.replace("  weight = 3", "  weight = 3\n  wieght = 4");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("routes[0].backends[0]"), "{e:?}");
+        assert!(e[0].contains("unknown field `wieght`"), "{e:?}");
+        assert!(e[0].contains("line 20"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_field() {
+        let e = errors(&GOOD.replace("\"weighted\"", "\"fastest\""));
+        assert!(e[0].starts_with("routes[0].balance: unknown variant `fastest`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_address_is_one_line_naming_the_backend() {
+        let e = errors(&GOOD.replace("127.0.0.1:9001", "x"));
+        assert_eq!(e, vec!["routes[0].backends[0].addr: invalid socket address \"x\""]);
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let text = GOOD
+            .replace("connect_timeout_ms = 1000", "connect_timeout_ms = 0")
+            .replace("weight = 3", "weight = 0");
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.contains(&"routes[0].connect_timeout_ms: must be greater than 0".to_string()));
+    }
+
+    #[test]
+    fn route_on_the_admin_address_is_refused() {
+        let e = errors(&GOOD.replace("127.0.0.1:7000", "127.0.0.1:7948"));
+        assert_eq!(e, vec!["routes[0].listen: \"127.0.0.1:7948\" is the admin address"]);
+    }
+
+    #[test]
+    fn otlp_endpoint_must_be_plain_http() {
+        let e = errors("[telemetry]\notlp_endpoint = \"https://collector:4317\"");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("telemetry.otlp_endpoint: expected an http:// URL"), "{e:?}");
+        assert!(errors("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"").is_empty());
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = errors("[node\nname = 1");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("line 1"), "{e:?}");
+    }
+
+    #[test]
+    fn empty_file_is_a_node_without_routes() -> Result<(), ConfigErrors> {
+        let c = Config::parse("")?.validate()?;
+        assert!(c.routes.is_empty());
+        assert_eq!(c.admin.addr, default_admin_addr());
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The registry of long-lived data-plane state: one `RouteState` per route
+//! name and one `BackendState` per (route, backend id, address, health-check
+//! settings). It hands the same `Arc`s to every table build, creates state
+//! (and the health-check task) for new entries, and retires state that a new
+//! configuration no longer names: its check stops and its metric series go.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ferry_client::{HealthCheckSpec, ListenAddr, RouteSpec};
+use tokio::sync::Notify;
+
+use crate::dataplane::backend::BackendState;
+use crate::dataplane::checker;
+use crate::dataplane::table::{RouteInput, RouteState};
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BackendKey {
+    route: String,
+    id: String,
+    addr: SocketAddr,
+    check: Option<HealthCheckSpec>,
+}
+
+/// Long-lived state, owned by the publisher task.
+#[derive(Debug)]
+pub struct Registry {
+    metrics: Metrics,
+    /// Woken by every health transition.
+    changed: Arc<Notify>,
+    bind_addr: IpAddr,
+    routes: HashMap<String, Arc<RouteState>>,
+    backends: HashMap<BackendKey, Arc<BackendState>>,
+}
+
+impl Registry {
+    /// An empty registry; `changed` is notified on health transitions.
+    pub fn new(metrics: Metrics, changed: Arc<Notify>, bind_addr: IpAddr) -> Self {
+        Self { metrics, changed, bind_addr, routes: HashMap::new(), backends: HashMap::new() }
+    }
+
+    /// The table-builder inputs for `specs` (which must be valid), creating
+    /// and retiring state so that the registry holds exactly what they name.
+    pub fn inputs(&mut self, specs: &[Arc<RouteSpec>]) -> Vec<RouteInput> {
+        let mut live_routes = HashSet::new();
+        let mut live_backends = HashSet::new();
+        let mut inputs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            live_routes.insert(spec.name.clone());
+            let state = Arc::clone(
+                self.routes
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| Arc::new(RouteState::new(&spec.name, &self.metrics))),
+            );
+            let mut backends = Vec::with_capacity(spec.backends.len());
+            for b in &spec.backends {
+                // Validated: the address parses.
+                let Ok(addr) = b.addr.parse::<SocketAddr>() else { continue };
+                let key =
+                    BackendKey { route: spec.name.clone(), id: b.id.clone(), addr, check: spec.health_check };
+                let backend = self.backends.entry(key.clone()).or_insert_with(|| {
+                    let backend = Arc::new(BackendState::new(
+                        &spec.name,
+                        &b.id,
+                        addr,
+                        Arc::clone(&self.changed),
+                        &self.metrics,
+                    ));
+                    if let Some(check) = spec.health_check {
+                        let result = |r: &str| {
+                            self.metrics.health_checks_total.with_label_values(&[&spec.name, &b.id, r])
+                        };
+                        checker::spawn(Arc::clone(&backend), check, result("pass"), result("fail"));
+                    }
+                    backend
+                });
+                backends.push(Arc::clone(backend));
+                live_backends.insert(key);
+            }
+            let listen = ListenAddr::parse(&spec.listen)
+                .map_or(SocketAddr::new(self.bind_addr, 0), |l| l.resolve(self.bind_addr));
+            inputs.push(RouteInput { spec: Arc::clone(spec), listen, state, backends });
+        }
+        self.retire(&live_routes, &live_backends);
+        inputs
+    }
+
+    fn retire(&mut self, live_routes: &HashSet<String>, live_backends: &HashSet<BackendKey>) {
+        let stale: Vec<BackendKey> =
+            self.backends.keys().filter(|k| !live_backends.contains(*k)).cloned().collect();
+        for key in stale {
+            if let Some(b) = self.backends.remove(&key) {
+                b.cancel.cancel();
+                // The same id may live on under a new address or check.
+                if !live_backends.iter().any(|k| k.route == key.route && k.id == key.id) {
+                    self.metrics.remove_backend(&key.route, &key.id);
+                }
+            }
+        }
+        self.routes.retain(|name, _| {
+            let keep = live_routes.contains(name);
+            if !keep {
+                self.metrics.remove_route(name);
+            }
+            keep
+        });
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for b in self.backends.values() {
+            b.cancel.cancel();
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Route listeners: one accept loop per route, reconciled against each new
+//! routing table.
+//!
+//! A listener looks its route up in the current table for every accepted
+//! connection, so a changed route takes effect for new connections while
+//! running ones keep the entry they started with. A listener whose route is
+//! removed, or whose address changes, stops accepting at once (freeing its
+//! port for a new listener) and its connections may drain for the grace
+//! period before they are closed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::clock::Clock;
+use super::proxy;
+use super::table::RoutingTable;
+
+/// Listen backlog of route listeners.
+const BACKLOG: i32 = 1024;
+
+/// Shared handles every accept loop needs.
+#[derive(Debug, Clone)]
+pub struct ListenerContext {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Tracks every connection task, for the shutdown drain.
+    pub tracker: TaskTracker,
+    pub clock: Clock,
+    /// Closes every connection at once (end of the shutdown drain).
+    pub hard_stop: CancellationToken,
+    /// Grace period of a removed listener's connections.
+    pub drain: Duration,
+}
+
+#[derive(Debug)]
+struct Running {
+    requested: SocketAddr,
+    bound: SocketAddr,
+    stop: CancellationToken,
+    conns: CancellationToken,
+}
+
+/// A route whose listener could not be bound.
+#[derive(Debug)]
+pub struct BindError {
+    pub route: String,
+    pub addr: SocketAddr,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "route {:?}: cannot listen on {}: {}", self.route, self.addr, self.error)
+    }
+}
+
+/// The set of running listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    ctx: ListenerContext,
+    running: HashMap<String, Running>,
+    /// Route name -> bound address, for the admin API.
+    bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
+}
+
+impl Listeners {
+    /// An empty set.
+    pub fn new(ctx: ListenerContext) -> Self {
+        Self { ctx, running: HashMap::new(), bound: Arc::default() }
+    }
+
+    /// Route name -> bound address, updated by every reconcile.
+    pub fn bound(&self) -> Arc<ArcSwap<HashMap<String, SocketAddr>>> {
+        Arc::clone(&self.bound)
+    }
+
+    /// Makes the running listeners match `table`: stops those of removed or
+    /// moved routes first (freeing their ports), then binds new ones. Returns
+    /// the routes that could not be bound; the others run.
+    pub fn reconcile(&mut self, table: &RoutingTable) -> Vec<BindError> {
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| table.get(name).is_none_or(|route| route.listen != r.requested))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(r) = self.running.remove(&name) {
+                info!(route = %name, addr = %r.bound, drain_ms = self.ctx.drain.as_millis() as u64, "listener stopped");
+                self.retire(r);
+            }
+        }
+        let mut errors = Vec::new();
+        for route in table.routes() {
+            let name = &route.spec.name;
+            if self.running.contains_key(name) {
+                continue;
+            }
+            match bind(route.listen) {
+                Ok(listener) => {
+                    let bound = listener.local_addr().unwrap_or(route.listen);
+                    let stop = CancellationToken::new();
+                    let conns = self.ctx.hard_stop.child_token();
+                    tokio::spawn(accept_loop(
+                        listener,
+                        name.clone(),
+                        self.ctx.clone(),
+                        stop.clone(),
+                        conns.clone(),
+                    ));
+                    info!(route = %name, addr = %bound, "listening");
+                    self.running
+                        .insert(name.clone(), Running { requested: route.listen, bound, stop, conns });
+                }
+                Err(error) => {
+                    warn!(route = %name, addr = %route.listen, %error, "cannot listen");
+                    errors.push(BindError { route: name.clone(), addr: route.listen, error });
+                }
+            }
+        }
+        let bound = self.running.iter().map(|(n, r)| (n.clone(), r.bound)).collect();
+        self.bound.store(Arc::new(bound));
+        errors
+    }
+
+    /// Stops accepting on every listener (shutdown); connections keep running.
+    pub fn stop_accepting(&mut self) {
+        for r in self.running.values() {
+            r.stop.cancel();
+        }
+        self.running.clear();
+        self.bound.store(Arc::default());
+    }
+
+    fn retire(&self, r: Running) {
+        r.stop.cancel();
+        let (drain, hard_stop) = (self.ctx.drain, self.ctx.hard_stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(drain) => r.conns.cancel(),
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    route: String,
+    ctx: ListenerContext,
+    stop: CancellationToken,
+    conns: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(route = %route, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let table = ctx.table.load();
+        let Some(entry) = table.get(&route) else { continue };
+        let Some(admitted) = entry.state.try_admit(entry.spec.max_connections) else { continue };
+        let _ = stream.set_nodelay(true);
+        ctx.tracker.spawn(proxy::serve(stream, peer, Arc::clone(entry), admitted, ctx.clock, conns.clone()));
+    }
+}

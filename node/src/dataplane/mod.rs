@@ -1,0 +1,21 @@
+//! The data plane: listeners, backend selection, failover, health and the
+//! byte copy. It reads only the immutable [`table::RoutingTable`] the control
+//! plane publishes, and per-backend atomics; it never awaits the control plane.
+//!
+//! - [`table`]: the routing table and its pure build function.
+//! - [`balance`]: candidate selection (hash ring, smooth WRR, …).
+//! - [`backend`]: per-backend live state, passive ejection.
+//! - [`checker`]: active TCP health checks.
+//! - [`listener`]: accept loops and their reconciliation.
+//! - [`proxy`]: one connection: connect with failover, then copy.
+//! - [`copy`]: the bidirectional byte copy.
+//! - [`clock`]: the millisecond clock ejection deadlines use.
+
+pub mod backend;
+pub mod balance;
+pub mod checker;
+pub mod clock;
+pub mod copy;
+pub mod listener;
+pub mod proxy;
+pub mod table;

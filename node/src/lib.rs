@@ -1,0 +1,19 @@
+//! ferry-node: the `ferryd` node.
+//!
+//! # Layout
+//! - [`config`]: the `ferryd.toml` schema, defaults and validation.
+//! - [`node`]: the composition root: start, apply routes, graceful shutdown.
+//! - [`control`]: builds and publishes routing tables from config and health.
+//! - [`dataplane`]: listeners, balancing, failover, health, the byte copy.
+//! - [`admin`]: the admin HTTP API.
+//! - [`telemetry`]: Prometheus metrics, logs and OTLP traces.
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod node;
+pub mod telemetry;
+
+pub use config::Config;
+pub use node::Node;

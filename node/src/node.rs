@@ -1,0 +1,212 @@
+//! The composition root: starts a node from a validated [`Config`] and owns
+//! its lifecycle (apply new routes, graceful shutdown).
+//!
+//! Servers take pre-bound listeners and one shutdown token, so tests run
+//! whole nodes in-process on port 0.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ferry_client::RouteSpec;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigErrors};
+use crate::control::publisher::{Command, Publisher};
+use crate::control::registry::Registry;
+use crate::dataplane::clock::Clock;
+use crate::dataplane::listener::{BindError, ListenerContext, Listeners};
+use crate::dataplane::table::RoutingTable;
+use crate::telemetry::metrics::Metrics;
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("admin.addr: cannot listen on {addr}: {source}")]
+    Admin { addr: SocketAddr, source: std::io::Error },
+    #[error("{}", join_lines(.0))]
+    Listen(Vec<BindError>),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Why new routes were not (fully) applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Nothing changed.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// Applied, but these routes have no listener.
+    #[error("{}", join_lines(.0))]
+    Bind(Vec<BindError>),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+fn join_lines(errors: &[BindError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open at the drain deadline, closed by force.
+    pub forced: usize,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    admin_addr: SocketAddr,
+    table: Arc<ArcSwap<RoutingTable>>,
+    bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
+    commands: mpsc::Sender<Command>,
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+    admin_stop: CancellationToken,
+    admin_task: JoinHandle<()>,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
+    metrics: Metrics,
+}
+
+impl Node {
+    /// Binds the admin API and every route listener, then serves. Fails,
+    /// leaving nothing running, if any of them cannot be bound.
+    pub async fn start(config: &Config) -> Result<Node, StartError> {
+        let metrics = Metrics::new()?;
+        let clock = Clock::new();
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let drain = Duration::from_millis(config.node.drain_timeout_ms);
+        let changed = Arc::new(Notify::new());
+        let listeners = Listeners::new(ListenerContext {
+            table: Arc::clone(&table),
+            tracker: tracker.clone(),
+            clock,
+            hard_stop: hard_stop.clone(),
+            drain,
+        });
+        let bound = listeners.bound();
+        let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
+        let mut publisher = Publisher::new(registry, listeners, Arc::clone(&table), clock, metrics.clone());
+
+        let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
+            .await
+            .map_err(|source| StartError::Admin { addr: config.admin.addr, source })?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
+
+        let errors = publisher.apply_routes(config.routes.clone());
+        if !errors.is_empty() {
+            hard_stop.cancel();
+            return Err(StartError::Listen(errors));
+        }
+        let (commands, rx) = mpsc::channel(16);
+        tokio::spawn(publisher.run(rx, changed));
+
+        let draining = Arc::new(AtomicBool::new(false));
+        let admin_stop = CancellationToken::new();
+        let state = AdminState {
+            node_name: config.node.name.clone(),
+            started: std::time::Instant::now(),
+            table: Arc::clone(&table),
+            bound: Arc::clone(&bound),
+            metrics: metrics.clone(),
+            draining: Arc::clone(&draining),
+            clock,
+        };
+        let admin_task = tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
+        info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");
+        Ok(Node {
+            admin_addr,
+            table,
+            bound,
+            commands,
+            tracker,
+            hard_stop,
+            admin_stop,
+            admin_task,
+            draining,
+            drain,
+            metrics,
+        })
+    }
+
+    /// Address of the admin API.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The address route `name` is bound to, if it is listening.
+    pub fn route_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound.load().get(name).copied()
+    }
+
+    /// The current routing table.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Validates `routes` and, if valid, makes them the node's routes: new
+    /// connections use them; running ones are untouched.
+    pub async fn apply_routes(&self, routes: Vec<RouteSpec>) -> Result<(), ApplyError> {
+        let errors = ferry_client::route::validate_routes(&routes, "routes");
+        if !errors.is_empty() {
+            return Err(ApplyError::Invalid(ConfigErrors(errors)));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::ApplyRoutes { routes, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        let errors = rx.await.map_err(|_| ApplyError::Stopped)?;
+        if errors.is_empty() { Ok(()) } else { Err(ApplyError::Bind(errors)) }
+    }
+
+    /// Stops accepting, lets open connections finish for the drain period,
+    /// closes the rest, then stops the admin API.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.shutdown_or(std::future::pending()).await
+    }
+
+    /// [`Node::shutdown`], with the drain cut short when `cut_short` completes
+    /// (a second SIGTERM).
+    pub async fn shutdown_or(self, cut_short: impl std::future::Future<Output = ()>) -> ShutdownReport {
+        self.draining.store(true, Relaxed);
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::StopAccepting { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.tracker.close();
+        let open = self.tracker.len();
+        info!(open_connections = open, drain_ms = self.drain.as_millis() as u64, "draining");
+        let mut forced = 0;
+        let drained = tokio::select! {
+            r = tokio::time::timeout(self.drain, self.tracker.wait()) => r.is_ok(),
+            () = cut_short => false,
+        };
+        if !drained {
+            forced = self.tracker.len();
+            warn!(connections = forced, "drain deadline reached: closing the remaining connections");
+            self.hard_stop.cancel();
+            self.tracker.wait().await;
+        }
+        self.hard_stop.cancel();
+        self.admin_stop.cancel();
+        let _ = self.admin_task.await;
+        info!("ferryd stopped");
+        ShutdownReport { forced }
+    }
+}

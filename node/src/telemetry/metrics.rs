@@ -1,0 +1,368 @@
+//! The node's Prometheus registry and metric families.
+//!
+//! [`Metrics`] is cheap to clone (every family is a handle onto shared
+//! state), so one instance is created at startup and cloned into the data
+//! plane, the health checker and the admin API. Metric names are given in
+//! full (the registry has no namespace prefix).
+
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Values of the `result` label of `ferry_proxy_connections_total`.
+pub const CONNECT_RESULTS: [&str; 4] = ["ok", "refused", "timeout", "error"];
+
+/// Values of the `result` label of `ferry_health_checks_total`.
+pub const CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
+
+/// Values of the `direction` label of `ferry_proxy_bytes_total`:
+/// `upstream` is client→backend, `downstream` is backend→client.
+pub const DIRECTIONS: [&str; 2] = ["upstream", "downstream"];
+
+/// Buckets of `ferry_proxy_connect_seconds`, suited to connect latency on a LAN.
+pub const CONNECT_BUCKETS: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// The node's registry and every metric family it exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// The registry all families below are registered in.
+    pub registry: Registry,
+    /// `ferry_proxy_connections_total{route,backend,result}`; result is one of
+    /// [`CONNECT_RESULTS`].
+    pub proxy_connections_total: IntCounterVec,
+    /// `ferry_proxy_active_connections{route}`
+    pub proxy_active_connections: IntGaugeVec,
+    /// `ferry_proxy_bytes_total{route,direction}`; direction is one of [`DIRECTIONS`].
+    pub proxy_bytes_total: IntCounterVec,
+    /// `ferry_proxy_connect_seconds{route}`
+    pub proxy_connect_seconds: HistogramVec,
+    /// `ferry_proxy_failovers_total{route}`
+    pub proxy_failovers_total: IntCounterVec,
+    /// `ferry_proxy_rejected_total{route,reason}`
+    pub proxy_rejected_total: IntCounterVec,
+    /// `ferry_proxy_idle_timeouts_total{route}`
+    pub proxy_idle_timeouts_total: IntCounterVec,
+    /// `ferry_backend_healthy{route,backend}` (1 healthy, 0 not)
+    pub backend_healthy: IntGaugeVec,
+    /// `ferry_backend_ejections_total{route,backend}`
+    pub backend_ejections_total: IntCounterVec,
+    /// `ferry_health_checks_total{route,backend,result}`; result is one of [`CHECK_RESULTS`].
+    pub health_checks_total: IntCounterVec,
+    /// `ferry_config_reloads_total{result}` ("ok" / "error")
+    pub config_reloads_total: IntCounterVec,
+    /// `ferry_table_generation`
+    pub table_generation: IntGauge,
+    /// `ferry_admin_requests_total{path,status}`; path is the matched route
+    /// template, not the raw URI.
+    pub admin_requests_total: IntCounterVec,
+    /// `ferry_build_info{version}`, always 1.
+    pub build_info: IntGaugeVec,
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+/// Removes one exact series; a series that does not exist is not an error.
+fn remove_exact<T: MetricVecBuilder>(vec: &MetricVec<T>, values: &[&str]) {
+    // The only possible errors are "not found" and a label-count mismatch
+    // (a programming error caught by the unit tests); both are ignored.
+    let _ = vec.remove_label_values(values);
+}
+
+/// Removes every series of `vec` whose labels include all of `matchers`
+/// (name, value), whatever its other labels are. Used where the other label
+/// values are open-ended (backend names, rejection reasons).
+fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, matchers: &[(&str, &str)]) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|lp| (lp.name(), lp.value())).collect();
+            if matchers.iter().all(|(name, value)| labels.get(name) == Some(value)) {
+                // No const labels are used, so the collected label pairs are
+                // exactly the variable labels `remove` expects.
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates every family and registers it in a fresh registry.
+    ///
+    /// Registration of these fixed families cannot fail in practice (the
+    /// names are valid and distinct); the `Result` is there so callers can
+    /// use `?` instead of unwrapping.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+
+        let proxy_connections_total = counter_vec(
+            &r,
+            "ferry_proxy_connections_total",
+            "Backend connection attempts by result (ok, refused, timeout, error)",
+            &["route", "backend", "result"],
+        )?;
+        let proxy_active_connections = gauge_vec(
+            &r,
+            "ferry_proxy_active_connections",
+            "Client connections currently being proxied",
+            &["route"],
+        )?;
+        let proxy_bytes_total = counter_vec(
+            &r,
+            "ferry_proxy_bytes_total",
+            "Bytes proxied (upstream: client to backend, downstream: backend to client)",
+            &["route", "direction"],
+        )?;
+        let proxy_connect_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ferry_proxy_connect_seconds",
+                "Time to establish the backend connection, in seconds",
+            )
+            .buckets(CONNECT_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        r.register(Box::new(proxy_connect_seconds.clone()))?;
+        let proxy_failovers_total = counter_vec(
+            &r,
+            "ferry_proxy_failovers_total",
+            "Connections that failed over to another backend after a failed attempt",
+            &["route"],
+        )?;
+        let proxy_rejected_total = counter_vec(
+            &r,
+            "ferry_proxy_rejected_total",
+            "Client connections rejected before reaching a backend, by reason",
+            &["route", "reason"],
+        )?;
+        let proxy_idle_timeouts_total = counter_vec(
+            &r,
+            "ferry_proxy_idle_timeouts_total",
+            "Proxied connections closed by the idle timeout",
+            &["route"],
+        )?;
+        let backend_healthy = gauge_vec(
+            &r,
+            "ferry_backend_healthy",
+            "Whether the backend is currently considered healthy (1) or not (0)",
+            &["route", "backend"],
+        )?;
+        let backend_ejections_total = counter_vec(
+            &r,
+            "ferry_backend_ejections_total",
+            "Times the backend was ejected from rotation",
+            &["route", "backend"],
+        )?;
+        let health_checks_total = counter_vec(
+            &r,
+            "ferry_health_checks_total",
+            "Active health checks by result (pass, fail)",
+            &["route", "backend", "result"],
+        )?;
+        let config_reloads_total = counter_vec(
+            &r,
+            "ferry_config_reloads_total",
+            "Configuration reloads by result (ok, error)",
+            &["result"],
+        )?;
+        let table_generation =
+            IntGauge::new("ferry_table_generation", "Generation of the routing table currently in use")?;
+        r.register(Box::new(table_generation.clone()))?;
+        let admin_requests_total = counter_vec(
+            &r,
+            "ferry_admin_requests_total",
+            "Admin API requests by matched route template and status code",
+            &["path", "status"],
+        )?;
+        let build_info =
+            gauge_vec(&r, "ferry_build_info", "Build information; the value is always 1", &["version"])?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        Ok(Self {
+            registry: r,
+            proxy_connections_total,
+            proxy_active_connections,
+            proxy_bytes_total,
+            proxy_connect_seconds,
+            proxy_failovers_total,
+            proxy_rejected_total,
+            proxy_idle_timeouts_total,
+            backend_healthy,
+            backend_ejections_total,
+            health_checks_total,
+            config_reloads_total,
+            table_generation,
+            admin_requests_total,
+            build_info,
+        })
+    }
+
+    /// Encodes every family in the Prometheus text exposition format.
+    ///
+    /// Returns the body and its content type (`text/plain; version=0.0.4`).
+    pub fn encode(&self) -> (Vec<u8>, String) {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            // Encoding into a Vec only fails on malformed metric families,
+            // which the fixed families above cannot produce.
+            ::tracing::warn!(error = %e, "failed to encode metrics");
+        }
+        (buf, encoder.format_type().to_owned())
+    }
+
+    /// Removes every series labelled with `route` (from all per-route and
+    /// per-backend families), e.g. when the route is deleted.
+    pub fn remove_route(&self, route: &str) {
+        // Families whose full label set is known.
+        remove_exact(&self.proxy_active_connections, &[route]);
+        remove_exact(&self.proxy_connect_seconds, &[route]);
+        remove_exact(&self.proxy_failovers_total, &[route]);
+        remove_exact(&self.proxy_idle_timeouts_total, &[route]);
+        for dir in DIRECTIONS {
+            remove_exact(&self.proxy_bytes_total, &[route, dir]);
+        }
+        // Families with open-ended labels (backend, reason): scan.
+        let m = [("route", route)];
+        remove_matching(&self.proxy_rejected_total, &m);
+        remove_matching(&self.proxy_connections_total, &m);
+        remove_matching(&self.backend_healthy, &m);
+        remove_matching(&self.backend_ejections_total, &m);
+        remove_matching(&self.health_checks_total, &m);
+    }
+
+    /// Removes every series labelled with this (`route`, `backend`) pair,
+    /// e.g. when the backend is removed from the route.
+    pub fn remove_backend(&self, route: &str, backend: &str) {
+        for result in CONNECT_RESULTS {
+            remove_exact(&self.proxy_connections_total, &[route, backend, result]);
+        }
+        for result in CHECK_RESULTS {
+            remove_exact(&self.health_checks_total, &[route, backend, result]);
+        }
+        remove_exact(&self.backend_healthy, &[route, backend]);
+        remove_exact(&self.backend_ejections_total, &[route, backend]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        let (body, content_type) = m.encode();
+        assert_eq!(content_type, "text/plain; version=0.0.4");
+        String::from_utf8(body).expect("exposition is UTF-8")
+    }
+
+    #[test]
+    fn counter_shows_up_in_exposition() {
+        let m = Metrics::new().expect("fixed families register");
+        m.proxy_connections_total.with_label_values(&["web", "10.0.0.1:80", "ok"]).inc();
+        m.table_generation.set(7);
+        let out = text(&m);
+        assert!(
+            out.contains(r#"ferry_proxy_connections_total{backend="10.0.0.1:80",result="ok",route="web"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains("# HELP ferry_proxy_connections_total Backend connection attempts by result (ok, refused, timeout, error)"),
+            "{out}"
+        );
+        assert!(out.contains("ferry_table_generation 7"), "{out}");
+        assert!(
+            out.contains(&format!(r#"ferry_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn histogram_uses_lan_buckets() {
+        let m = Metrics::new().expect("fixed families register");
+        m.proxy_connect_seconds.with_label_values(&["web"]).observe(0.0003);
+        let out = text(&m);
+        assert!(out.contains(r#"ferry_proxy_connect_seconds_bucket{route="web",le="0.0001"} 0"#), "{out}");
+        assert!(out.contains(r#"ferry_proxy_connect_seconds_bucket{route="web",le="0.0005"} 1"#), "{out}");
+    }
+
+    #[test]
+    fn remove_backend_removes_its_series_only() {
+        let m = Metrics::new().expect("fixed families register");
+        for result in CONNECT_RESULTS {
+            m.proxy_connections_total.with_label_values(&["web", "b1", result]).inc();
+        }
+        m.proxy_connections_total.with_label_values(&["web", "b2", "ok"]).inc();
+        for result in CHECK_RESULTS {
+            m.health_checks_total.with_label_values(&["web", "b1", result]).inc();
+        }
+        m.backend_healthy.with_label_values(&["web", "b1"]).set(1);
+        m.backend_healthy.with_label_values(&["web", "b2"]).set(1);
+        m.backend_ejections_total.with_label_values(&["web", "b1"]).inc();
+
+        m.remove_backend("web", "b1");
+        // Removing again (not found) is fine.
+        m.remove_backend("web", "b1");
+
+        let out = text(&m);
+        assert!(!out.contains(r#"backend="b1""#), "{out}");
+        assert!(
+            out.contains(r#"ferry_proxy_connections_total{backend="b2",result="ok",route="web"} 1"#),
+            "{out}"
+        );
+        assert!(out.contains(r#"ferry_backend_healthy{backend="b2",route="web"} 1"#), "{out}");
+    }
+
+    #[test]
+    fn remove_route_removes_every_family() {
+        let m = Metrics::new().expect("fixed families register");
+        for route in ["web", "db"] {
+            m.proxy_connections_total.with_label_values(&[route, "b1", "timeout"]).inc();
+            m.proxy_active_connections.with_label_values(&[route]).inc();
+            m.proxy_bytes_total.with_label_values(&[route, "upstream"]).inc_by(10);
+            m.proxy_bytes_total.with_label_values(&[route, "downstream"]).inc_by(20);
+            m.proxy_connect_seconds.with_label_values(&[route]).observe(0.001);
+            m.proxy_failovers_total.with_label_values(&[route]).inc();
+            m.proxy_rejected_total.with_label_values(&[route, "some-reason"]).inc();
+            m.proxy_idle_timeouts_total.with_label_values(&[route]).inc();
+            m.backend_healthy.with_label_values(&[route, "b1"]).set(0);
+            m.backend_ejections_total.with_label_values(&[route, "b1"]).inc();
+            m.health_checks_total.with_label_values(&[route, "b1", "fail"]).inc();
+        }
+
+        m.remove_route("web");
+        m.remove_route("web");
+
+        let out = text(&m);
+        assert!(!out.contains(r#"route="web""#), "{out}");
+        // 10 families carry the route label; "db" must still be in each.
+        let db_families = out
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(r#"route="db""#))
+            .map(|l| l.split('{').next().unwrap_or_default())
+            .filter(|name| !name.ends_with("_bucket") && !name.ends_with("_sum"))
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(db_families.len(), 10, "{db_families:?}");
+    }
+}

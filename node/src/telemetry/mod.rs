@@ -1,0 +1,13 @@
+//! Telemetry for the ferry node.
+//!
+//! This module owns two things:
+//!
+//! * [`metrics`]: the Prometheus [`prometheus::Registry`] and every metric
+//!   family the node exports (see [`metrics::Metrics`]), plus the text
+//!   exposition used by the admin `/metrics` endpoint.
+//! * [`tracing`](self::tracing): logging and tracing setup — the global
+//!   `tracing` subscriber (env filter, text/JSON formatting to stderr) and the
+//!   optional OTLP/gRPC span exporter (see [`self::tracing::init`]).
+
+pub mod metrics;
+pub mod tracing;

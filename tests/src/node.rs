@@ -1,0 +1,101 @@
+//! A ferry node in-process, and a small client for its admin API.
+
+use std::net::SocketAddr;
+
+use ferry_client::RouteSpec;
+use ferry_node::{Config, Node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running in-process node with its admin API on an OS-chosen port.
+#[derive(Debug)]
+pub struct TestNode {
+    node: Option<Node>,
+}
+
+impl TestNode {
+    /// Starts a node serving `routes` (use listen `127.0.0.1:0`).
+    pub async fn start(routes: Vec<RouteSpec>) -> anyhow::Result<Self> {
+        Self::with_config(|c| c.routes = routes).await
+    }
+
+    /// Starts a node from the test defaults changed by `edit`.
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let mut config = Config::default();
+        config.node.name = "test".into();
+        config.node.drain_timeout_ms = 2_000;
+        config.admin.addr = "127.0.0.1:0".parse()?;
+        edit(&mut config);
+        let config = config.validate()?;
+        Ok(Self { node: Some(Node::start(&config).await?) })
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        // Only `shutdown` takes it, and that consumes self.
+        self.node.as_ref().expect("node is running")
+    }
+
+    /// Where route `name` listens.
+    pub fn route_addr(&self, name: &str) -> anyhow::Result<SocketAddr> {
+        self.node().route_addr(name).ok_or_else(|| anyhow::anyhow!("route {name:?} is not listening"))
+    }
+
+    /// `GET path` on the admin API: (status, body).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.node().admin_addr(), path).await
+    }
+
+    /// `GET path` parsed as JSON, failing unless the status is 200.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = self.get(path).await?;
+        anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Graceful shutdown.
+    pub async fn shutdown(mut self) -> anyhow::Result<ferry_node::node::ShutdownReport> {
+        let node = self.node.take().ok_or_else(|| anyhow::anyhow!("already stopped"))?;
+        Ok(node.shutdown().await)
+    }
+}
+
+/// A one-shot HTTP/1.1 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(crate::client::IO_TIMEOUT, s.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
+    // Bodies are small; axum sends them with Content-Length, not chunked.
+    Ok((status, body.to_string()))
+}
+
+/// A route of `balance` over `backends` `(id, addr, weight)`, listening on an
+/// OS-chosen loopback port. `extra` JSON fields are merged in.
+pub fn route(
+    name: &str,
+    balance: &str,
+    backends: &[(&str, SocketAddr, u32)],
+    extra: serde_json::Value,
+) -> anyhow::Result<RouteSpec> {
+    let mut v = serde_json::json!({
+        "name": name,
+        "listen": "127.0.0.1:0",
+        "balance": balance,
+        "backends": backends.iter().map(|(id, addr, w)| serde_json::json!({
+            "id": id, "addr": addr.to_string(), "weight": w
+        })).collect::<Vec<_>>(),
+    });
+    if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+    Ok(serde_json::from_value(v)?)
+}

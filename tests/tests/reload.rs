@@ -1,0 +1,82 @@
+//! Applying new routes: new connections follow the new table, established
+//! ones keep flowing, removed listeners drain, invalid routes change nothing.
+
+use std::time::Duration;
+
+use ferry_tests::backend::Greeter;
+use ferry_tests::client::{Session, greet};
+use ferry_tests::node::{TestNode, route};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_route_keeps_established_connections() -> anyhow::Result<()> {
+    let (a, b) = (Greeter::start("a").await?, Greeter::start("b").await?);
+    let node = TestNode::start(vec![route("web", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    let addr = node.route_addr("web")?;
+    let mut old = Session::open(addr).await?;
+    assert_eq!(old.backend, "a");
+
+    node.node().apply_routes(vec![route("web", "weighted", &[("b", b.addr, 1)], json!({}))?]).await?;
+    assert_eq!(node.route_addr("web")?, addr, "same listen address: the listener stays");
+    assert_eq!(greet(addr).await?, "b", "new connections use the new backends");
+    assert_eq!(old.echo(b"still here").await?, b"still here", "the old connection keeps flowing");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_and_removed_routes() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let node = TestNode::with_config(|c| {
+        c.node.drain_timeout_ms = 300;
+        c.routes = vec![route("one", "weighted", &[("a", a.addr, 1)], json!({})).expect("route")];
+    })
+    .await?;
+    let one = node.route_addr("one")?;
+    let mut held = Session::open(one).await?;
+
+    node.node().apply_routes(vec![route("two", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    assert_eq!(greet(node.route_addr("two")?).await?, "a", "the added route serves");
+    assert!(node.route_addr("one").is_err());
+    assert!(tokio::net::TcpStream::connect(one).await.is_err(), "a removed route stops accepting");
+    // Its connection drains for the grace period, then is closed.
+    assert_eq!(held.echo(b"draining").await?, b"draining");
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut held.stream, &mut buf),
+    )
+    .await??;
+    assert_eq!(n, 0, "closed at the end of the drain");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_routes_change_nothing() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let node = TestNode::start(vec![route("web", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    let before = node.node().table().generation;
+    let mut bad = route("web", "weighted", &[("a", a.addr, 1)], json!({}))?;
+    bad.backends[0].addr = "nowhere".into();
+    let err = node.node().apply_routes(vec![bad]).await.expect_err("invalid routes are refused");
+    assert_eq!(err.to_string(), "routes[0].backends[0].addr: invalid socket address \"nowhere\"");
+    assert_eq!(node.node().table().generation, before);
+    assert_eq!(greet(node.route_addr("web")?).await?, "a");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_route_frees_its_old_port_for_another() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let b = Greeter::start("b").await?;
+    let node = TestNode::start(vec![route("x", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    let port = node.route_addr("x")?;
+    // Route y takes x's exact address while x moves elsewhere, in one apply.
+    let y = route("y", "weighted", &[("b", b.addr, 1)], json!({"listen": port.to_string()}))?;
+    let elsewhere = ferry_tests::backend::closed_port()?;
+    let x = route("x", "weighted", &[("a", a.addr, 1)], json!({"listen": elsewhere.to_string()}))?;
+    node.node().apply_routes(vec![x, y]).await?;
+    assert_eq!(greet(port).await?, "b");
+    assert_eq!(node.route_addr("x")?, elsewhere);
+    assert_eq!(greet(elsewhere).await?, "a");
+    Ok(())
+}

@@ -14,6 +14,7 @@ use ferry_client::FieldError;
 use ferry_client::route::{RouteSpec, validate_routes};
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::copy::CopyMode;
 use crate::telemetry::tracing::LogFormat;
 
 /// The whole configuration file.
@@ -44,6 +45,10 @@ pub struct NodeSection {
     /// shutdown, may keep flowing before they are closed.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// How connections move bytes: `userspace` (read/write) or `splice`
+    /// (zero-copy through a kernel pipe).
+    #[serde(default)]
+    pub copy: CopyMode,
 }
 
 /// `[admin]`.
@@ -92,6 +97,7 @@ impl Default for NodeSection {
             name: default_name(),
             bind_addr: default_bind_addr(),
             drain_timeout_ms: default_drain_timeout_ms(),
+            copy: CopyMode::default(),
         }
     }
 }
@@ -143,6 +149,9 @@ impl Config {
     /// Checks everything that parsing cannot: values, uniqueness, limits.
     pub fn validate(self) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
+        if self.node.drain_timeout_ms == 0 {
+            errors.push(FieldError::new("node.drain_timeout_ms", "must be greater than 0"));
+        }
         if !ferry_client::route::valid_name(&self.node.name) {
             errors.push(FieldError::new(
                 "node.name",

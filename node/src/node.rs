@@ -96,6 +96,7 @@ impl Node {
             clock,
             hard_stop: hard_stop.clone(),
             drain,
+            copy_mode: config.node.copy,
         });
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ferry_node::dataplane::copy::CopyMode;
 use ferry_tests::backend::Greeter;
 use ferry_tests::client::{IO_TIMEOUT, Session};
 use ferry_tests::node::{TestNode, route};
@@ -10,14 +11,32 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn one_route(extra: serde_json::Value) -> anyhow::Result<(Greeter, TestNode)> {
+    one_route_copying(CopyMode::Userspace, extra).await
+}
+
+async fn one_route_copying(mode: CopyMode, extra: serde_json::Value) -> anyhow::Result<(Greeter, TestNode)> {
     let g = Greeter::start("a").await?;
-    let node = TestNode::start(vec![route("r", "weighted", &[("a", g.addr, 1)], extra)?]).await?;
+    let r = route("r", "weighted", &[("a", g.addr, 1)], extra)?;
+    let node = TestNode::with_config(|c| {
+        c.node.copy = mode;
+        c.routes = vec![r];
+    })
+    .await?;
     Ok((g, node))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mib_round_trip_is_byte_exact() -> anyhow::Result<()> {
-    let (_g, node) = one_route(json!({})).await?;
+    round_trip(CopyMode::Userspace).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_round_trip_is_byte_exact_with_splice() -> anyhow::Result<()> {
+    round_trip(CopyMode::Splice).await
+}
+
+async fn round_trip(mode: CopyMode) -> anyhow::Result<()> {
+    let (_g, node) = one_route_copying(mode, json!({})).await?;
     let s = Session::open(node.route_addr("r")?).await?;
     let (mut rd, mut wr) = s.stream.into_inner().into_split();
     // Deterministic pseudo-random payload (xorshift), so corruption cannot hide.
@@ -48,7 +67,16 @@ async fn ten_mib_round_trip_is_byte_exact() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_propagates_both_ways() -> anyhow::Result<()> {
-    let (_g, node) = one_route(json!({})).await?;
+    half_close(CopyMode::Userspace).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_propagates_both_ways_with_splice() -> anyhow::Result<()> {
+    half_close(CopyMode::Splice).await
+}
+
+async fn half_close(mode: CopyMode) -> anyhow::Result<()> {
+    let (_g, node) = one_route_copying(mode, json!({})).await?;
     let mut s = Session::open(node.route_addr("r")?).await?;
     // Client sends, then closes its sending side only.
     s.stream.get_mut().write_all(b"last words").await?;

@@ -48,6 +48,36 @@ pub struct CopyCounters<'a> {
     pub downstream: &'a IntCounter,
 }
 
+/// How bytes move between the two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyMode {
+    /// read(2)/write(2) through one reused buffer per direction.
+    #[default]
+    Userspace,
+    /// splice(2) through a pipe per direction: bytes stay in the kernel.
+    Splice,
+}
+
+/// Byte accounting and idle tracking of one direction.
+#[derive(Debug)]
+pub struct Activity<'a> {
+    counter: &'a IntCounter,
+    total: &'a AtomicU64,
+    /// Milliseconds from `start` to the last byte moved (both directions).
+    last: &'a AtomicU64,
+    start: Instant,
+}
+
+impl Activity<'_> {
+    /// Records `n` bytes moved now.
+    pub fn moved(&self, n: usize) {
+        self.counter.inc_by(n as u64);
+        self.total.fetch_add(n as u64, Relaxed);
+        self.last.store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
 /// Copies between `client` and `server` until both directions end, an error,
 /// or `idle` without traffic.
 pub async fn copy_bidirectional(
@@ -55,25 +85,34 @@ pub async fn copy_bidirectional(
     server: &TcpStream,
     idle: Duration,
     counters: CopyCounters<'_>,
+    mode: CopyMode,
 ) -> CopyOutcome {
     let start = Instant::now();
-    // Milliseconds from `start` to the last byte moved.
-    let last_activity = AtomicU64::new(0);
-    let up_total = AtomicU64::new(0);
-    let down_total = AtomicU64::new(0);
-    let up = pump(client, server, counters.upstream, &up_total, &last_activity, start);
-    let down = pump(server, client, counters.downstream, &down_total, &last_activity, start);
-    let both = async { tokio::try_join!(up, down) };
+    let last = AtomicU64::new(0);
+    let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
+    let up_activity = Activity { counter: counters.upstream, total: &up_total, last: &last, start };
+    let down_activity = Activity { counter: counters.downstream, total: &down_total, last: &last, start };
+    let both = async {
+        match mode {
+            CopyMode::Userspace => {
+                tokio::try_join!(pump(client, server, &up_activity), pump(server, client, &down_activity))
+            }
+            CopyMode::Splice => tokio::try_join!(
+                super::splice::pump(client, server, &up_activity),
+                super::splice::pump(server, client, &down_activity)
+            ),
+        }
+    };
     tokio::pin!(both);
     let end = loop {
-        let deadline = start + Duration::from_millis(last_activity.load(Relaxed)) + idle;
+        let deadline = start + Duration::from_millis(last.load(Relaxed)) + idle;
         tokio::select! {
             r = &mut both => break match r {
                 Ok(_) => CopyEnd::Closed,
                 Err(e) => CopyEnd::Error(e),
             },
             () = tokio::time::sleep_until(deadline) => {
-                let idle_since = start + Duration::from_millis(last_activity.load(Relaxed));
+                let idle_since = start + Duration::from_millis(last.load(Relaxed));
                 if Instant::now() >= idle_since + idle {
                     break CopyEnd::IdleTimeout;
                 }
@@ -85,14 +124,7 @@ pub async fn copy_bidirectional(
 
 /// Copies `src` to `dst` until `src` ends, then shuts down `dst`'s sending
 /// direction.
-async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    counter: &IntCounter,
-    total: &AtomicU64,
-    last_activity: &AtomicU64,
-    start: Instant,
-) -> io::Result<()> {
+async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
     let mut buf: Option<Box<[u8]>> = None;
     loop {
         src.readable().await?;
@@ -110,9 +142,7 @@ async fn pump(
             };
         }
         write_all(dst, &b[..n]).await?;
-        counter.inc_by(n as u64);
-        total.fetch_add(n as u64, Relaxed);
-        last_activity.store(start.elapsed().as_millis() as u64, Relaxed);
+        activity.moved(n);
     }
 }
 
@@ -146,9 +176,18 @@ mod tests {
         (IntCounter::new("u", "u").expect("counter"), IntCounter::new("d", "d").expect("counter"))
     }
 
-    /// client <-> [c_side ~copy~ s_side] <-> server
+    const MODES: [CopyMode; 2] = [CopyMode::Userspace, CopyMode::Splice];
+
     #[tokio::test]
     async fn half_close_propagates_and_bytes_are_counted() -> io::Result<()> {
+        for mode in MODES {
+            half_close(mode).await?;
+        }
+        Ok(())
+    }
+
+    /// client <-> [c_side ~copy~ s_side] <-> server
+    async fn half_close(mode: CopyMode) -> io::Result<()> {
         let (mut client, c_side) = pair().await?;
         let (s_side, mut server) = pair().await?;
         let (u, d) = counters();
@@ -158,6 +197,7 @@ mod tests {
                 &s_side,
                 Duration::from_secs(5),
                 CopyCounters { upstream: &u, downstream: &d },
+                mode,
             )
             .await;
             (out, u.get(), d.get())
@@ -181,6 +221,13 @@ mod tests {
 
     #[tokio::test]
     async fn idle_timeout_ends_a_silent_copy() -> io::Result<()> {
+        for mode in MODES {
+            idle_timeout(mode).await?;
+        }
+        Ok(())
+    }
+
+    async fn idle_timeout(mode: CopyMode) -> io::Result<()> {
         let (_client, c_side) = pair().await?;
         let (s_side, _server) = pair().await?;
         let (u, d) = counters();
@@ -190,6 +237,7 @@ mod tests {
             &s_side,
             Duration::from_millis(200),
             CopyCounters { upstream: &u, downstream: &d },
+            mode,
         )
         .await;
         assert!(matches!(out.end, CopyEnd::IdleTimeout), "{:?}", out.end);
@@ -199,6 +247,13 @@ mod tests {
 
     #[tokio::test]
     async fn traffic_postpones_the_idle_timeout() -> io::Result<()> {
+        for mode in MODES {
+            traffic_postpones(mode).await?;
+        }
+        Ok(())
+    }
+
+    async fn traffic_postpones(mode: CopyMode) -> io::Result<()> {
         let (mut client, c_side) = pair().await?;
         let (s_side, mut server) = pair().await?;
         let (u, d) = counters();
@@ -208,6 +263,7 @@ mod tests {
                 &s_side,
                 Duration::from_millis(300),
                 CopyCounters { upstream: &u, downstream: &d },
+                mode,
             )
             .await
         });

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::clock::Clock;
+use super::copy::CopyMode;
 use super::proxy;
 use super::table::RoutingTable;
 
@@ -38,6 +39,8 @@ pub struct ListenerContext {
     pub hard_stop: CancellationToken,
     /// Grace period of a removed listener's connections.
     pub drain: Duration,
+    /// How connections move bytes.
+    pub copy_mode: CopyMode,
 }
 
 #[derive(Debug)]
@@ -186,6 +189,12 @@ async fn accept_loop(
         let Some(entry) = table.get(&route) else { continue };
         let Some(admitted) = entry.state.try_admit(entry.spec.max_connections) else { continue };
         let _ = stream.set_nodelay(true);
-        ctx.tracker.spawn(proxy::serve(stream, peer, Arc::clone(entry), admitted, ctx.clock, conns.clone()));
+        ctx.tracker.spawn(proxy::serve(
+            stream,
+            peer,
+            Arc::clone(entry),
+            admitted,
+            proxy::ConnContext { clock: ctx.clock, copy_mode: ctx.copy_mode, hard_stop: conns.clone() },
+        ));
     }
 }

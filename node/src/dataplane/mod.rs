@@ -8,7 +8,7 @@
 //! - [`checker`]: active TCP health checks.
 //! - [`listener`]: accept loops and their reconciliation.
 //! - [`proxy`]: one connection: connect with failover, then copy.
-//! - [`copy`]: the bidirectional byte copy.
+//! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
 
 pub mod backend;
@@ -18,4 +18,5 @@ pub mod clock;
 pub mod copy;
 pub mod listener;
 pub mod proxy;
+pub mod splice;
 pub mod table;

@@ -17,8 +17,17 @@ use tracing::{debug, warn};
 
 use super::backend::ConnectResult;
 use super::clock::Clock;
-use super::copy::{CopyCounters, CopyEnd, copy_bidirectional};
+use super::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
 use super::table::{RouteEntry, RouteGuard};
+
+/// What a connection needs besides its route.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    pub clock: Clock,
+    pub copy_mode: CopyMode,
+    /// Ends the connection at once (drain deadline).
+    pub hard_stop: CancellationToken,
+}
 
 /// Serves one admitted client connection until it ends or `hard_stop` fires.
 pub async fn serve(
@@ -26,9 +35,9 @@ pub async fn serve(
     peer: SocketAddr,
     route: Arc<RouteEntry>,
     _admitted: RouteGuard,
-    clock: Clock,
-    hard_stop: CancellationToken,
+    ctx: ConnContext,
 ) {
+    let ConnContext { clock, copy_mode, hard_stop } = ctx;
     let name = route.spec.name.as_str();
     let candidates = route.candidates(peer);
     let mut connected = None;
@@ -67,7 +76,7 @@ pub async fn serve(
     let _ = server.set_nodelay(true);
     let counters = CopyCounters { upstream: &route.state.m.bytes_up, downstream: &route.state.m.bytes_down };
     let outcome = tokio::select! {
-        o = copy_bidirectional(&client, &server, route.idle_timeout, counters) => o,
+        o = copy_bidirectional(&client, &server, route.idle_timeout, counters, copy_mode) => o,
         () = hard_stop.cancelled() => return,
     };
     match outcome.end {

@@ -293,11 +293,11 @@ impl RouteSpec {
 }
 
 /// Every problem with a set of routes: each route on its own, then duplicate
-/// names and duplicate explicit listen addresses. Paths are `{prefix}[i]`.
+/// names. Paths are `{prefix}[i]`. Listen-address conflicts depend on the
+/// node's bind address, so the node checks them (see [`listen_conflicts`]).
 pub fn validate_routes(routes: &[RouteSpec], prefix: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut names = HashSet::new();
-    let mut listens = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
         let path = format!("{prefix}[{i}]");
         r.validate(&path, &mut errors);
@@ -305,18 +305,48 @@ pub fn validate_routes(routes: &[RouteSpec], prefix: &str) -> Vec<FieldError> {
             errors
                 .push(FieldError::new(format!("{path}.name"), format!("duplicate route name {:?}", r.name)));
         }
-        // Port 0 asks the OS for a free port, so two of them never collide.
-        if let Some(l) = ListenAddr::parse(&r.listen) {
-            let port = match l {
-                ListenAddr::Addr(a) => a.port(),
-                ListenAddr::Port(p) => p,
-            };
-            if port != 0 && !listens.insert(l) {
-                errors.push(FieldError::new(
-                    format!("{path}.listen"),
-                    format!("duplicate listen address {:?}", r.listen),
-                ));
+    }
+    errors
+}
+
+/// Routes whose listeners would collide on a node that binds `:PORT` on
+/// `bind` and serves its admin API on `admin`: the same port on the same IP,
+/// or on a wildcard IP and any other. Port 0 never collides (the OS picks).
+pub fn listen_conflicts(
+    routes: &[RouteSpec],
+    prefix: &str,
+    bind: std::net::IpAddr,
+    admin: Option<SocketAddr>,
+) -> Vec<FieldError> {
+    let overlap = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    let mut errors = Vec::new();
+    let mut seen: Vec<(usize, SocketAddr)> = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some(addr) = ListenAddr::parse(&r.listen).map(|l| l.resolve(bind)) else { continue };
+        if addr.port() == 0 {
+            continue;
+        }
+        let path = format!("{prefix}[{i}].listen");
+        if let Some(admin) = admin.filter(|a| a.port() != 0 && overlap(*a, addr)) {
+            errors.push(FieldError::new(
+                path.clone(),
+                format!("{:?} collides with the admin address {admin}", r.listen),
+            ));
+        }
+        match seen.iter().find(|(_, other)| overlap(*other, addr)) {
+            Some((j, _)) if routes[*j].listen == r.listen => {
+                errors.push(FieldError::new(path, format!("duplicate listen address {:?}", r.listen)))
             }
+            Some((j, other)) => errors.push(FieldError::new(
+                path,
+                format!(
+                    "{:?} collides with {prefix}[{j}].listen {:?} ({other})",
+                    r.listen, routes[*j].listen
+                ),
+            )),
+            None => seen.push((i, addr)),
         }
     }
     errors
@@ -335,7 +365,28 @@ mod tests {
     }
 
     fn messages(routes: &[RouteSpec]) -> Vec<String> {
-        validate_routes(routes, "routes").iter().map(ToString::to_string).collect()
+        let bind = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut errors = validate_routes(routes, "routes");
+        errors.extend(listen_conflicts(routes, "routes", bind, "127.0.0.1:7948".parse().ok()));
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn listen_conflicts_are_found_after_resolving() {
+        let msgs = messages(&[route("a", "127.0.0.1:7000"), route("b", ":7000"), route("c", "0.0.0.0:7000")]);
+        assert_eq!(
+            msgs,
+            vec![
+                "routes[1].listen: \":7000\" collides with routes[0].listen \"127.0.0.1:7000\" (127.0.0.1:7000)",
+                "routes[2].listen: \"0.0.0.0:7000\" collides with routes[0].listen \"127.0.0.1:7000\" (127.0.0.1:7000)",
+            ]
+        );
+        let msgs = messages(&[route("a", "0.0.0.0:7948")]);
+        assert_eq!(
+            msgs,
+            vec!["routes[0].listen: \"0.0.0.0:7948\" collides with the admin address 127.0.0.1:7948"]
+        );
+        assert!(messages(&[route("a", "127.0.0.1:7000"), route("b", "127.0.0.2:7000")]).is_empty());
     }
 
     #[test]

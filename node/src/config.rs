@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use ferry_client::FieldError;
-use ferry_client::route::{RouteSpec, validate_routes};
+use ferry_client::route::{RouteSpec, listen_conflicts, validate_routes};
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::copy::CopyMode;
@@ -169,16 +169,7 @@ impl Config {
             ));
         }
         errors.extend(validate_routes(&self.routes, "routes"));
-        let admin = self.admin.addr;
-        for (i, r) in self.routes.iter().enumerate() {
-            let Some(l) = ferry_client::ListenAddr::parse(&r.listen) else { continue };
-            if admin.port() != 0 && l.resolve(self.node.bind_addr) == admin {
-                errors.push(FieldError::new(
-                    format!("routes[{i}].listen"),
-                    format!("{:?} is the admin address", r.listen),
-                ));
-            }
-        }
+        errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, Some(self.admin.addr)));
         if errors.is_empty() { Ok(self) } else { Err(ConfigErrors(errors)) }
     }
 
@@ -281,7 +272,19 @@ max_connect_attempts = 3
     #[test]
     fn route_on_the_admin_address_is_refused() {
         let e = errors(&GOOD.replace("127.0.0.1:7000", "127.0.0.1:7948"));
-        assert_eq!(e, vec!["routes[0].listen: \"127.0.0.1:7948\" is the admin address"]);
+        assert_eq!(
+            e,
+            vec!["routes[0].listen: \"127.0.0.1:7948\" collides with the admin address 127.0.0.1:7948"]
+        );
+    }
+
+    #[test]
+    fn port_only_listen_conflicts_with_the_same_resolved_address() {
+        let text = GOOD.replace("[admin]", "bind_addr = \"127.0.0.1\"\n[admin]")
+            + "[[routes]]\nname = \"b\"\nlisten = \":7000\"\n[[routes.backends]]\nid = \"a\"\naddr = \"127.0.0.1:9001\"\n";
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("routes[1].listen: \":7000\" collides with routes[0].listen"), "{e:?}");
     }
 
     #[test]

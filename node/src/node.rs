@@ -67,6 +67,7 @@ pub struct ShutdownReport {
 #[derive(Debug)]
 pub struct Node {
     admin_addr: SocketAddr,
+    bind_addr: std::net::IpAddr,
     table: Arc<ArcSwap<RoutingTable>>,
     bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
     commands: mpsc::Sender<Command>,
@@ -130,6 +131,7 @@ impl Node {
         info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");
         Ok(Node {
             admin_addr,
+            bind_addr: config.node.bind_addr,
             table,
             bound,
             commands,
@@ -166,7 +168,13 @@ impl Node {
     /// Validates `routes` and, if valid, makes them the node's routes: new
     /// connections use them; running ones are untouched.
     pub async fn apply_routes(&self, routes: Vec<RouteSpec>) -> Result<(), ApplyError> {
-        let errors = ferry_client::route::validate_routes(&routes, "routes");
+        let mut errors = ferry_client::route::validate_routes(&routes, "routes");
+        errors.extend(ferry_client::route::listen_conflicts(
+            &routes,
+            "routes",
+            self.bind_addr,
+            Some(self.admin_addr),
+        ));
         if !errors.is_empty() {
             return Err(ApplyError::Invalid(ConfigErrors(errors)));
         }

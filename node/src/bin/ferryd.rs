@@ -65,7 +65,8 @@ fn main() -> ExitCode {
     if let Some(path) = &args.check_config {
         return match args.load(path) {
             Ok(c) => {
-                println!("{}: ok ({} routes)", path.display(), c.routes.len());
+                let n = c.routes.len();
+                println!("{}: ok ({n} route{})", path.display(), if n == 1 { "" } else { "s" });
                 ExitCode::SUCCESS
             }
             Err(e) => config_failure(path, &e),

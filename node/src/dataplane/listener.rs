@@ -155,6 +155,16 @@ impl Listeners {
     }
 }
 
+impl Drop for Listeners {
+    /// Accept loops end with their owner (a node that failed to start, or
+    /// the publisher at exit): a port is never left bound by an orphan.
+    fn drop(&mut self) {
+        for r in self.running.values() {
+            r.stop.cancel();
+        }
+    }
+}
+
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;

@@ -1,0 +1,806 @@
+//! Runs the real `ferryd` binary: exit statuses and messages for bad
+//! configurations and arguments, `--check-config`, SIGHUP reloads, graceful
+//! shutdown on SIGTERM/SIGINT, and the `--admin-addr` override.
+//!
+//! Everything listens on 127.0.0.1. Route listeners use port 0 and the tests
+//! read the bound address from the admin API (`GET /v1/routes/{name}`); the
+//! admin port is picked free beforehand (a small race is accepted). Every
+//! wait polls with a deadline, and every `ferryd` is killed when its guard
+//! drops, so a failing test leaves no process behind.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_client::api::RouteStatus;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Interval between two checks of a polled condition.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for anything that should happen promptly.
+const WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for one reply on a proxied connection or the admin API.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------- helpers
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<Self> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "ferryd-process-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Relaxed)
+        ));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `text` to `path` atomically (write a sibling, then rename), so a
+/// reload never reads a half-written file.
+fn write_config(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// A free port on 127.0.0.1 (bound by the OS, then released).
+fn free_addr() -> Result<SocketAddr> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A running (or exited) `ferryd`, killed on drop if still running. Its
+/// stdout and stderr go to files so they can be read at any time.
+struct Ferryd {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Ferryd {
+    /// Spawns `ferryd ARGS`, output into `dir/{name}.stdout|stderr`.
+    fn spawn(dir: &TempDir, name: &str, args: &[&str]) -> Result<Self> {
+        let stdout = dir.file(&format!("{name}.stdout"));
+        let stderr = dir.file(&format!("{name}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .context("spawning ferryd")?;
+        Ok(Self { child, stdout, stderr })
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The exit status, if it has exited (reaps it).
+    fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Sends `sig`, refusing if the process was already reaped (its PID
+    /// could belong to someone else by now). An unreaped child keeps its PID.
+    fn signal(&mut self, sig: Signal) -> Result<()> {
+        if let Some(status) = self.exited()? {
+            bail!("ferryd exited ({status}) before {sig}; stderr:\n{}", self.stderr());
+        }
+        kill(Pid::from_raw(i32::try_from(self.child.id())?), sig).with_context(|| format!("sending {sig}"))
+    }
+
+    /// Polls until the process exits; fails after `within`.
+    async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("ferryd still running after {within:?}; stderr:\n{}", self.stderr());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Ferryd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `ferryd ARGS` to completion (at most [`WAIT`]): status, stdout, stderr.
+async fn run_to_exit(dir: &TempDir, name: &str, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+    let mut p = Ferryd::spawn(dir, name, args)?;
+    let status = p.wait_exit(WAIT).await?;
+    Ok((status, p.stdout(), p.stderr()))
+}
+
+/// A `ferryd --config FILE` serving, with its admin address and temp dir.
+/// Fields drop in order: the process is killed before its dir is removed.
+struct Daemon {
+    proc: Ferryd,
+    admin: SocketAddr,
+    config: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` and starts `ferryd --config FILE EXTRA…`, then waits
+    /// until `admin` answers `/health/ready` with 200.
+    async fn start(tag: &str, admin: SocketAddr, config: &str, extra: &[&str]) -> Result<Self> {
+        let dir = TempDir::new(tag)?;
+        let path = dir.file("ferryd.toml");
+        write_config(&path, config)?;
+        let path_str = path.to_str().context("temp path is not UTF-8")?.to_string();
+        let mut args = vec!["--config", path_str.as_str()];
+        args.extend_from_slice(extra);
+        let proc = Ferryd::spawn(&dir, "ferryd", &args)?;
+        let mut d = Self { proc, admin, config: path, _dir: dir };
+        d.wait_ready().await?;
+        Ok(d)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.proc.exited()? {
+                bail!("ferryd exited during startup ({status}); stderr:\n{}", self.proc.stderr());
+            }
+            if let Ok((200, _)) = http_get(self.admin, "/health/ready").await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("ferryd not ready after {WAIT:?}; stderr:\n{}", self.proc.stderr());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The address route `name` is bound to, from `GET /v1/routes/{name}`.
+    async fn route_addr(&self, name: &str) -> Result<SocketAddr> {
+        let (status, body) = http_get(self.admin, &format!("/v1/routes/{name}")).await?;
+        ensure!(status == 200, "GET /v1/routes/{name}: {status} {body}");
+        let route: RouteStatus = serde_json::from_str(&body).with_context(|| format!("route body {body}"))?;
+        let listening = route.listening.with_context(|| format!("route {name} is not listening"))?;
+        Ok(listening.parse()?)
+    }
+
+    async fn metrics(&self) -> Result<String> {
+        let (status, body) = http_get(self.admin, "/metrics").await?;
+        ensure!(status == 200, "GET /metrics: {status}");
+        Ok(body)
+    }
+}
+
+/// Polls `check` every [`POLL`] until it succeeds; after `within`, fails
+/// with the last error.
+async fn poll<T>(what: &str, within: Duration, check: impl AsyncFn() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("{what}: still not true after {within:?}")));
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET: returns the status code and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        let text = String::from_utf8(raw)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("response without a header end")?;
+        let status_line = head.lines().next().context("empty response")?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("bad status line {status_line:?}"))?
+            .parse::<u16>()?;
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        let body = if chunked { dechunk(body)? } else { body.to_string() };
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(IO_TIMEOUT, exchange).await.with_context(|| format!("GET {path}: timed out"))?
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut rest: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").context("truncated chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(tail.get(..size).context("truncated chunk")?);
+        rest = tail.get(size + 2..).context("truncated chunk end")?;
+    }
+}
+
+/// A line-based echo server on 127.0.0.1:0 that answers each line `L` with
+/// `{name}: L`, so replies say which backend served them. Closes its side on
+/// EOF. Runs until the test's runtime ends.
+async fn echo_server(name: &'static str) -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if w.write_all(format!("{name}: {line}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A client connection through the proxy, speaking the echo protocol.
+struct Conn(BufReader<TcpStream>);
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Self> {
+        let s = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connecting to {addr}: timed out"))??;
+        Ok(Self(BufReader::new(s)))
+    }
+
+    /// Sends `msg` as a line and returns the reply line.
+    async fn ask(&mut self, msg: &str) -> Result<String> {
+        let exchange = async {
+            self.0.get_mut().write_all(format!("{msg}\n").as_bytes()).await?;
+            let mut line = String::new();
+            let n = self.0.read_line(&mut line).await?;
+            ensure!(n > 0, "connection closed instead of answering {msg:?}");
+            anyhow::Ok(line.trim_end().to_string())
+        };
+        tokio::time::timeout(IO_TIMEOUT, exchange).await.with_context(|| format!("no reply to {msg:?}"))?
+    }
+
+    /// Waits (at most `within`) for the proxy to close the connection: EOF
+    /// or a reset, with no data first.
+    async fn expect_closed(&mut self, within: Duration) -> Result<()> {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(within, self.0.read(&mut buf)).await {
+            Err(_) => bail!("connection still open after {within:?}"),
+            Ok(Ok(0) | Err(_)) => Ok(()),
+            Ok(Ok(n)) => {
+                bail!("unexpected data instead of a close: {:?}", String::from_utf8_lossy(&buf[..n]))
+            }
+        }
+    }
+}
+
+/// Connects once to `addr` and asks `msg`: one fresh connection, one reply.
+async fn ask_once(addr: SocketAddr, msg: &str) -> Result<String> {
+    Conn::open(addr).await?.ask(msg).await
+}
+
+/// A `ferryd.toml` with node name `test`, the given drain timeout and
+/// routes on 127.0.0.1:0, each `(name, [(backend id, addr)])`.
+fn config(admin: SocketAddr, drain_ms: u64, routes: &[(&str, &[(&str, SocketAddr)])]) -> String {
+    let mut s = String::new();
+    let _ =
+        writeln!(s, "[node]\nname = \"test\"\ndrain_timeout_ms = {drain_ms}\n\n[admin]\naddr = \"{admin}\"");
+    for (name, backends) in routes {
+        let _ = writeln!(s, "\n[[routes]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"");
+        for (id, addr) in *backends {
+            let _ = writeln!(s, "  [[routes.backends]]\n  id = \"{id}\"\n  addr = \"{addr}\"");
+        }
+    }
+    s
+}
+
+// ------------------------------------------------------------ bad configs
+
+/// What one problem line must look like.
+#[derive(Debug, Clone, Copy)]
+enum Line<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+    /// Starts with the first string and contains the second.
+    PrefixContains(&'a str, &'a str),
+}
+
+impl Line<'_> {
+    fn matches(self, line: &str) -> bool {
+        match self {
+            Line::Exact(e) => line == e,
+            Line::Prefix(p) => line.starts_with(p),
+            Line::PrefixContains(p, c) => line.starts_with(p) && line.contains(c),
+        }
+    }
+}
+
+/// A bad-config template: `{admin}`, `{l1}` and `{l2}` are replaced by
+/// addresses this test holds, so a ferryd that bound anything before
+/// validating would fail with "cannot listen" (exit 1) instead of exit 2.
+const BASE: &str = r#"[node]
+name = "n1"
+[admin]
+addr = "{admin}"
+
+[[routes]]
+name = "web"
+listen = "{l1}"
+connect_timeout_ms = 1000
+idle_timeout_ms = 300000
+  [[routes.backends]]
+  id = "a"
+  addr = "127.0.0.1:9"
+  weight = 3
+"#;
+
+const SECOND_ROUTE: &str = r#"
+[[routes]]
+name = "{name}"
+listen = "{listen}"
+  [[routes.backends]]
+  id = "a"
+  addr = "127.0.0.1:9"
+"#;
+
+/// Runs `ferryd --config` on `text`, expecting exit 2, a header line and
+/// exactly one line per expected problem. Returns the problem lines.
+async fn expect_invalid(dir: &TempDir, case: &str, text: &str, expected: &[Line<'_>]) -> Result<Vec<String>> {
+    let path = dir.file(&format!("{case}.toml"));
+    write_config(&path, text)?;
+    let path_str = path.to_str().context("temp path is not UTF-8")?;
+    let (status, _, stderr) = run_to_exit(dir, case, &["--config", path_str]).await?;
+    ensure!(status.code() == Some(2), "{case}: expected exit 2, got {status}; stderr:\n{stderr}");
+    ensure!(!stderr.contains("cannot listen"), "{case}: ferryd tried to bind before validating:\n{stderr}");
+    let mut lines = stderr.lines();
+    let header = format!("ferryd: {path_str} is invalid:");
+    ensure!(lines.next() == Some(header.as_str()), "{case}: expected header {header:?}; stderr:\n{stderr}");
+    let problems: Vec<String> = lines.map(str::to_string).collect();
+    ensure!(
+        problems.len() == expected.len(),
+        "{case}: expected {} problem line(s), got {}:\n{stderr}",
+        expected.len(),
+        problems.len()
+    );
+    for want in expected {
+        ensure!(problems.iter().any(|l| want.matches(l)), "{case}: no line matching {want:?} in:\n{stderr}");
+    }
+    Ok(problems)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_class_of_bad_config_exits_2_before_binding_with_one_line_per_problem() -> Result<()> {
+    let dir = TempDir::new("bad-config")?;
+    // Held for the whole test: ferryd cannot bind these, so binding anything
+    // before validation shows up as exit 1 and "cannot listen".
+    let admin_hold = StdListener::bind("127.0.0.1:0")?;
+    let l1_hold = StdListener::bind("127.0.0.1:0")?;
+    let l2_hold = StdListener::bind("127.0.0.1:0")?;
+    let (admin, l1, l2) = (admin_hold.local_addr()?, l1_hold.local_addr()?, l2_hold.local_addr()?);
+    let base = BASE.replace("{admin}", &admin.to_string()).replace("{l1}", &l1.to_string());
+    let second = |name: &str, listen: SocketAddr| {
+        SECOND_ROUTE.replace("{name}", name).replace("{listen}", &listen.to_string())
+    };
+
+    // Control: a valid file on the same held ports does reach the bind, and
+    // fails with 1: the exit-2 cases below really were refused before it.
+    let good = dir.file("good.toml");
+    write_config(&good, &base)?;
+    let (status, _, stderr) =
+        run_to_exit(&dir, "good", &["--config", good.to_str().context("utf-8")?]).await?;
+    ensure!(status.code() == Some(1), "held ports: expected exit 1, got {status}:\n{stderr}");
+    ensure!(stderr.contains("cannot listen"), "held ports: no bind error in:\n{stderr}");
+
+    let l1s = l1.to_string();
+    let dup_listen = format!("routes[1].listen: duplicate listen address \"{l1s}\"");
+    let cases: Vec<(&str, String, Vec<Line>)> = vec![
+        (
+            "unknown-field",
+            base.replace("  weight = 3", "  weight = 3\n  wieght = 4"),
+            vec![Line::PrefixContains("routes[0].backends[0]", "unknown field `wieght`")],
+        ),
+        (
+            "duplicate-route-name",
+            format!("{base}{}", second("web", l2)),
+            vec![Line::Exact("routes[1].name: duplicate route name \"web\"")],
+        ),
+        ("duplicate-listen", format!("{base}{}", second("api", l1)), vec![Line::Exact(&dup_listen)]),
+        (
+            "duplicate-backend-id",
+            format!("{base}  [[routes.backends]]\n  id = \"a\"\n  addr = \"127.0.0.1:10\"\n"),
+            vec![Line::Exact("routes[0].backends[1].id: duplicate backend id \"a\"")],
+        ),
+        (
+            "bad-address",
+            base.replace("127.0.0.1:9", "x"),
+            vec![Line::Exact("routes[0].backends[0].addr: invalid socket address \"x\"")],
+        ),
+        (
+            "all-weights-zero",
+            base.replace("weight = 3", "weight = 0"),
+            vec![Line::Exact(
+                "routes[0].backends: every backend has weight 0: at least one must take traffic",
+            )],
+        ),
+        (
+            "zero-connect-timeout",
+            base.replace("connect_timeout_ms = 1000", "connect_timeout_ms = 0"),
+            vec![Line::Exact("routes[0].connect_timeout_ms: must be greater than 0")],
+        ),
+        (
+            "zero-idle-timeout",
+            base.replace("idle_timeout_ms = 300000", "idle_timeout_ms = 0"),
+            vec![Line::Exact("routes[0].idle_timeout_ms: must be greater than 0")],
+        ),
+        (
+            "several-problems",
+            format!(
+                "{}{}",
+                base.replace("127.0.0.1:9", "x")
+                    .replace("weight = 3", "weight = 0")
+                    .replace("connect_timeout_ms = 1000", "connect_timeout_ms = 0")
+                    .replace("idle_timeout_ms = 300000", "idle_timeout_ms = 0"),
+                second("web", l2)
+            ),
+            vec![
+                Line::Exact("routes[0].backends[0].addr: invalid socket address \"x\""),
+                Line::Exact("routes[0].backends: every backend has weight 0: at least one must take traffic"),
+                Line::Exact("routes[0].connect_timeout_ms: must be greater than 0"),
+                Line::Exact("routes[0].idle_timeout_ms: must be greater than 0"),
+                Line::Prefix("routes[1].name: duplicate route name"),
+            ],
+        ),
+    ];
+    for (case, text, expected) in &cases {
+        expect_invalid(&dir, case, text, expected).await?;
+    }
+
+    // Nothing was left bound: once released, the route ports bind again.
+    drop((l1_hold, l2_hold, admin_hold));
+    for addr in [l1, l2, admin] {
+        StdListener::bind(addr).with_context(|| format!("{addr} still bound after ferryd exited"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------- --check-config
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_prints_ok_or_the_problems_without_binding() -> Result<()> {
+    let dir = TempDir::new("check-config")?;
+    // Held: --check-config must not need (or try) to bind them.
+    let admin_hold = StdListener::bind("127.0.0.1:0")?;
+    let l1_hold = StdListener::bind("127.0.0.1:0")?;
+    let base = BASE
+        .replace("{admin}", &admin_hold.local_addr()?.to_string())
+        .replace("{l1}", &l1_hold.local_addr()?.to_string());
+
+    let good = dir.file("good.toml");
+    write_config(&good, &base)?;
+    let good_s = good.to_str().context("utf-8")?;
+    let (status, stdout, stderr) = run_to_exit(&dir, "good", &["--check-config", good_s]).await?;
+    ensure!(status.code() == Some(0), "good file: expected exit 0, got {status}:\n{stderr}");
+    ensure!(stdout.trim_end() == format!("{good_s}: ok (1 route)"), "good file: stdout {stdout:?}");
+    ensure!(!stderr.contains("cannot listen"), "--check-config tried to bind:\n{stderr}");
+
+    let bad = dir.file("bad.toml");
+    write_config(
+        &bad,
+        &base.replace("127.0.0.1:9", "x").replace("connect_timeout_ms = 1000", "connect_timeout_ms = 0"),
+    )?;
+    let bad_s = bad.to_str().context("utf-8")?;
+    let (status, stdout, stderr) = run_to_exit(&dir, "bad", &["--check-config", bad_s]).await?;
+    ensure!(status.code() == Some(2), "bad file: expected exit 2, got {status}:\n{stderr}");
+    ensure!(!stdout.contains("ok"), "bad file: stdout says ok: {stdout:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(
+        lines
+            == [
+                format!("ferryd: {bad_s} is invalid:").as_str(),
+                "routes[0].connect_timeout_ms: must be greater than 0",
+                "routes[0].backends[0].addr: invalid socket address \"x\"",
+            ],
+        "bad file: stderr:\n{stderr}"
+    );
+
+    let missing = dir.file("missing.toml");
+    let (status, stdout, stderr) =
+        run_to_exit(&dir, "missing", &["--check-config", missing.to_str().context("utf-8")?]).await?;
+    ensure!(status.code() == Some(2), "missing file: expected exit 2, got {status}:\n{stderr}");
+    ensure!(!stdout.contains("ok") && stderr.contains("cannot read"), "missing file: stderr:\n{stderr}");
+    Ok(())
+}
+
+// --------------------------------------------------------------- arguments
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_2() -> Result<()> {
+    let dir = TempDir::new("args")?;
+    let (status, _, stderr) = run_to_exit(&dir, "no-args", &[]).await?;
+    ensure!(status.code() == Some(2), "no args: expected exit 2, got {status}:\n{stderr}");
+    ensure!(stderr.contains("--config"), "no args: stderr does not name --config:\n{stderr}");
+
+    let (status, _, stderr) = run_to_exit(&dir, "unknown-flag", &["--no-such-flag"]).await?;
+    ensure!(status.code() == Some(2), "unknown flag: expected exit 2, got {status}:\n{stderr}");
+    ensure!(stderr.contains("--no-such-flag"), "unknown flag: stderr does not name it:\n{stderr}");
+
+    // A valid file: if `xml` were accepted, ferryd would start serving and
+    // never exit on its own (run_to_exit then fails).
+    let admin = free_addr()?;
+    let path = dir.file("ferryd.toml");
+    write_config(&path, &config(admin, 1000, &[]))?;
+    let path_s = path.to_str().context("utf-8")?;
+    let (status, _, stderr) = run_to_exit(&dir, "xml", &["--config", path_s, "--log-format", "xml"]).await?;
+    ensure!(status.code() == Some(2), "--log-format xml: expected exit 2, got {status}:\n{stderr}");
+    ensure!(
+        stderr.contains("xml") && stderr.contains("--log-format"),
+        "--log-format xml: stderr does not name the value:\n{stderr}"
+    );
+
+    let (status, _, stderr) =
+        run_to_exit(&dir, "conflict", &["--config", path_s, "--check-config", path_s]).await?;
+    ensure!(
+        status.code() == Some(2),
+        "--config with --check-config: expected exit 2, got {status}:\n{stderr}"
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ SIGHUP
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_routes_and_keeps_established_connections() -> Result<()> {
+    let (one, two) = (echo_server("one").await?, echo_server("two").await?);
+    let admin = free_addr()?;
+    let mut d = Daemon::start("sighup", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let a = d.route_addr("a").await?;
+
+    let mut established = Conn::open(a).await?;
+    ensure!(established.ask("before").await? == "one: before", "route a does not reach backend one");
+
+    write_config(&d.config, &config(admin, 10_000, &[("a", &[("b2", two)]), ("b", &[("b1", one)])]))?;
+    d.proc.signal(Signal::SIGHUP)?;
+
+    // The new route listens and forwards.
+    let b = poll("route b listening", WAIT, async || d.route_addr("b").await).await?;
+    let reply = poll("route b forwarding", WAIT, async || ask_once(b, "to-b").await).await?;
+    ensure!(reply == "one: to-b", "route b answered {reply:?}");
+    // New connections on route a (same listener) reach the new backend.
+    poll("route a switched to backend two", WAIT, async || {
+        let r = ask_once(a, "new").await?;
+        ensure!(r == "two: new", "route a still answers {r:?}");
+        Ok(())
+    })
+    .await?;
+    ensure!(d.route_addr("a").await? == a, "route a moved although its listen address did not change");
+
+    // The connection opened before the reload still goes to backend one.
+    ensure!(established.ask("after").await? == "one: after", "established connection broken by the reload");
+    ensure!(established.ask("again").await? == "one: again", "established connection broken by the reload");
+
+    let metrics = d.metrics().await?;
+    ensure!(
+        metrics.contains("ferry_config_reloads_total{result=\"ok\"} 1"),
+        "reload not counted:\n{metrics}"
+    );
+    ensure!(d.proc.exited()?.is_none(), "ferryd exited after SIGHUP:\n{}", d.proc.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_file_on_sighup_is_rejected_and_the_old_config_keeps_running() -> Result<()> {
+    let one = echo_server("one").await?;
+    let admin = free_addr()?;
+    let good = config(admin, 10_000, &[("a", &[("b1", one)])]);
+    let mut d = Daemon::start("sighup-bad", admin, &good, &[]).await?;
+    let a = d.route_addr("a").await?;
+    let mut established = Conn::open(a).await?;
+    ensure!(established.ask("before").await? == "one: before", "route a does not reach backend one");
+
+    write_config(&d.config, &good.replace(&one.to_string(), "x"))?;
+    d.proc.signal(Signal::SIGHUP)?;
+
+    let problem = "routes[0].backends[0].addr: invalid socket address \"x\"";
+    let proc = &d.proc;
+    poll("the rejected reload logged", WAIT, async || {
+        let stderr = proc.stderr();
+        ensure!(stderr.contains(problem), "no {problem:?} in stderr:\n{stderr}");
+        Ok(())
+    })
+    .await?;
+    poll("the rejected reload counted", WAIT, async || {
+        let m = d.metrics().await?;
+        ensure!(m.contains("ferry_config_reloads_total{result=\"error\"} 1"), "metrics:\n{m}");
+        Ok(())
+    })
+    .await?;
+
+    ensure!(d.proc.exited()?.is_none(), "ferryd exited on a bad reload:\n{}", d.proc.stderr());
+    ensure!(matches!(http_get(admin, "/health/ready").await?, (200, _)), "not ready after a bad reload");
+    ensure!(d.route_addr("a").await? == a, "route a moved after a rejected reload");
+    ensure!(ask_once(a, "new").await? == "one: new", "route a no longer forwards after a bad reload");
+    ensure!(established.ask("after").await? == "one: after", "established connection broken by a bad reload");
+    let metrics = d.metrics().await?;
+    ensure!(
+        !metrics.contains("ferry_config_reloads_total{result=\"ok\"}"),
+        "bad reload counted ok:\n{metrics}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- shutdown
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_accepting_drains_and_exits_0_when_the_last_connection_closes() -> Result<()> {
+    let one = echo_server("one").await?;
+    let admin = free_addr()?;
+    let mut d =
+        Daemon::start("sigterm-drain", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let a = d.route_addr("a").await?;
+    let mut in_flight = Conn::open(a).await?;
+    ensure!(in_flight.ask("before").await? == "one: before", "route a does not reach backend one");
+
+    d.proc.signal(Signal::SIGTERM)?;
+    let started = Instant::now();
+
+    // New connections are refused soon.
+    poll("route port refusing connections", WAIT, async || match TcpStream::connect(a).await {
+        Ok(_) => bail!("{a} still accepts connections"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => bail!("connect to {a}: {e}"),
+    })
+    .await?;
+    // The admin API stays up during the drain and says so.
+    poll("/health/ready reporting the drain", WAIT, async || {
+        match http_get(admin, "/health/ready").await? {
+            (503, body) if body.contains("draining") => Ok(()),
+            (status, body) => bail!("/health/ready: {status} {body}"),
+        }
+    })
+    .await?;
+
+    // The in-flight connection still flows, and ferryd waits for it.
+    ensure!(in_flight.ask("during").await? == "one: during", "in-flight connection broken by SIGTERM");
+    ensure!(in_flight.ask("still").await? == "one: still", "in-flight connection broken by SIGTERM");
+    ensure!(d.proc.exited()?.is_none(), "ferryd exited with a connection in flight:\n{}", d.proc.stderr());
+
+    // Closing it ends the drain well before the 10 s timeout.
+    drop(in_flight);
+    let status = d.proc.wait_exit(Duration::from_secs(5)).await?;
+    ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{}", d.proc.stderr());
+    ensure!(started.elapsed() < Duration::from_secs(9), "ferryd waited for the drain timeout");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_that_outlive_the_drain_timeout_and_exits_0() -> Result<()> {
+    let one = echo_server("one").await?;
+    let admin = free_addr()?;
+    let mut d =
+        Daemon::start("sigterm-timeout", admin, &config(admin, 500, &[("a", &[("b1", one)])]), &[]).await?;
+    let a = d.route_addr("a").await?;
+    let mut held = Conn::open(a).await?;
+    ensure!(held.ask("hello").await? == "one: hello", "route a does not reach backend one");
+
+    let started = Instant::now();
+    d.proc.signal(Signal::SIGTERM)?;
+    held.expect_closed(Duration::from_secs(3)).await.context("held connection at the drain deadline")?;
+    let closed_after = started.elapsed();
+    ensure!(
+        closed_after >= Duration::from_millis(450),
+        "held connection closed after {closed_after:?}, before the 500 ms drain timeout"
+    );
+    let status = d.proc.wait_exit(Duration::from_secs(3).saturating_sub(started.elapsed())).await?;
+    ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{}", d.proc.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigterm_cuts_the_drain_short() -> Result<()> {
+    let one = echo_server("one").await?;
+    let admin = free_addr()?;
+    let mut d =
+        Daemon::start("sigterm-twice", admin, &config(admin, 30_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let a = d.route_addr("a").await?;
+    let mut held = Conn::open(a).await?;
+    ensure!(held.ask("hello").await? == "one: hello", "route a does not reach backend one");
+
+    d.proc.signal(Signal::SIGTERM)?;
+    // Wait until the first signal is handled (a second one sent earlier
+    // could merge with it).
+    poll("draining", WAIT, async || match http_get(admin, "/health/ready").await? {
+        (503, _) => Ok(()),
+        (status, body) => bail!("/health/ready: {status} {body}"),
+    })
+    .await?;
+    ensure!(held.ask("during").await? == "one: during", "in-flight connection broken by the first SIGTERM");
+    d.proc.signal(Signal::SIGTERM)?;
+    held.expect_closed(Duration::from_secs(3)).await.context("held connection after a second SIGTERM")?;
+    let status = d.proc.wait_exit(Duration::from_secs(3)).await?;
+    ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{}", d.proc.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_with_exit_0() -> Result<()> {
+    let one = echo_server("one").await?;
+    let admin = free_addr()?;
+    let mut d = Daemon::start("sigint", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let a = d.route_addr("a").await?;
+    ensure!(ask_once(a, "hello").await? == "one: hello", "route a does not reach backend one");
+
+    d.proc.signal(Signal::SIGINT)?;
+    let status = d.proc.wait_exit(Duration::from_secs(5)).await?;
+    ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{}", d.proc.stderr());
+    ensure!(TcpStream::connect(a).await.is_err(), "route port still accepting after exit");
+    Ok(())
+}
+
+// ------------------------------------------------------------ --admin-addr
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_addr_flag_overrides_the_file() -> Result<()> {
+    // The file's admin address is held by this test: if the flag were
+    // ignored, ferryd could not start.
+    let file_admin_hold = StdListener::bind("127.0.0.1:0")?;
+    let file_admin = file_admin_hold.local_addr()?;
+    let flag_admin = free_addr()?;
+    let flag = flag_admin.to_string();
+    let d = Daemon::start("admin-flag", flag_admin, &config(file_admin, 1000, &[]), &["--admin-addr", &flag])
+        .await?;
+    let (status, body) = http_get(d.admin, "/v1/status").await?;
+    ensure!(status == 200, "GET /v1/status on the flag's address: {status} {body}");
+    let status: ferry_client::api::Status = serde_json::from_str(&body)?;
+    ensure!(status.node == "test", "unexpected node {:?}", status.node);
+    drop(file_admin_hold);
+    Ok(())
+}

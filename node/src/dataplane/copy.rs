@@ -10,7 +10,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -38,6 +38,9 @@ pub struct CopyOutcome {
     pub upstream: u64,
     /// Backend to client.
     pub downstream: u64,
+    /// Buffers (or pipes) allocated: 0 for a connection that never carried
+    /// a byte, at most one per direction.
+    pub buffers: u32,
     pub end: CopyEnd,
 }
 
@@ -67,6 +70,7 @@ pub struct Activity<'a> {
     /// Milliseconds from `start` to the last byte moved (both directions).
     last: &'a AtomicU64,
     start: Instant,
+    buffers: &'a AtomicU32,
 }
 
 impl Activity<'_> {
@@ -75,6 +79,11 @@ impl Activity<'_> {
         self.counter.inc_by(n as u64);
         self.total.fetch_add(n as u64, Relaxed);
         self.last.store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Records a buffer or pipe allocation.
+    pub fn allocated(&self) {
+        self.buffers.fetch_add(1, Relaxed);
     }
 }
 
@@ -90,8 +99,11 @@ pub async fn copy_bidirectional(
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up_activity = Activity { counter: counters.upstream, total: &up_total, last: &last, start };
-    let down_activity = Activity { counter: counters.downstream, total: &down_total, last: &last, start };
+    let buffers = AtomicU32::new(0);
+    let up_activity =
+        Activity { counter: counters.upstream, total: &up_total, last: &last, start, buffers: &buffers };
+    let down_activity =
+        Activity { counter: counters.downstream, total: &down_total, last: &last, start, buffers: &buffers };
     let both = async {
         match mode {
             CopyMode::Userspace => {
@@ -119,7 +131,12 @@ pub async fn copy_bidirectional(
             }
         }
     };
-    CopyOutcome { upstream: up_total.load(Relaxed), downstream: down_total.load(Relaxed), end }
+    CopyOutcome {
+        upstream: up_total.load(Relaxed),
+        downstream: down_total.load(Relaxed),
+        buffers: buffers.load(Relaxed),
+        end,
+    }
 }
 
 /// Copies `src` to `dst` until `src` ends, then shuts down `dst`'s sending
@@ -127,8 +144,17 @@ pub async fn copy_bidirectional(
 async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
     let mut buf: Option<Box<[u8]>> = None;
     loop {
-        src.readable().await?;
-        let b = buf.get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+        let b = match &mut buf {
+            Some(b) => {
+                src.readable().await?;
+                b
+            }
+            None => {
+                wait_for_data(src).await?;
+                activity.allocated();
+                buf.insert(vec![0u8; BUF_SIZE].into_boxed_slice())
+            }
+        };
         let n = match src.try_read(b) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -144,6 +170,14 @@ async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::
         write_all(dst, &b[..n]).await?;
         activity.moved(n);
     }
+}
+
+/// Waits until `src` has data (or its end): a fresh socket can report
+/// readable before anything arrived, and an idle connection must not pay
+/// for a buffer (or a pipe). Costs one `MSG_PEEK` per direction.
+pub(crate) async fn wait_for_data(src: &TcpStream) -> io::Result<()> {
+    let mut probe = [0u8; 1];
+    src.peek(&mut probe).await.map(|_| ())
 }
 
 async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -215,6 +249,7 @@ mod tests {
         assert_eq!(back, b"world!");
         let (out, up, down) = copy.await.map_err(io::Error::other)?;
         assert!(matches!(out.end, CopyEnd::Closed), "{:?}", out.end);
+        assert_eq!(out.buffers, 2, "one buffer per direction that carried data");
         assert_eq!((out.upstream, out.downstream, up, down), (5, 6, 5, 6));
         Ok(())
     }
@@ -242,6 +277,7 @@ mod tests {
         .await;
         assert!(matches!(out.end, CopyEnd::IdleTimeout), "{:?}", out.end);
         assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert_eq!(out.buffers, 0, "{mode:?}: an idle connection must not allocate buffers");
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::copy::Activity;
+use super::copy::{Activity, wait_for_data};
 
 /// Bytes moved per splice call (the default pipe capacity).
 const CHUNK: usize = 64 * 1024;
@@ -32,10 +32,14 @@ fn flags() -> SpliceFFlags {
 pub async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
     let mut pipe: Option<Pipe> = None;
     loop {
-        src.readable().await?;
         let p = match &pipe {
-            Some(p) => p,
+            Some(p) => {
+                src.readable().await?;
+                p
+            }
             None => {
+                wait_for_data(src).await?;
+                activity.allocated();
                 let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
                 pipe.insert(Pipe { read, write })
             }

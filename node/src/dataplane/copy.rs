@@ -62,28 +62,62 @@ pub enum CopyMode {
     Splice,
 }
 
-/// Byte accounting and idle tracking of one direction.
+/// Bytes a direction may count locally before adding them to the route's
+/// shared counter: one contended atomic per 256 KiB instead of per chunk.
+const FLUSH_BYTES: u64 = 256 * 1024;
+/// ...and the longest it may wait, so trickling connections still show.
+const FLUSH_MS: u64 = 1_000;
+
+/// Byte accounting and idle tracking of one direction. Its own atomics are
+/// touched by one task only (uncontended); the route's counter is updated in
+/// batches.
 #[derive(Debug)]
 pub struct Activity<'a> {
     counter: &'a IntCounter,
-    total: &'a AtomicU64,
+    total: AtomicU64,
+    flushed: AtomicU64,
+    flushed_at_ms: AtomicU64,
     /// Milliseconds from `start` to the last byte moved (both directions).
     last: &'a AtomicU64,
     start: Instant,
     buffers: &'a AtomicU32,
 }
 
-impl Activity<'_> {
+impl<'a> Activity<'a> {
+    fn new(counter: &'a IntCounter, last: &'a AtomicU64, start: Instant, buffers: &'a AtomicU32) -> Self {
+        let zero = || AtomicU64::new(0);
+        Self { counter, total: zero(), flushed: zero(), flushed_at_ms: zero(), last, start, buffers }
+    }
+
     /// Records `n` bytes moved now.
     pub fn moved(&self, n: usize) {
-        self.counter.inc_by(n as u64);
-        self.total.fetch_add(n as u64, Relaxed);
-        self.last.store(self.start.elapsed().as_millis() as u64, Relaxed);
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last.store(now, Relaxed);
+        let total = self.total.fetch_add(n as u64, Relaxed) + n as u64;
+        if total - self.flushed.load(Relaxed) >= FLUSH_BYTES
+            || now.saturating_sub(self.flushed_at_ms.load(Relaxed)) >= FLUSH_MS
+        {
+            self.flushed_at_ms.store(now, Relaxed);
+            self.flush();
+        }
+    }
+
+    /// Adds the bytes not yet counted to the route's counter.
+    pub fn flush(&self) {
+        let total = self.total.load(Relaxed);
+        let before = self.flushed.swap(total, Relaxed);
+        if total > before {
+            self.counter.inc_by(total - before);
+        }
     }
 
     /// Records a buffer or pipe allocation.
     pub fn allocated(&self) {
         self.buffers.fetch_add(1, Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.total.load(Relaxed)
     }
 }
 
@@ -98,12 +132,9 @@ pub async fn copy_bidirectional(
 ) -> CopyOutcome {
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (up_total, down_total) = (AtomicU64::new(0), AtomicU64::new(0));
     let buffers = AtomicU32::new(0);
-    let up_activity =
-        Activity { counter: counters.upstream, total: &up_total, last: &last, start, buffers: &buffers };
-    let down_activity =
-        Activity { counter: counters.downstream, total: &down_total, last: &last, start, buffers: &buffers };
+    let up_activity = Activity::new(counters.upstream, &last, start, &buffers);
+    let down_activity = Activity::new(counters.downstream, &last, start, &buffers);
     let both = async {
         match mode {
             CopyMode::Userspace => {
@@ -131,9 +162,11 @@ pub async fn copy_bidirectional(
             }
         }
     };
+    up_activity.flush();
+    down_activity.flush();
     CopyOutcome {
-        upstream: up_total.load(Relaxed),
-        downstream: down_total.load(Relaxed),
+        upstream: up_activity.total(),
+        downstream: down_activity.total(),
         buffers: buffers.load(Relaxed),
         end,
     }
@@ -161,6 +194,7 @@ async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::
             Err(e) => return Err(e),
         };
         if n == 0 {
+            activity.flush();
             return match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
                 // The peer may already be gone; the other direction reports it.
                 Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
@@ -211,6 +245,26 @@ mod tests {
     }
 
     const MODES: [CopyMode; 2] = [CopyMode::Userspace, CopyMode::Splice];
+
+    #[tokio::test(start_paused = true)]
+    async fn byte_counts_reach_the_shared_counter_in_batches() {
+        let counter = IntCounter::new("b", "b").expect("counter");
+        let (last, buffers) = (AtomicU64::new(0), AtomicU32::new(0));
+        let a = Activity::new(&counter, &last, Instant::now(), &buffers);
+        a.moved(100);
+        assert_eq!(counter.get(), 0, "small amounts stay local");
+        a.moved(FLUSH_BYTES as usize);
+        assert_eq!(counter.get(), 100 + FLUSH_BYTES, "a full batch is flushed");
+        a.moved(10);
+        tokio::time::advance(Duration::from_millis(FLUSH_MS)).await;
+        a.moved(1);
+        assert_eq!(counter.get(), 111 + FLUSH_BYTES, "at most a second late");
+        a.moved(5);
+        a.flush();
+        a.flush();
+        assert_eq!(counter.get(), 116 + FLUSH_BYTES, "flush is exact and idempotent");
+        assert_eq!(a.total(), 116 + FLUSH_BYTES);
+    }
 
     #[tokio::test]
     async fn half_close_propagates_and_bytes_are_counted() -> io::Result<()> {

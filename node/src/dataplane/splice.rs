@@ -51,6 +51,7 @@ pub async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> 
                 Err(e) => return Err(e),
             };
         if n == 0 {
+            activity.flush();
             return match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
                 Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
                 _ => Ok(()),

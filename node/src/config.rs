@@ -49,6 +49,11 @@ pub struct NodeSection {
     /// (zero-copy through a kernel pipe).
     #[serde(default)]
     pub copy: CopyMode,
+    /// Data-plane worker threads, each with its own event loop and its own
+    /// `SO_REUSEPORT` listener per route; 0 runs the data plane on the
+    /// node's main runtime. Default: one per CPU.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 /// `[admin]`.
@@ -84,6 +89,9 @@ fn default_name() -> String {
 fn default_bind_addr() -> IpAddr {
     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
 }
+fn default_workers() -> usize {
+    crate::dataplane::workers::default_count()
+}
 fn default_drain_timeout_ms() -> u64 {
     30_000
 }
@@ -98,6 +106,7 @@ impl Default for NodeSection {
             bind_addr: default_bind_addr(),
             drain_timeout_ms: default_drain_timeout_ms(),
             copy: CopyMode::default(),
+            workers: default_workers(),
         }
     }
 }
@@ -149,6 +158,12 @@ impl Config {
     /// Checks everything that parsing cannot: values, uniqueness, limits.
     pub fn validate(self) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
+        if self.node.workers > 256 {
+            errors.push(FieldError::new(
+                "node.workers",
+                format!("must be at most 256, got {}", self.node.workers),
+            ));
+        }
         if self.node.drain_timeout_ms == 0 {
             errors.push(FieldError::new("node.drain_timeout_ms", "must be greater than 0"));
         }

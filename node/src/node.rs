@@ -25,6 +25,7 @@ use crate::control::registry::Registry;
 use crate::dataplane::clock::Clock;
 use crate::dataplane::listener::{BindError, ListenerContext, Listeners};
 use crate::dataplane::table::RoutingTable;
+use crate::dataplane::workers::Workers;
 use crate::telemetry::metrics::Metrics;
 
 /// Why a node did not start.
@@ -36,6 +37,8 @@ pub enum StartError {
     Listen(Vec<BindError>),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("node.workers: cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Why new routes were not (fully) applied.
@@ -78,6 +81,7 @@ pub struct Node {
     draining: Arc<AtomicBool>,
     drain: Duration,
     metrics: Metrics,
+    workers: Workers,
 }
 
 impl Node {
@@ -91,6 +95,7 @@ impl Node {
         let hard_stop = CancellationToken::new();
         let drain = Duration::from_millis(config.node.drain_timeout_ms);
         let changed = Arc::new(Notify::new());
+        let workers = Workers::start(config.node.workers).map_err(StartError::Workers)?;
         let listeners = Listeners::new(ListenerContext {
             table: Arc::clone(&table),
             tracker: tracker.clone(),
@@ -98,6 +103,8 @@ impl Node {
             hard_stop: hard_stop.clone(),
             drain,
             copy_mode: config.node.copy,
+            runtimes: workers.handles().to_vec(),
+            reuse_port: workers.dedicated(),
         });
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
@@ -142,6 +149,7 @@ impl Node {
             draining,
             drain,
             metrics,
+            workers,
         })
     }
 
@@ -215,6 +223,9 @@ impl Node {
         self.hard_stop.cancel();
         self.admin_stop.cancel();
         let _ = self.admin_task.await;
+        let mut workers = self.workers;
+        // Joining blocks: keep it off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         info!("ferryd stopped");
         ShutdownReport { forced }
     }

@@ -78,7 +78,13 @@ fn main() -> ExitCode {
         Err(e) => return config_failure(&path, &e),
     };
     raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The main runtime carries the control plane and the admin API; it
+    // carries the data plane too only when there are no dedicated workers.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.node.workers > 0 {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferryd: cannot start the runtime: {e}");

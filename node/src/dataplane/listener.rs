@@ -41,6 +41,10 @@ pub struct ListenerContext {
     pub drain: Duration,
     /// How connections move bytes.
     pub copy_mode: CopyMode,
+    /// Runtimes the accept loops run on: one listener socket each.
+    pub runtimes: Vec<tokio::runtime::Handle>,
+    /// True when each runtime is a dedicated worker (bind with `SO_REUSEPORT`).
+    pub reuse_port: bool,
 }
 
 #[derive(Debug)]
@@ -107,18 +111,20 @@ impl Listeners {
             if self.running.contains_key(name) {
                 continue;
             }
-            match bind(route.listen) {
-                Ok(listener) => {
-                    let bound = listener.local_addr().unwrap_or(route.listen);
+            match bind(route.listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
+                Ok(sockets) => {
+                    let bound = sockets.first().and_then(|l| l.local_addr().ok()).unwrap_or(route.listen);
                     let stop = CancellationToken::new();
                     let conns = self.ctx.hard_stop.child_token();
-                    tokio::spawn(accept_loop(
-                        listener,
-                        name.clone(),
-                        self.ctx.clone(),
-                        stop.clone(),
-                        conns.clone(),
-                    ));
+                    for (socket, runtime) in sockets.into_iter().zip(&self.ctx.runtimes) {
+                        runtime.spawn(accept_loop(
+                            socket,
+                            name.clone(),
+                            self.ctx.clone(),
+                            stop.clone(),
+                            conns.clone(),
+                        ));
+                    }
                     info!(route = %name, addr = %bound, "listening");
                     self.running
                         .insert(name.clone(), Running { requested: route.listen, bound, stop, conns });
@@ -165,22 +171,42 @@ impl Drop for Listeners {
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+/// Binds `count` listening sockets on `addr` (`SO_REUSEPORT` when there
+/// is more than one per route); port 0 is resolved by the first.
+fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     route: String,
     ctx: ListenerContext,
     stop: CancellationToken,
     conns: CancellationToken,
 ) {
+    // Registered here, on the runtime that will serve its connections.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(route = %route, error = %e, "cannot register listener");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

@@ -10,6 +10,7 @@
 //! - [`proxy`]: one connection: connect with failover, then copy.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
+//! - [`workers`]: thread-per-core data-plane runtimes.
 
 pub mod backend;
 pub mod balance;
@@ -20,3 +21,4 @@ pub mod listener;
 pub mod proxy;
 pub mod splice;
 pub mod table;
+pub mod workers;

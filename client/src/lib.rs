@@ -3,12 +3,15 @@
 //! # Layout
 //! - [`route`]: the route schema (TOML `[[routes]]` and API bodies), defaults
 //!   and validation with field paths.
+//! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
+//!   validation.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
 
 pub mod api;
+pub mod chaos;
 pub mod route;
 
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, RouteSpec};

@@ -227,8 +227,12 @@ impl RouteSpec {
             if self.vnodes == 0 {
                 err("vnodes", "must be greater than 0".into());
             }
-            let points: u64 =
-                self.backends.iter().map(|b| u64::from(b.weight) * u64::from(self.vnodes)).sum();
+            // Saturating: out-of-range weights must produce errors, not an overflow panic.
+            let points = self
+                .backends
+                .iter()
+                .map(|b| u64::from(b.weight).saturating_mul(u64::from(self.vnodes)))
+                .fold(0u64, u64::saturating_add);
             if points > MAX_RING_POINTS {
                 err(
                     "vnodes",

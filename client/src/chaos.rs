@@ -1,0 +1,299 @@
+//! The chaos-policy schema: Toxiproxy-style faults (latency, bandwidth,
+//! slow_close, timeout, reset_peer, slicer, limit_data, plus refuse) that the
+//! cluster stores and replicates for routes and nodes, with validation that
+//! names every bad field.
+//!
+//! One type serves the admin API (JSON) and the Raft log (bincode). bincode is
+//! not self-describing, so the toxic kind is an *externally* tagged enum
+//! (`{"latency": {"latency_ms": 100, "jitter_ms": 10}}`): serde's internally
+//! tagged form (`{"type": "latency", ...}`) needs `deserialize_any`, which
+//! bincode cannot do. Every field is always serialized (no
+//! `skip_serializing_if`), for the same reason.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::FieldError;
+use crate::route::valid_name;
+
+/// Most toxics one policy may hold.
+pub const MAX_TOXICS: usize = 16;
+/// Longest delay a toxic may inject, in milliseconds (one hour).
+pub const MAX_DELAY_MS: u64 = 3_600_000;
+/// Longest slicer delay between slices, in microseconds (one second).
+pub const MAX_SLICER_DELAY_US: u64 = 1_000_000;
+/// Most names one scope list may hold.
+pub const MAX_SCOPE_NAMES: usize = 256;
+
+/// A named set of faults applied to some routes on some nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosPolicy {
+    /// Unique policy name: `[A-Za-z0-9_.-]`, 1 to 64 characters.
+    pub name: String,
+    /// The faults, applied in order.
+    pub toxics: Vec<Toxic>,
+    /// Where the policy applies; empty lists mean everywhere.
+    #[serde(default)]
+    pub scope: ChaosScope,
+    /// Share of connections the policy affects, 0.0 ..= 1.0.
+    #[serde(default = "default_toxicity")]
+    pub toxicity: f64,
+    /// When the policy stops applying, in Unix milliseconds; `null` = never.
+    /// Stored as given: the nodes compare it with their clocks, the
+    /// replicated state never does (apply must be deterministic).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// One fault and the direction of traffic it affects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toxic {
+    /// Which way of the connection the toxic acts on.
+    #[serde(default)]
+    pub direction: Direction,
+    /// The fault itself.
+    pub kind: ToxicKind,
+}
+
+/// The faults, as Toxiproxy's toxics plus `refuse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToxicKind {
+    /// Delay every chunk by `latency_ms` ± `jitter_ms`.
+    Latency {
+        latency_ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+    },
+    /// Limit throughput to `rate_kbps` kilobytes per second.
+    Bandwidth { rate_kbps: u64 },
+    /// Delay the close of the connection by `delay_ms`.
+    SlowClose { delay_ms: u64 },
+    /// Stop all data and close after `timeout_ms` (0: hold the connection open
+    /// without data until the client gives up).
+    Timeout { timeout_ms: u64 },
+    /// Reset the connection (TCP RST) after `timeout_ms`.
+    ResetPeer {
+        #[serde(default)]
+        timeout_ms: u64,
+    },
+    /// Cut data into slices of `average_size` ± `size_variation` bytes,
+    /// `delay_us` apart.
+    Slicer {
+        average_size: u64,
+        #[serde(default)]
+        size_variation: u64,
+        #[serde(default)]
+        delay_us: u64,
+    },
+    /// Close the connection after `bytes` bytes have passed.
+    LimitData { bytes: u64 },
+    /// Refuse new connections (closed right after accept).
+    Refuse {},
+}
+
+/// Which way of a proxied connection a toxic affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Client to backend.
+    Upstream,
+    /// Backend to client.
+    #[default]
+    Downstream,
+}
+
+/// Routes and nodes a policy applies to. An empty list means all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosScope {
+    /// Route names.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Node names.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+fn default_toxicity() -> f64 {
+    1.0
+}
+
+impl ToxicKind {
+    /// The snake_case name of the kind, as in the JSON tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToxicKind::Latency { .. } => "latency",
+            ToxicKind::Bandwidth { .. } => "bandwidth",
+            ToxicKind::SlowClose { .. } => "slow_close",
+            ToxicKind::Timeout { .. } => "timeout",
+            ToxicKind::ResetPeer { .. } => "reset_peer",
+            ToxicKind::Slicer { .. } => "slicer",
+            ToxicKind::LimitData { .. } => "limit_data",
+            ToxicKind::Refuse {} => "refuse",
+        }
+    }
+
+    /// Problems with this kind's parameters; `path` names the kind
+    /// (for example `policy.toxics[0].kind.latency`).
+    fn validate(&self, path: &str, errors: &mut Vec<FieldError>) {
+        let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("{path}.{field}"), msg));
+        let delay = |v: u64| v > MAX_DELAY_MS;
+        match *self {
+            ToxicKind::Latency { latency_ms, jitter_ms } => {
+                if delay(latency_ms) {
+                    err("latency_ms", format!("must be at most {MAX_DELAY_MS}, got {latency_ms}"));
+                }
+                if delay(jitter_ms) {
+                    err("jitter_ms", format!("must be at most {MAX_DELAY_MS}, got {jitter_ms}"));
+                }
+            }
+            ToxicKind::Bandwidth { rate_kbps: 0 } => {
+                err("rate_kbps", "must be greater than 0 (use timeout to stop data)".into());
+            }
+            ToxicKind::SlowClose { delay_ms } if delay(delay_ms) => {
+                err("delay_ms", format!("must be at most {MAX_DELAY_MS}, got {delay_ms}"));
+            }
+            ToxicKind::Timeout { timeout_ms } | ToxicKind::ResetPeer { timeout_ms } if delay(timeout_ms) => {
+                err("timeout_ms", format!("must be at most {MAX_DELAY_MS}, got {timeout_ms}"));
+            }
+            ToxicKind::Slicer { average_size, size_variation, delay_us } => {
+                if average_size == 0 {
+                    err("average_size", "must be greater than 0".into());
+                }
+                if size_variation >= average_size.max(1) {
+                    err(
+                        "size_variation",
+                        format!("must be less than average_size ({average_size}), got {size_variation}"),
+                    );
+                }
+                if delay_us > MAX_SLICER_DELAY_US {
+                    err("delay_us", format!("must be at most {MAX_SLICER_DELAY_US}, got {delay_us}"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ChaosPolicy {
+    /// Every problem with this policy, paths prefixed by `path` (for example
+    /// `policy`). An empty list means the policy is valid.
+    pub fn validate(&self, path: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !valid_name(&self.name) {
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.name),
+            ));
+        }
+        if self.toxics.is_empty() {
+            errors.push(FieldError::new(format!("{path}.toxics"), "a policy needs at least one toxic"));
+        } else if self.toxics.len() > MAX_TOXICS {
+            errors.push(FieldError::new(
+                format!("{path}.toxics"),
+                format!("at most {MAX_TOXICS} toxics, got {}", self.toxics.len()),
+            ));
+        }
+        for (i, t) in self.toxics.iter().enumerate() {
+            t.kind.validate(&format!("{path}.toxics[{i}].kind.{}", t.kind.name()), &mut errors);
+        }
+        if !(0.0..=1.0).contains(&self.toxicity) {
+            errors.push(FieldError::new(
+                format!("{path}.toxicity"),
+                format!("must be between 0.0 and 1.0, got {}", self.toxicity),
+            ));
+        }
+        for (field, names) in [("routes", &self.scope.routes), ("nodes", &self.scope.nodes)] {
+            if names.len() > MAX_SCOPE_NAMES {
+                errors.push(FieldError::new(
+                    format!("{path}.scope.{field}"),
+                    format!("at most {MAX_SCOPE_NAMES} names, got {}", names.len()),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for (i, n) in names.iter().enumerate() {
+                let npath = format!("{path}.scope.{field}[{i}]");
+                if !valid_name(n) {
+                    errors.push(FieldError::new(npath, format!("invalid name {n:?}")));
+                } else if !seen.insert(n.as_str()) {
+                    errors.push(FieldError::new(npath, format!("duplicate name {n:?}")));
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: serde_json::Value) -> ChaosPolicy {
+        serde_json::from_value(json).expect("valid policy json")
+    }
+
+    #[test]
+    fn json_shape_and_defaults() {
+        let p = policy(serde_json::json!({
+            "name": "slow",
+            "toxics": [
+                {"kind": {"latency": {"latency_ms": 100}}},
+                {"direction": "upstream", "kind": {"refuse": {}}}
+            ]
+        }));
+        assert_eq!(p.toxicity, 1.0);
+        assert_eq!(p.scope, ChaosScope::default());
+        assert_eq!(p.expires_at, None);
+        assert_eq!(p.toxics[0].direction, Direction::Downstream);
+        assert_eq!(p.toxics[0].kind, ToxicKind::Latency { latency_ms: 100, jitter_ms: 0 });
+        assert_eq!(p.toxics[1].kind, ToxicKind::Refuse {});
+        assert!(p.validate("policy").is_empty());
+        let back = serde_json::to_value(&p).expect("serialize");
+        assert_eq!(back["toxics"][1]["kind"], serde_json::json!({"refuse": {}}));
+        assert_eq!(back["toxics"][0]["kind"]["latency"]["jitter_ms"], 0);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        for bad in [
+            serde_json::json!({"name": "a", "toxics": [], "bogus": 1}),
+            serde_json::json!({"name": "a", "toxics": [{"kind": {"latency": {"latency_ms": 1, "x": 2}}}]}),
+            serde_json::json!({"name": "a", "toxics": [{"kind": {"teleport": {}}}]}),
+        ] {
+            assert!(serde_json::from_value::<ChaosPolicy>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_class_of_bad_policy_names_its_field() {
+        let p = policy(serde_json::json!({
+            "name": "bad name",
+            "toxicity": 1.5,
+            "scope": {"routes": ["web", "web"], "nodes": [""]},
+            "toxics": [
+                {"kind": {"bandwidth": {"rate_kbps": 0}}},
+                {"kind": {"slicer": {"average_size": 10, "size_variation": 10}}},
+                {"kind": {"latency": {"latency_ms": 3600001}}}
+            ]
+        }));
+        let msgs: Vec<String> = p.validate("policy").iter().map(ToString::to_string).collect();
+        let expect = [
+            "policy.name: invalid name \"bad name\": use 1 to 64 of A-Z a-z 0-9 _ - .",
+            "policy.toxics[0].kind.bandwidth.rate_kbps: must be greater than 0 (use timeout to stop data)",
+            "policy.toxics[1].kind.slicer.size_variation: must be less than average_size (10), got 10",
+            "policy.toxics[2].kind.latency.latency_ms: must be at most 3600000, got 3600001",
+            "policy.toxicity: must be between 0.0 and 1.0, got 1.5",
+            "policy.scope.routes[1]: duplicate name \"web\"",
+            "policy.scope.nodes[0]: invalid name \"\"",
+        ];
+        assert_eq!(msgs, expect);
+        let empty = policy(serde_json::json!({"name": "e", "toxics": []}));
+        assert_eq!(empty.validate("p")[0].path, "p.toxics");
+        let nan = ChaosPolicy { toxicity: f64::NAN, ..empty };
+        assert!(nan.validate("p").iter().any(|e| e.path == "p.toxicity"));
+    }
+}

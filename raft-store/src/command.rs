@@ -1,0 +1,136 @@
+//! The replicated commands (the Raft log's payload) and their results.
+//!
+//! A [`Request`] is what the node proposes; every node applies it to its
+//! [`ClusterState`](crate::ClusterState) and gets the same [`Response`]. A
+//! rejected command is an ordinary response, not a Raft error: it is
+//! committed, answered, and changes nothing.
+
+use ferry_client::chaos::ChaosPolicy;
+use ferry_client::{FieldError, RouteSpec};
+use serde::{Deserialize, Serialize};
+
+/// A change to the cluster config.
+///
+/// `cas` on every command: `None` applies unconditionally; `Some(0)` means the
+/// object must not exist; `Some(n)` means its current revision (the log index
+/// of its last change) must be `n`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or replace the route named `route.name`.
+    PutRoute { route: RouteSpec, cas: Option<u64> },
+    /// Remove a route.
+    DeleteRoute { name: String, cas: Option<u64> },
+    /// Change one backend's weight; `cas` is on the route's revision.
+    SetBackendWeight { route: String, backend: String, weight: u32, cas: Option<u64> },
+    /// Create or replace the chaos policy named `policy.name`.
+    PutChaosPolicy { policy: ChaosPolicy, cas: Option<u64> },
+    /// Remove a chaos policy.
+    DeleteChaosPolicy { name: String, cas: Option<u64> },
+}
+
+impl Command {
+    /// The object the command changes (its revision is what `cas` compares).
+    pub fn target(&self) -> Target<'_> {
+        match self {
+            Command::PutRoute { route, .. } => Target::Route(&route.name),
+            Command::DeleteRoute { name, .. } => Target::Route(name),
+            Command::SetBackendWeight { route, .. } => Target::Route(route),
+            Command::PutChaosPolicy { policy, .. } => Target::Chaos(&policy.name),
+            Command::DeleteChaosPolicy { name, .. } => Target::Chaos(name),
+        }
+    }
+
+    /// The compare-and-set condition of the command.
+    pub fn cas(&self) -> Option<u64> {
+        match self {
+            Command::PutRoute { cas, .. }
+            | Command::DeleteRoute { cas, .. }
+            | Command::SetBackendWeight { cas, .. }
+            | Command::PutChaosPolicy { cas, .. }
+            | Command::DeleteChaosPolicy { cas, .. } => *cas,
+        }
+    }
+}
+
+/// The object a command changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A route, by name.
+    Route(&'a str),
+    /// A chaos policy, by name.
+    Chaos(&'a str),
+}
+
+/// One entry of the Raft log: a command and, optionally, the client's request
+/// id. A retry with the same id is answered from memory, not applied twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client request id for idempotent retries (`None`: no de-duplication).
+    pub id: Option<u128>,
+    /// The change.
+    pub command: Command,
+}
+
+impl Request {
+    /// A request without a request id.
+    pub fn new(command: Command) -> Self {
+        Self { id: None, command }
+    }
+
+    /// A request carrying the request id `id`.
+    pub fn with_id(id: u128, command: Command) -> Self {
+        Self { id: Some(id), command }
+    }
+}
+
+/// The result of applying one log entry, the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The command changed the config.
+    Applied {
+        /// Log index of the command: the new config index.
+        index: u64,
+        /// The object's new revision (equal to `index`).
+        revision: u64,
+    },
+    /// The command was refused and changed nothing.
+    Rejected {
+        /// Why.
+        error: StateError,
+    },
+    /// A Raft-internal entry (blank or membership change) at `index`.
+    Internal {
+        /// Log index of the entry.
+        index: u64,
+    },
+}
+
+impl Response {
+    /// `Ok(revision)` for an applied command, the error for a rejected one.
+    pub fn into_result(self) -> Result<u64, StateError> {
+        match self {
+            Response::Applied { revision, .. } => Ok(revision),
+            Response::Internal { index } => Ok(index),
+            Response::Rejected { error } => Err(error),
+        }
+    }
+}
+
+/// Why a command was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    /// The compare-and-set condition failed; `current` is the object's
+    /// revision now (0 when it does not exist). HTTP 409.
+    #[error("compare-and-set failed: current revision is {current}")]
+    CasMismatch { current: u64 },
+    /// The object the command needs does not exist, as `route "web"`. HTTP 404.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The command is invalid; every problem names its field. HTTP 400.
+    #[error("invalid: {}", join(errors))]
+    Invalid { errors: Vec<FieldError> },
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

@@ -1,0 +1,197 @@
+//! The replicated cluster config and the pure, deterministic logic that
+//! applies commands to it.
+//!
+//! No I/O and no clock: given the same state, log index and request, every
+//! node computes the same new state and the same [`Response`]. [`check`] is
+//! the one validator, used by the node before proposing and by apply after
+//! commit. Apply never panics on any input, and a rejected command changes
+//! nothing but the memory of request ids.
+
+use std::collections::BTreeMap;
+
+use ferry_client::chaos::ChaosPolicy;
+use ferry_client::route::{ListenAddr, MAX_WEIGHT};
+use ferry_client::{FieldError, RouteSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Request, Response, StateError, Target};
+use crate::recent::RecentRequests;
+
+/// The whole replicated config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Routes by name.
+    pub routes: BTreeMap<String, StoredRoute>,
+    /// Chaos policies by name.
+    pub chaos: BTreeMap<String, StoredPolicy>,
+    /// The config index: log index of the last command that changed the
+    /// config (0 before the first). Rejected commands and Raft-internal
+    /// entries do not move it.
+    pub index: u64,
+    /// Recent request ids and their responses.
+    pub recent: RecentRequests,
+}
+
+/// A route with the revision of its last change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRoute {
+    /// The route as written.
+    pub spec: RouteSpec,
+    /// Log index of the command that last changed it.
+    pub revision: u64,
+}
+
+/// A chaos policy with the revision of its last change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    /// The policy as written.
+    pub policy: ChaosPolicy,
+    /// Log index of the command that last changed it.
+    pub revision: u64,
+}
+
+/// Whether `cmd` would be applied to `state`: `Ok` when it would change the
+/// config, the rejection otherwise.
+///
+/// Order: the command's own fields (400), then the compare-and-set condition
+/// (409), then existence (404), then conflicts with other objects (400).
+pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
+    let invalid = |errors: Vec<FieldError>| {
+        if errors.is_empty() { Ok(()) } else { Err(StateError::Invalid { errors }) }
+    };
+    match cmd {
+        Command::PutRoute { route, .. } => {
+            let mut errors = Vec::new();
+            route.validate("route", &mut errors);
+            invalid(errors)?;
+        }
+        Command::SetBackendWeight { weight, .. } if *weight > MAX_WEIGHT => {
+            invalid(vec![FieldError::new(
+                "weight",
+                format!("must be between 0 and {MAX_WEIGHT}, got {weight}"),
+            )])?;
+        }
+        Command::PutChaosPolicy { policy, .. } => invalid(policy.validate("policy"))?,
+        _ => {}
+    }
+
+    let current = state.revision(cmd.target());
+    match cmd.cas() {
+        Some(expected) if expected != current => return Err(StateError::CasMismatch { current }),
+        _ => {}
+    }
+
+    match cmd {
+        Command::PutRoute { route, .. } => invalid(listen_conflict(state, route))?,
+        Command::DeleteRoute { name, .. } if current == 0 => return Err(not_found_route(name)),
+        Command::SetBackendWeight { route, backend, weight, .. } => {
+            let stored = state.routes.get(route).ok_or_else(|| not_found_route(route))?;
+            let mut spec = stored.spec.clone();
+            let b = spec.backends.iter_mut().find(|b| b.id == *backend).ok_or_else(|| {
+                StateError::NotFound { what: format!("backend {backend:?} of route {route:?}") }
+            })?;
+            b.weight = *weight;
+            let mut errors = Vec::new();
+            spec.validate("route", &mut errors);
+            invalid(errors)?;
+        }
+        Command::DeleteChaosPolicy { name, .. } if current == 0 => {
+            return Err(StateError::NotFound { what: format!("chaos policy {name:?}") });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn not_found_route(name: &str) -> StateError {
+    StateError::NotFound { what: format!("route {name:?}") }
+}
+
+/// Another route with exactly the same listen string. The node also checks
+/// conflicts after resolving addresses against its own bind address, which
+/// the replicated state cannot know. Port 0 never conflicts (the OS picks).
+fn listen_conflict(state: &ClusterState, route: &RouteSpec) -> Vec<FieldError> {
+    if ListenAddr::parse(&route.listen).is_some_and(|l| listen_port(l) == 0) {
+        return Vec::new();
+    }
+    state
+        .routes
+        .values()
+        .filter(|other| other.spec.name != route.name && other.spec.listen == route.listen)
+        .map(|other| {
+            FieldError::new(
+                "route.listen",
+                format!("listen address {:?} is already used by route {:?}", route.listen, other.spec.name),
+            )
+        })
+        .take(1)
+        .collect()
+}
+
+fn listen_port(l: ListenAddr) -> u16 {
+    match l {
+        ListenAddr::Addr(a) => a.port(),
+        ListenAddr::Port(p) => p,
+    }
+}
+
+impl ClusterState {
+    /// Current revision of the object `target` (0 when it does not exist).
+    pub fn revision(&self, target: Target<'_>) -> u64 {
+        match target {
+            Target::Route(name) => self.routes.get(name).map_or(0, |r| r.revision),
+            Target::Chaos(name) => self.chaos.get(name).map_or(0, |p| p.revision),
+        }
+    }
+
+    /// Applies the request committed at log index `index` and returns its
+    /// response. A request id already remembered gets its original response
+    /// and changes nothing.
+    pub fn apply(&mut self, index: u64, req: &Request) -> Response {
+        if let Some(previous) = req.id.and_then(|id| self.recent.get(id)) {
+            return previous.clone();
+        }
+        let response = match check(self, &req.command) {
+            Ok(()) => {
+                self.execute(index, &req.command);
+                self.index = index;
+                Response::Applied { index, revision: index }
+            }
+            Err(error) => Response::Rejected { error },
+        };
+        if let Some(id) = req.id {
+            self.recent.insert(id, response.clone());
+        }
+        response
+    }
+
+    /// Makes the change of a command that passed [`check`].
+    fn execute(&mut self, index: u64, cmd: &Command) {
+        match cmd {
+            Command::PutRoute { route, .. } => {
+                self.routes.insert(route.name.clone(), StoredRoute { spec: route.clone(), revision: index });
+            }
+            Command::DeleteRoute { name, .. } => {
+                self.routes.remove(name);
+            }
+            Command::SetBackendWeight { route, backend, weight, .. } => {
+                if let Some(stored) = self.routes.get_mut(route) {
+                    for b in stored.spec.backends.iter_mut().filter(|b| b.id == *backend) {
+                        b.weight = *weight;
+                    }
+                    stored.revision = index;
+                }
+            }
+            Command::PutChaosPolicy { policy, .. } => {
+                self.chaos
+                    .insert(policy.name.clone(), StoredPolicy { policy: policy.clone(), revision: index });
+            }
+            Command::DeleteChaosPolicy { name, .. } => {
+                self.chaos.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+//! Unit tests of the pure apply logic: CAS, deletes, weights, idempotency,
+//! validation, and that apply never panics on arbitrary commands.
+
+use ferry_client::chaos::{ChaosPolicy, ChaosScope, Direction, Toxic, ToxicKind};
+use ferry_client::{BackendSpec, Balance, RouteSpec};
+
+use super::*;
+use crate::RECENT_CAPACITY;
+
+fn route(name: &str, listen: &str) -> RouteSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "listen": listen,
+        "backends": [{"id": "a", "addr": "127.0.0.1:9001"}, {"id": "b", "addr": "127.0.0.1:9002"}]
+    }))
+    .expect("valid route json")
+}
+
+fn policy(name: &str) -> ChaosPolicy {
+    ChaosPolicy {
+        name: name.into(),
+        toxics: vec![Toxic {
+            direction: Direction::Downstream,
+            kind: ToxicKind::Latency { latency_ms: 100, jitter_ms: 10 },
+        }],
+        scope: ChaosScope::default(),
+        toxicity: 0.5,
+        expires_at: None,
+    }
+}
+
+fn put(r: RouteSpec, cas: Option<u64>) -> Request {
+    Request::new(Command::PutRoute { route: r, cas })
+}
+
+fn applied(index: u64) -> Response {
+    Response::Applied { index, revision: index }
+}
+
+fn rejected(error: StateError) -> Response {
+    Response::Rejected { error }
+}
+
+#[test]
+fn cas_create_update_and_conflict() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.apply(3, &put(route("web", ":7000"), Some(0))), applied(3));
+    assert_eq!(s.routes["web"].revision, 3);
+    assert_eq!(s.index, 3);
+    // Create-only fails once it exists, reporting the current revision.
+    assert_eq!(
+        s.apply(4, &put(route("web", ":7000"), Some(0))),
+        rejected(StateError::CasMismatch { current: 3 })
+    );
+    // A stale revision fails; the right one succeeds.
+    assert_eq!(
+        s.apply(5, &put(route("web", ":7001"), Some(2))),
+        rejected(StateError::CasMismatch { current: 3 })
+    );
+    assert_eq!(s.index, 3, "a rejected command leaves the config index alone");
+    assert_eq!(s.apply(6, &put(route("web", ":7001"), Some(3))), applied(6));
+    assert_eq!(s.routes["web"].spec.listen, ":7001");
+    assert_eq!(s.routes["web"].revision, 6);
+    // Unconditional writes always apply.
+    assert_eq!(s.apply(7, &put(route("web", ":7002"), None)), applied(7));
+    // CAS on a missing object reports 0.
+    assert_eq!(
+        s.apply(8, &put(route("api", ":7003"), Some(7))),
+        rejected(StateError::CasMismatch { current: 0 })
+    );
+}
+
+#[test]
+fn delete_with_cas() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("web", ":7000"), None));
+    let del = |cas| Request::new(Command::DeleteRoute { name: "web".into(), cas });
+    assert_eq!(s.apply(3, &del(Some(1))), rejected(StateError::CasMismatch { current: 2 }));
+    assert!(s.routes.contains_key("web"));
+    assert_eq!(s.apply(4, &del(Some(2))), applied(4));
+    assert!(s.routes.is_empty());
+    assert_eq!(s.index, 4);
+    assert_eq!(s.apply(5, &del(None)), rejected(StateError::NotFound { what: "route \"web\"".into() }));
+    assert_eq!(s.apply(6, &del(Some(4))), rejected(StateError::CasMismatch { current: 0 }));
+    assert_eq!(s.index, 4);
+}
+
+#[test]
+fn chaos_policies_put_and_delete_with_cas() {
+    let mut s = ClusterState::default();
+    let put_p = |p, cas| Request::new(Command::PutChaosPolicy { policy: p, cas });
+    assert_eq!(s.apply(2, &put_p(policy("slow"), Some(0))), applied(2));
+    assert_eq!(s.apply(3, &put_p(policy("slow"), Some(0))), rejected(StateError::CasMismatch { current: 2 }));
+    let mut bad = policy("slow");
+    bad.toxicity = 2.0;
+    let Response::Rejected { error: StateError::Invalid { errors } } = s.apply(4, &put_p(bad, None)) else {
+        panic!("invalid policy must be rejected")
+    };
+    assert_eq!(errors[0].path, "policy.toxicity");
+    let del = |cas| Request::new(Command::DeleteChaosPolicy { name: "slow".into(), cas });
+    assert_eq!(s.apply(5, &del(Some(3))), rejected(StateError::CasMismatch { current: 2 }));
+    assert_eq!(s.apply(6, &del(Some(2))), applied(6));
+    assert_eq!(
+        s.apply(7, &del(None)),
+        rejected(StateError::NotFound { what: "chaos policy \"slow\"".into() })
+    );
+    assert!(s.chaos.is_empty());
+}
+
+#[test]
+fn set_backend_weight_and_its_errors() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("web", ":7000"), None));
+    let w = |route: &str, backend: &str, weight, cas| {
+        Request::new(Command::SetBackendWeight { route: route.into(), backend: backend.into(), weight, cas })
+    };
+    assert_eq!(s.apply(3, &w("web", "a", 5, Some(2))), applied(3));
+    assert_eq!(s.routes["web"].spec.backends[0].weight, 5);
+    assert_eq!(s.routes["web"].revision, 3);
+    assert_eq!(s.apply(4, &w("web", "a", 6, Some(2))), rejected(StateError::CasMismatch { current: 3 }));
+    assert_eq!(
+        s.apply(5, &w("nope", "a", 1, None)),
+        rejected(StateError::NotFound { what: "route \"nope\"".into() })
+    );
+    assert_eq!(
+        s.apply(6, &w("web", "zz", 1, None)),
+        rejected(StateError::NotFound { what: "backend \"zz\" of route \"web\"".into() })
+    );
+    let Response::Rejected { error: StateError::Invalid { errors } } = s.apply(7, &w("web", "a", 257, None))
+    else {
+        panic!("weight 257 must be rejected")
+    };
+    assert_eq!(errors[0].path, "weight");
+    // b -> 0 is fine, then a -> 0 would leave no backend taking traffic.
+    assert_eq!(s.apply(8, &w("web", "b", 0, None)), applied(8));
+    let Response::Rejected { error: StateError::Invalid { errors } } = s.apply(9, &w("web", "a", 0, None))
+    else {
+        panic!("all-zero weights must be rejected")
+    };
+    assert_eq!(errors[0].path, "route.backends");
+    assert_eq!(s.routes["web"].spec.backends[0].weight, 5);
+    assert_eq!(s.index, 8);
+}
+
+#[test]
+fn invalid_route_is_rejected_with_field_paths_and_changes_nothing() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("web", "127.0.0.1:7000"), None));
+    let before = s.clone();
+    let mut bad = route("api", "nowhere");
+    bad.backends[1].addr = "x".into();
+    bad.connect_timeout_ms = 0;
+    let Response::Rejected { error: StateError::Invalid { errors } } = s.apply(3, &put(bad, None)) else {
+        panic!("invalid route must be rejected")
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["route.listen", "route.connect_timeout_ms", "route.backends[1].addr"]);
+    assert_eq!(s, before);
+    // The same explicit listen string as another route is a conflict ...
+    let Response::Rejected { error: StateError::Invalid { errors } } =
+        s.apply(4, &put(route("api", "127.0.0.1:7000"), None))
+    else {
+        panic!("listen conflict must be rejected")
+    };
+    assert_eq!(errors[0].path, "route.listen");
+    assert!(errors[0].message.contains("\"web\""), "{}", errors[0].message);
+    // ... but not with itself, and port 0 never conflicts.
+    assert_eq!(s.apply(5, &put(route("web", "127.0.0.1:7000"), None)), applied(5));
+    assert_eq!(s.apply(6, &put(route("z1", "127.0.0.1:0"), None)), applied(6));
+    assert_eq!(s.apply(7, &put(route("z2", "127.0.0.1:0"), None)), applied(7));
+}
+
+#[test]
+fn a_retried_request_id_returns_the_original_response_and_applies_once() {
+    let mut s = ClusterState::default();
+    let req = Request::with_id(42, Command::PutRoute { route: route("web", ":7000"), cas: Some(0) });
+    assert_eq!(s.apply(2, &req), applied(2));
+    // Someone else changes the route; the retry must not overwrite it.
+    s.apply(3, &put(route("web", ":7001"), None));
+    assert_eq!(s.apply(4, &req), applied(2));
+    assert_eq!(s.index, 3);
+    assert_eq!(s.routes["web"].spec.listen, ":7001");
+    assert_eq!(s.routes["web"].revision, 3);
+    // A rejection is remembered too.
+    let del = Request::with_id(43, Command::DeleteRoute { name: "nope".into(), cas: None });
+    let first = s.apply(5, &del);
+    s.apply(6, &put(route("nope", ":7005"), None));
+    assert_eq!(s.apply(7, &del), first);
+    assert!(s.routes.contains_key("nope"));
+}
+
+#[test]
+fn request_id_memory_is_bounded_and_evicts_oldest_first() {
+    let mut s = ClusterState::default();
+    let del =
+        |id: u64| Request::with_id(u128::from(id), Command::DeleteRoute { name: "x".into(), cas: None });
+    let total = RECENT_CAPACITY as u64 + 3;
+    for id in 1..=total {
+        s.apply(id, &del(id));
+    }
+    assert_eq!(s.recent.len(), RECENT_CAPACITY);
+    assert_eq!(s.recent.first_seq(), 3);
+    assert!(s.recent.get(1).is_none() && s.recent.get(3).is_none());
+    assert!(s.recent.get(4).is_some() && s.recent.get(u128::from(total)).is_some());
+    // An evicted id is applied again (the bound is the retry window).
+    assert_eq!(s.apply(total + 1, &put(route("x", ":7000"), None)), applied(total + 1));
+    assert_eq!(s.apply(total + 2, &del(1)), applied(total + 2));
+    assert!(s.routes.is_empty());
+}
+
+/// Arbitrary commands from a seeded generator: apply must never panic, every
+/// stored object must be valid, revisions never exceed the config index, and
+/// a rejected command must leave routes, policies and index unchanged.
+#[test]
+fn apply_never_panics_and_keeps_invariants_on_random_commands() {
+    let seed = 0x5eed_f377;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut s = ClusterState::default();
+    let names = ["web", "api", "db", "", "bad name", "x.y"];
+    let listens = [":7000", ":7001", "127.0.0.1:7000", "127.0.0.1:0", "nope", ":99999"];
+    for index in 1..=5_000u64 {
+        let name = names[rng.usize(..names.len())].to_string();
+        let cas = match rng.u8(..4) {
+            0 => None,
+            1 => Some(0),
+            2 => Some(rng.u64(..index + 1)),
+            _ => s.routes.get(&name).map(|r| r.revision),
+        };
+        let command = match rng.u8(..5) {
+            0 => {
+                let mut r = route(&name, listens[rng.usize(..listens.len())]);
+                r.balance = if rng.bool() { Balance::ConsistentHash } else { Balance::Weighted };
+                r.vnodes = [0, 1, 100, u32::MAX][rng.usize(..4)];
+                for _ in 0..rng.usize(..3) {
+                    let id = names[rng.usize(..names.len())].to_string();
+                    let weight = [0, 1, 256, 257, u32::MAX][rng.usize(..5)];
+                    r.backends.push(BackendSpec { id, addr: "127.0.0.1:1".into(), weight });
+                }
+                if rng.bool() {
+                    r.backends.clear();
+                }
+                Command::PutRoute { route: r, cas }
+            }
+            1 => Command::DeleteRoute { name, cas },
+            2 => Command::SetBackendWeight {
+                route: name,
+                backend: ["a", "b", "c"][rng.usize(..3)].into(),
+                weight: [0, 1, 256, 257, u32::MAX][rng.usize(..5)],
+                cas,
+            },
+            3 => {
+                let mut p = policy(&name);
+                p.toxicity = [0.0, 0.5, 1.0, -1.0, f64::NAN, f64::INFINITY][rng.usize(..6)];
+                if rng.bool() {
+                    p.toxics.push(Toxic {
+                        direction: Direction::Upstream,
+                        kind: ToxicKind::Slicer {
+                            average_size: rng.u64(..3),
+                            size_variation: rng.u64(..3),
+                            delay_us: rng.u64(..),
+                        },
+                    });
+                }
+                Command::PutChaosPolicy { policy: p, cas }
+            }
+            _ => Command::DeleteChaosPolicy { name, cas },
+        };
+        let id = if rng.bool() { Some(u128::from(rng.u8(..50))) } else { None };
+        let req = Request { id, command };
+        let before = (s.routes.clone(), s.chaos.clone(), s.index);
+        match s.apply(index, &req) {
+            Response::Applied { index: i, .. } if i == index => assert_eq!(s.index, index),
+            Response::Applied { .. } | Response::Rejected { .. } => {
+                assert_eq!(
+                    (s.routes.clone(), s.chaos.clone(), s.index),
+                    before,
+                    "seed {seed:#x} index {index}"
+                )
+            }
+            Response::Internal { .. } => panic!("apply of a command never answers Internal"),
+        }
+        for r in s.routes.values() {
+            let mut errors = Vec::new();
+            r.spec.validate("route", &mut errors);
+            assert!(errors.is_empty(), "seed {seed:#x}: stored invalid route {errors:?}");
+            assert!(r.revision <= s.index);
+        }
+        for p in s.chaos.values() {
+            assert!(p.policy.validate("policy").is_empty());
+            assert!(p.revision <= s.index);
+        }
+    }
+    assert!(s.index > 0, "the generator should produce some valid commands");
+}

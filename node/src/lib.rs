@@ -1,6 +1,7 @@
 //! ferry-node: the `ferryd` node.
 //!
 //! # Layout
+//! - [`cluster`]: the cluster transport (Raft RPCs, forwarded writes) and openraft's network.
 //! - [`config`]: the `ferryd.toml` schema, defaults and validation.
 //! - [`node`]: the composition root: start, apply routes, graceful shutdown.
 //! - [`control`]: builds and publishes routing tables from config and health.
@@ -9,6 +10,7 @@
 //! - [`telemetry`]: Prometheus metrics, logs and OTLP traces.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -1,0 +1,141 @@
+//! The messages of the cluster transport: Raft RPCs and their results,
+//! writes forwarded from followers to the leader, health pings and errors.
+//!
+//! Every request has exactly one reply on the same connection. The variant
+//! order is part of the wire format (bincode encodes the variant index):
+//! append new variants at the end and keep the fixture test in `frame.rs`
+//! passing.
+
+use ferry_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+/// The result of a Raft AppendEntries RPC on the receiving node.
+pub type AppendEntriesResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+/// The result of a Raft Vote RPC on the receiving node.
+pub type VoteResult = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+/// The result of one InstallSnapshot chunk on the receiving node.
+pub type InstallSnapshotResult =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+/// The result of a write forwarded to the leader.
+pub type ClientWriteResult = Result<Response, WriteError>;
+
+/// One message of the cluster protocol (the body of an
+/// [`Envelope`](crate::cluster::frame::Envelope)).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// Health check; answered with [`Message::Pong`].
+    Ping,
+    /// The answer to [`Message::Ping`].
+    Pong,
+    /// Raft log replication and heartbeat, leader to follower.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// The answer to [`Message::AppendEntries`].
+    AppendEntriesResult(AppendEntriesResult),
+    /// Raft election, candidate to voter.
+    Vote(VoteRequest<NodeId>),
+    /// The answer to [`Message::Vote`].
+    VoteResult(VoteResult),
+    /// One bounded chunk of a snapshot (at most the Raft config's
+    /// `snapshot_max_chunk_size` bytes of data).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The answer to [`Message::InstallSnapshot`].
+    InstallSnapshotResult(InstallSnapshotResult),
+    /// A config write forwarded to the node believed to be the leader.
+    ClientWrite(Request),
+    /// The answer to [`Message::ClientWrite`].
+    ClientWriteResult(ClientWriteResult),
+    /// The request was refused; the sender closes the connection after it.
+    Error {
+        /// What went wrong, for programs.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+impl Message {
+    /// A short name of the variant, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping => "ping",
+            Message::Pong => "pong",
+            Message::AppendEntries(_) => "append-entries",
+            Message::AppendEntriesResult(_) => "append-entries-result",
+            Message::Vote(_) => "vote",
+            Message::VoteResult(_) => "vote-result",
+            Message::InstallSnapshot(_) => "install-snapshot",
+            Message::InstallSnapshotResult(_) => "install-snapshot-result",
+            Message::ClientWrite(_) => "client-write",
+            Message::ClientWriteResult(_) => "client-write-result",
+            Message::Error { .. } => "error",
+        }
+    }
+}
+
+/// Why a node refused a request with [`Message::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The envelope's version is not one this node speaks.
+    WrongVersion,
+    /// The envelope names another cluster.
+    WrongCluster,
+    /// The frame could not be decoded, or is larger than the maximum.
+    Malformed,
+    /// The message is not a request (a reply sent as a request).
+    Unexpected,
+}
+
+/// Why a forwarded write was not applied.
+///
+/// Every variant means the write did not commit, except [`WriteError::Timeout`],
+/// whose outcome is unknown: retry with the same request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    /// This node is not the leader; `leader` is, as far as it knows.
+    #[error("not the leader: forward to node {leader_id} ({leader})")]
+    ForwardToLeader {
+        /// The leader's node id.
+        leader_id: NodeId,
+        /// The leader's addresses.
+        leader: NodeInfo,
+    },
+    /// This node is not the leader and knows no leader (an election is
+    /// running, or the node lost its quorum). Retry later.
+    #[error("no leader is known")]
+    NoLeader,
+    /// The leader did not commit the write within the server's write timeout.
+    /// The write may still commit.
+    #[error("write not committed within {timeout_ms} ms; it may still commit")]
+    Timeout {
+        /// The server's write timeout.
+        timeout_ms: u64,
+    },
+    /// Raft stopped on this node (shutdown or a storage error).
+    #[error("raft is stopped on this node: {message}")]
+    Fatal {
+        /// openraft's error.
+        message: String,
+    },
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for WriteError {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
+                (Some(leader_id), Some(leader)) => WriteError::ForwardToLeader { leader_id, leader },
+                _ => WriteError::NoLeader,
+            },
+            // A plain write never changes membership; should openraft report
+            // it anyway, the write did not happen.
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                WriteError::Fatal { message: e.to_string() }
+            }
+            RaftError::Fatal(f) => WriteError::Fatal { message: f.to_string() },
+        }
+    }
+}

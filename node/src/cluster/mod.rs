@@ -1,0 +1,32 @@
+//! The cluster transport: Raft RPCs, snapshot chunks and forwarded writes
+//! between ferry nodes over TCP on the cluster port, and openraft's network
+//! on top of it.
+//!
+//! # Layout
+//! - [`frame`]: length-prefixed frames and the versioned [`Envelope`](frame::Envelope).
+//! - [`message`]: the [`Message`] enum and [`WriteError`].
+//! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
+//! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
+//! - [`network`]: openraft's [`Network`] factory and [`PeerClient`].
+//! - [`stats`]: [`TransportStats`], the counters telemetry exports.
+//!
+//! # Wiring
+//! The network only needs the transport, so the order is: stats, transport,
+//! `Network::new(id, transport)`, `Raft::new(.., network, ..)`, then
+//! `ClusterServer::new(raft.clone(), ..)` served on the bound cluster port.
+//! Shutdown: cancel the server's token and await [`serve`], then
+//! `raft.shutdown()`.
+
+pub mod frame;
+pub mod message;
+pub mod network;
+pub mod server;
+pub mod stats;
+pub mod transport;
+
+pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};
+pub use message::{ErrorCode, Message, WriteError};
+pub use network::{Network, PeerClient};
+pub use server::{ClusterServer, ServerConfig, serve};
+pub use stats::{StatsSnapshot, TransportStats};
+pub use transport::{Transport, TransportConfig, TransportError};

@@ -1,0 +1,252 @@
+//! The server side of the cluster port: the accept loop, one task per
+//! connection, and the dispatch of requests to the local Raft.
+//!
+//! A connection carries one request at a time: read a frame, handle it,
+//! write the reply. A frame that cannot be accepted (foreign cluster id, other
+//! wire version, malformed, oversized) is answered with [`Message::Error`]
+//! when the stream still allows it, logged, counted, and the connection is
+//! closed: after a bad frame the stream cannot be trusted to be in step.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_raft_store::types::Raft;
+use ferry_raft_store::{Request, Response};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::cluster::frame::{FrameError, decode_payload, encode_frame, read_frame, write_frame};
+use crate::cluster::message::{ErrorCode, Message, WriteError};
+use crate::cluster::stats::{TransportStats, bump};
+
+/// Limits of the cluster server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Connections served at once; further peers wait in the accept backlog.
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed (peers reconnect
+    /// on demand).
+    pub idle_timeout: Duration,
+    /// Longest wait for a forwarded write to commit before answering
+    /// [`WriteError::Timeout`]. Keep it below the callers' request timeout so
+    /// they get that answer rather than a transport timeout.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_millis(1_500),
+        }
+    }
+}
+
+/// Longest wait to deliver an error reply before closing anyway.
+const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Pause after a failed `accept` (for example out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Answers cluster requests with the local Raft node.
+#[derive(Clone)]
+pub struct ClusterServer {
+    raft: Raft,
+    cluster_id: String,
+    stats: Arc<TransportStats>,
+    config: ServerConfig,
+}
+
+impl ClusterServer {
+    /// A server for the cluster `cluster_id` backed by `raft`, counting into
+    /// `stats` (share them with the node's [`Transport`](crate::cluster::Transport)).
+    pub fn new(
+        raft: Raft,
+        cluster_id: impl Into<String>,
+        stats: Arc<TransportStats>,
+        config: ServerConfig,
+    ) -> Self {
+        Self { raft, cluster_id: cluster_id.into(), stats, config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The reply to one request.
+    pub async fn handle(&self, msg: Message) -> Message {
+        match msg {
+            Message::Ping => Message::Pong,
+            Message::AppendEntries(rpc) => Message::AppendEntriesResult(self.raft.append_entries(rpc).await),
+            Message::Vote(rpc) => Message::VoteResult(self.raft.vote(rpc).await),
+            Message::InstallSnapshot(rpc) => {
+                Message::InstallSnapshotResult(self.raft.install_snapshot(rpc).await)
+            }
+            Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
+            other => Message::Error {
+                code: ErrorCode::Unexpected,
+                message: format!("a {} message is not a request", other.kind()),
+            },
+        }
+    }
+
+    /// Proposes `req` if this node is the leader; otherwise names the leader.
+    pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
+        match timeout(self.config.write_timeout, self.raft.client_write(req)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(WriteError::Timeout {
+                timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+        loop {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = timeout(self.config.idle_timeout, read_frame(&mut stream)) => read,
+            };
+            let payload = match read {
+                Ok(Ok(payload)) => payload,
+                Ok(Err(FrameError::Closed)) => return,
+                Ok(Err(e @ FrameError::TooLarge { .. })) => return self.refuse(&mut stream, peer, e).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "cluster connection broken");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "closing idle cluster connection");
+                    return;
+                }
+            };
+            let msg = match decode_payload(&payload, &self.cluster_id) {
+                Ok(msg) => msg,
+                Err(e) => return self.refuse(&mut stream, peer, e).await,
+            };
+            let kind = msg.kind();
+            let reply = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                reply = self.handle(msg) => reply,
+            };
+            let refused = matches!(reply, Message::Error { .. });
+            if refused {
+                bump(&self.stats.malformed);
+                tracing::warn!(%peer, request = kind, "refused a cluster message that is not a request");
+            }
+            let frame = match encode_frame(&self.cluster_id, &reply) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.stats.count_frame_error(&e);
+                    tracing::warn!(%peer, request = kind, error = %e, "cannot encode a cluster reply");
+                    return;
+                }
+            };
+            let written = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                written = write_frame(&mut stream, &frame) => written,
+            };
+            if let Err(e) = written {
+                tracing::debug!(%peer, error = %e, "cannot write a cluster reply");
+                return;
+            }
+            if refused {
+                return;
+            }
+        }
+    }
+
+    /// Logs and counts a frame that cannot be accepted and answers it with an
+    /// error (best effort); the caller then closes the connection.
+    async fn refuse(&self, stream: &mut TcpStream, peer: SocketAddr, e: FrameError) {
+        self.stats.count_frame_error(&e);
+        let code = match &e {
+            FrameError::WrongCluster { cluster_id } => {
+                tracing::warn!(
+                    %peer, foreign_cluster_id = %cluster_id, cluster_id = %self.cluster_id,
+                    "refused a cluster connection from another cluster"
+                );
+                ErrorCode::WrongCluster
+            }
+            FrameError::WrongVersion { version } => {
+                tracing::warn!(%peer, version, "refused a cluster frame of another wire version");
+                ErrorCode::WrongVersion
+            }
+            _ => {
+                tracing::warn!(%peer, error = %e, "refused a malformed cluster frame");
+                ErrorCode::Malformed
+            }
+        };
+        let reply = Message::Error { code, message: e.to_string() };
+        if let Ok(frame) = encode_frame(&self.cluster_id, &reply) {
+            let _ = timeout(ERROR_REPLY_TIMEOUT, write_frame(stream, &frame)).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterServer")
+            .field("cluster_id", &self.cluster_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves the cluster port on `listener` until `shutdown` is cancelled, then
+/// stops accepting, closes every connection and returns once their tasks have
+/// ended. A request in flight at shutdown gets no reply. Connection tasks log
+/// in the span `serve` runs in.
+pub async fn serve(listener: TcpListener, server: ClusterServer, shutdown: CancellationToken) {
+    let server = Arc::new(server);
+    let limit = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
+    let tasks = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster port: accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        bump(&server.stats.connections_accepted);
+        let server = Arc::clone(&server);
+        let shutdown = shutdown.clone();
+        // Connection logs inherit the caller's span (the node id, when the
+        // composition root instruments `serve`).
+        tasks.spawn(
+            async move {
+                server.connection(stream, peer, shutdown).await;
+                drop(permit);
+            }
+            .in_current_span(),
+        );
+    }
+    drop(listener);
+    tasks.close();
+    tasks.wait().await;
+}

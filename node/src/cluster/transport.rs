@@ -1,0 +1,272 @@
+//! The client side of the cluster port: request/response calls to peers over
+//! pooled TCP connections.
+//!
+//! A call takes an idle connection to the peer (or opens one), writes one
+//! frame, reads one frame, all under one deadline, and puts the connection
+//! back only when the exchange completed. Any error or timeout drops it, so a
+//! connection with a half-read reply is never reused. Idle connections are
+//! probed before reuse: one the peer has closed (for example because it
+//! restarted) is discarded instead of failing the request.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout_at};
+
+use crate::cluster::frame::{FrameError, decode_payload, encode_frame, read_frame, write_frame};
+use crate::cluster::message::{ErrorCode, Message};
+use crate::cluster::stats::{TransportStats, bump};
+
+/// Timeouts and pool size of a [`Transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Longest wait for a TCP connection to a peer.
+    pub connect_timeout: Duration,
+    /// Longest wait for a reply, connecting included, for [`Transport::call`].
+    /// Raft RPCs use the deadline openraft gives instead.
+    pub request_timeout: Duration,
+    /// Idle connections kept per peer address. openraft talks to a peer from
+    /// a few tasks at once (replication, snapshot, vote), each needing its own
+    /// connection while a call is in flight.
+    pub max_idle_per_peer: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(2),
+            max_idle_per_peer: 4,
+        }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer refused or reset the connection attempt.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The peer's cluster address.
+        addr: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The connection attempt did not complete in time.
+    #[error("cannot connect to {addr}: no answer within {timeout:?}")]
+    ConnectTimeout {
+        /// The peer's cluster address.
+        addr: String,
+        /// The connect timeout that expired.
+        timeout: Duration,
+    },
+    /// The peer did not reply in time; the request may have been processed.
+    #[error("request to {addr} timed out after {timeout:?}")]
+    Timeout {
+        /// The peer's cluster address.
+        addr: String,
+        /// The request timeout that expired.
+        timeout: Duration,
+    },
+    /// The request could not be sent (too large), or the exchange failed: the
+    /// connection broke, or the reply was malformed or from another cluster
+    /// (a node of another cluster answers a request with an error in an
+    /// envelope naming its own cluster, reported here as
+    /// [`FrameError::WrongCluster`]).
+    #[error("request to {addr} failed: {source}")]
+    Frame {
+        /// The peer's cluster address.
+        addr: String,
+        /// The error.
+        source: FrameError,
+    },
+    /// The peer refused the request with [`Message::Error`].
+    #[error("{addr} refused the request ({code:?}): {message}")]
+    Remote {
+        /// The peer's cluster address.
+        addr: String,
+        /// The peer's reason.
+        code: ErrorCode,
+        /// The peer's explanation.
+        message: String,
+    },
+}
+
+impl TransportError {
+    /// Whether the peer could not be reached at all: nothing was sent, or it
+    /// belongs to another cluster or speaks another version. Retrying at once
+    /// will not help.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            TransportError::Connect { .. } | TransportError::ConnectTimeout { .. } => true,
+            TransportError::Remote { code, .. } => {
+                matches!(code, ErrorCode::WrongCluster | ErrorCode::WrongVersion)
+            }
+            // The reply came from a node of another cluster or version.
+            TransportError::Frame { source, .. } => {
+                matches!(source, FrameError::WrongCluster { .. } | FrameError::WrongVersion { .. })
+            }
+            TransportError::Timeout { .. } => false,
+        }
+    }
+
+    /// Whether the request was refused locally for being over the maximum frame.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, TransportError::Frame { source: FrameError::TooLarge { .. }, .. })
+    }
+}
+
+/// The client side of the cluster transport, shared by everything on a node
+/// that talks to peers (openraft's network, write forwarding).
+#[derive(Debug)]
+pub struct Transport {
+    cluster_id: String,
+    config: TransportConfig,
+    stats: Arc<TransportStats>,
+    /// Idle connections by peer address. A control-plane path: a short async
+    /// lock, never held across I/O.
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl Transport {
+    /// A transport for the cluster `cluster_id` counting into `stats`.
+    pub fn new(cluster_id: impl Into<String>, config: TransportConfig, stats: Arc<TransportStats>) -> Self {
+        Self { cluster_id: cluster_id.into(), config, stats, idle: Mutex::new(HashMap::new()) }
+    }
+
+    /// The cluster id written into every envelope.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> &Arc<TransportStats> {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Sends `msg` to the peer at `addr` (`IP:PORT` of its cluster port) and
+    /// returns its reply, within the configured request timeout.
+    pub async fn call(&self, addr: &str, msg: &Message) -> Result<Message, TransportError> {
+        self.call_timeout(addr, msg, self.config.request_timeout).await
+    }
+
+    /// [`Transport::call`] with an explicit deadline for the whole exchange,
+    /// connecting included.
+    pub async fn call_timeout(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
+        let result = self.exchange(addr, msg, timeout).await;
+        if result.is_err() {
+            bump(&self.stats.request_errors);
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
+        let frame_error = |source: FrameError| {
+            self.stats.count_frame_error(&source);
+            TransportError::Frame { addr: addr.to_owned(), source }
+        };
+        let frame = encode_frame(&self.cluster_id, msg).map_err(frame_error)?;
+        let deadline = Instant::now() + timeout;
+        let mut stream = match self.checkout(addr).await {
+            Some(stream) => stream,
+            None => self.connect(addr, deadline).await?,
+        };
+        let payload = match timeout_at(deadline, async {
+            write_frame(&mut stream, &frame).await?;
+            read_frame(&mut stream).await
+        })
+        .await
+        {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(e)) => return Err(frame_error(e)),
+            Err(_) => return Err(TransportError::Timeout { addr: addr.to_owned(), timeout }),
+        };
+        match decode_payload(&payload, &self.cluster_id).map_err(frame_error)? {
+            // The peer closes the connection after an error: do not pool it.
+            Message::Error { code, message } => {
+                Err(TransportError::Remote { addr: addr.to_owned(), code, message })
+            }
+            reply => {
+                self.checkin(addr, stream).await;
+                Ok(reply)
+            }
+        }
+    }
+
+    async fn connect(&self, addr: &str, deadline: Instant) -> Result<TcpStream, TransportError> {
+        let timeout = self.config.connect_timeout;
+        let connect_deadline = deadline.min(Instant::now() + timeout);
+        let stream = match timeout_at(connect_deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(TransportError::Connect { addr: addr.to_owned(), source }),
+            Err(_) => return Err(TransportError::ConnectTimeout { addr: addr.to_owned(), timeout }),
+        };
+        // Requests are single small frames waiting for a reply: never delay them.
+        stream
+            .set_nodelay(true)
+            .map_err(|source| TransportError::Connect { addr: addr.to_owned(), source })?;
+        bump(&self.stats.connections_opened);
+        Ok(stream)
+    }
+
+    /// An idle connection to `addr` the peer has not closed, if any.
+    async fn checkout(&self, addr: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().await;
+        let conns = idle.get_mut(addr)?;
+        let mut found = None;
+        while let Some(stream) = conns.pop() {
+            // Between requests a healthy connection has nothing to read. EOF
+            // means the peer closed it; stray bytes mean it is out of step.
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    found = Some(stream);
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        if conns.is_empty() {
+            idle.remove(addr);
+        }
+        found
+    }
+
+    async fn checkin(&self, addr: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().await;
+        let conns = idle.entry(addr.to_owned()).or_default();
+        if conns.len() < self.config.max_idle_per_peer {
+            conns.push(stream);
+        }
+    }
+
+    /// Closes every idle connection (for example when the node shuts down, or
+    /// in tests to force a reconnect).
+    pub async fn close_idle(&self) {
+        self.idle.lock().await.clear();
+    }
+
+    /// The number of idle connections to `addr`.
+    pub async fn idle_connections(&self, addr: &str) -> usize {
+        self.idle.lock().await.get(addr).map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,395 @@
+//! The cluster transport on loopback: refusals of foreign frames, timeouts,
+//! and real three-node openraft clusters whose every RPC goes through it
+//! (replication, forwarded writes, leader failover, snapshot catch-up).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_node::cluster::frame::{FrameError, encode_frame, read_frame, write_frame};
+use ferry_node::cluster::{
+    ClusterServer, ErrorCode, Message, Network, ServerConfig, Transport, TransportConfig, TransportError,
+    TransportStats, WriteError, serve,
+};
+use ferry_raft_store::types::Raft;
+use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateWatch};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: &str = "ferry-test";
+/// Bound of every wait for a condition.
+const WAIT: Duration = Duration::from_secs(15);
+/// Bound of a whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// One Raft node on a temp dir, serving the cluster port on 127.0.0.1:0.
+struct TestNode {
+    id: NodeId,
+    raft: Raft,
+    watch: StateWatch,
+    info: NodeInfo,
+    stats: Arc<TransportStats>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl TestNode {
+    async fn start(id: NodeId, tweak: impl FnOnce(&mut openraft::Config)) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().to_owned();
+        let db = tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&path, WAIT)).await??;
+        let (log, sm) = ferry_raft_store::open(&db)?;
+        let watch = sm.watch();
+        let mut config = ferry_raft_store::raft_config(CLUSTER, RaftTimers::default())?;
+        tweak(&mut config);
+        let stats = Arc::new(TransportStats::default());
+        let transport = Arc::new(Transport::new(CLUSTER, TransportConfig::default(), Arc::clone(&stats)));
+        let raft = Raft::new(id, Arc::new(config), Network::new(id, transport), log, sm).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let info = NodeInfo {
+            name: format!("n{id}"),
+            cluster_addr: listener.local_addr()?.to_string(),
+            admin_addr: "127.0.0.1:0".into(),
+        };
+        let shutdown = CancellationToken::new();
+        let server = ClusterServer::new(raft.clone(), CLUSTER, Arc::clone(&stats), ServerConfig::default());
+        let server = Some(tokio::spawn(serve(listener, server, shutdown.clone())));
+        Ok(Self { id, raft, watch, info, stats, shutdown, server, _dir: dir })
+    }
+
+    /// Stops the server (awaiting its connections) and Raft.
+    async fn stop(&mut self) -> Result<()> {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            timeout(WAIT, server).await.context("server did not stop")??;
+        }
+        timeout(WAIT, self.raft.shutdown()).await.context("raft did not stop")??;
+        Ok(())
+    }
+
+    /// Waits until this node has applied a config containing route `name`.
+    async fn wait_route(&self, name: &str) -> Result<()> {
+        let mut changes = self.watch.subscribe();
+        timeout(WAIT, changes.wait_for(|s| s.routes.contains_key(name)))
+            .await
+            .with_context(|| format!("node {} never applied route {name}", self.id))??;
+        Ok(())
+    }
+}
+
+/// Runs a test body with an overall time limit.
+async fn bounded(body: impl Future<Output = Result<()>>) -> Result<()> {
+    timeout(TEST_LIMIT, body).await.context("test exceeded its time limit")?
+}
+
+fn client() -> Transport {
+    Transport::new(CLUSTER, TransportConfig::default(), Arc::new(TransportStats::default()))
+}
+
+fn put(name: &str, id: u128) -> Request {
+    let route = serde_json::from_value(serde_json::json!({
+        "name": name, "listen": "127.0.0.1:0",
+        "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
+    }))
+    .expect("valid route json");
+    Request::with_id(id, Command::PutRoute { route, cas: None })
+}
+
+/// Starts `n` nodes, initializes them from node 1 and waits until all agree
+/// on a leader; returns the nodes and the leader's index in the vector.
+async fn cluster(n: u64, tweak: fn(&mut openraft::Config)) -> Result<(Vec<TestNode>, usize)> {
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        nodes.push(TestNode::start(id, tweak).await?);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
+    nodes[0].raft.initialize(members).await?;
+    let leader = agreed_leader(&nodes, None).await?;
+    let index = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+    Ok((nodes, index))
+}
+
+/// Waits until every running node in `nodes` names the same leader, other
+/// than `not`.
+async fn agreed_leader(nodes: &[TestNode], not: Option<NodeId>) -> Result<NodeId> {
+    let running: Vec<&TestNode> = nodes.iter().filter(|n| n.server.is_some()).collect();
+    let first = running.first().context("no running node")?;
+    let m = first
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.current_leader.is_some_and(|l| Some(l) != not), "a leader")
+        .await?;
+    let leader = m.current_leader.context("leader vanished")?;
+    for node in &running {
+        node.raft.wait(Some(WAIT)).metrics(|m| m.current_leader == Some(leader), "same leader").await?;
+    }
+    Ok(leader)
+}
+
+async fn stop_all(nodes: &mut [TestNode]) -> Result<()> {
+    for node in nodes.iter_mut().filter(|n| n.server.is_some()) {
+        node.stop().await?;
+    }
+    Ok(())
+}
+
+fn count(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A frame with a foreign cluster id, another version or garbage is refused
+/// with an error reply, counted, and the connection closed; a good peer's
+/// connection is reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_refuses_foreign_frames_and_reuses_connections() -> Result<()> {
+    bounded(async {
+        let mut node = TestNode::start(1, |_| {}).await?;
+        let addr = node.info.cluster_addr.clone();
+
+        // The same cluster: pings share one connection.
+        let ours = client();
+        for _ in 0..3 {
+            let reply = ours.call(&addr, &Message::Ping).await?;
+            ensure!(matches!(reply, Message::Pong), "got {reply:?}");
+        }
+        ensure!(count(&ours.stats().connections_opened) == 1, "pings did not reuse the connection");
+        ensure!(ours.idle_connections(&addr).await == 1);
+
+        // Another cluster through the transport: refused, counted on both sides.
+        let foreign =
+            Transport::new("other-cluster", TransportConfig::default(), Arc::new(TransportStats::default()));
+        match foreign.call(&addr, &Message::Ping).await {
+            // The refusal comes in an envelope of the other cluster.
+            Err(e @ TransportError::Frame { source: FrameError::WrongCluster { .. }, .. }) => {
+                ensure!(e.is_unreachable(), "a foreign cluster must count as unreachable");
+                ensure!(e.to_string().contains(CLUSTER), "error does not name the other cluster: {e}");
+            }
+            other => bail!("foreign cluster accepted: {other:?}"),
+        }
+        ensure!(count(&node.stats.refused_cluster_id) == 1);
+        ensure!(count(&foreign.stats().refused_cluster_id) == 1);
+        ensure!(foreign.idle_connections(&addr).await == 0, "refused connection was pooled");
+
+        // Raw sockets: the error reply arrives, then the server closes.
+        let refusals: [(Vec<u8>, ErrorCode); 3] = [
+            (encode_frame("other-cluster", &Message::Ping)?, ErrorCode::WrongCluster),
+            (
+                {
+                    let mut f = encode_frame(CLUSTER, &Message::Ping)?;
+                    f[4] = 2; // wire version 2
+                    f
+                },
+                ErrorCode::WrongVersion,
+            ),
+            (vec![0, 0, 0, 3, 1, 0xFF, 0xFF], ErrorCode::Malformed),
+        ];
+        for (frame, want) in refusals {
+            let mut stream = TcpStream::connect(&addr).await?;
+            write_frame(&mut stream, &frame).await?;
+            let payload = timeout(WAIT, read_frame(&mut stream)).await??;
+            let reply = ferry_node::cluster::frame::decode_payload(&payload, CLUSTER)?;
+            ensure!(
+                matches!(reply, Message::Error { code, .. } if code == want),
+                "want {want:?}, got {reply:?}"
+            );
+            let next = timeout(WAIT, read_frame(&mut stream)).await?;
+            ensure!(matches!(next, Err(FrameError::Closed)), "connection left open after {want:?}: {next:?}");
+        }
+        let s = node.stats.snapshot();
+        ensure!(s.refused_cluster_id == 2 && s.refused_version == 1 && s.malformed == 1, "{s:?}");
+
+        // An oversized declared length: refused and closed without sending the payload.
+        let mut stream = TcpStream::connect(&addr).await?;
+        stream.write_all(&u32::MAX.to_be_bytes()).await?;
+        let payload = timeout(WAIT, read_frame(&mut stream)).await??;
+        let reply = ferry_node::cluster::frame::decode_payload(&payload, CLUSTER)?;
+        ensure!(matches!(reply, Message::Error { code: ErrorCode::Malformed, .. }), "{reply:?}");
+        ensure!(matches!(timeout(WAIT, read_frame(&mut stream)).await?, Err(FrameError::Closed)));
+        ensure!(node.stats.snapshot().oversized == 1);
+
+        // A reply sent as a request is refused.
+        let reply = ours.call(&addr, &Message::Pong).await;
+        ensure!(
+            matches!(reply, Err(TransportError::Remote { code: ErrorCode::Unexpected, .. })),
+            "{reply:?}"
+        );
+
+        // The server still serves good peers.
+        ensure!(matches!(ours.call(&addr, &Message::Ping).await?, Message::Pong));
+        node.stop().await
+    })
+    .await
+}
+
+/// A peer that accepts but never answers times out within the deadline and
+/// its connection is not reused; a closed port is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_transport_timeouts_and_unreachable_peers() -> Result<()> {
+    bounded(async {
+        let silent = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = silent.local_addr()?.to_string();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let t = client();
+        let started = std::time::Instant::now();
+        let res = t.call_timeout(&addr, &Message::Ping, Duration::from_millis(200)).await;
+        let took = started.elapsed();
+        ensure!(matches!(res, Err(TransportError::Timeout { .. })), "{res:?}");
+        ensure!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
+        ensure!(t.idle_connections(&addr).await == 0, "timed-out connection was pooled");
+        accept.abort();
+
+        // Nothing listens on a port just released.
+        let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.to_string();
+        let res = t.call(&closed, &Message::Ping).await;
+        ensure!(matches!(&res, Err(e @ TransportError::Connect { .. }) if e.is_unreachable()), "{res:?}");
+        ensure!(t.stats().snapshot().request_errors == 2);
+
+        // A peer whose server restarted: the pooled connection is dead, the call reconnects.
+        let mut node = TestNode::start(1, |_| {}).await?;
+        let addr = node.info.cluster_addr.clone();
+        ensure!(matches!(t.call(&addr, &Message::Ping).await?, Message::Pong));
+        ensure!(t.idle_connections(&addr).await == 1);
+        node.shutdown.cancel();
+        if let Some(server) = node.server.take() {
+            timeout(WAIT, server).await??;
+        }
+        let listener = TcpListener::bind(&addr).await?;
+        let server =
+            ClusterServer::new(node.raft.clone(), CLUSTER, Arc::clone(&node.stats), ServerConfig::default());
+        node.shutdown = CancellationToken::new();
+        node.server = Some(tokio::spawn(serve(listener, server, node.shutdown.clone())));
+        ensure!(matches!(t.call(&addr, &Message::Ping).await?, Message::Pong), "no reconnect after restart");
+        // One to the silent peer, one before and one after the restart.
+        ensure!(t.stats().snapshot().connections_opened == 3);
+        ensure!(t.stats().snapshot().request_errors == 2, "the restart cost a failed request");
+        node.stop().await
+    })
+    .await
+}
+
+/// Three Raft nodes over the transport: replication, a write forwarded to a
+/// follower answered with the leader, a write to the leader applied, and
+/// after the leader stops, a new leader that accepts writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_nodes_replicate_forward_and_fail_over() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        let leader_id = nodes[l].id;
+
+        let written = nodes[l].raft.client_write(put("web", 1)).await?.data;
+        ensure!(matches!(written, Response::Applied { .. }), "{written:?}");
+        for node in &nodes {
+            node.wait_route("web").await?;
+        }
+
+        // A follower answers a forwarded write with the leader's addresses.
+        let t = client();
+        let f = (l + 1) % nodes.len();
+        let reply = t.call(&nodes[f].info.cluster_addr, &Message::ClientWrite(put("api", 2))).await?;
+        match reply {
+            Message::ClientWriteResult(Err(WriteError::ForwardToLeader { leader_id: id, leader })) => {
+                ensure!(id == leader_id, "follower named {id}, leader is {leader_id}");
+                ensure!(leader == nodes[l].info, "follower named {leader:?}");
+            }
+            other => bail!("follower did not forward: {other:?}"),
+        }
+        // The leader applies it.
+        let reply = t.call(&nodes[l].info.cluster_addr, &Message::ClientWrite(put("api", 2))).await?;
+        ensure!(matches!(reply, Message::ClientWriteResult(Ok(Response::Applied { .. }))), "{reply:?}");
+        for node in &nodes {
+            node.wait_route("api").await?;
+        }
+
+        // The leader stops; the other two elect a new one, which takes writes.
+        nodes[l].stop().await?;
+        let new_leader = agreed_leader(&nodes, Some(leader_id)).await?;
+        let nl = nodes.iter().position(|n| n.id == new_leader).context("new leader is not a node")?;
+        let reply =
+            t.call(&nodes[nl].info.cluster_addr, &Message::ClientWrite(put("after-failover", 3))).await?;
+        ensure!(matches!(reply, Message::ClientWriteResult(Ok(Response::Applied { .. }))), "{reply:?}");
+        for node in nodes.iter().filter(|n| n.server.is_some()) {
+            node.wait_route("after-failover").await?;
+        }
+        // The remaining follower points at the new leader.
+        let rf = nodes
+            .iter()
+            .position(|n| n.server.is_some() && n.id != new_leader)
+            .context("no remaining follower")?;
+        let reply = t.call(&nodes[rf].info.cluster_addr, &Message::ClientWrite(put("x", 4))).await?;
+        ensure!(
+            matches!(reply, Message::ClientWriteResult(Err(WriteError::ForwardToLeader { leader_id, .. })) if leader_id == new_leader),
+            "{reply:?}"
+        );
+        for node in &nodes {
+            let s = node.stats.snapshot();
+            ensure!(s.refused_cluster_id == 0 && s.malformed == 0 && s.oversized == 0, "node {}: {s:?}", node.id);
+        }
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
+/// Small snapshot chunks so the snapshot crosses the transport in many frames.
+fn small_chunks(c: &mut openraft::Config) {
+    c.snapshot_max_chunk_size = SMALL_CHUNK;
+}
+
+const SMALL_CHUNK: u64 = 256;
+
+/// A node with an empty store added after the leader snapshotted and purged
+/// its log catches up by a chunked snapshot and then follows the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wiped_learner_catches_up_by_snapshot() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, small_chunks).await?;
+        let mut last = None;
+        for i in 0..30u16 {
+            let resp = nodes[l].raft.client_write(put(&format!("r{i}"), 100 + u128::from(i))).await?;
+            last = Some(resp.log_id);
+        }
+        let last = last.context("no write")?;
+        let leader = &nodes[l].raft;
+        leader.trigger().snapshot().await?;
+        leader.wait(Some(WAIT)).snapshot(last, "snapshot").await?;
+        leader.trigger().purge_log(last.index).await?;
+        leader.wait(Some(WAIT)).purged(Some(last), "purged").await?;
+        let snapshot = leader.get_snapshot().await?.context("no snapshot")?;
+        let size = snapshot.snapshot.get_ref().len();
+        ensure!(size > 4 * SMALL_CHUNK as usize, "snapshot of {size} bytes fits in a few chunks");
+
+        let learner = TestNode::start(4, small_chunks).await?;
+        timeout(WAIT, leader.add_learner(learner.id, learner.info.clone(), true))
+            .await
+            .context("add_learner did not return")??;
+        let applied = leader.metrics().borrow().last_applied;
+        let m = learner
+            .raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.last_applied >= applied && m.snapshot.is_some(), "caught up by snapshot")
+            .await?;
+        ensure!(m.snapshot.is_some_and(|s| s.index >= last.index), "learner snapshot {:?}", m.snapshot);
+        ensure!(learner.watch.state() == nodes[l].watch.state(), "learner state differs from the leader's");
+        ensure!(learner.watch.state().routes.len() == 30);
+
+        // It keeps following the log after the snapshot.
+        nodes[l].raft.client_write(put("late", 999)).await?;
+        learner.wait_route("late").await?;
+        ensure!(learner.watch.state() == nodes[l].watch.state());
+        nodes.push(learner);
+        stop_all(&mut nodes).await
+    })
+    .await
+}

@@ -9,12 +9,13 @@
 //! first error, or when no byte moved for the idle timeout.
 
 use std::io;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 /// Size of each direction's buffer.
@@ -124,8 +125,8 @@ impl<'a> Activity<'a> {
 /// Copies between `client` and `server` until both directions end, an error,
 /// or `idle` without traffic.
 pub async fn copy_bidirectional(
-    client: &TcpStream,
-    server: &TcpStream,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     idle: Duration,
     counters: CopyCounters<'_>,
     mode: CopyMode,
@@ -138,7 +139,12 @@ pub async fn copy_bidirectional(
     let both = async {
         match mode {
             CopyMode::Userspace => {
-                tokio::try_join!(pump(client, server, &up_activity), pump(server, client, &down_activity))
+                let (client_rd, client_wr) = client.split();
+                let (server_rd, server_wr) = server.split();
+                tokio::try_join!(
+                    pump(client_rd, server_wr, &up_activity),
+                    pump(server_rd, client_wr, &down_activity)
+                )
             }
             CopyMode::Splice => tokio::try_join!(
                 super::splice::pump(client, server, &up_activity),
@@ -172,37 +178,42 @@ pub async fn copy_bidirectional(
     }
 }
 
+/// Bytes of the first read of a direction, into a buffer on the task: a
+/// fresh socket can report readable before anything arrived, and an idle
+/// connection must not pay for a full buffer.
+const PROBE: usize = 256;
+
 /// Copies `src` to `dst` until `src` ends, then shuts down `dst`'s sending
-/// direction.
-async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
-    let mut buf: Option<Box<[u8]>> = None;
+/// direction. Reads go through `AsyncRead`, which clears the socket's
+/// readiness after a short read: the next wait parks at once instead of
+/// paying a read that returns `EAGAIN`.
+async fn pump(mut src: ReadHalf<'_>, mut dst: WriteHalf<'_>, activity: &Activity<'_>) -> io::Result<()> {
+    let mut probe = [0u8; PROBE];
+    let n = src.read(&mut probe).await?;
+    if n == 0 {
+        return end_of_stream(&mut dst, activity).await;
+    }
+    dst.write_all(&probe[..n]).await?;
+    activity.moved(n);
+    activity.allocated();
+    let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
     loop {
-        let b = match &mut buf {
-            Some(b) => {
-                src.readable().await?;
-                b
-            }
-            None => {
-                wait_for_data(src).await?;
-                activity.allocated();
-                buf.insert(vec![0u8; BUF_SIZE].into_boxed_slice())
-            }
-        };
-        let n = match src.try_read(b) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
+        let n = src.read(&mut buf).await?;
         if n == 0 {
-            activity.flush();
-            return match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-                // The peer may already be gone; the other direction reports it.
-                Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-                _ => Ok(()),
-            };
+            return end_of_stream(&mut dst, activity).await;
         }
-        write_all(dst, &b[..n]).await?;
+        dst.write_all(&buf[..n]).await?;
         activity.moved(n);
+    }
+}
+
+/// `src` ended: count the rest and half-close `dst`.
+async fn end_of_stream(dst: &mut WriteHalf<'_>, activity: &Activity<'_>) -> io::Result<()> {
+    activity.flush();
+    match dst.shutdown().await {
+        // The peer may already be gone; the other direction reports it.
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -214,23 +225,9 @@ pub(crate) async fn wait_for_data(src: &TcpStream) -> io::Result<()> {
     src.peek(&mut probe).await.map(|_| ())
 }
 
-async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // Try first: a socket is usually writable, and this saves a poll.
-        match dst.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> io::Result<(TcpStream, TcpStream)> {
@@ -276,13 +273,13 @@ mod tests {
 
     /// client <-> [c_side ~copy~ s_side] <-> server
     async fn half_close(mode: CopyMode) -> io::Result<()> {
-        let (mut client, c_side) = pair().await?;
-        let (s_side, mut server) = pair().await?;
+        let (mut client, mut c_side) = pair().await?;
+        let (mut s_side, mut server) = pair().await?;
         let (u, d) = counters();
         let copy = tokio::spawn(async move {
             let out = copy_bidirectional(
-                &c_side,
-                &s_side,
+                &mut c_side,
+                &mut s_side,
                 Duration::from_secs(5),
                 CopyCounters { upstream: &u, downstream: &d },
                 mode,
@@ -317,13 +314,13 @@ mod tests {
     }
 
     async fn idle_timeout(mode: CopyMode) -> io::Result<()> {
-        let (_client, c_side) = pair().await?;
-        let (s_side, _server) = pair().await?;
+        let (_client, mut c_side) = pair().await?;
+        let (mut s_side, _server) = pair().await?;
         let (u, d) = counters();
         let t0 = std::time::Instant::now();
         let out = copy_bidirectional(
-            &c_side,
-            &s_side,
+            &mut c_side,
+            &mut s_side,
             Duration::from_millis(200),
             CopyCounters { upstream: &u, downstream: &d },
             mode,
@@ -344,13 +341,13 @@ mod tests {
     }
 
     async fn traffic_postpones(mode: CopyMode) -> io::Result<()> {
-        let (mut client, c_side) = pair().await?;
-        let (s_side, mut server) = pair().await?;
+        let (mut client, mut c_side) = pair().await?;
+        let (mut s_side, mut server) = pair().await?;
         let (u, d) = counters();
         let copy = tokio::spawn(async move {
             copy_bidirectional(
-                &c_side,
-                &s_side,
+                &mut c_side,
+                &mut s_side,
                 Duration::from_millis(300),
                 CopyCounters { upstream: &u, downstream: &d },
                 mode,

@@ -31,7 +31,7 @@ pub struct ConnContext {
 
 /// Serves one admitted client connection until it ends or `hard_stop` fires.
 pub async fn serve(
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     route: Arc<RouteEntry>,
     _admitted: RouteGuard,
@@ -67,7 +67,7 @@ pub async fn serve(
             }
         }
     }
-    let Some((server, backend)) = connected else {
+    let Some((mut server, backend)) = connected else {
         route.state.m.rejected_no_backend.inc();
         debug!(route = name, client = %peer, tried = candidates.as_slice().len(), "no backend reachable");
         return;
@@ -76,7 +76,7 @@ pub async fn serve(
     let _ = server.set_nodelay(true);
     let counters = CopyCounters { upstream: &route.state.m.bytes_up, downstream: &route.state.m.bytes_down };
     let outcome = tokio::select! {
-        o = copy_bidirectional(&client, &server, route.idle_timeout, counters, copy_mode) => o,
+        o = copy_bidirectional(&mut client, &mut server, route.idle_timeout, counters, copy_mode) => o,
         () = hard_stop.cancelled() => return,
     };
     match outcome.end {

@@ -21,6 +21,34 @@ pub struct Status {
     pub table_generation: u64,
     /// Client connections open through this node, all routes.
     pub active_connections: u64,
+    /// Cluster mode: the config index this node has applied (the value of
+    /// `X-Ferry-Index`); standalone: the table generation.
+    #[serde(default)]
+    pub index: u64,
+    /// Cluster mode: Raft's view of this node; null when standalone.
+    #[serde(default)]
+    pub raft: Option<RaftStatus>,
+}
+
+/// Raft's view of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
+/// The answer to a successful write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The log index of the write (the new config index).
+    pub index: u64,
+    /// The object's new revision (for the next `?cas=`); equal to `index`.
+    pub revision: u64,
 }
 
 /// `GET /v1/routes/{name}`, and each element of `GET /v1/routes`.
@@ -28,6 +56,9 @@ pub struct Status {
 pub struct RouteStatus {
     /// The route as configured.
     pub config: RouteSpec,
+    /// Cluster mode: the index of the route's last change (for `?cas=`).
+    #[serde(default)]
+    pub revision: Option<u64>,
     /// The address actually bound (port 0 resolved), or null when the node
     /// could not bind it (see the node's log).
     pub listening: Option<String>,
@@ -64,14 +95,27 @@ pub struct ErrorBody {
 /// Machine-readable code plus a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// `not_found`, `bad_request`, …
+    /// `not_found`, `bad_request`, `cas_mismatch`, `unavailable`, …
     pub code: String,
     pub message: String,
+    /// `cas_mismatch`: the object's current revision (0: it does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    /// `bad_request`: every problem, each naming its field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<crate::FieldError>,
 }
 
 impl ErrorBody {
     /// An error body with `code` and `message`.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code: code.into(), message: message.into() } }
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                current: None,
+                fields: Vec::new(),
+            },
+        }
     }
 }

@@ -27,8 +27,68 @@ pub struct Config {
     pub admin: AdminSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// Raft cluster membership; without it the node runs standalone, its
+    /// routes coming from this file.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+    /// Standalone: the node's routes. Cluster mode: the routes that seed a
+    /// new cluster, written once when it is first initialized.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+}
+
+/// `[cluster]`: this node's place in a Raft cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's Raft id (> 0), unique in the cluster.
+    pub node_id: u64,
+    /// The cluster port: Raft RPCs and forwarded writes; bound and advertised.
+    pub addr: SocketAddr,
+    /// Name shared by every node; messages of another cluster are refused.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: String,
+    /// `"ID@IP:PORT"` of every initial voter, this node included. The lowest
+    /// id initializes the cluster; the others wait for it.
+    #[serde(default)]
+    pub initial_members: Vec<String>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_timeout_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_timeout_max_ms")]
+    pub election_timeout_max_ms: u64,
+}
+
+impl ClusterSection {
+    /// The initial members as (id, cluster address); valid after `validate`.
+    pub fn members(&self) -> Vec<(u64, SocketAddr)> {
+        self.initial_members.iter().filter_map(|m| parse_member(m).ok()).collect()
+    }
+}
+
+/// Parses `"ID@IP:PORT"`.
+pub fn parse_member(s: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = s.split_once('@').ok_or_else(|| format!("expected ID@IP:PORT, got {s:?}"))?;
+    let id: u64 = id.parse().map_err(|_| format!("invalid node id {id:?} in {s:?}"))?;
+    if id == 0 {
+        return Err(format!("node id 0 is reserved, in {s:?}"));
+    }
+    let addr = addr.parse().map_err(|_| format!("invalid socket address {addr:?} in {s:?}"))?;
+    Ok((id, addr))
+}
+
+fn default_cluster_id() -> String {
+    "ferry".to_string()
+}
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_election_timeout_min_ms() -> u64 {
+    500
+}
+fn default_election_timeout_max_ms() -> u64 {
+    1_000
 }
 
 /// `[node]`.
@@ -54,6 +114,10 @@ pub struct NodeSection {
     /// node's main runtime. Default: one per CPU.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Where cluster state (the Raft log and state machine) is kept;
+    /// required with `[cluster]`.
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `[admin]`.
@@ -63,6 +127,18 @@ pub struct AdminSection {
     /// Address of the admin HTTP API.
     #[serde(default = "default_admin_addr")]
     pub addr: SocketAddr,
+    /// A file holding the bearer token that writes must carry
+    /// (`Authorization: Bearer TOKEN`); unset: writes need no token.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Longest an API request may take (writes and linearizable reads
+    /// answer 503 past it, never hang).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    5_000
 }
 
 /// `[telemetry]`.
@@ -107,13 +183,18 @@ impl Default for NodeSection {
             drain_timeout_ms: default_drain_timeout_ms(),
             copy: CopyMode::default(),
             workers: default_workers(),
+            data_dir: None,
         }
     }
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { addr: default_admin_addr() }
+        Self {
+            addr: default_admin_addr(),
+            token_file: None,
+            request_timeout_ms: default_request_timeout_ms(),
+        }
     }
 }
 
@@ -183,6 +264,15 @@ impl Config {
                 format!("expected an http:// URL (OTLP over TLS is not built in), got {ep:?}"),
             ));
         }
+        if self.admin.request_timeout_ms == 0 {
+            errors.push(FieldError::new("admin.request_timeout_ms", "must be greater than 0"));
+        }
+        if let Some(c) = &self.cluster {
+            validate_cluster(c, &mut errors);
+            if self.node.data_dir.is_none() {
+                errors.push(FieldError::new("node.data_dir", "is required with [cluster]"));
+            }
+        }
         errors.extend(validate_routes(&self.routes, "routes"));
         errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, Some(self.admin.addr)));
         if errors.is_empty() { Ok(self) } else { Err(ConfigErrors(errors)) }
@@ -191,6 +281,54 @@ impl Config {
     /// [`Config::read`] then [`Config::validate`].
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         Self::read(path)?.validate()
+    }
+}
+
+fn validate_cluster(c: &ClusterSection, errors: &mut Vec<FieldError>) {
+    let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("cluster.{field}"), msg));
+    if c.node_id == 0 {
+        err("node_id", "must be greater than 0".into());
+    }
+    if !ferry_client::route::valid_name(&c.cluster_id) {
+        err("cluster_id", format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", c.cluster_id));
+    }
+    if c.heartbeat_ms == 0 {
+        err("heartbeat_ms", "must be greater than 0".into());
+    }
+    if c.election_timeout_min_ms <= c.heartbeat_ms {
+        err("election_timeout_min_ms", format!("must be greater than heartbeat_ms ({})", c.heartbeat_ms));
+    }
+    if c.election_timeout_max_ms <= c.election_timeout_min_ms {
+        err(
+            "election_timeout_max_ms",
+            format!("must be greater than election_timeout_min_ms ({})", c.election_timeout_min_ms),
+        );
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut has_self = false;
+    for (i, m) in c.initial_members.iter().enumerate() {
+        match parse_member(m) {
+            Ok((id, addr)) => {
+                if !ids.insert(id) {
+                    err(&format!("initial_members[{i}]"), format!("duplicate node id {id}"));
+                }
+                if id == c.node_id {
+                    has_self = true;
+                    if addr != c.addr {
+                        err(
+                            &format!("initial_members[{i}]"),
+                            format!("node {id} is this node, whose addr is {}", c.addr),
+                        );
+                    }
+                }
+            }
+            Err(e) => err(&format!("initial_members[{i}]"), e),
+        }
+    }
+    if c.initial_members.is_empty() {
+        err("initial_members", "list every initial voter as ID@IP:PORT, this node included".into());
+    } else if !has_self && c.node_id != 0 {
+        err("initial_members", format!("must include this node ({}@{})", c.node_id, c.addr));
     }
 }
 
@@ -300,6 +438,44 @@ max_connect_attempts = 3
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("routes[1].listen: \":7000\" collides with routes[0].listen"), "{e:?}");
+    }
+
+    const CLUSTER: &str = r#"
+[node]
+name = "n2"
+data_dir = "/tmp/ferry-n2"
+[cluster]
+node_id = 2
+addr = "127.0.0.2:7947"
+initial_members = ["1@127.0.0.1:7947", "2@127.0.0.2:7947", "3@127.0.0.3:7947"]
+"#;
+
+    #[test]
+    fn cluster_section_parses_with_defaults() -> Result<(), ConfigErrors> {
+        let c = Config::parse(CLUSTER)?.validate()?;
+        let cluster = c.cluster.expect("cluster section");
+        assert_eq!(cluster.cluster_id, "ferry");
+        assert_eq!(cluster.members().len(), 3);
+        assert_eq!(cluster.members()[1], (2, "127.0.0.2:7947".parse().expect("addr")));
+        Ok(())
+    }
+
+    #[test]
+    fn cluster_problems_name_their_fields() {
+        let text = CLUSTER
+            .replace("data_dir = \"/tmp/ferry-n2\"\n", "")
+            .replace("\"3@127.0.0.3:7947\"", "\"3@nowhere\", \"1@127.0.0.9:1\"")
+            .replace("2@127.0.0.2:7947\"", "2@127.0.0.5:7947\"");
+        let e = errors(&format!("{text}election_timeout_min_ms = 50\n"));
+        for want in [
+            "cluster.election_timeout_min_ms: must be greater than heartbeat_ms (100)",
+            "cluster.initial_members[1]: node 2 is this node, whose addr is 127.0.0.2:7947",
+            "cluster.initial_members[2]: invalid socket address \"nowhere\" in \"3@nowhere\"",
+            "cluster.initial_members[3]: duplicate node id 1",
+            "node.data_dir: is required with [cluster]",
+        ] {
+            assert!(e.iter().any(|l| l == want), "missing {want:?} in {e:#?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigErrors};
+use crate::control::member::{Member, MemberError};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::dataplane::clock::Clock;
@@ -39,6 +40,23 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("node.workers: cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error("admin.token_file: {0}")]
+    Token(String),
+}
+
+/// Reads `[admin] token_file`: the whole file, trimmed, must be non-empty.
+fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
+    let Some(path) = &config.admin.token_file else { return Ok(None) };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| StartError::Token(format!("cannot read {}: {e}", path.display())))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        return Err(StartError::Token(format!("{} is empty", path.display())));
+    }
+    Ok(Some(token))
 }
 
 /// Why new routes were not (fully) applied.
@@ -53,6 +71,11 @@ pub enum ApplyError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Stopped,
+    /// In cluster mode routes change through the admin API only.
+    #[error(
+        "cluster mode: [[routes]] in the file only seed a new cluster; change routes through the admin API"
+    )]
+    ClusterMode,
 }
 
 fn join_lines(errors: &[BindError]) -> String {
@@ -82,6 +105,7 @@ pub struct Node {
     drain: Duration,
     metrics: Metrics,
     workers: Workers,
+    member: Option<Member>,
 }
 
 impl Node {
@@ -115,12 +139,29 @@ impl Node {
             .map_err(|source| StartError::Admin { addr: config.admin.addr, source })?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
 
-        let errors = publisher.apply_routes(config.routes.clone());
-        if !errors.is_empty() {
-            hard_stop.cancel();
-            return Err(StartError::Listen(errors));
-        }
         let (commands, rx) = mpsc::channel(16);
+        let member = match &config.cluster {
+            None => {
+                let errors = publisher.apply_routes(config.routes.clone());
+                if !errors.is_empty() {
+                    hard_stop.cancel();
+                    return Err(StartError::Listen(errors));
+                }
+                None
+            }
+            Some(cluster) => {
+                let member = Member::start(config, cluster, admin_addr, commands.clone(), &metrics).await?;
+                // Serve what this node last applied, from disk, before any
+                // peer answers: traffic does not wait for a quorum. A route
+                // this node cannot bind is reported, not fatal: the cluster
+                // may fix it.
+                let routes = member.replica.state().routes.values().map(|r| r.spec.clone()).collect();
+                for e in publisher.apply_routes(routes) {
+                    warn!("{e}");
+                }
+                Some(member)
+            }
+        };
         tokio::spawn(publisher.run(rx, changed));
 
         let draining = Arc::new(AtomicBool::new(false));
@@ -133,6 +174,9 @@ impl Node {
             metrics: metrics.clone(),
             draining: Arc::clone(&draining),
             clock,
+            replica: member.as_ref().map(|m| Arc::clone(&m.replica)),
+            token: admin_token(config)?,
+            request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
         };
         let admin_task = tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
         info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");
@@ -150,6 +194,7 @@ impl Node {
             drain,
             metrics,
             workers,
+            member,
         })
     }
 
@@ -168,6 +213,11 @@ impl Node {
         self.table.load_full()
     }
 
+    /// This node's replica of the cluster config (cluster mode).
+    pub fn replica(&self) -> Option<&Arc<crate::control::replica::Replica>> {
+        self.member.as_ref().map(|m| &m.replica)
+    }
+
     /// The node's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -176,6 +226,9 @@ impl Node {
     /// Validates `routes` and, if valid, makes them the node's routes: new
     /// connections use them; running ones are untouched.
     pub async fn apply_routes(&self, routes: Vec<RouteSpec>) -> Result<(), ApplyError> {
+        if self.member.is_some() {
+            return Err(ApplyError::ClusterMode);
+        }
         let mut errors = ferry_client::route::validate_routes(&routes, "routes");
         errors.extend(ferry_client::route::listen_conflicts(
             &routes,
@@ -223,6 +276,9 @@ impl Node {
         self.hard_stop.cancel();
         self.admin_stop.cancel();
         let _ = self.admin_task.await;
+        if let Some(member) = self.member {
+            member.shutdown().await;
+        }
         let mut workers = self.workers;
         // Joining blocks: keep it off the runtime's worker threads.
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;

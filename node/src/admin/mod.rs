@@ -3,7 +3,16 @@
 //! `{"error":{"code":"not_found","message":"…"}}`.
 //!
 //! Handlers only read published snapshots (the routing table, bound
-//! addresses, atomics); they never block the data plane.
+//! addresses, atomics) or go through the replica; they never block the
+//! data plane.
+//!
+//! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
+//! - [`chaos`]: `/v1/chaos` policies (cluster mode).
+//! - [`request`]: parameters, auth, bodies, consistency, blocking queries.
+
+pub mod chaos;
+pub mod request;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,18 +22,19 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
-use ferry_client::api::{BackendStatus, ErrorBody, RouteStatus, Status};
+use axum::routing::{get, put};
+use ferry_client::api::{ErrorBody, Status};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
 
+use crate::control::replica::Replica;
 use crate::dataplane::clock::Clock;
-use crate::dataplane::table::{RouteEntry, RoutingTable};
+use crate::dataplane::table::RoutingTable;
 use crate::telemetry::metrics::Metrics;
 
 /// What the handlers read.
@@ -37,6 +47,12 @@ pub struct AdminState {
     pub metrics: Metrics,
     pub draining: Arc<AtomicBool>,
     pub clock: Clock,
+    /// Cluster mode: the replica writes and reads go through.
+    pub replica: Option<Arc<Replica>>,
+    /// Bearer token writes must carry, if configured.
+    pub token: Option<String>,
+    /// Longest a request may take.
+    pub request_timeout: std::time::Duration,
 }
 
 /// An error response.
@@ -44,18 +60,28 @@ pub struct AdminState {
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// `X-Ferry-Index` to send, when known.
+    index: Option<u64>,
 }
 
 impl ApiError {
     /// A `status` error with `code` and `message`.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody::new(code, message) }
+        Self { status, body: ErrorBody::new(code, message), index: None }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let unavailable = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut r = (self.status, Json(self.body)).into_response();
+        if unavailable {
+            r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        }
+        match self.index {
+            Some(i) => request::with_index(r, i),
+            None => r,
+        }
     }
 }
 
@@ -63,8 +89,11 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/routes", get(routes))
-        .route("/v1/routes/{name}", get(route))
+        .route("/v1/routes", get(routes::list))
+        .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
+        .route("/v1/routes/{name}/backends/{id}/weight", put(routes::put_weight))
+        .route("/v1/chaos", get(chaos::list))
+        .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))
         .route("/metrics", get(metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -76,6 +105,7 @@ pub fn router(state: AdminState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES + 1))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -102,9 +132,10 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
     response
 }
 
-async fn status(State(s): State<AdminState>) -> Json<Status> {
+async fn status(State(s): State<AdminState>) -> Response {
     let table = s.table.load();
-    Json(Status {
+    let index = s.replica.as_ref().map_or(table.generation, |r| r.state().index);
+    let body = Json(Status {
         node: s.node_name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: s.started.elapsed().as_secs(),
@@ -112,50 +143,10 @@ async fn status(State(s): State<AdminState>) -> Json<Status> {
         routes: table.len(),
         table_generation: table.generation,
         active_connections: table.routes().iter().map(|r| r.state.active()).sum(),
-    })
-}
-
-async fn routes(State(s): State<AdminState>) -> Json<Vec<RouteStatus>> {
-    let (table, bound) = (s.table.load(), s.bound.load());
-    Json(table.routes().iter().map(|r| route_status(r, &bound, s.clock)).collect())
-}
-
-async fn route(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Json<RouteStatus>, ApiError> {
-    let (table, bound) = (s.table.load(), s.bound.load());
-    let r = table.get(&name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route named {name:?}"))
-    })?;
-    Ok(Json(route_status(r, &bound, s.clock)))
-}
-
-fn route_status(r: &RouteEntry, bound: &HashMap<String, SocketAddr>, clock: Clock) -> RouteStatus {
-    let now = clock.now_ms();
-    let check = r.spec.health_check.is_some();
-    RouteStatus {
-        config: (*r.spec).clone(),
-        listening: bound.get(&r.spec.name).map(ToString::to_string),
-        active_connections: r.state.active(),
-        panic_mode: r.panic_mode,
-        backends: r
-            .backends
-            .iter()
-            .zip(&r.spec.backends)
-            .map(|(b, spec)| BackendStatus {
-                id: b.id.clone(),
-                addr: b.addr.to_string(),
-                weight: spec.weight,
-                healthy: b.healthy(now),
-                check: match (check, b.check_up()) {
-                    (false, _) => "disabled",
-                    (true, true) => "up",
-                    (true, false) => "down",
-                }
-                .to_string(),
-                ejected_for_ms: b.ejected_for(now),
-                active_connections: b.active(),
-            })
-            .collect(),
-    }
+        index,
+        raft: s.replica.as_ref().map(|r| r.status()),
+    });
+    request::with_index(body.into_response(), index)
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

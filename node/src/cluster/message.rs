@@ -7,7 +7,7 @@
 //! passing.
 
 use ferry_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
-use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -56,6 +56,13 @@ pub enum Message {
         /// What went wrong, for people.
         message: String,
     },
+    // New variants go last: bincode encodes the variant index.
+    /// A follower asks the leader for a read index: the leader confirms its
+    /// leadership with a quorum and answers with the log index a
+    /// linearizable read must wait for.
+    ReadIndex,
+    /// The answer to [`Message::ReadIndex`].
+    ReadIndexResult(Result<u64, WriteError>),
 }
 
 impl Message {
@@ -72,6 +79,8 @@ impl Message {
             Message::InstallSnapshotResult(_) => "install-snapshot-result",
             Message::ClientWrite(_) => "client-write",
             Message::ClientWriteResult(_) => "client-write-result",
+            Message::ReadIndex => "read-index",
+            Message::ReadIndexResult(_) => "read-index-result",
             Message::Error { .. } => "error",
         }
     }
@@ -135,6 +144,21 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for WriteError 
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 WriteError::Fatal { message: e.to_string() }
             }
+            RaftError::Fatal(f) => WriteError::Fatal { message: f.to_string() },
+        }
+    }
+}
+
+impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> for WriteError {
+    fn from(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node)
+            {
+                (Some(leader_id), Some(leader)) => WriteError::ForwardToLeader { leader_id, leader },
+                _ => WriteError::NoLeader,
+            },
+            // The leader could not reach a quorum: no linearizable read now.
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
             RaftError::Fatal(f) => WriteError::Fatal { message: f.to_string() },
         }
     }

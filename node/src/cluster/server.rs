@@ -90,10 +90,23 @@ impl ClusterServer {
                 Message::InstallSnapshotResult(self.raft.install_snapshot(rpc).await)
             }
             Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
+            Message::ReadIndex => Message::ReadIndexResult(self.read_index().await),
             other => Message::Error {
                 code: ErrorCode::Unexpected,
                 message: format!("a {} message is not a request", other.kind()),
             },
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a
+    /// linearizable read must wait for (waiting for it locally as well).
+    pub async fn read_index(&self) -> Result<u64, WriteError> {
+        match timeout(self.config.write_timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(WriteError::Timeout {
+                timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
         }
     }
 

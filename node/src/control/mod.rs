@@ -2,6 +2,10 @@
 //!
 //! - [`registry`]: long-lived per-route and per-backend state.
 //! - [`publisher`]: the task that rebuilds, swaps and reconciles.
+//! - [`member`]: this node as a Raft member (storage, bootstrap, seeding).
+//! - [`replica`]: writes with leader forwarding, linearizable reads.
 
+pub mod member;
 pub mod publisher;
 pub mod registry;
+pub mod replica;

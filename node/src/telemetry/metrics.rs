@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Values of the `result` label of `ferry_proxy_connections_total`.
@@ -61,6 +62,21 @@ pub struct Metrics {
     pub admin_requests_total: IntCounterVec,
     /// `ferry_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `ferry_raft_term`: the current Raft term (cluster mode).
+    pub raft_term: IntGauge,
+    /// `ferry_raft_leader_changes_total`: leader changes this node observed.
+    pub raft_leader_changes_total: IntCounter,
+    /// `ferry_raft_applied_index`: the last log index applied here.
+    pub raft_applied_index: IntGauge,
+    /// `ferry_raft_is_leader`: 1 on the leader.
+    pub raft_is_leader: IntGauge,
+    /// `ferry_raft_write_seconds`: admin writes, proposal to answer.
+    pub raft_write_seconds: Histogram,
+    /// `ferry_raft_snapshots_total`: snapshots this node built or installed.
+    pub raft_snapshots_total: IntCounter,
+    /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
+    /// refused (foreign cluster id, other version, malformed, oversized).
+    pub cluster_refused_total: IntCounterVec,
 }
 
 fn counter_vec(
@@ -190,6 +206,37 @@ impl Metrics {
         let table_generation =
             IntGauge::new("ferry_table_generation", "Generation of the routing table currently in use")?;
         r.register(Box::new(table_generation.clone()))?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let raft_term = gauge("ferry_raft_term", "Current Raft term")?;
+        let raft_leader_changes_total =
+            counter("ferry_raft_leader_changes_total", "Raft leader changes observed by this node")?;
+        let raft_applied_index =
+            gauge("ferry_raft_applied_index", "Last Raft log index applied by this node")?;
+        let raft_is_leader = gauge("ferry_raft_is_leader", "1 when this node is the Raft leader")?;
+        let raft_snapshots_total =
+            counter("ferry_raft_snapshots_total", "Raft snapshots this node built or installed")?;
+        let raft_write_seconds = Histogram::with_opts(
+            HistogramOpts::new("ferry_raft_write_seconds", "Admin config writes, from proposal to answer")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+        )?;
+        r.register(Box::new(raft_write_seconds.clone()))?;
+        let cluster_refused_total = counter_vec(
+            &r,
+            "ferry_cluster_messages_refused_total",
+            "Cluster-port frames refused, by reason",
+            &["reason"],
+        )?;
         let admin_requests_total = counter_vec(
             &r,
             "ferry_admin_requests_total",
@@ -214,6 +261,13 @@ impl Metrics {
             health_checks_total,
             config_reloads_total,
             table_generation,
+            raft_term,
+            raft_leader_changes_total,
+            raft_applied_index,
+            raft_is_leader,
+            raft_write_seconds,
+            raft_snapshots_total,
+            cluster_refused_total,
             admin_requests_total,
             build_info,
         })

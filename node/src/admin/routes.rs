@@ -1,0 +1,188 @@
+//! `/v1/routes`: the routes with their live health, and, in cluster mode,
+//! writes through Raft (PUT, DELETE, backend weight) with compare-and-set.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use ferry_client::api::{BackendStatus, RouteStatus};
+use ferry_client::{FieldError, RouteSpec};
+use ferry_raft_store::{Command, Request};
+use serde::Deserialize;
+
+use super::request::{Params, ReadParams, WriteParams, parse_body, request_id, with_index, written};
+use super::{AdminState, ApiError};
+use crate::dataplane::table::RoutingTable;
+
+/// `GET /v1/routes`.
+pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
+    let table = s.table.load();
+    if s.replica.is_none() {
+        let routes: Vec<RouteStatus> =
+            table.routes().iter().map(|r| s.status_of(&r.spec, None, &table)).collect();
+        return Ok(with_index(Json(routes).into_response(), table.generation));
+    }
+    let state = s.read_state(&q).await?;
+    let routes: Vec<RouteStatus> =
+        state.routes.values().map(|r| s.status_of(&r.spec, Some(r.revision), &table)).collect();
+    Ok(with_index(Json(routes).into_response(), state.index))
+}
+
+/// `GET /v1/routes/{name}`.
+pub async fn get(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Params(q): Params<ReadParams>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route named {name:?}"));
+    let table = s.table.load();
+    if s.replica.is_none() {
+        let r = table.get(&name).ok_or_else(not_found)?;
+        return Ok(with_index(Json(s.status_of(&r.spec, None, &table)).into_response(), table.generation));
+    }
+    let state = s.read_state(&q).await?;
+    let stored = state.routes.get(&name).ok_or_else(|| with_index_err(not_found(), state.index))?;
+    Ok(with_index(
+        Json(s.status_of(&stored.spec, Some(stored.revision), &table)).into_response(),
+        state.index,
+    ))
+}
+
+/// `PUT /v1/routes/{name}?cas=N`.
+pub async fn put(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Params(q): Params<WriteParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let replica = s.cluster()?;
+    let route: RouteSpec = parse_body(&body)?;
+    if route.name != name {
+        return Err(ApiError::field(
+            "name",
+            format!("{:?} differs from the route in the path, {name:?}", route.name),
+        ));
+    }
+    let mut errors: Vec<FieldError> = Vec::new();
+    route.validate("", &mut errors);
+    if !errors.is_empty() {
+        // Paths come out as ".listen": drop the leading dot.
+        for e in &mut errors {
+            e.path = e.path.trim_start_matches('.').to_string();
+        }
+        return Err(ferry_raft_store::StateError::Invalid { errors }.into());
+    }
+    let cmd = Command::PutRoute { route, cas: q.cas };
+    commit(&s, replica, &headers, cmd).await
+}
+
+/// `DELETE /v1/routes/{name}?cas=N`.
+pub async fn delete(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Params(q): Params<WriteParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let replica = s.cluster()?;
+    commit(&s, replica, &headers, Command::DeleteRoute { name, cas: q.cas }).await
+}
+
+/// Body of `PUT /v1/routes/{name}/backends/{id}/weight`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: u32,
+}
+
+/// `PUT /v1/routes/{name}/backends/{id}/weight` with `{"weight": N}`.
+pub async fn put_weight(
+    State(s): State<AdminState>,
+    Path((route, backend)): Path<(String, String)>,
+    Params(q): Params<WriteParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let replica = s.cluster()?;
+    let WeightBody { weight } = parse_body(&body)?;
+    if weight > ferry_client::route::MAX_WEIGHT {
+        return Err(ApiError::field(
+            "weight",
+            format!("must be between 0 and {}, got {weight}", ferry_client::route::MAX_WEIGHT),
+        ));
+    }
+    commit(&s, replica, &headers, Command::SetBackendWeight { route, backend, weight, cas: q.cas }).await
+}
+
+/// Proposes `cmd` (with the client's request id) and maps the answer.
+pub async fn commit(
+    s: &AdminState,
+    replica: &crate::control::replica::Replica,
+    headers: &HeaderMap,
+    cmd: Command,
+) -> Result<Response, ApiError> {
+    let req = match request_id(headers)? {
+        Some(id) => Request::with_id(id, cmd),
+        None => Request::new(cmd),
+    };
+    let started = std::time::Instant::now();
+    let answer = replica.write(req, s.deadline()).await;
+    s.metrics.raft_write_seconds.observe(started.elapsed().as_secs_f64());
+    match answer? {
+        ferry_raft_store::Response::Applied { index, revision } => Ok(written(index, revision)),
+        ferry_raft_store::Response::Rejected { error } => {
+            Err(with_index_err(error.into(), replica.state().index))
+        }
+        ferry_raft_store::Response::Internal { .. } => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer to a write"))
+        }
+    }
+}
+
+fn with_index_err(mut e: ApiError, index: u64) -> ApiError {
+    e.index = Some(index);
+    e
+}
+
+impl AdminState {
+    /// A route's config (and revision) with this node's live view of it.
+    fn status_of(&self, spec: &RouteSpec, revision: Option<u64>, table: &RoutingTable) -> RouteStatus {
+        let now = self.clock.now_ms();
+        let bound = self.bound.load();
+        let live = table.get(&spec.name).filter(|r| *r.spec == *spec);
+        let backends = spec
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let state = live.and_then(|r| r.backends.get(i));
+                BackendStatus {
+                    id: b.id.clone(),
+                    addr: b.addr.clone(),
+                    weight: b.weight,
+                    healthy: state.is_some_and(|st| st.healthy(now)),
+                    check: match (spec.health_check.is_some(), state.map(|st| st.check_up())) {
+                        (false, _) => "disabled",
+                        (true, Some(true)) => "up",
+                        (true, Some(false)) => "down",
+                        (true, None) => "pending",
+                    }
+                    .to_string(),
+                    ejected_for_ms: state.and_then(|st| st.ejected_for(now)),
+                    active_connections: state.map_or(0, |st| st.active()),
+                }
+            })
+            .collect();
+        RouteStatus {
+            config: spec.clone(),
+            revision,
+            listening: bound.get(&spec.name).map(ToString::to_string),
+            active_connections: live.map_or(0, |r| r.state.active()),
+            panic_mode: live.is_some_and(|r| r.panic_mode),
+            backends,
+        }
+    }
+}

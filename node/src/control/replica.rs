@@ -1,0 +1,217 @@
+//! This node's replica of the cluster config: the Raft handle plus what the
+//! admin API needs from it.
+//!
+//! - Writes are accepted on any node: a follower forwards to the leader over
+//!   the cluster transport, following at most a few leader changes, and
+//!   gives up with [`ReplicaError::Unavailable`] at the request deadline
+//!   instead of hanging.
+//! - Linearizable reads go through a read barrier. The leader confirms its
+//!   leadership with a quorum (openraft's `ensure_linearizable`). A follower
+//!   asks the leader for that read index, then waits until it has applied
+//!   that far itself.
+//! - Stale reads and blocking queries read the local state machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ferry_client::api::RaftStatus;
+use ferry_raft_store::types::Raft;
+use ferry_raft_store::{ClusterState, NodeId, Request, Response, StateWatch};
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cluster::message::{Message, WriteError};
+use crate::cluster::server::ClusterServer;
+use crate::cluster::transport::Transport;
+
+/// Most leader hops one request follows.
+const MAX_HOPS: usize = 3;
+/// Pause before asking again while no leader is known.
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why a request to the cluster could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// No leader or no quorum within the deadline: retry later (503).
+    #[error("the cluster has no leader or quorum: {0}")]
+    Unavailable(String),
+    /// The leader did not answer in time: a write may still commit. Retry with
+    /// the same request id (503).
+    #[error("no answer within the request timeout: {0}")]
+    Timeout(String),
+    /// Raft stopped on this node (500).
+    #[error("raft is stopped on this node: {0}")]
+    Fatal(String),
+}
+
+/// See the module doc.
+#[derive(Clone)]
+pub struct Replica {
+    node_id: NodeId,
+    raft: Raft,
+    watch: StateWatch,
+    server: ClusterServer,
+    transport: Arc<Transport>,
+}
+
+impl Replica {
+    /// A replica over a running Raft node.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        watch: StateWatch,
+        server: ClusterServer,
+        transport: Arc<Transport>,
+    ) -> Self {
+        Self { node_id, raft, watch, server, transport }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state this node has applied (a stale read).
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.watch.state()
+    }
+
+    /// Every applied change, as it happens.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.watch.subscribe()
+    }
+
+    /// Commits `req` through the leader, wherever it is, by `deadline`.
+    pub async fn write(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
+        let mut result = self.server.write(req.clone()).await;
+        for _ in 0..MAX_HOPS {
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(WriteError::ForwardToLeader { leader_id, leader }) if leader_id != self.node_id => {
+                    result = match self
+                        .forward(&leader.cluster_addr, &Message::ClientWrite(req.clone()), deadline)
+                        .await?
+                    {
+                        Message::ClientWriteResult(r) => r,
+                        other => return Err(unexpected(&other)),
+                    };
+                }
+                Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
+                    wait_or_give_up(deadline, "no leader").await?;
+                    result = self.server.write(req.clone()).await;
+                }
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        result.map_err(write_error)
+    }
+
+    /// Returns once this node has applied every write committed before the
+    /// call: the config index a linearizable read may then serve.
+    pub async fn read_barrier(&self, deadline: Instant) -> Result<(), ReplicaError> {
+        let mut local = true;
+        loop {
+            let answer = if local {
+                self.server.read_index().await
+            } else {
+                match self.leader_addr() {
+                    Some(addr) => match self.forward(&addr, &Message::ReadIndex, deadline).await? {
+                        Message::ReadIndexResult(r) => r,
+                        other => return Err(unexpected(&other)),
+                    },
+                    None => Err(WriteError::NoLeader),
+                }
+            };
+            match answer {
+                // The leader's own barrier already waited for its apply.
+                Ok(_) if local => return Ok(()),
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(WriteError::ForwardToLeader { leader_id, .. }) if leader_id != self.node_id => {
+                    local = false
+                }
+                Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
+                    wait_or_give_up(deadline, "no leader").await?;
+                    local = true;
+                }
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+    }
+
+    /// Raft's view of this node.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        RaftStatus {
+            node_id: self.node_id,
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+        }
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.cluster_addr.clone())
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ReplicaError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| ReplicaError::Timeout(format!("applying up to index {index}: {e}")))
+    }
+
+    async fn forward(&self, addr: &str, msg: &Message, deadline: Instant) -> Result<Message, ReplicaError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReplicaError::Timeout("request deadline passed".into()));
+        }
+        self.transport.call_timeout(addr, msg, left).await.map_err(|e| {
+            if e.is_unreachable() {
+                ReplicaError::Unavailable(format!("leader at {addr} unreachable: {e}"))
+            } else {
+                ReplicaError::Timeout(format!("leader at {addr}: {e}"))
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+async fn wait_or_give_up(deadline: Instant, why: &str) -> Result<(), ReplicaError> {
+    if Instant::now() + NO_LEADER_BACKOFF >= deadline {
+        return Err(ReplicaError::Unavailable(why.to_string()));
+    }
+    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+    Ok(())
+}
+
+fn write_error(e: WriteError) -> ReplicaError {
+    match e {
+        WriteError::NoLeader | WriteError::ForwardToLeader { .. } => ReplicaError::Unavailable(e.to_string()),
+        WriteError::Timeout { .. } => ReplicaError::Timeout(e.to_string()),
+        WriteError::Fatal { message } => ReplicaError::Fatal(message),
+    }
+}
+
+fn unexpected(msg: &Message) -> ReplicaError {
+    ReplicaError::Unavailable(format!("unexpected {} answer from the leader", msg.kind()))
+}

@@ -58,6 +58,10 @@ pub struct ClusterSection {
     pub election_timeout_min_ms: u64,
     #[serde(default = "default_election_timeout_max_ms")]
     pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) every this many
+    /// applied entries.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
 }
 
 impl ClusterSection {
@@ -86,6 +90,9 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_election_timeout_min_ms() -> u64 {
     500
+}
+fn default_snapshot_logs() -> u64 {
+    ferry_raft_store::config::SNAPSHOT_LOGS_SINCE_LAST
 }
 fn default_election_timeout_max_ms() -> u64 {
     1_000
@@ -303,6 +310,9 @@ fn validate_cluster(c: &ClusterSection, errors: &mut Vec<FieldError>) {
             "election_timeout_max_ms",
             format!("must be greater than election_timeout_min_ms ({})", c.election_timeout_min_ms),
         );
+    }
+    if c.snapshot_logs < 10 {
+        err("snapshot_logs", format!("must be at least 10, got {}", c.snapshot_logs));
     }
     let mut ids = std::collections::HashSet::new();
     let mut has_self = false;

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Starts ferry locally: two demo backends and ferryd with a demo route, all
-# on 127.0.0.1, then shows traffic being balanced. Stays in the foreground
-# until Ctrl-C (or SIGTERM), then stops everything it started.
+# Starts a local three-node ferry cluster with a demo route, shows traffic
+# balanced through every node, changes a weight through the admin API of a
+# follower, and stays in the foreground until Ctrl-C (or SIGTERM), then stops
+# everything it started.
 #
 #   ops/local-cluster.sh            build (release), start, demo, wait
 #   ops/local-cluster.sh --no-wait  start, demo, stop (used by the tests)
 #
-# Ports: route "demo" on 127.0.0.1:7000 -> backends 127.0.0.1:9001 (weight 3)
-# and 127.0.0.1:9002 (weight 1); admin API on 127.0.0.1:7948.
-# Environment: PROFILE=debug|release (default release), FERRY_RUN_DIR.
+# Layout: node i runs on 127.0.0.i (i = 1, 2, 3) with the same ports:
+# admin API 7948, cluster (Raft) 7947, route "demo" :7000. Demo backends:
+# backend-a on 127.0.0.1:9001 (weight 3), backend-b on 127.0.0.1:9002
+# (weight 1). The route is seeded from node 1's config file when the cluster
+# is first initialized. Environment: PROFILE=debug|release (default
+# release), FERRY_RUN_DIR (default: a new temporary directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,7 +20,7 @@ wait_for_ctrl_c=1
 for arg in "$@"; do
     case "$arg" in
         --no-wait) wait_for_ctrl_c=0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "local-cluster.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -39,29 +43,64 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    echo "==> stopped; logs were in $run_dir"
+    echo "==> stopped; logs and data are in $run_dir"
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-for port in 7000 7948 9001 9002; do
+# http METHOD IP:PORT PATH [BODY]: prints "STATUS BODY" (bash only, no curl).
+http() {
+    local method=$1 hostport=$2 path=$3 body=${4:-} response
+    exec 5<>"/dev/tcp/${hostport%:*}/${hostport#*:}" || return 1
+    printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' \
+        "$method" "$path" "$hostport" "${#body}" "$body" >&5
+    response=$(cat <&5)
+    exec 5<&-
+    printf '%s %s\n' "$(head -1 <<<"$response" | cut -d' ' -f2)" "${response##*$'\r\n\r\n'}"
+}
+
+for ip in 127.0.0.1 127.0.0.2 127.0.0.3; do
+    for port in 7000 7947 7948; do
+        if (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null; then
+            echo "local-cluster.sh: $ip:$port is already in use; stop whatever listens there first" >&2
+            exit 1
+        fi
+    done
+done
+for port in 9001 9002; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "local-cluster.sh: 127.0.0.1:$port is already in use; stop whatever listens there first" >&2
         exit 1
     fi
 done
 
-cat > "$run_dir/ferryd.toml" <<TOML
+for i in 1 2 3; do
+    cat > "$run_dir/n$i.toml" <<TOML
 [node]
-name = "n1"
+name = "n$i"
+bind_addr = "127.0.0.$i"
+data_dir = "$run_dir/n$i"
 drain_timeout_ms = 5000
 
 [admin]
-addr = "127.0.0.1:7948"
+addr = "127.0.0.$i:7948"
 
+[cluster]
+node_id = $i
+addr = "127.0.0.$i:7947"
+cluster_id = "local"
+initial_members = ["1@127.0.0.1:7947", "2@127.0.0.2:7947", "3@127.0.0.3:7947"]
+heartbeat_ms = 100
+election_timeout_min_ms = 500
+election_timeout_max_ms = 1000
+TOML
+done
+cat >> "$run_dir/n1.toml" <<'TOML'
+
+# Seeds the cluster once, when it is first initialized.
 [[routes]]
 name = "demo"
-listen = "127.0.0.1:7000"
+listen = ":7000"
 balance = "weighted"
   [[routes.backends]]
   id = "a"
@@ -80,40 +119,62 @@ TOML
 
 "$bin/ferry-backend" --name backend-a --listen 127.0.0.1:9001 2>"$run_dir/backend-a.log" & pids+=($!)
 "$bin/ferry-backend" --name backend-b --listen 127.0.0.1:9002 2>"$run_dir/backend-b.log" & pids+=($!)
-"$bin/ferryd" --config "$run_dir/ferryd.toml" 2>"$run_dir/ferryd.log" & pids+=($!)
+for i in 1 2 3; do
+    "$bin/ferryd" --config "$run_dir/n$i.toml" 2>"$run_dir/n$i.log" & pids+=($!)
+done
 
+# Ready when every node listens on the demo route (seeded, replicated, applied).
 ready=0
-for _ in $(seq 1 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/7948 && printf 'GET /health/ready HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200 ') 2>/dev/null; then
-        ready=1; break
-    fi
+for _ in $(seq 1 150); do
+    ready=1
+    for i in 1 2 3; do
+        (exec 3<>"/dev/tcp/127.0.0.$i/7000") 2>/dev/null || { ready=0; break; }
+    done
+    [ "$ready" = 1 ] && break
     sleep 0.1
 done
 if [ "$ready" != 1 ]; then
-    echo "local-cluster.sh: ferryd did not become ready; its log:" >&2
-    cat "$run_dir/ferryd.log" >&2
+    echo "local-cluster.sh: the cluster did not come up; node logs:" >&2
+    tail -n 20 "$run_dir"/n*.log >&2
     exit 1
 fi
 
-echo "==> ferryd is up: route demo on 127.0.0.1:7000, admin on http://127.0.0.1:7948"
-echo "==> 12 connections through 127.0.0.1:7000 (weights a=3, b=1):"
-declare -A count=()
-for _ in $(seq 1 12); do
-    exec 3<>/dev/tcp/127.0.0.1/7000
-    read -r -t 5 name <&3 || name="(no answer)"
-    exec 3<&-
-    printf '%s ' "$name"
-    count[$name]=$(( ${count[$name]:-0} + 1 ))
+leader=$(http GET 127.0.0.1:7948 /v1/status | grep -o '"leader_id":[0-9]*' | cut -d: -f2)
+echo "==> cluster is up: nodes 127.0.0.1-3 (admin :7948, raft :7947); leader is node ${leader:-?}"
+
+# balance N: N connections round the three nodes' :7000; prints who answered.
+balance() {
+    local n=$1 name node
+    declare -A count=()
+    for k in $(seq 1 "$n"); do
+        node=127.0.0.$(( (k - 1) % 3 + 1 ))
+        exec 3<>"/dev/tcp/$node/7000"
+        read -r -t 5 name <&3 || name="(no answer)"
+        exec 3<&-
+        count[$name]=$(( ${count[$name]:-0} + 1 ))
+    done
+    for name in $(printf '%s\n' "${!count[@]}" | sort); do echo "    $name: ${count[$name]}"; done
+}
+
+echo "==> 12 connections through nodes 1, 2, 3 in turn (weights a=3, b=1):"
+balance 12
+echo "==> PUT /v1/routes/demo/backends/b/weight {\"weight\": 3} on node 2:"
+echo "    $(http PUT 127.0.0.2:7948 /v1/routes/demo/backends/b/weight '{"weight": 3}')"
+# Every node applies the change; wait until node 3 has it.
+for _ in $(seq 1 50); do
+    http GET 127.0.0.3:7948 '/v1/routes/demo?consistency=stale' | grep -q '"id":"b","addr":"127.0.0.1:9002","weight":3' && break
+    sleep 0.1
 done
-echo
-for name in "${!count[@]}"; do echo "    $name: ${count[$name]}"; done
+echo "==> 12 more connections (weights a=3, b=3):"
+balance 12
 
 cat <<TXT
 ==> try it:
-    curl -s http://127.0.0.1:7948/v1/routes/demo      # route, live backend health
-    curl -s http://127.0.0.1:7948/metrics | grep ferry_proxy
-    exec 3<>/dev/tcp/127.0.0.1/7000; head -1 <&3       # one connection
-    config: $run_dir/ferryd.toml (edit, then: kill -HUP ${pids[2]})
+    curl -s http://127.0.0.1:7948/v1/status                 # raft role, leader, index
+    curl -s http://127.0.0.2:7948/v1/routes/demo            # config, revision, live health
+    curl -s -X PUT http://127.0.0.3:7948/v1/routes/demo/backends/a/weight -d '{"weight": 1}'
+    exec 3<>/dev/tcp/127.0.0.2/7000; head -1 <&3            # one connection via node 2
+    logs and data: $run_dir
 TXT
 if [ "$wait_for_ctrl_c" = 1 ]; then
     echo "==> running; Ctrl-C stops everything"

@@ -9,6 +9,7 @@ use ferry_client::api::{BackendStatus, RouteStatus};
 use ferry_client::{FieldError, RouteSpec};
 use ferry_raft_store::{Command, Request};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::request::{Params, ReadParams, WriteParams, parse_body, request_id, with_index, written};
 use super::{AdminState, ApiError};
@@ -124,12 +125,31 @@ pub async fn commit(
     headers: &HeaderMap,
     cmd: Command,
 ) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "raft_write",
+        command = cmd_name(&cmd),
+        target = cmd_target(&cmd),
+        index = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
     let req = match request_id(headers)? {
         Some(id) => Request::with_id(id, cmd),
         None => Request::new(cmd),
     };
     let started = std::time::Instant::now();
-    let answer = replica.write(req, s.deadline()).await;
+    let answer = replica.write(req, s.deadline()).instrument(span.clone()).await;
+    match &answer {
+        Ok(ferry_raft_store::Response::Applied { index, .. }) => {
+            span.record("index", index);
+            span.record("outcome", "applied");
+        }
+        Ok(_) => {
+            span.record("outcome", "rejected");
+        }
+        Err(e) => {
+            span.record("outcome", tracing::field::display(e));
+        }
+    }
     s.metrics.raft_write_seconds.observe(started.elapsed().as_secs_f64());
     match answer? {
         ferry_raft_store::Response::Applied { index, revision } => Ok(written(index, revision)),
@@ -139,6 +159,22 @@ pub async fn commit(
         ferry_raft_store::Response::Internal { .. } => {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer to a write"))
         }
+    }
+}
+
+fn cmd_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::PutRoute { .. } => "put_route",
+        Command::DeleteRoute { .. } => "delete_route",
+        Command::SetBackendWeight { .. } => "set_backend_weight",
+        Command::PutChaosPolicy { .. } => "put_chaos_policy",
+        Command::DeleteChaosPolicy { .. } => "delete_chaos_policy",
+    }
+}
+
+fn cmd_target(cmd: &Command) -> String {
+    match cmd.target() {
+        ferry_raft_store::Target::Route(n) | ferry_raft_store::Target::Chaos(n) => n.to_string(),
     }
 }
 

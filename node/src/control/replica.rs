@@ -82,19 +82,37 @@ impl Replica {
         self.watch.subscribe()
     }
 
-    /// Commits `req` through the leader, wherever it is, by `deadline`.
+    /// Commits `req` through the leader, wherever it is, by `deadline`:
+    /// waits out an election, follows up to `MAX_HOPS` leader changes, and
+    /// never runs past the deadline.
     pub async fn write(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
+        match tokio::time::timeout_at(deadline, self.write_inner(req, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(ReplicaError::Timeout(
+                "no answer within the request timeout; the write may still commit".into(),
+            )),
+        }
+    }
+
+    async fn write_inner(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
+        let mut hops = 0;
         let mut result = self.server.write(req.clone()).await;
-        for _ in 0..MAX_HOPS {
+        loop {
             match result {
                 Ok(resp) => return Ok(resp),
-                Err(WriteError::ForwardToLeader { leader_id, leader }) if leader_id != self.node_id => {
+                Err(WriteError::ForwardToLeader { leader_id, leader })
+                    if leader_id != self.node_id && hops < MAX_HOPS =>
+                {
+                    hops += 1;
                     result = match self
                         .forward(&leader.cluster_addr, &Message::ClientWrite(req.clone()), deadline)
-                        .await?
+                        .await
                     {
-                        Message::ClientWriteResult(r) => r,
-                        other => return Err(unexpected(&other)),
+                        Ok(Message::ClientWriteResult(r)) => r,
+                        Ok(other) => return Err(unexpected(&other)),
+                        // The leader we knew is gone: wait for the next one.
+                        Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),
+                        Err(e) => return Err(e),
                     };
                 }
                 Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
@@ -104,21 +122,29 @@ impl Replica {
                 Err(e) => return Err(write_error(e)),
             }
         }
-        result.map_err(write_error)
     }
 
     /// Returns once this node has applied every write committed before the
     /// call: the config index a linearizable read may then serve.
     pub async fn read_barrier(&self, deadline: Instant) -> Result<(), ReplicaError> {
+        match tokio::time::timeout_at(deadline, self.read_barrier_inner(deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(ReplicaError::Timeout("no read index within the request timeout".into())),
+        }
+    }
+
+    async fn read_barrier_inner(&self, deadline: Instant) -> Result<(), ReplicaError> {
         let mut local = true;
         loop {
             let answer = if local {
                 self.server.read_index().await
             } else {
                 match self.leader_addr() {
-                    Some(addr) => match self.forward(&addr, &Message::ReadIndex, deadline).await? {
-                        Message::ReadIndexResult(r) => r,
-                        other => return Err(unexpected(&other)),
+                    Some(addr) => match self.forward(&addr, &Message::ReadIndex, deadline).await {
+                        Ok(Message::ReadIndexResult(r)) => r,
+                        Ok(other) => return Err(unexpected(&other)),
+                        Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),
+                        Err(e) => return Err(e),
                     },
                     None => Err(WriteError::NoLeader),
                 }

@@ -9,7 +9,7 @@ use ferry_client::chaos::ChaosPolicy;
 use ferry_raft_store::Command;
 use serde::Serialize;
 
-use super::request::{Params, ReadParams, WriteParams, parse_body, with_index};
+use super::request::{Params, ReadParams, WriteParams, check_body, parse_body, with_index};
 use super::routes::commit;
 use super::{AdminState, ApiError};
 
@@ -55,19 +55,7 @@ pub async fn put(
     s.authorize(&headers)?;
     let replica = s.cluster()?;
     let policy: ChaosPolicy = parse_body(&body)?;
-    if policy.name != name {
-        return Err(ApiError::field(
-            "name",
-            format!("{:?} differs from the policy in the path, {name:?}", policy.name),
-        ));
-    }
-    let mut errors = policy.validate("");
-    if !errors.is_empty() {
-        for e in &mut errors {
-            e.path = e.path.trim_start_matches('.').to_string();
-        }
-        return Err(ferry_raft_store::StateError::Invalid { errors }.into());
-    }
+    check_body("policy", &policy.name, &name, policy.validate(""))?;
     commit(&s, replica, &headers, Command::PutChaosPolicy { policy, cas: q.cas }).await
 }
 

@@ -222,6 +222,29 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
+/// A named body (route, policy) must name the object of its path, and be
+/// valid. `errors` come from a validator run with an empty path prefix.
+pub fn check_body(
+    kind: &str,
+    body_name: &str,
+    path_name: &str,
+    errors: Vec<FieldError>,
+) -> Result<(), ApiError> {
+    if body_name != path_name {
+        return Err(ApiError::field(
+            "name",
+            format!("{body_name:?} differs from the {kind} in the path, {path_name:?}"),
+        ));
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // Validators prefix paths with "{prefix}.": with no prefix, drop the dot.
+    let errors =
+        errors.into_iter().map(|e| FieldError::new(e.path.trim_start_matches('.'), e.message)).collect();
+    Err(ferry_raft_store::StateError::Invalid { errors }.into())
+}
+
 /// The client's request id: up to 32 hex digits (dashes allowed, as in a UUID).
 pub fn request_id(headers: &HeaderMap) -> Result<Option<u128>, ApiError> {
     let Some(v) = headers.get(REQUEST_ID_HEADER) else { return Ok(None) };

@@ -11,7 +11,9 @@ use ferry_raft_store::{Command, Request};
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::request::{Params, ReadParams, WriteParams, parse_body, request_id, with_index, written};
+use super::request::{
+    Params, ReadParams, WriteParams, check_body, parse_body, request_id, with_index, written,
+};
 use super::{AdminState, ApiError};
 use crate::dataplane::table::RoutingTable;
 
@@ -60,21 +62,9 @@ pub async fn put(
     s.authorize(&headers)?;
     let replica = s.cluster()?;
     let route: RouteSpec = parse_body(&body)?;
-    if route.name != name {
-        return Err(ApiError::field(
-            "name",
-            format!("{:?} differs from the route in the path, {name:?}", route.name),
-        ));
-    }
     let mut errors: Vec<FieldError> = Vec::new();
     route.validate("", &mut errors);
-    if !errors.is_empty() {
-        // Paths come out as ".listen": drop the leading dot.
-        for e in &mut errors {
-            e.path = e.path.trim_start_matches('.').to_string();
-        }
-        return Err(ferry_raft_store::StateError::Invalid { errors }.into());
-    }
+    check_body("route", &route.name, &name, errors)?;
     let cmd = Command::PutRoute { route, cas: q.cas };
     commit(&s, replica, &headers, cmd).await
 }

@@ -26,6 +26,11 @@ pub enum Command {
     PutChaosPolicy { policy: ChaosPolicy, cas: Option<u64> },
     /// Remove a chaos policy.
     DeleteChaosPolicy { name: String, cas: Option<u64> },
+    // New variants go last: bincode encodes the variant index.
+    /// The routes of the config file that bootstrapped the cluster. Applied
+    /// only while the cluster has never had a config change (index 0), so it
+    /// takes effect exactly once however often it is proposed.
+    SeedRoutes { routes: Vec<RouteSpec> },
 }
 
 impl Command {
@@ -37,6 +42,8 @@ impl Command {
             Command::SetBackendWeight { route, .. } => Target::Route(route),
             Command::PutChaosPolicy { policy, .. } => Target::Chaos(&policy.name),
             Command::DeleteChaosPolicy { name, .. } => Target::Chaos(name),
+            // No route is named "": the revision compared is always 0.
+            Command::SeedRoutes { .. } => Target::Route(""),
         }
     }
 
@@ -48,6 +55,7 @@ impl Command {
             | Command::SetBackendWeight { cas, .. }
             | Command::PutChaosPolicy { cas, .. }
             | Command::DeleteChaosPolicy { cas, .. } => *cas,
+            Command::SeedRoutes { .. } => None,
         }
     }
 }

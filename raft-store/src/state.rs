@@ -59,6 +59,15 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
     let invalid = |errors: Vec<FieldError>| {
         if errors.is_empty() { Ok(()) } else { Err(StateError::Invalid { errors }) }
     };
+    if let Command::SeedRoutes { routes } = cmd {
+        invalid(ferry_client::route::validate_routes(routes, "routes"))?;
+        // Seeding is for a cluster that never had config: reporting the
+        // current index tells the proposer it came too late.
+        if state.index != 0 {
+            return Err(StateError::CasMismatch { current: state.index });
+        }
+        return Ok(());
+    }
     match cmd {
         Command::PutRoute { route, .. } => {
             let mut errors = Vec::new();
@@ -188,6 +197,12 @@ impl ClusterState {
             }
             Command::DeleteChaosPolicy { name, .. } => {
                 self.chaos.remove(name);
+            }
+            Command::SeedRoutes { routes } => {
+                for route in routes {
+                    self.routes
+                        .insert(route.name.clone(), StoredRoute { spec: route.clone(), revision: index });
+                }
             }
         }
     }

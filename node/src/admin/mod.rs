@@ -119,6 +119,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationT
 }
 
 /// Counts requests by matched path and status, inside a tracing span.
+/// Also makes every error JSON and puts `X-Ferry-Index` on every answer.
 async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let path = req
         .extensions()
@@ -126,8 +127,31 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let span =
         tracing::info_span!("admin", method = %req.method(), path = %path, status = tracing::field::Empty);
-    let response = next.run(req).instrument(span.clone()).await;
+    let mut response = next.run(req).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
+    // Rejections made by the framework (a body over the limit, ...) come as
+    // plain text: every error of this API is JSON.
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json && (response.status().is_client_error() || response.status().is_server_error()) {
+        let status = response.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            s if s.is_client_error() => "bad_request",
+            _ => "internal",
+        };
+        let text = axum::body::to_bytes(std::mem::take(response.body_mut()), 4096).await.unwrap_or_default();
+        let message = String::from_utf8_lossy(&text).trim().to_string();
+        response = ApiError::new(status, code, message).into_response();
+    }
+    // Every answer tells the config index it reflects.
+    if !response.headers().contains_key(request::INDEX_HEADER) {
+        let index = state.replica.as_ref().map_or_else(|| state.table.load().generation, |r| r.state().index);
+        response = request::with_index(response, index);
+    }
     state.metrics.admin_requests_total.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
     response
 }

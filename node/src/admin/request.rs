@@ -108,7 +108,17 @@ impl From<StateError> for ApiError {
             StateError::NotFound { what } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
             }
-            StateError::Invalid { errors } => ApiError::bad_request(errors),
+            // The state machine names fields under "route." or "policy.";
+            // the API names them from the body's root, as for every 400.
+            StateError::Invalid { errors } => ApiError::bad_request(
+                errors
+                    .into_iter()
+                    .map(|e| {
+                        let path = e.path.strip_prefix("route.").or_else(|| e.path.strip_prefix("policy."));
+                        FieldError::new(path.unwrap_or(&e.path), e.message)
+                    })
+                    .collect(),
+            ),
         }
     }
 }

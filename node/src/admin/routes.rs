@@ -159,6 +159,7 @@ fn cmd_name(cmd: &Command) -> &'static str {
         Command::SetBackendWeight { .. } => "set_backend_weight",
         Command::PutChaosPolicy { .. } => "put_chaos_policy",
         Command::DeleteChaosPolicy { .. } => "delete_chaos_policy",
+        Command::SeedRoutes { .. } => "seed_routes",
     }
 }
 

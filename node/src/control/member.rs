@@ -9,7 +9,6 @@
 //! forwarding with what it knew.
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +78,15 @@ impl Member {
             election_timeout_min_ms: cluster.election_timeout_min_ms,
             election_timeout_max_ms: cluster.election_timeout_max_ms,
         };
-        let raft_config =
+        let mut raft_config =
             raft_config(&cluster.cluster_id, timers).map_err(|e| MemberError::Raft(e.to_string()))?;
+        if cluster.snapshot_logs != ferry_raft_store::config::SNAPSHOT_LOGS_SINCE_LAST {
+            let n = cluster.snapshot_logs;
+            raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(n);
+            raft_config.max_in_snapshot_log_to_keep = raft_config.max_in_snapshot_log_to_keep.min(n / 5);
+            raft_config.replication_lag_threshold = n * 2;
+            raft_config = raft_config.validate().map_err(|e| MemberError::Raft(e.to_string()))?;
+        }
         let network = Network::new(cluster.node_id, Arc::clone(&transport));
         let raft = Raft::new(cluster.node_id, Arc::new(raft_config), network, log, sm)
             .await
@@ -156,44 +162,39 @@ async fn open_db(dir: &Path) -> Result<sled::Db, MemberError> {
         .map_err(|e| MemberError::Storage(e.to_string()))
 }
 
-/// Writes the file's routes into a cluster this node just initialized:
-/// create-only (CAS 0) with request ids derived from the route, so retries
-/// and restarts apply each at most once and never overwrite API changes.
+/// Proposes the file's routes to a cluster this node just initialized. The
+/// state machine applies `SeedRoutes` only while the cluster has never had
+/// a config change, so retries, restarts and a re-initialized node 1 never
+/// bring back a route deleted through the API.
 async fn seed(replica: Arc<Replica>, routes: Vec<RouteSpec>, stop: CancellationToken) {
-    for route in routes {
-        let id = seed_request_id(&route.name);
-        let name = route.name.clone();
-        let req = Request::with_id(id, Command::PutRoute { route, cas: Some(0) });
-        loop {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            let outcome = tokio::select! {
-                r = replica.write(req.clone(), deadline) => r,
-                () = stop.cancelled() => return,
-            };
-            match outcome {
-                Ok(Response::Applied { index, .. }) => {
-                    info!(route = %name, index, "seeded route from the config file");
-                    break;
-                }
-                Ok(Response::Rejected { error: StateError::CasMismatch { .. } }) => break,
-                Ok(other) => {
-                    warn!(route = %name, response = ?other, "seeding the route was refused");
-                    break;
-                }
-                Err(e) => {
-                    info!(route = %name, error = %e, "waiting for a leader to seed routes");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+    let req = Request::with_id(SEED_REQUEST_ID, Command::SeedRoutes { routes });
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let outcome = tokio::select! {
+            r = replica.write(req.clone(), deadline) => r,
+            () = stop.cancelled() => return,
+        };
+        match outcome {
+            Ok(Response::Applied { index, .. }) => {
+                return info!(index, "seeded the routes of the config file");
+            }
+            Ok(Response::Rejected { error: StateError::CasMismatch { current } }) => {
+                return info!(
+                    index = current,
+                    "the cluster already has config: routes of the file not seeded"
+                );
+            }
+            Ok(other) => return warn!(response = ?other, "seeding the routes of the config file was refused"),
+            Err(e) => {
+                info!(error = %e, "waiting for a leader to seed routes");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
 }
 
-/// A request id for seeding `route`: the same on every attempt.
-fn seed_request_id(route: &str) -> u128 {
-    let h = |salt: &str| fnv::FnvBuildHasher::default().hash_one((salt, route));
-    (u128::from(h("ferry-seed-hi")) << 64) | u128::from(h("ferry-seed-lo"))
-}
+/// The request id of the seed write: the same on every attempt and node.
+const SEED_REQUEST_ID: u128 = 0x5eed_f3ff_0000_0000_0000_0000_0000_0001;
 
 /// Keeps the Raft and cluster-transport metrics current.
 async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop: CancellationToken) {

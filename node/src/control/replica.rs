@@ -103,12 +103,17 @@ impl Replica {
                 Err(WriteError::ForwardToLeader { leader_id, leader })
                     if leader_id != self.node_id && hops < MAX_HOPS =>
                 {
-                    hops += 1;
                     result = match self
                         .forward(&leader.cluster_addr, &Message::ClientWrite(req.clone()), deadline)
                         .await
                     {
-                        Ok(Message::ClientWriteResult(r)) => r,
+                        // Only a forward that reached a node counts as a hop:
+                        // while the old leader is dead, this node keeps naming
+                        // it until the election ends.
+                        Ok(Message::ClientWriteResult(r)) => {
+                            hops += 1;
+                            r
+                        }
                         Ok(other) => return Err(unexpected(&other)),
                         // The leader we knew is gone: wait for the next one.
                         Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),

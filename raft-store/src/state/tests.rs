@@ -291,3 +291,29 @@ fn apply_never_panics_and_keeps_invariants_on_random_commands() {
     }
     assert!(s.index > 0, "the generator should produce some valid commands");
 }
+
+#[test]
+fn seed_routes_apply_only_to_a_cluster_without_config() {
+    let mut st = ClusterState::default();
+    let seed = Request::new(Command::SeedRoutes { routes: vec![route("a", ":7000"), route("b", ":7001")] });
+    assert_eq!(st.apply(3, &seed), applied(3));
+    assert_eq!(st.routes.len(), 2);
+    assert_eq!(st.revision(Target::Route("a")), 3);
+    // Deleted through the API, then proposed again (a wiped node 1 that
+    // bootstraps again): nothing comes back.
+    assert_eq!(st.apply(4, &Request::new(Command::DeleteRoute { name: "a".into(), cas: None })), applied(4));
+    assert_eq!(st.apply(5, &seed), rejected(StateError::CasMismatch { current: 4 }));
+    assert!(!st.routes.contains_key("a"));
+    assert_eq!(st.index, 4);
+}
+
+#[test]
+fn invalid_seed_is_rejected_whole() {
+    let mut st = ClusterState::default();
+    let mut bad = route("b", ":7001");
+    bad.backends[0].addr = "x".into();
+    let resp = st.apply(1, &Request::new(Command::SeedRoutes { routes: vec![route("a", ":7000"), bad] }));
+    assert!(matches!(resp, Response::Rejected { error: StateError::Invalid { .. } }), "{resp:?}");
+    assert!(st.routes.is_empty());
+    assert_eq!(st.index, 0);
+}

@@ -8,141 +8,24 @@
 //! wait polls with a deadline, and every `ferryd` is killed when its guard
 //! drops, so a failing test leaves no process behind.
 
+mod common;
+
 use std::fmt::Write as _;
-use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{
+    Conn, Ferryd, POLL, TempDir, WAIT, ask_once, echo_server, free_addr, http_get, poll, write_config,
+};
 use ferry_client::api::RouteStatus;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Interval between two checks of a polled condition.
-const POLL: Duration = Duration::from_millis(20);
-/// Longest wait for anything that should happen promptly.
-const WAIT: Duration = Duration::from_secs(10);
-/// Longest wait for one reply on a proxied connection or the admin API.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+use nix::sys::signal::Signal;
+use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- helpers
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Result<Self> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "ferryd-process-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            SEQ.fetch_add(1, Relaxed)
-        ));
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes `text` to `path` atomically (write a sibling, then rename), so a
-/// reload never reads a half-written file.
-fn write_config(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("toml.tmp");
-    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
-/// A free port on 127.0.0.1 (bound by the OS, then released).
-fn free_addr() -> Result<SocketAddr> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// A running (or exited) `ferryd`, killed on drop if still running. Its
-/// stdout and stderr go to files so they can be read at any time.
-struct Ferryd {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Ferryd {
-    /// Spawns `ferryd ARGS`, output into `dir/{name}.stdout|stderr`.
-    fn spawn(dir: &TempDir, name: &str, args: &[&str]) -> Result<Self> {
-        let stdout = dir.file(&format!("{name}.stdout"));
-        let stderr = dir.file(&format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout)?)
-            .stderr(File::create(&stderr)?)
-            .spawn()
-            .context("spawning ferryd")?;
-        Ok(Self { child, stdout, stderr })
-    }
-
-    fn stdout(&self) -> String {
-        fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The exit status, if it has exited (reaps it).
-    fn exited(&mut self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
-    }
-
-    /// Sends `sig`, refusing if the process was already reaped (its PID
-    /// could belong to someone else by now). An unreaped child keeps its PID.
-    fn signal(&mut self, sig: Signal) -> Result<()> {
-        if let Some(status) = self.exited()? {
-            bail!("ferryd exited ({status}) before {sig}; stderr:\n{}", self.stderr());
-        }
-        kill(Pid::from_raw(i32::try_from(self.child.id())?), sig).with_context(|| format!("sending {sig}"))
-    }
-
-    /// Polls until the process exits; fails after `within`.
-    async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.exited()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("ferryd still running after {within:?}; stderr:\n{}", self.stderr());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Ferryd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+// (the ones shared with cluster_process.rs are in common/mod.rs)
 
 /// Runs `ferryd ARGS` to completion (at most [`WAIT`]): status, stdout, stderr.
 async fn run_to_exit(dir: &TempDir, name: &str, args: &[&str]) -> Result<(ExitStatus, String, String)> {
@@ -206,126 +89,6 @@ impl Daemon {
         ensure!(status == 200, "GET /metrics: {status}");
         Ok(body)
     }
-}
-
-/// Polls `check` every [`POLL`] until it succeeds; after `within`, fails
-/// with the last error.
-async fn poll<T>(what: &str, within: Duration, check: impl AsyncFn() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e.context(format!("{what}: still not true after {within:?}")));
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 GET: returns the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        let text = String::from_utf8(raw)?;
-        let (head, body) = text.split_once("\r\n\r\n").context("response without a header end")?;
-        let status_line = head.lines().next().context("empty response")?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .with_context(|| format!("bad status line {status_line:?}"))?
-            .parse::<u16>()?;
-        let chunked = head.lines().any(|l| {
-            let l = l.to_ascii_lowercase();
-            l.starts_with("transfer-encoding:") && l.contains("chunked")
-        });
-        let body = if chunked { dechunk(body)? } else { body.to_string() };
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(IO_TIMEOUT, exchange).await.with_context(|| format!("GET {path}: timed out"))?
-}
-
-/// Decodes a chunked body.
-fn dechunk(mut rest: &str) -> Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, tail) = rest.split_once("\r\n").context("truncated chunk size")?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
-        if size == 0 {
-            return Ok(out);
-        }
-        out.push_str(tail.get(..size).context("truncated chunk")?);
-        rest = tail.get(size + 2..).context("truncated chunk end")?;
-    }
-}
-
-/// A line-based echo server on 127.0.0.1:0 that answers each line `L` with
-/// `{name}: L`, so replies say which backend served them. Closes its side on
-/// EOF. Runs until the test's runtime ends.
-async fn echo_server(name: &'static str) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = BufReader::new(r).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if w.write_all(format!("{name}: {line}\n").as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-/// A client connection through the proxy, speaking the echo protocol.
-struct Conn(BufReader<TcpStream>);
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Result<Self> {
-        let s = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .with_context(|| format!("connecting to {addr}: timed out"))??;
-        Ok(Self(BufReader::new(s)))
-    }
-
-    /// Sends `msg` as a line and returns the reply line.
-    async fn ask(&mut self, msg: &str) -> Result<String> {
-        let exchange = async {
-            self.0.get_mut().write_all(format!("{msg}\n").as_bytes()).await?;
-            let mut line = String::new();
-            let n = self.0.read_line(&mut line).await?;
-            ensure!(n > 0, "connection closed instead of answering {msg:?}");
-            anyhow::Ok(line.trim_end().to_string())
-        };
-        tokio::time::timeout(IO_TIMEOUT, exchange).await.with_context(|| format!("no reply to {msg:?}"))?
-    }
-
-    /// Waits (at most `within`) for the proxy to close the connection: EOF
-    /// or a reset, with no data first.
-    async fn expect_closed(&mut self, within: Duration) -> Result<()> {
-        let mut buf = [0u8; 64];
-        match tokio::time::timeout(within, self.0.read(&mut buf)).await {
-            Err(_) => bail!("connection still open after {within:?}"),
-            Ok(Ok(0) | Err(_)) => Ok(()),
-            Ok(Ok(n)) => {
-                bail!("unexpected data instead of a close: {:?}", String::from_utf8_lossy(&buf[..n]))
-            }
-        }
-    }
-}
-
-/// Connects once to `addr` and asks `msg`: one fresh connection, one reply.
-async fn ask_once(addr: SocketAddr, msg: &str) -> Result<String> {
-    Conn::open(addr).await?.ask(msg).await
 }
 
 /// A `ferryd.toml` with node name `test`, the given drain timeout and

@@ -6,6 +6,9 @@
 //! - [`node`]: a `ferryd` node in-process on port 0 plus an admin client.
 //! - [`client`]: client-side helpers (greet through a route, from a chosen
 //!   loopback source address).
+//! - [`cluster`]: a Raft cluster of in-process nodes, node `i` on
+//!   `127.0.N.i` with the same ports on every node.
+//! - [`http`]: an HTTP/1.1 client for the admin API (any method, headers).
 //!
 //! Scenarios live in `tests/tests/`, one per file. Everything runs on
 //! 127.0.0.0/8 with OS-chosen ports; conditions are polled with deadlines,
@@ -13,6 +16,8 @@
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
+pub mod http;
 pub mod node;
 
 use std::future::Future;

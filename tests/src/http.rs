@@ -1,0 +1,176 @@
+//! A small HTTP/1.1 client for the admin API: any method, headers and body,
+//! and the response's status, headers and body (one request per connection).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Default longest wait for a whole exchange.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request to send with [`Request::send`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Request {
+    /// A request without a body.
+    pub fn new(method: &'static str, path: impl Into<String>) -> Self {
+        Self { method, path: path.into(), headers: Vec::new(), body: None, timeout: HTTP_TIMEOUT }
+    }
+
+    /// `GET path`.
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new("GET", path)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new("DELETE", path)
+    }
+
+    /// `PUT path` with `body` as JSON.
+    pub fn put(path: impl Into<String>, body: &serde_json::Value) -> Self {
+        Self::new("PUT", path).body(body.to_string().into_bytes())
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the raw body (sent with a `Content-Length`).
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Sets the longest wait for the whole exchange.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `METHOD PATH`, for messages.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// Sends the request to `addr` and reads the whole response.
+    pub async fn send(&self, addr: SocketAddr) -> anyhow::Result<Response> {
+        let what = format!("{} on {addr}", self.line());
+        tokio::time::timeout(self.timeout, self.exchange(addr))
+            .await
+            .with_context(|| format!("{what}: no answer within {:?}", self.timeout))?
+            .with_context(|| what)
+    }
+
+    async fn exchange(&self, addr: SocketAddr) -> anyhow::Result<Response> {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut head =
+            format!("{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = &self.body {
+            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(self.body.as_deref().unwrap_or_default());
+        // A server may answer (413) and close before reading a large body:
+        // a failed write is fine as long as a response comes back.
+        let written = s.write_all(&raw).await;
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer).await;
+        if answer.is_empty() {
+            written?;
+            read?;
+            anyhow::bail!("empty response");
+        }
+        Response::parse(&answer)
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> anyhow::Result<Self> {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").context("response without a header end")?;
+        let mut lines = head.lines();
+        let status_line = lines.next().context("empty response")?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {status_line:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+        let body = if chunked { dechunk(body)? } else { body.to_string() };
+        Ok(Self { status, headers, body })
+    }
+
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `X-Ferry-Index`, if present and numeric.
+    pub fn index(&self) -> Option<u64> {
+        self.header("x-ferry-index").and_then(|v| v.parse().ok())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("{} body is not JSON: {}", self.status, self.body))
+    }
+
+    /// The body as JSON, failing unless the status is `want`.
+    pub fn expect(&self, want: u16) -> anyhow::Result<serde_json::Value> {
+        anyhow::ensure!(self.status == want, "expected {want}, got {} {}", self.status, self.body);
+        self.json()
+    }
+
+    /// `error.code` of an error body, if any.
+    pub fn error_code(&self) -> Option<String> {
+        self.json().ok()?.pointer("/error/code")?.as_str().map(str::to_string)
+    }
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut rest: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").context("truncated chunk size")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(tail.get(..size).context("truncated chunk")?);
+        rest = tail.get(size + 2..).context("truncated chunk end")?;
+    }
+}

@@ -1,0 +1,481 @@
+//! The admin API of a three-node cluster (in-process, node i on 127.0.N.i):
+//! writes on any node, linearizable reads everywhere, compare-and-set,
+//! idempotent retries, validation, the bearer token, blocking queries and
+//! the Raft status.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferry_tests::cluster::{Options, SETTLE, TestCluster, route_json};
+use ferry_tests::eventually;
+use ferry_tests::http::{Request, Response};
+use ferry_tests::node::TestNode;
+use serde_json::{Value, json};
+
+/// A backend address nothing needs to answer on (no traffic in these tests).
+fn nowhere() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9))
+}
+
+/// The `index` of a 200 write answer, checked against its `X-Ferry-Index`.
+fn written(r: &Response) -> anyhow::Result<u64> {
+    let body = r.expect(200)?;
+    let index = body["index"].as_u64().ok_or_else(|| anyhow::anyhow!("no index in {body}"))?;
+    anyhow::ensure!(body["revision"].as_u64() == Some(index), "revision differs from index: {body}");
+    anyhow::ensure!(r.index() == Some(index), "X-Ferry-Index {:?} differs from index {index}", r.index());
+    Ok(index)
+}
+
+/// Checks a 409 `cas_mismatch` carrying `current`.
+fn cas_mismatch(r: &Response, current: u64) -> anyhow::Result<()> {
+    let body = r.expect(409)?;
+    anyhow::ensure!(body["error"]["code"] == "cas_mismatch", "{body}");
+    anyhow::ensure!(body["error"]["current"].as_u64() == Some(current), "expected current {current}: {body}");
+    Ok(())
+}
+
+/// Checks a 400 `bad_request` whose fields name `path`.
+fn bad_request(case: &str, r: &Response, path: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(r.status == 400, "{case}: expected 400, got {} {}", r.status, r.body);
+    let body = r.json()?;
+    anyhow::ensure!(body["error"]["code"] == "bad_request", "{case}: {body}");
+    let paths: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|e| e["path"].as_str()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(paths.contains(&path), "{case}: expected a field {path:?}, got {paths:?}: {body}");
+    Ok(())
+}
+
+/// The config index every node reports, once they all report the same.
+async fn index_everywhere(c: &TestCluster) -> anyhow::Result<u64> {
+    eventually(SETTLE, "every node at the same config index", || async {
+        let mut seen = Vec::new();
+        for id in c.ids() {
+            seen.push(c.status(id).await.ok()?.index);
+        }
+        seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_a_follower_is_read_at_once_on_the_others() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let writer = c.other_than(&[leader])?;
+    let readers: Vec<u64> = c.ids().into_iter().filter(|id| *id != writer).collect();
+    // Several rounds: a read that skipped the barrier would, sooner or
+    // later, land before the other follower applied the write.
+    for round in 0..10 {
+        let name = format!("web{round}");
+        let body = route_json(&name, ":0", &[("a", nowhere())]);
+        let index = written(&c.put_route(writer, &body).await?)?;
+        for &reader in &readers {
+            let r = c.send(reader, Request::get(format!("/v1/routes/{name}"))).await?;
+            let got = r.expect(200).map_err(|e| e.context(format!("node {reader} right after the write")))?;
+            assert_eq!(got["revision"], index, "node {reader}: {got}");
+            assert_eq!(got["config"]["backends"][0]["addr"], nowhere().to_string());
+            assert!(r.index() >= Some(index), "node {reader}: X-Ferry-Index {:?} < {index}", r.index());
+            let all = c.send(reader, Request::get("/v1/routes")).await?.expect(200)?;
+            let names: Vec<&str> =
+                all.as_array().into_iter().flatten().filter_map(|r| r["config"]["name"].as_str()).collect();
+            assert!(names.contains(&name.as_str()), "node {reader} lists {names:?}");
+        }
+    }
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_conflicts_are_409_with_the_current_revision() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let v1 = route_json("c", ":0", &[("a", nowhere())]);
+    let v2 = route_json("c", ":0", &[("a", nowhere()), ("b", SocketAddr::from(([127, 0, 0, 1], 10)))]);
+
+    let r1 = written(&c.send(f, Request::put("/v1/routes/c?cas=0", &v1)).await?)?;
+    let again = c.send(leader, Request::put("/v1/routes/c?cas=0", &v1)).await?;
+    cas_mismatch(&again, r1)?;
+    assert_eq!(again.index(), Some(r1), "a rejected write leaves the index unchanged");
+
+    let r2 = written(&c.send(leader, Request::put(format!("/v1/routes/c?cas={r1}"), &v2)).await?)?;
+    assert!(r2 > r1);
+    cas_mismatch(&c.send(f, Request::put(format!("/v1/routes/c?cas={r1}"), &v1)).await?, r2)?;
+    let w = json!({"weight": 5});
+    cas_mismatch(
+        &c.send(f, Request::put(format!("/v1/routes/c/backends/b/weight?cas={r1}"), &w)).await?,
+        r2,
+    )?;
+    let r3 =
+        written(&c.send(f, Request::put(format!("/v1/routes/c/backends/b/weight?cas={r2}"), &w)).await?)?;
+    let got = c.send(f, Request::get("/v1/routes/c")).await?.expect(200)?;
+    assert_eq!(got["revision"], r3);
+    assert_eq!(got["config"]["backends"][1]["weight"], 5);
+
+    cas_mismatch(&c.send(f, Request::delete(format!("/v1/routes/c?cas={r2}"))).await?, r3)?;
+    assert_eq!(index_everywhere(&c).await?, r3, "rejected writes moved the config index");
+    let deleted = written(&c.send(f, Request::delete(format!("/v1/routes/c?cas={r3}"))).await?)?;
+    assert!(deleted > r3);
+    let gone = c.send(leader, Request::get("/v1/routes/c")).await?;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    assert_eq!(gone.index(), Some(deleted));
+    let twice = c.send(leader, Request::delete("/v1/routes/c")).await?;
+    assert_eq!((twice.status, twice.error_code().as_deref()), (404, Some("not_found")), "{}", twice.body);
+    // cas on a route that does not exist: current is 0.
+    cas_mismatch(&c.send(f, Request::put(format!("/v1/routes/c?cas={r3}"), &v1)).await?, 0)?;
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let before = index_everywhere(&c).await?;
+    let body = route_json("idem", ":0", &[("a", nowhere())]);
+    let put = |id: &str| Request::put("/v1/routes/idem", &body).header("X-Ferry-Request-Id", id);
+
+    let id = "0192e7a6-7b6c-7d4e-8f00-0000000000a1";
+    let first = written(&c.send(f, put(id)).await?)?;
+    assert!(first > before);
+    let retry = written(&c.send(f, put(id)).await?)?;
+    let elsewhere = written(&c.send(leader, put(id)).await?)?;
+    assert_eq!((retry, elsewhere), (first, first), "a retry got a new index");
+    c.converged(first).await?;
+    assert_eq!(index_everywhere(&c).await?, first, "the config index advanced more than once");
+    assert_eq!(c.send(f, Request::get("/v1/routes/idem")).await?.expect(200)?["revision"], first);
+
+    // A retry after another change must not undo it.
+    let weight = |w: u32, id: Option<&str>| {
+        let r = Request::put("/v1/routes/idem/backends/a/weight", &json!({"weight": w}));
+        match id {
+            Some(id) => r.header("X-Ferry-Request-Id", id),
+            None => r,
+        }
+    };
+    let five = written(&c.send(f, weight(5, Some("beef01"))).await?)?;
+    let seven = written(&c.send(leader, weight(7, None)).await?)?;
+    assert_eq!(written(&c.send(f, weight(5, Some("beef01"))).await?)?, five);
+    assert_eq!(written(&c.send(leader, weight(5, Some("BEEF01"))).await?)?, five, "hex is case-insensitive");
+    let got = c.send(f, Request::get("/v1/routes/idem")).await?.expect(200)?;
+    assert_eq!(got["config"]["backends"][0]["weight"], 7, "the retry was applied again: {got}");
+    assert_eq!(index_everywhere(&c).await?, seven);
+
+    // A retried delete answers like the first one, not 404.
+    let del = || Request::delete("/v1/routes/idem").header("X-Ferry-Request-Id", "0d0d");
+    let gone = written(&c.send(f, del()).await?)?;
+    assert_eq!(written(&c.send(leader, del()).await?)?, gone);
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let port = c.free_port()?;
+    let good = route_json("good", &format!(":{port}"), &[("a", nowhere())]);
+    written(&c.put_route(f, &good).await?)?;
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut v = route_json("bad", ":0", &[("a", nowhere())]);
+        edit(&mut v);
+        v
+    };
+    let before = index_everywhere(&c).await?;
+
+    let cases: Vec<(&str, Request, &str)> = vec![
+        (
+            "bad backend address",
+            Request::put("/v1/routes/bad", &with(&|v| v["backends"][0]["addr"] = json!("nowhere"))),
+            "backends[0].addr",
+        ),
+        ("unknown field", Request::put("/v1/routes/bad", &with(&|v| v["bogus"] = json!(1))), "bogus"),
+        ("name differs from the path", Request::put("/v1/routes/other", &with(&|_| {})), "name"),
+        ("invalid name", Request::put("/v1/routes/bad!", &with(&|v| v["name"] = json!("bad!"))), "name"),
+        (
+            "weight over 256 in a route",
+            Request::put("/v1/routes/bad", &with(&|v| v["backends"][0]["weight"] = json!(257))),
+            "backends[0].weight",
+        ),
+        ("no backends", Request::put("/v1/routes/bad", &with(&|v| v["backends"] = json!([]))), "backends"),
+        ("bad listen", Request::put("/v1/routes/bad", &with(&|v| v["listen"] = json!("7000"))), "listen"),
+        (
+            "weight over 256",
+            Request::put("/v1/routes/good/backends/a/weight", &json!({"weight": 300})),
+            "weight",
+        ),
+        (
+            "weight not a number",
+            Request::put("/v1/routes/good/backends/a/weight", &json!({"weight": "heavy"})),
+            "weight",
+        ),
+        ("bad consistency", Request::get("/v1/routes?consistency=eventual"), "consistency"),
+        ("bad wait", Request::get("/v1/routes?index=1&wait=soon"), "wait"),
+        ("wait without index", Request::get("/v1/routes/good?wait=1s"), "wait"),
+        (
+            "bad request id",
+            Request::put("/v1/routes/bad", &with(&|_| {})).header("X-Ferry-Request-Id", "not-hex"),
+            "x-ferry-request-id",
+        ),
+        (
+            "request id over 32 digits",
+            Request::put("/v1/routes/bad", &with(&|_| {})).header("X-Ferry-Request-Id", &"1".repeat(33)),
+            "x-ferry-request-id",
+        ),
+        ("bad cas", Request::put("/v1/routes/bad?cas=latest", &with(&|_| {})), "query"),
+        (
+            "bad chaos policy",
+            Request::put("/v1/chaos/p", &json!({"name": "p", "toxics": [], "toxicity": 2.0})),
+            "toxicity",
+        ),
+    ];
+    for (case, req, path) in cases {
+        for node in [leader, f] {
+            let r = c.send(node, req.clone()).await?;
+            bad_request(&format!("{case} (node {node})"), &r, path)?;
+        }
+    }
+
+    // Malformed JSON: 400, naming no field in particular.
+    let r = c.send(f, Request::new("PUT", "/v1/routes/bad").body(b"{\"name\":".to_vec())).await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (400, Some("bad_request")), "{}", r.body);
+
+    // Another route's listen address: refused when applied, named.
+    let clash = route_json("clash", &format!(":{port}"), &[("a", nowhere())]);
+    let r = c.put_route(f, &clash).await?;
+    anyhow::ensure!(r.status == 400, "listen clash: expected 400, got {} {}", r.status, r.body);
+    let paths = r.json()?["error"]["fields"].to_string();
+    assert!(paths.contains("listen"), "listen clash does not name the listen field: {}", r.body);
+
+    // Bodies over 64 KiB: 413, just over the limit and far over it.
+    for size in [64 * 1024 + 1, 1024 * 1024] {
+        let mut big = with(&|_| {});
+        big["padding"] = json!("x".repeat(size));
+        let r = c.send(f, Request::new("PUT", "/v1/routes/bad").body(big.to_string().into_bytes())).await?;
+        assert_eq!(r.status, 413, "body of {size} bytes: {}", r.body);
+    }
+
+    assert_eq!(index_everywhere(&c).await?, before, "a rejected write moved the config index");
+    let r = c.send(leader, Request::get("/v1/routes")).await?;
+    assert_eq!(r.index(), Some(before));
+    assert_eq!(r.json()?.as_array().map(Vec::len), Some(1), "only the good route: {}", r.body);
+    assert_eq!(c.send(f, Request::get("/v1/routes/bad")).await?.status, 404);
+    c.shutdown().await
+}
+
+/// A body of exactly `len` bytes: a valid route padded with spaces.
+fn body_of(len: usize) -> Vec<u8> {
+    let mut body = route_json("bad", ":0", &[("a", nowhere())]).to_string().into_bytes();
+    body.resize(len.max(body.len()), b' ');
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    for len in [64 * 1024, 64 * 1024 + 1, 64 * 1024 + 2, 1024 * 1024] {
+        let r = c.send(leader, Request::new("PUT", "/v1/routes/bad").body(body_of(len))).await?;
+        if len <= 64 * 1024 {
+            assert_eq!(r.status, 200, "body of {len} bytes: {}", r.body);
+            continue;
+        }
+        assert_eq!(r.status, 413, "body of {len} bytes: {}", r.body);
+        assert_eq!(r.error_code().as_deref(), Some("too_large"), "body of {len} bytes: {}", r.body);
+    }
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_the_bearer_token_and_reads_do_not() -> anyhow::Result<()> {
+    let token = "s3cret-token";
+    let c = TestCluster::start(Options { token: Some(token.into()), ..Options::default() }).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let body = route_json("auth", ":0", &[("a", nowhere())]);
+    let before = index_everywhere(&c).await?;
+    let writes = || {
+        vec![
+            Request::put("/v1/routes/auth", &body),
+            Request::delete("/v1/routes/auth"),
+            Request::put("/v1/routes/auth/backends/a/weight", &json!({"weight": 2})),
+            Request::put(
+                "/v1/chaos/p",
+                &json!({"name": "p", "toxics": [{"kind": {"latency": {"latency_ms": 10}}}]}),
+            ),
+            Request::delete("/v1/chaos/p"),
+        ]
+    };
+    for node in [leader, f] {
+        for bad in
+            [None, Some("Bearer wrong"), Some(token), Some("Bearer s3cret-toke"), Some("bearer s3cret-token")]
+        {
+            for req in writes() {
+                let req = match bad {
+                    Some(v) => req.header("Authorization", v),
+                    None => req,
+                };
+                let r = c.send(node, req).await?;
+                assert_eq!(
+                    (r.status, r.error_code().as_deref()),
+                    (401, Some("unauthorized")),
+                    "node {node}, Authorization {bad:?}: {}",
+                    r.body
+                );
+            }
+        }
+    }
+    assert_eq!(index_everywhere(&c).await?, before, "an unauthorized write was applied");
+
+    let bearer = format!("Bearer {token}");
+    let index =
+        written(&c.send(f, Request::put("/v1/routes/auth", &body).header("Authorization", &bearer)).await?)?;
+    for id in c.ids() {
+        let r = c.send(id, Request::get("/v1/routes/auth")).await?;
+        assert_eq!(r.expect(200)?["revision"], index, "reads need no token");
+        assert_eq!(c.send(id, Request::get("/v1/status")).await?.status, 200);
+    }
+    let del = Request::delete("/v1/routes/auth").header("Authorization", &bearer);
+    written(&c.send(leader, del).await?)?;
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_one_leader_named_by_every_node() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let index = written(&c.put_route(leader, &route_json("s", ":0", &[("a", nowhere())])).await?)?;
+    c.converged(index).await?;
+    let mut terms = Vec::new();
+    let mut leaders = Vec::new();
+    for id in c.ids() {
+        let s = c.status(id).await?;
+        let raft = s.raft.ok_or_else(|| anyhow::anyhow!("node {id}: no raft in /v1/status"))?;
+        assert_eq!(raft.node_id, id);
+        assert_eq!(raft.leader_id, Some(leader), "node {id}: {raft:?}");
+        assert_eq!(raft.role, if id == leader { "leader" } else { "follower" }, "node {id}: {raft:?}");
+        assert!(raft.applied_index >= Some(index), "node {id}: {raft:?}");
+        assert!(raft.last_log_index >= raft.applied_index, "node {id}: {raft:?}");
+        assert_eq!(s.index, index);
+        assert_eq!(s.node, format!("n{id}"));
+        terms.push(raft.term);
+        if raft.role == "leader" {
+            leaders.push(id);
+        }
+    }
+    assert_eq!(leaders, [leader], "exactly one leader");
+    assert!(terms.iter().all(|t| *t == terms[0] && *t > 0), "terms differ: {terms:?}");
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_queries_return_on_a_write_or_at_the_timeout() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let start = written(&c.put_route(leader, &route_json("b0", ":0", &[("a", nowhere())])).await?)?;
+    c.converged(start).await?;
+
+    // Nothing changes: the answer comes at the timeout, with the same index.
+    for (node, query) in [(f, "consistency=stale&"), (leader, "")] {
+        let t = Instant::now();
+        let r = c.send(node, Request::get(format!("/v1/routes?{query}index={start}&wait=500ms"))).await?;
+        let took = t.elapsed();
+        r.expect(200)?;
+        assert_eq!(r.index(), Some(start), "node {node}");
+        assert!(took >= Duration::from_millis(450), "node {node}: answered after {took:?}, before the wait");
+        assert!(took < Duration::from_secs(3), "node {node}: answered after {took:?}");
+    }
+    // An index already passed: answered at once.
+    let t = Instant::now();
+    let r = c.send(f, Request::get(format!("/v1/routes?index={}&wait=10s", start - 1))).await?;
+    assert_eq!((r.status, r.index()), (200, Some(start)));
+    assert!(t.elapsed() < Duration::from_secs(2), "an index already passed waited {:?}", t.elapsed());
+
+    // A write during the wait: answered promptly, with the new index.
+    for (node, path, name) in [(f, "/v1/routes", "b1"), (leader, "/v1/routes/b1", "b2")] {
+        let current = index_everywhere(&c).await?;
+        let req = Request::get(format!("{path}?index={current}&wait=20s")).timeout(Duration::from_secs(30));
+        let addr = c.admin(node);
+        let mut waiting = tokio::spawn(async move { req.send(addr).await });
+        // Still waiting while nothing changes.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting).await.is_err(),
+            "node {node}: a blocking query answered before any write"
+        );
+        let written_at = Instant::now();
+        let index = written(&c.put_route(leader, &route_json(name, ":0", &[("a", nowhere())])).await?)?;
+        let r = tokio::time::timeout(Duration::from_secs(2), waiting).await.map_err(|_| {
+            anyhow::anyhow!("node {node}: blocking query still waiting 2 s after a write")
+        })???;
+        let took = written_at.elapsed();
+        assert_eq!(r.status, 200, "node {node}: {}", r.body);
+        assert!(r.index() >= Some(index), "node {node}: index {:?} < {index}", r.index());
+        assert!(took < Duration::from_secs(1), "node {node}: answered {took:?} after the write");
+    }
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_policies_are_stored_and_replicated() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let policy =
+        json!({"name": "slow", "toxics": [{"kind": {"latency": {"latency_ms": 100, "jitter_ms": 10}}}]});
+    let index = written(&c.send(f, Request::put("/v1/chaos/slow?cas=0", &policy)).await?)?;
+    for id in c.ids() {
+        let got = c.send(id, Request::get("/v1/chaos/slow")).await?.expect(200)?;
+        assert_eq!(got["revision"], index, "node {id}: {got}");
+        assert_eq!(got["policy"]["toxics"][0]["kind"]["latency"]["latency_ms"], 100);
+        let all = c.send(id, Request::get("/v1/chaos")).await?.expect(200)?;
+        assert_eq!(all.as_array().map(Vec::len), Some(1), "node {id}: {all}");
+    }
+    cas_mismatch(&c.send(leader, Request::put("/v1/chaos/slow?cas=0", &policy)).await?, index)?;
+    written(&c.send(leader, Request::delete(format!("/v1/chaos/slow?cas={index}"))).await?)?;
+    assert_eq!(c.send(f, Request::get("/v1/chaos/slow")).await?.status, 404);
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_response_carries_the_index() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let index = written(&c.put_route(leader, &route_json("x", ":0", &[("a", nowhere())])).await?)?;
+    c.converged(index).await?;
+    let requests = [
+        Request::get("/v1/status"),
+        Request::get("/v1/routes"),
+        Request::get("/v1/routes/x"),
+        Request::get("/v1/routes/missing"),
+        Request::get("/v1/routes?consistency=bogus"),
+        Request::put("/v1/routes/y", &json!({"name": "z"})),
+        Request::put("/v1/routes/x?cas=1", &route_json("x", ":0", &[("a", nowhere())])),
+        Request::put("/v1/routes/x/backends/a/weight", &json!({"weight": 1000})),
+        Request::get("/v1/chaos"),
+        Request::get("/v1/chaos/missing"),
+    ];
+    let mut missing = Vec::new();
+    for req in requests {
+        let r = c.send(leader, req.clone()).await?;
+        if r.index() != Some(index) {
+            missing.push(format!("{} -> {} with X-Ferry-Index {:?}", req.line(), r.status, r.index()));
+        }
+    }
+    assert!(missing.is_empty(), "responses without X-Ferry-Index {index}:\n{}", missing.join("\n"));
+    c.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_refuses_writes_with_409() -> anyhow::Result<()> {
+    let node = TestNode::start(vec![]).await?;
+    let addr = node.node().admin_addr();
+    let r =
+        Request::put("/v1/routes/x", &route_json("x", "127.0.0.1:0", &[("a", nowhere())])).send(addr).await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (409, Some("standalone")), "{}", r.body);
+    let r = Request::delete("/v1/routes/x").send(addr).await?;
+    assert_eq!((r.status, r.error_code().as_deref()), (409, Some("standalone")), "{}", r.body);
+    node.shutdown().await?;
+    Ok(())
+}

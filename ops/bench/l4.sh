@@ -181,7 +181,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
-is_listening() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+# Listening on 127.0.0.1:PORT or a wildcard (what our binds would collide
+# with); other loopback addresses (127.0.0.2, ...) do not conflict.
+is_listening() {
+    ss -Hltn "sport = :$1" 2>/dev/null | awk -v p=":$1" '
+        $4 == "127.0.0.1" p || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p || $4 == "[::ffff:127.0.0.1]" p { found = 1 }
+        END { exit !found }'
+}
 
 wait_listen() {  # wait_listen PID PORT NAME LOGFILE
     local pid=$1 port=$2 name=$3 logf=$4 deadline=$((SECONDS + READY_TIMEOUT))

@@ -10,6 +10,7 @@
 
 use std::error::Error;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_raft_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::RPCTypes;
@@ -99,7 +100,23 @@ impl PeerClient {
     }
 }
 
+/// Longest pause between retries to an unreachable peer. openraft's default
+/// is a constant 500 ms: a peer that restarts in that gap hears nothing for
+/// its lease plus election timeout, campaigns with a higher term and deposes
+/// a healthy leader (seen in ops/bench/config.sh). Retrying well within the
+/// election timeout keeps a restarting node a follower.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// 50, 100, 200, 200, ... ms.
+fn retry_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
+    (0u32..).map(|i| Duration::from_millis(50u64 << i.min(8)).min(MAX_RETRY_BACKOFF))
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(retry_backoff())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -145,6 +162,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Message::VoteResult(Err(e)) => Err(self.remote(e)),
             other => Err(self.unexpected(RPCTypes::Vote, &other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn retries_to_an_unreachable_peer_stay_well_within_an_election_timeout() {
+        let delays: Vec<Duration> = retry_backoff().take(10).collect();
+        assert_eq!(delays[0], Duration::from_millis(50));
+        assert_eq!(delays[1], Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= MAX_RETRY_BACKOFF), "{delays:?}");
     }
 }
 

@@ -15,12 +15,16 @@ use tokio::net::TcpStream;
 
 use super::copy::{Activity, wait_for_data};
 
-/// Bytes moved per splice call (the default pipe capacity).
+/// Bytes moved per splice call with the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for (Linux's default pipe-max-size).
+const PIPE_BYTES: usize = 1024 * 1024;
 
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Bytes the pipe holds: the most one splice call moves.
+    capacity: usize,
 }
 
 fn flags() -> SpliceFFlags {
@@ -41,15 +45,23 @@ pub async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> 
                 wait_for_data(src).await?;
                 activity.allocated();
                 let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-                pipe.insert(Pipe { read, write })
+                // A larger pipe moves more per splice call; the kernel may
+                // grant less (pipe-max-size), and the default is kept then.
+                let capacity =
+                    nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32))
+                        .ok()
+                        .and_then(|c| usize::try_from(c).ok())
+                        .unwrap_or(CHUNK);
+                pipe.insert(Pipe { read, write, capacity })
             }
         };
-        let n =
-            match src.try_io(Interest::READABLE, || Ok(splice(src, None, &p.write, None, CHUNK, flags())?)) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
+        let n = match src
+            .try_io(Interest::READABLE, || Ok(splice(src, None, &p.write, None, p.capacity, flags())?))
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             activity.flush();
             return match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {

@@ -55,7 +55,7 @@ pub async fn put(
     s.authorize(&headers)?;
     let replica = s.cluster()?;
     let policy: ChaosPolicy = parse_body(&body)?;
-    check_body("policy", &policy.name, &name, policy.validate(""))?;
+    check_body("policy", &policy.name, &name, policy.validate("policy"))?;
     commit(&s, replica, &headers, Command::PutChaosPolicy { policy, cas: q.cas }).await
 }
 

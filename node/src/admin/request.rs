@@ -233,7 +233,8 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 /// A named body (route, policy) must name the object of its path, and be
-/// valid. `errors` come from a validator run with an empty path prefix.
+/// valid. `errors` come from its validator run with the prefix the state
+/// machine uses (`route`, `policy`).
 pub fn check_body(
     kind: &str,
     body_name: &str,
@@ -249,9 +250,8 @@ pub fn check_body(
     if errors.is_empty() {
         return Ok(());
     }
-    // Validators prefix paths with "{prefix}.": with no prefix, drop the dot.
-    let errors =
-        errors.into_iter().map(|e| FieldError::new(e.path.trim_start_matches('.'), e.message)).collect();
+    // Paths come prefixed as the state machine's ("route.", "policy."): the
+    // conversion names them from the body's root, as for rejections in apply.
     Err(ferry_raft_store::StateError::Invalid { errors }.into())
 }
 

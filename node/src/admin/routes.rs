@@ -63,7 +63,7 @@ pub async fn put(
     let replica = s.cluster()?;
     let route: RouteSpec = parse_body(&body)?;
     let mut errors: Vec<FieldError> = Vec::new();
-    route.validate("", &mut errors);
+    route.validate("route", &mut errors);
     check_body("route", &route.name, &name, errors)?;
     let cmd = Command::PutRoute { route, cas: q.cas };
     commit(&s, replica, &headers, cmd).await

@@ -31,9 +31,21 @@ impl Greeter {
         Ok(Self { name: name.to_string(), addr, stop })
     }
 
-    /// Closes the listener and every open connection, as a crash would.
+    /// Closes the listener and every open connection, as a crash would. The
+    /// listener closes asynchronously: see [`Greeter::kill_and_wait`].
     pub fn kill(&self) {
         self.stop.cancel();
+    }
+
+    /// [`Greeter::kill`], returning once the port refuses connections: from
+    /// then on nothing reaches this backend.
+    pub async fn kill_and_wait(&self) -> anyhow::Result<()> {
+        self.kill();
+        let addr = self.addr;
+        crate::eventually(Duration::from_secs(5), "the killed backend to refuse", || async move {
+            TcpStream::connect(addr).await.is_err().then_some(())
+        })
+        .await
     }
 }
 

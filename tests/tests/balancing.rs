@@ -63,7 +63,7 @@ async fn consistent_hash_agrees_across_nodes_and_moves_only_dead_keys() -> anyho
     let used: std::collections::HashSet<_> = owner.values().collect();
     assert_eq!(used.len(), 3, "60 clients should reach all 3 backends: {owner:?}");
 
-    g[2].kill();
+    g[2].kill_and_wait().await?;
     for (ip, before) in &owner {
         let after = greet_from(a1, *ip).await?;
         if before == "c" {

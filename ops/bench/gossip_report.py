@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Report of ops/bench/gossip.sh (stdlib only).
+
+Reads the raw results of a run:
+  RESULTS/<system>/n<N>/rep<k>/{join,detect,leave}.json   gossip_poll.py output
+  RESULTS/idle/idle.json                                  gossip_poll.py idle
+  RESULTS/sim.jsonl                                       sim_bench output
+and prints the side-by-side table (medians over repetitions, ratios ferry /
+Serf), the simulation table and the targets of issue 4; writes the same as
+JSON and text.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import statistics
+import sys
+
+SYSTEMS = ["serf", "ferry-lan", "ferry-fast"]
+PHASES = [("join", "join convergence"), ("detect", "failure detection"), ("leave", "graceful leave")]
+OTHER_SUSPECT = 0.5   # cores of someone else's work that make a figure suspect
+SERF_ISSUE = {5: 5.8, 20: 8.5}   # Serf detection measured before, quoted in issue 4
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(v, digits=3):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.{digits}g}" if v else "0"
+
+
+def table(rows, header):
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return lines
+
+
+def collect_clusters(results):
+    """{system: {n: {phase: [json per rep]}}}"""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(results, "*", "n*", "rep*"))):
+        rep_dir = path
+        n_dir = os.path.dirname(rep_dir)
+        system = os.path.basename(os.path.dirname(n_dir))
+        try:
+            n = int(os.path.basename(n_dir)[1:])
+        except ValueError:
+            continue
+        for phase, _ in PHASES:
+            data = load(os.path.join(rep_dir, f"{phase}.json"))
+            out.setdefault(system, {}).setdefault(n, {}).setdefault(phase, []).append(data)
+    return out
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def cluster_section(clusters, lines, report):
+    systems = [s for s in SYSTEMS if s in clusters]
+    sizes = sorted({n for s in systems for n in clusters[s]})
+    header = ["metric (s, median)", *systems]
+    ratio_cols = [s for s in systems if s != "serf"] if "serf" in systems else []
+    header += [f"{s.replace('ferry-', '')}/serf" for s in ratio_cols] + ["better"]
+    rows = []
+    figures = {}
+    notes = []
+    for n in sizes:
+        for phase, title in PHASES:
+            vals = {}
+            for s in systems:
+                reps = clusters[s].get(n, {}).get(phase, [])
+                elapsed = [r.get("elapsed_s") if r and r.get("ok") else None for r in reps]
+                vals[s] = med(elapsed)
+                failed = sum(1 for e in elapsed if e is None)
+                suspect = any(r and r.get("cpu", {}).get("other_cores", 0) >= OTHER_SUSPECT for r in reps)
+                figures.setdefault(s, {}).setdefault(str(n), {})[phase] = {
+                    "median_s": vals[s], "per_rep_s": elapsed, "failed_reps": failed,
+                    "per_rep_first_s": [r.get("first_s") if r else None for r in reps],
+                    "other_cores": [r.get("cpu", {}).get("other_cores") if r else None for r in reps],
+                    "false_suspicions": [r.get("false_suspicions") if r else None for r in reps],
+                }
+                if failed:
+                    notes.append(f"{s} n={n} {phase}: {failed} of {len(reps)} repetitions did not complete")
+                if suspect:
+                    notes.append(f"{s} n={n} {phase}: someone else's work used >= {OTHER_SUSPECT} core (suspect)")
+            row = [f"{title}, n={n}"] + [fmt(vals[s]) for s in systems]
+            for s in ratio_cols:
+                a, b = vals.get(s), vals.get("serf")
+                row.append(f"{a / b:.2f}" if a is not None and b else "-")
+            row.append("lower")
+            rows.append(row)
+    lines += table(rows, header)
+    lines.append("")
+    lines.append("ratio = ferry / Serf; < 1 favours ferry. join: from starting member N until all N list all N alive;")
+    lines.append("detection: kill -9 of member N until every survivor reports it down (Serf: failed);")
+    lines.append("leave: SIGTERM (ferry) / SIGINT (Serf) of member N-1 until every remaining member reports it left.")
+    for note in notes:
+        lines.append(f"  note: {note}")
+    # per-repetition detail
+    lines.append("")
+    lines.append("per repetition, s (slowest member; first member in brackets):")
+    for s in systems:
+        for n in sizes:
+            parts = []
+            for phase, _ in PHASES:
+                reps = clusters[s].get(n, {}).get(phase, [])
+                vals = ", ".join(
+                    f"{fmt(r.get('elapsed_s'))} ({fmt(r.get('first_s'))})" if r and r.get("ok") else "FAILED"
+                    for r in reps)
+                parts.append(f"{phase} {vals}")
+            fs = [r.get("false_suspicions") for r in clusters[s].get(n, {}).get("detect", []) + clusters[s].get(n, {}).get("leave", []) if r]
+            nfs = sum(len(f) for f in fs if f)
+            lines.append(f"  {s} n={n}: " + "; ".join(parts) + f"; other members seen suspect/down meanwhile: {nfs}")
+    report["clusters"] = figures
+    return figures
+
+
+def sim_section(results, lines, report):
+    path = os.path.join(results, "sim.jsonl")
+    rows_raw = []
+    try:
+        with open(path) as f:
+            rows_raw = [json.loads(l) for l in f if l.strip()]
+    except (OSError, ValueError):
+        return None
+    if not rows_raw:
+        return None
+    groups = {}
+    for r in rows_raw:
+        groups.setdefault((r["profile"], r["n"], r["event"]), []).append(r)
+    seeds = max(len(v) for v in groups.values())
+    lines.append("")
+    lines.append(f"simulation: ferry-gossip SimCluster, no sockets, virtual time, 1 ms latency; medians over {seeds} seeds")
+    header = ["profile", "N", "max tx", "log2 N", "crash: first down ms", "all down ms", "worst", "spread ms",
+              "spread gossip rounds", "/log2 N", "join: all up ms", "join gossip rounds", "/log2 N", "pkts/member/s", "incomplete"]
+    rows = []
+    summary = {}
+    for profile in ("lan", "fast"):
+        sizes = sorted({n for (p, n, _e) in groups if p == profile})
+        for n in sizes:
+            crash = groups.get((profile, n, "crash"), [])
+            join = groups.get((profile, n, "join"), [])
+            lg = math.log2(n)
+            c = {k: med([r[k] for r in crash]) for k in ("first_down_ms", "all_down_ms", "spread_ms", "spread_gossip_rounds", "packets_per_member_per_s")}
+            j = {k: med([r[k] for r in join]) for k in ("all_up_ms", "all_up_gossip_rounds", "packets_per_member_per_s")}
+            incomplete = sum(1 for r in crash + join if not r.get("complete"))
+            summary.setdefault(profile, {})[str(n)] = dict(
+                log2_n=round(lg, 3), crash=c, join=j, incomplete=incomplete,
+                gossip_interval_ms=(crash or join)[0]["gossip_interval_ms"],
+                probe_period_ms=(crash or join)[0]["probe_period_ms"],
+                suspect_to_down_ms=(crash or join)[0]["suspect_to_down_ms"],
+                spread_rounds_per_seed=[r["spread_gossip_rounds"] for r in crash],
+                join_rounds_per_seed=[r["all_up_gossip_rounds"] for r in join])
+            worst = max((r["all_down_ms"] for r in crash), default=None)
+            summary[profile][str(n)]["crash"]["worst_all_down_ms"] = worst
+            summary[profile][str(n)]["max_transmissions"] = (crash or join)[0].get("max_transmissions")
+            rows.append([profile, n, (crash or join)[0].get("max_transmissions", "-"), f"{lg:.2f}",
+                         fmt(c["first_down_ms"]), fmt(c["all_down_ms"]), fmt(worst), fmt(c["spread_ms"]),
+                         fmt(c["spread_gossip_rounds"]),
+                         f"{c['spread_gossip_rounds'] / lg:.2f}" if c["spread_gossip_rounds"] is not None else "-",
+                         fmt(j["all_up_ms"]), fmt(j["all_up_gossip_rounds"]),
+                         f"{j['all_up_gossip_rounds'] / lg:.2f}" if j["all_up_gossip_rounds"] is not None else "-",
+                         f"{fmt(c['packets_per_member_per_s'])} / {fmt(j['packets_per_member_per_s'])}",
+                         incomplete])
+    lines += table(rows, header)
+    lines.append("crash: member N/2 stops; 'first down' = probe + suspicion until the first member declares it down,")
+    lines.append("'spread' = from there until the last member does (the dissemination). join: a new member announces to")
+    lines.append("member 0, until every member reports it up. Rounds are gossip intervals (lan 200 ms, fast 50 ms).")
+    lines.append("worst: the slowest seed's crash-to-everyone time. max tx: foca's max_transmissions per update.")
+    lines.append("pkts/member/s: every datagram sent during the crash / the join measurement.")
+    report["sim"] = summary
+    return summary
+
+
+def log_growth(summary):
+    """Per profile and event: rounds at the smallest and largest N, the growth
+    factor against log2 N's and N's."""
+    out = {}
+    for profile, by_n in (summary or {}).items():
+        sizes = sorted(by_n, key=int)
+        if len(sizes) < 2:
+            continue
+        lo, hi = sizes[0], sizes[-1]
+        for event, key in (("crash spread", ("crash", "spread_gossip_rounds")), ("join", ("join", "all_up_gossip_rounds"))):
+            a = by_n[lo][key[0]][key[1]]
+            b = by_n[hi][key[0]][key[1]]
+            if not a or b is None:
+                continue
+            log_ratio = math.log2(int(hi)) / math.log2(int(lo))
+            growth = b / a
+            out[f"{profile} {event}"] = dict(n_lo=int(lo), n_hi=int(hi), rounds_lo=a, rounds_hi=b, growth=round(growth, 2),
+                                             log_growth=round(log_ratio, 2), linear_growth=int(hi) / int(lo),
+                                             ok=growth <= 1.5 * log_ratio)
+    return out
+
+
+def targets(figures, idle, sim_growth, meta, lines, report):
+    res = []
+
+    def add(ok, text):
+        res.append({"ok": ok, "text": text})
+        lines.append(f"  [{'met' if ok else 'NOT MET' if ok is not None else 'n/a'}] {text}")
+
+    lines.append("")
+    lines.append("targets (issue 4):")
+    for n, prev in sorted(SERF_ISSUE.items()):
+        serf = figures.get("serf", {}).get(str(n), {}).get("detect", {}).get("median_s")
+        for s in ("ferry-lan", "ferry-fast"):
+            f = figures.get(s, {}).get(str(n), {}).get("detect", {}).get("median_s")
+            if f is None or serf is None:
+                continue
+            add(f <= serf, f"{s} detection <= Serf's (default LAN) at n={n}: {f:.2f} vs {serf:.2f} s "
+                           f"(Serf measured {prev} s before)")
+    for n in sorted({int(k) for k in figures.get("ferry-fast", {})}):
+        f = figures["ferry-fast"][str(n)].get("detect", {}).get("median_s")
+        if f is not None:
+            add(f < 1.0, f"ferry-fast detection < 1 s at n={n}: {f:.3f} s")
+    if idle is not None:
+        secs = idle.get("duration_s", 0)
+        short = "" if secs >= 600 else f" (only {secs:.0f} s: shorter than the 10-minute target)"
+        add(idle.get("non_alive_reports", 1) == 0 and idle.get("failed_polls", 1) == 0,
+            f"ferry-fast idle: zero members reported suspect/down over {secs:.0f} s with {idle.get('members')} members: "
+            f"{idle.get('non_alive_reports')} reports {idle.get('by_state')}, {idle.get('failed_polls')} failed polls{short}")
+    for name, g in (sim_growth or {}).items():
+        add(g["ok"], f"sim {name}: rounds O(log N): {fmt(g['rounds_lo'])} -> {fmt(g['rounds_hi'])} gossip rounds from "
+                     f"N={g['n_lo']} to {g['n_hi']} ({g['growth']}x; log2 N grows {g['log_growth']}x, N {g['linear_growth']:.0f}x; "
+                     f"met when <= 1.5 x the log2 growth)")
+    report["targets"] = res
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--results", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--txt", required=True)
+    p.add_argument("--meta", action="append", default=[])
+    args = p.parse_args()
+    meta = dict(m.split("=", 1) for m in args.meta)
+    report = {"meta": meta}
+    lines = ["ferry vs Serf: gossip membership on loopback (ops/bench/gossip.sh)"]
+    lines += [f"  {k}: {v}" for k, v in meta.items()]
+    lines.append("")
+    clusters = collect_clusters(args.results)
+    figures = cluster_section(clusters, lines, report) if clusters else {}
+    idle = load(os.path.join(args.results, "idle", "idle.json"))
+    if idle is not None:
+        report["idle"] = idle
+        lines.append("")
+        lines.append(f"idle (ferry fast, {idle.get('members')} members, {idle.get('duration_s')} s, every member polled "
+                     f"every second): {idle.get('non_alive_reports')} non-alive reports {idle.get('by_state')}, "
+                     f"members ever reported {idle.get('members_ever_reported')}, {idle.get('failed_polls')} failed polls; "
+                     f"cores: members {idle.get('cpu', {}).get('members_cores')}, other {idle.get('cpu', {}).get('other_cores')}")
+        for e in idle.get("first_events", [])[:10]:
+            lines.append(f"  at {e[0]} s: {e[1]} saw {e[2]} {e[3]}")
+    summary = sim_section(args.results, lines, report)
+    growth = log_growth(summary)
+    report["sim_growth"] = growth
+    targets(figures, idle, growth, meta, lines, report)
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    with open(args.txt, "w") as f:
+        f.write(text)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,10 +8,11 @@
 #   ops/local-cluster.sh --no-wait  start, demo, stop (used by the tests)
 #
 # Layout: node i runs on 127.0.0.i (i = 1, 2, 3) with the same ports:
-# admin API 7948, cluster (Raft) 7947, route "demo" :7000. Demo backends:
-# backend-a on 127.0.0.1:9001 (weight 3), backend-b on 127.0.0.1:9002
-# (weight 1). The route is seeded from node 1's config file when the cluster
-# is first initialized. Environment: PROFILE=debug|release (default
+# admin API 7948, cluster (Raft) 7947, gossip (UDP) 7946, route "demo"
+# :7000. The nodes form the cluster through gossip (bootstrap_expect = 3).
+# Demo backends: backend-a on 127.0.0.1:9001 (weight 3), backend-b on
+# 127.0.0.1:9002 (weight 1). The route is seeded from the config files when
+# the cluster is first formed. Environment: PROFILE=debug|release (default
 # release), FERRY_RUN_DIR (default: a new temporary directory).
 set -euo pipefail
 
@@ -20,7 +21,7 @@ wait_for_ctrl_c=1
 for arg in "$@"; do
     case "$arg" in
         --no-wait) wait_for_ctrl_c=0 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "local-cluster.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -85,19 +86,19 @@ drain_timeout_ms = 5000
 [admin]
 addr = "127.0.0.$i:7948"
 
+# Node ids are random, kept in data_dir/node_id.
 [cluster]
-node_id = $i
 addr = "127.0.0.$i:7947"
-cluster_id = "local"
-initial_members = ["1@127.0.0.1:7947", "2@127.0.0.2:7947", "3@127.0.0.3:7947"]
-heartbeat_ms = 100
-election_timeout_min_ms = 500
-election_timeout_max_ms = 1000
-TOML
-done
-cat >> "$run_dir/n1.toml" <<'TOML'
 
-# Seeds the cluster once, when it is first initialized.
+# The three nodes find each other by gossip and form the cluster once all
+# three are up, in any start order.
+[gossip]
+addr = "127.0.0.$i:7946"
+join = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+bootstrap_expect = 3
+profile = "fast"
+
+# Seeds the cluster once, when it is first formed (whichever node forms it).
 [[routes]]
 name = "demo"
 listen = ":7000"
@@ -116,6 +117,7 @@ balance = "weighted"
   rise = 2
   fall = 2
 TOML
+done
 
 "$bin/ferry-backend" --name backend-a --listen 127.0.0.1:9001 2>"$run_dir/backend-a.log" & pids+=($!)
 "$bin/ferry-backend" --name backend-b --listen 127.0.0.1:9002 2>"$run_dir/backend-b.log" & pids+=($!)
@@ -140,7 +142,7 @@ if [ "$ready" != 1 ]; then
 fi
 
 leader=$(http GET 127.0.0.1:7948 /v1/status | grep -o '"leader_id":[0-9]*' | cut -d: -f2)
-echo "==> cluster is up: nodes 127.0.0.1-3 (admin :7948, raft :7947); leader is node ${leader:-?}"
+echo "==> cluster is up: nodes 127.0.0.1-3 (admin :7948, raft :7947, gossip :7946); leader is node ${leader:-?}"
 
 # balance N: N connections round the three nodes' :7000; prints who answered.
 balance() {
@@ -171,6 +173,9 @@ balance 12
 cat <<TXT
 ==> try it:
     curl -s http://127.0.0.1:7948/v1/status                 # raft role, leader, index
+    curl -s http://127.0.0.1:7948/v1/members                # gossip state, voter/learner
+    $bin/ferryd --name n4 --bind 127.0.0.4 --data-dir $run_dir/n4 --join 127.0.0.1 --gossip-profile fast
+                                                            # a 4th node: joins, becomes a voter
     curl -s http://127.0.0.2:7948/v1/routes/demo            # config, revision, live health
     curl -s -X PUT http://127.0.0.3:7948/v1/routes/demo/backends/a/weight -d '{"weight": 1}'
     exec 3<>/dev/tcp/127.0.0.2/7000; head -1 <&3            # one connection via node 2

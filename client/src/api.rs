@@ -42,6 +42,35 @@ pub struct RaftStatus {
     pub applied_index: Option<u64>,
 }
 
+/// One element of `GET /v1/members`: a node known to Raft, to gossip, or
+/// to both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node id (below 2^53, exact in JSON).
+    pub id: u64,
+    pub name: String,
+    /// Gossip state as this node sees it: `alive`, `suspect`, `down` or
+    /// `left`; null when gossip has not seen the node (or is off).
+    pub state: Option<String>,
+    /// UDP gossip address; null when gossip has not seen the node.
+    pub gossip_addr: Option<String>,
+    pub cluster_addr: String,
+    pub admin_addr: String,
+    /// `voter`, `learner` or `none` (not in the Raft membership).
+    pub raft: String,
+    /// How far the node has applied the Raft log; null when it did not
+    /// answer (down, or not yet reachable).
+    pub applied_index: Option<u64>,
+}
+
+/// The answer to `POST /v1/members/{id}/remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResult {
+    pub id: u64,
+    /// The log index of the membership without the node.
+    pub index: u64,
+}
+
 /// The answer to a successful write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteResult {

@@ -31,6 +31,10 @@ pub struct Config {
     /// routes coming from this file.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// SWIM gossip: membership, failure detection, dynamic join
+    /// (`bootstrap_expect`, `join`); requires `[cluster]`.
+    #[serde(default)]
+    pub gossip: Option<GossipSection>,
     /// Standalone: the node's routes. Cluster mode: the routes that seed a
     /// new cluster, written once when it is first initialized.
     #[serde(default)]
@@ -41,9 +45,14 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// This node's Raft id (> 0), unique in the cluster.
+    /// This node's Raft id, unique in the cluster and never reused. 0 (the
+    /// default): a random id created on first start and kept in
+    /// `<data_dir>/node_id`. Required with `initial_members`.
+    #[serde(default)]
     pub node_id: u64,
-    /// The cluster port: Raft RPCs and forwarded writes; bound and advertised.
+    /// The cluster port: Raft RPCs, forwarded writes, peer hops; bound and
+    /// advertised.
+    #[serde(default = "default_cluster_addr")]
     pub addr: SocketAddr,
     /// Name shared by every node; messages of another cluster are refused.
     #[serde(default = "default_cluster_id")]
@@ -62,6 +71,89 @@ pub struct ClusterSection {
     /// applied entries.
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
+    /// Autopilot (with `[gossip]`): most voters; further members stay
+    /// learners. Odd, 1 ..= 9.
+    #[serde(default = "default_max_voters")]
+    pub max_voters: usize,
+    /// Autopilot: a voter that gossip has held down this long is removed from
+    /// Raft, when the remaining voters keep a quorum.
+    #[serde(default = "default_dead_node_timeout_ms")]
+    pub dead_node_timeout_ms: u64,
+}
+
+/// `[gossip]`: SWIM membership over UDP.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSection {
+    /// UDP address, bound and advertised. Default: the IP of
+    /// `[cluster] addr`, port 7946.
+    #[serde(default)]
+    pub addr: Option<SocketAddr>,
+    /// Members to join: `HOST` or `HOST:PORT` (port 7946 by default), tried
+    /// with backoff until one answers.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Form a new cluster once this many members (this node included) see
+    /// each other and none has Raft state; 0: never form one, only join.
+    #[serde(default)]
+    pub bootstrap_expect: usize,
+    /// `lan` (memberlist's LAN timings) or `fast` (sub-second detection on
+    /// loopback and quiet LANs).
+    #[serde(default)]
+    pub profile: ferry_gossip::Profile,
+    /// Overrides of the profile's timings.
+    #[serde(default)]
+    pub probe_period_ms: Option<u64>,
+    #[serde(default)]
+    pub probe_rtt_ms: Option<u64>,
+    #[serde(default)]
+    pub suspect_to_down_ms: Option<u64>,
+}
+
+/// The default gossip port.
+pub const GOSSIP_PORT: u16 = 7946;
+/// The default cluster port.
+pub const CLUSTER_PORT: u16 = 7947;
+
+impl GossipSection {
+    /// The gossip address: `addr`, or the cluster IP with port 7946.
+    pub fn addr(&self, cluster: &ClusterSection) -> SocketAddr {
+        self.addr.unwrap_or_else(|| SocketAddr::new(cluster.addr.ip(), GOSSIP_PORT))
+    }
+
+    /// The protocol settings for the gossip crate.
+    pub fn gossip_config(&self, cluster_id: &str) -> ferry_gossip::GossipConfig {
+        ferry_gossip::GossipConfig {
+            cluster_id: cluster_id.to_string(),
+            profile: self.profile,
+            probe_period_ms: self.probe_period_ms,
+            probe_rtt_ms: self.probe_rtt_ms,
+            suspect_to_down_ms: self.suspect_to_down_ms,
+            ..ferry_gossip::GossipConfig::default()
+        }
+    }
+}
+
+/// Parses a join seed: `HOST` or `HOST:PORT`, IPv6 as `[::1]:PORT`. Names
+/// are resolved when joining, not here.
+pub fn parse_seed(s: &str) -> Result<(String, u16), String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok((ip.to_string(), GOSSIP_PORT));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("invalid port {p:?} in {s:?}"))?),
+        None => (s, GOSSIP_PORT),
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid || port == 0 {
+        return Err(format!("expected HOST or HOST:PORT, got {s:?}"));
+    }
+    Ok((host.to_string(), port))
 }
 
 impl ClusterSection {
@@ -96,6 +188,33 @@ fn default_snapshot_logs() -> u64 {
 }
 fn default_election_timeout_max_ms() -> u64 {
     1_000
+}
+fn default_cluster_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], CLUSTER_PORT))
+}
+fn default_max_voters() -> usize {
+    5
+}
+fn default_dead_node_timeout_ms() -> u64 {
+    60_000
+}
+
+impl ClusterSection {
+    /// A section with every default: a random node id, 127.0.0.1:7947.
+    pub fn with_defaults() -> Self {
+        Self {
+            node_id: 0,
+            addr: default_cluster_addr(),
+            cluster_id: default_cluster_id(),
+            initial_members: Vec::new(),
+            heartbeat_ms: default_heartbeat_ms(),
+            election_timeout_min_ms: default_election_timeout_min_ms(),
+            election_timeout_max_ms: default_election_timeout_max_ms(),
+            snapshot_logs: default_snapshot_logs(),
+            max_voters: default_max_voters(),
+            dead_node_timeout_ms: default_dead_node_timeout_ms(),
+        }
+    }
 }
 
 /// `[node]`.
@@ -275,10 +394,15 @@ impl Config {
             errors.push(FieldError::new("admin.request_timeout_ms", "must be greater than 0"));
         }
         if let Some(c) = &self.cluster {
-            validate_cluster(c, &mut errors);
+            validate_cluster(c, self.gossip.is_some(), &mut errors);
             if self.node.data_dir.is_none() {
                 errors.push(FieldError::new("node.data_dir", "is required with [cluster]"));
             }
+        }
+        match (&self.gossip, &self.cluster) {
+            (Some(_), None) => errors.push(FieldError::new("gossip", "requires a [cluster] section")),
+            (Some(g), Some(c)) => validate_gossip(g, c, self.admin.addr, &mut errors),
+            (None, _) => {}
         }
         errors.extend(validate_routes(&self.routes, "routes"));
         errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, Some(self.admin.addr)));
@@ -291,10 +415,53 @@ impl Config {
     }
 }
 
-fn validate_cluster(c: &ClusterSection, errors: &mut Vec<FieldError>) {
+fn validate_gossip(g: &GossipSection, c: &ClusterSection, admin: SocketAddr, errors: &mut Vec<FieldError>) {
+    let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("gossip.{field}"), msg));
+    let addr = g.addr(c);
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        err("addr", format!("must be a concrete IP:PORT peers can reach, got {addr}"));
+    }
+    if addr == admin {
+        err("addr", format!("{addr} is also the admin address"));
+    }
+    for (i, seed) in g.join.iter().enumerate() {
+        if let Err(e) = parse_seed(seed) {
+            err(&format!("join[{i}]"), e);
+        }
+    }
+    if !c.initial_members.is_empty() && (g.bootstrap_expect > 0) {
+        err("bootstrap_expect", "conflicts with [cluster] initial_members: choose one way to form".into());
+    }
+    if c.initial_members.is_empty() && g.bootstrap_expect == 0 && g.join.is_empty() {
+        err(
+            "join",
+            "give the members to join, or bootstrap_expect to form a new cluster (or [cluster] initial_members)"
+                .into(),
+        );
+    }
+    if g.bootstrap_expect > 9 {
+        err("bootstrap_expect", format!("must be at most 9 (voters), got {}", g.bootstrap_expect));
+    }
+    if let Err(e) = g.gossip_config(&c.cluster_id).validate() {
+        for issue in e.0 {
+            err(issue.field, issue.message);
+        }
+    }
+}
+
+fn validate_cluster(c: &ClusterSection, gossip: bool, errors: &mut Vec<FieldError>) {
     let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("cluster.{field}"), msg));
-    if c.node_id == 0 {
-        err("node_id", "must be greater than 0".into());
+    if c.node_id == 0 && !c.initial_members.is_empty() {
+        err("node_id", "is required with initial_members".into());
+    }
+    if c.addr.port() == 0 || c.addr.ip().is_unspecified() {
+        err("addr", format!("must be a concrete IP:PORT peers can reach, got {}", c.addr));
+    }
+    if c.max_voters == 0 || c.max_voters > 9 || c.max_voters.is_multiple_of(2) {
+        err("max_voters", format!("must be odd, 1 to 9, got {}", c.max_voters));
+    }
+    if c.dead_node_timeout_ms < 1_000 {
+        err("dead_node_timeout_ms", format!("must be at least 1000, got {}", c.dead_node_timeout_ms));
     }
     if !ferry_client::route::valid_name(&c.cluster_id) {
         err("cluster_id", format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", c.cluster_id));
@@ -336,7 +503,13 @@ fn validate_cluster(c: &ClusterSection, errors: &mut Vec<FieldError>) {
         }
     }
     if c.initial_members.is_empty() {
-        err("initial_members", "list every initial voter as ID@IP:PORT, this node included".into());
+        if !gossip {
+            err(
+                "initial_members",
+                "list every initial voter as ID@IP:PORT, this node included (or form the cluster through [gossip])"
+                    .into(),
+            );
+        }
     } else if !has_self && c.node_id != 0 {
         err("initial_members", format!("must include this node ({}@{})", c.node_id, c.addr));
     }
@@ -486,6 +659,71 @@ initial_members = ["1@127.0.0.1:7947", "2@127.0.0.2:7947", "3@127.0.0.3:7947"]
         ] {
             assert!(e.iter().any(|l| l == want), "missing {want:?} in {e:#?}");
         }
+    }
+
+    const GOSSIP: &str = r#"
+[node]
+data_dir = "/tmp/ferry-g"
+[cluster]
+addr = "127.0.0.4:7947"
+[gossip]
+join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
+"#;
+
+    #[test]
+    fn gossip_section_defaults_its_address_from_the_cluster_ip() -> Result<(), ConfigErrors> {
+        let c = Config::parse(GOSSIP)?.validate()?;
+        let (cluster, gossip) = (c.cluster.expect("cluster"), c.gossip.expect("gossip"));
+        assert_eq!(cluster.node_id, 0, "random id");
+        assert_eq!(gossip.addr(&cluster), "127.0.0.4:7946".parse().expect("addr"));
+        assert_eq!(gossip.profile, ferry_gossip::Profile::Lan);
+        assert_eq!((cluster.max_voters, cluster.dead_node_timeout_ms), (5, 60_000));
+        Ok(())
+    }
+
+    #[test]
+    fn seeds_take_a_host_and_an_optional_port() {
+        assert_eq!(parse_seed("10.0.0.1"), Ok(("10.0.0.1".into(), 7946)));
+        assert_eq!(parse_seed("10.0.0.1:9"), Ok(("10.0.0.1".into(), 9)));
+        assert_eq!(parse_seed("[::1]:9"), Ok(("::1".into(), 9)));
+        assert_eq!(parse_seed("node-2.lan"), Ok(("node-2.lan".into(), 7946)));
+        assert!(parse_seed("a b").is_err());
+        assert!(parse_seed("host:x").is_err());
+        assert!(parse_seed("").is_err());
+    }
+
+    #[test]
+    fn gossip_problems_name_their_fields() {
+        let text = GOSSIP.replace("\"127.0.0.1\", ", "\"bad seed\", ")
+            + "bootstrap_expect = 11\nprobe_period_ms = 0\n";
+        let text = text.replace("addr = \"127.0.0.4:7947\"", "addr = \"127.0.0.4:7947\"\nmax_voters = 4");
+        let e = errors(&text);
+        for want in [
+            "gossip.join[0]: expected HOST or HOST:PORT, got \"bad seed\"",
+            "gossip.bootstrap_expect: must be at most 9 (voters), got 11",
+            "cluster.max_voters: must be odd, 1 to 9, got 4",
+        ] {
+            assert!(e.iter().any(|l| l == want), "missing {want:?} in {e:#?}");
+        }
+        assert!(e.iter().any(|l| l.starts_with("gossip.probe_period_ms")), "{e:#?}");
+    }
+
+    #[test]
+    fn gossip_needs_a_way_to_form_or_join_and_a_cluster_section() {
+        let e = errors(
+            &GOSSIP.replace("join = [\"127.0.0.1\", \"127.0.0.2:8946\", \"ferry-1.example:7946\"]", ""),
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("gossip.join: give the members to join"), "{e:?}");
+        let e = errors("[gossip]\nbootstrap_expect = 1\n");
+        assert_eq!(e, vec!["gossip: requires a [cluster] section"]);
+        let e = errors(&format!("{CLUSTER}[gossip]\nbootstrap_expect = 3\n"));
+        assert_eq!(
+            e,
+            vec!["gossip.bootstrap_expect: conflicts with [cluster] initial_members: choose one way to form"]
+        );
+        let e = errors(&CLUSTER.replace("node_id = 2\n", ""));
+        assert!(e.contains(&"cluster.node_id: is required with initial_members".to_string()), "{e:?}");
     }
 
     #[test]

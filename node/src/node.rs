@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigErrors};
-use crate::control::member::{Member, MemberError};
+use crate::control::member::{Member, MemberError, MemberHandle};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::dataplane::clock::Clock;
@@ -106,6 +106,8 @@ pub struct Node {
     metrics: Metrics,
     workers: Workers,
     member: Option<Member>,
+    leave: CancellationToken,
+    leave_timeout: Duration,
 }
 
 impl Node {
@@ -166,6 +168,7 @@ impl Node {
 
         let draining = Arc::new(AtomicBool::new(false));
         let admin_stop = CancellationToken::new();
+        let leave = CancellationToken::new();
         let state = AdminState {
             node_name: config.node.name.clone(),
             started: std::time::Instant::now(),
@@ -175,6 +178,8 @@ impl Node {
             draining: Arc::clone(&draining),
             clock,
             replica: member.as_ref().map(|m| Arc::clone(&m.replica)),
+            member: member.as_ref().map(|m| m.handle.clone()),
+            leave: leave.clone(),
             token: admin_token(config)?,
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
         };
@@ -195,7 +200,20 @@ impl Node {
             metrics,
             workers,
             member,
+            leave,
+            leave_timeout: Duration::from_millis(config.admin.request_timeout_ms),
         })
+    }
+
+    /// Completes when `POST /v1/leave` asked this node to leave the cluster
+    /// and stop; the owner then calls [`Node::shutdown`].
+    pub async fn leave_requested(&self) {
+        self.leave.cancelled().await;
+    }
+
+    /// The cluster membership handle (cluster mode).
+    pub fn member(&self) -> Option<&MemberHandle> {
+        self.member.as_ref().map(|m| &m.handle)
     }
 
     /// Address of the admin API.
@@ -255,6 +273,11 @@ impl Node {
     /// (a second SIGTERM).
     pub async fn shutdown_or(self, cut_short: impl std::future::Future<Output = ()>) -> ShutdownReport {
         self.draining.store(true, Relaxed);
+        if let Some(member) = &self.member {
+            // Leave before the listeners close: peers stop sending this
+            // node traffic and Raft stops counting on it while it drains.
+            member.handle.leave(self.leave_timeout).await;
+        }
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::StopAccepting { reply }).await.is_ok() {
             let _ = rx.await;

@@ -8,9 +8,11 @@
 //!
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
+//! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`request`]: parameters, auth, bodies, consistency, blocking queries.
 
 pub mod chaos;
+pub mod members;
 pub mod request;
 pub mod routes;
 
@@ -26,12 +28,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use ferry_client::api::{ErrorBody, Status};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
 
+use crate::control::member::MemberHandle;
 use crate::control::replica::Replica;
 use crate::dataplane::clock::Clock;
 use crate::dataplane::table::RoutingTable;
@@ -49,6 +52,10 @@ pub struct AdminState {
     pub clock: Clock,
     /// Cluster mode: the replica writes and reads go through.
     pub replica: Option<Arc<Replica>>,
+    /// Cluster mode: membership (gossip and Raft).
+    pub member: Option<MemberHandle>,
+    /// Cancelled by `POST /v1/leave`; the node then leaves and stops.
+    pub leave: CancellationToken,
     /// Bearer token writes must carry, if configured.
     pub token: Option<String>,
     /// Longest a request may take.
@@ -92,6 +99,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/routes", get(routes::list))
         .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
         .route("/v1/routes/{name}/backends/{id}/weight", put(routes::put_weight))
+        .route("/v1/members", get(members::list))
+        .route("/v1/members/{id}/remove", post(members::remove))
+        .route("/v1/leave", post(members::leave))
         .route("/v1/chaos", get(chaos::list))
         .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))
         .route("/metrics", get(metrics))

@@ -89,6 +89,7 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::Fatal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
+            ReplicaError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "refused", e.to_string()),
         }
     }
 }

@@ -25,8 +25,9 @@ use tracing::{error, info, warn};
 #[derive(Debug, Parser)]
 #[command(name = "ferryd", version)]
 struct Args {
-    /// Configuration file to run with.
-    #[arg(long, value_name = "FILE", required_unless_present = "check_config")]
+    /// Configuration file to run with (optional when `--data-dir` is given:
+    /// flags and defaults then make the whole configuration).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["check_config", "data_dir"])]
     config: Option<PathBuf>,
     /// Validate FILE, print every problem (exit 2) or "ok" (exit 0), and exit.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -41,12 +42,50 @@ struct Args {
     /// `[telemetry] otlp_endpoint` and OTEL_EXPORTER_OTLP_ENDPOINT.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Node name, unique in the cluster; overrides `[node] name`.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where the node keeps its id and cluster state; overrides
+    /// `[node] data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// One IP for everything: `:PORT` route listeners, and the admin (7948),
+    /// cluster (7947) and gossip (7946) addresses, keeping their ports.
+    #[arg(long, value_name = "IP")]
+    bind: Option<std::net::IpAddr>,
+    /// Members to join, `HOST[:PORT]` (gossip port, 7946 by default),
+    /// comma-separated; enables gossip. Overrides `[gossip] join`.
+    #[arg(long, value_name = "HOST[:PORT],...", value_delimiter = ',')]
+    join: Vec<String>,
+    /// Form a new cluster once N members see each other; enables gossip.
+    /// Overrides `[gossip] bootstrap_expect`.
+    #[arg(long, value_name = "N")]
+    bootstrap_expect: Option<usize>,
+    /// Gossip timings, `lan` or `fast`; enables gossip. Overrides
+    /// `[gossip] profile`.
+    #[arg(long, value_name = "PROFILE")]
+    gossip_profile: Option<String>,
 }
 
 impl Args {
-    /// Reads the file, applies flag overrides, validates.
-    fn load(&self, path: &Path) -> Result<Config, ConfigErrors> {
-        let mut config = Config::read(path)?;
+    /// Reads the file (if any), applies flag overrides, validates.
+    fn load(&self, path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let mut config = match path {
+            Some(p) => Config::read(p)?,
+            None => Config::default(),
+        };
+        self.apply_cluster_flags(&mut config, path.is_none())?;
+        if let Some(ip) = self.bind {
+            config.node.bind_addr = ip;
+            config.admin.addr.set_ip(ip);
+            if let Some(c) = &mut config.cluster {
+                c.addr.set_ip(ip);
+            }
+            if let Some(g) = &mut config.gossip {
+                let port = g.addr.map_or(ferry_node::config::GOSSIP_PORT, |a| a.port());
+                g.addr = Some(SocketAddr::new(ip, port));
+            }
+        }
         if let Some(a) = self.admin_addr {
             config.admin.addr = a;
         }
@@ -58,24 +97,63 @@ impl Args {
         }
         config.validate()
     }
+
+    /// `--name`, `--data-dir`, `--join`, `--bootstrap-expect`,
+    /// `--gossip-profile`. Gossip flags (or running with no file at all)
+    /// turn on `[cluster]` and `[gossip]` with their defaults.
+    fn apply_cluster_flags(&self, config: &mut Config, no_file: bool) -> Result<(), ConfigErrors> {
+        if let Some(n) = &self.name {
+            config.node.name.clone_from(n);
+        }
+        if let Some(d) = &self.data_dir {
+            config.node.data_dir = Some(d.clone());
+        }
+        let profile = match self.gossip_profile.as_deref() {
+            None => None,
+            Some("lan") => Some(ferry_gossip::Profile::Lan),
+            Some("fast") => Some(ferry_gossip::Profile::Fast),
+            Some(other) => {
+                return Err(ConfigErrors(vec![ferry_client::FieldError::new(
+                    "--gossip-profile",
+                    format!("expected lan or fast, got {other:?}"),
+                )]));
+            }
+        };
+        let wants_gossip =
+            no_file || !self.join.is_empty() || self.bootstrap_expect.is_some() || profile.is_some();
+        if wants_gossip {
+            config.cluster.get_or_insert_with(ferry_node::config::ClusterSection::with_defaults);
+            let gossip = config.gossip.get_or_insert_with(Default::default);
+            if !self.join.is_empty() {
+                gossip.join.clone_from(&self.join);
+            }
+            if let Some(n) = self.bootstrap_expect {
+                gossip.bootstrap_expect = n;
+            }
+            if let Some(p) = profile {
+                gossip.profile = p;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        return match args.load(path) {
+        return match args.load(Some(path)) {
             Ok(c) => {
                 let n = c.routes.len();
                 println!("{}: ok ({n} route{})", path.display(), if n == 1 { "" } else { "s" });
                 ExitCode::SUCCESS
             }
-            Err(e) => config_failure(path, &e),
+            Err(e) => config_failure(Some(path), &e),
         };
     }
-    let Some(path) = args.config.clone() else { return ExitCode::from(2) };
-    let config = match args.load(&path) {
+    let path = args.config.clone();
+    let config = match args.load(path.as_deref()) {
         Ok(c) => c,
-        Err(e) => return config_failure(&path, &e),
+        Err(e) => return config_failure(path.as_deref(), &e),
     };
     raise_fd_limit();
     // The main runtime carries the control plane and the admin API; it
@@ -95,15 +173,18 @@ fn main() -> ExitCode {
 }
 
 /// Prints one line per problem and returns exit status 2.
-fn config_failure(path: &Path, e: &ConfigErrors) -> ExitCode {
-    eprintln!("ferryd: {} is invalid:", path.display());
+fn config_failure(path: Option<&Path>, e: &ConfigErrors) -> ExitCode {
+    match path {
+        Some(p) => eprintln!("ferryd: {} is invalid:", p.display()),
+        None => eprintln!("ferryd: the configuration is invalid:"),
+    }
     for problem in &e.0 {
         eprintln!("{problem}");
     }
     ExitCode::from(2)
 }
 
-async fn run(args: Args, path: PathBuf, config: Config) -> ExitCode {
+async fn run(args: Args, path: Option<PathBuf>, config: Config) -> ExitCode {
     let opts = TracingOptions {
         format: config.telemetry.log_format,
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
@@ -120,12 +201,12 @@ async fn run(args: Args, path: PathBuf, config: Config) -> ExitCode {
     if let Some(endpoint) = otlp_enabled(&opts) {
         info!(%endpoint, "exporting traces over OTLP");
     }
-    let code = serve(&args, &path, &config).await;
+    let code = serve(&args, path.as_deref(), &config).await;
     telemetry::TracingGuard::shutdown(guard);
     code
 }
 
-async fn serve(args: &Args, path: &Path, config: &Config) -> ExitCode {
+async fn serve(args: &Args, path: Option<&Path>, config: &Config) -> ExitCode {
     let (mut hup, mut term, mut int) = match (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -148,9 +229,16 @@ async fn serve(args: &Args, path: &Path, config: &Config) -> ExitCode {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(args, path, config, &node).await,
+            _ = hup.recv() => match path {
+                Some(path) => reload(args, path, config, &node).await,
+                None => warn!("SIGHUP: running without a config file, nothing to reload"),
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
+            () = node.leave_requested() => {
+                info!("leave requested through the admin API");
+                break;
+            }
         }
     }
     info!("shutdown requested");
@@ -170,7 +258,7 @@ async fn serve(args: &Args, path: &Path, config: &Config) -> ExitCode {
 /// SIGHUP: re-read the file; apply its routes, or keep the running ones.
 async fn reload(args: &Args, path: &Path, running: &Config, node: &Node) {
     let metrics = node.metrics().config_reloads_total.clone();
-    let config = match args.load(path) {
+    let config = match args.load(Some(path)) {
         Ok(c) => c,
         Err(e) => {
             metrics.with_label_values(&["error"]).inc();

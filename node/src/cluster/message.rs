@@ -63,6 +63,36 @@ pub enum Message {
     ReadIndex,
     /// The answer to [`Message::ReadIndex`].
     ReadIndexResult(Result<u64, WriteError>),
+    /// What a node is: asked before forming a cluster (has anyone Raft
+    /// state?) and by `GET /v1/members` (applied index).
+    NodeStatus,
+    /// The answer to [`Message::NodeStatus`].
+    NodeStatusResult(NodeStatus),
+    /// A membership change for the leader (leave, force-leave).
+    ChangeMembership(MembershipChange),
+    /// The answer to [`Message::ChangeMembership`]: the log index of the
+    /// committed membership.
+    ChangeMembershipResult(Result<u64, WriteError>),
+}
+
+/// A node's answer to [`Message::NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub name: String,
+    /// Whether the node has Raft state (a membership, a vote or a log).
+    pub initialized: bool,
+    pub applied_index: Option<u64>,
+    /// The node's `bootstrap_expect` (0: it only joins).
+    pub bootstrap_expect: u32,
+}
+
+/// A membership change the leader performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Remove the node from the voters and learners. The leader refuses to
+    /// remove its last voter.
+    Remove { node_id: NodeId },
 }
 
 impl Message {
@@ -81,6 +111,10 @@ impl Message {
             Message::ClientWriteResult(_) => "client-write-result",
             Message::ReadIndex => "read-index",
             Message::ReadIndexResult(_) => "read-index-result",
+            Message::NodeStatus => "node-status",
+            Message::NodeStatusResult(_) => "node-status-result",
+            Message::ChangeMembership(_) => "change-membership",
+            Message::ChangeMembershipResult(_) => "change-membership-result",
             Message::Error { .. } => "error",
         }
     }
@@ -128,6 +162,14 @@ pub enum WriteError {
     #[error("raft is stopped on this node: {message}")]
     Fatal {
         /// openraft's error.
+        message: String,
+    },
+    // New variants go last: bincode encodes the variant index.
+    /// A membership change was refused (another change in progress, the
+    /// last voter, an unknown node); nothing changed.
+    #[error("membership change refused: {message}")]
+    Membership {
+        /// Why.
         message: String,
     },
 }

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::frame::{FrameError, decode_payload, encode_frame, read_frame, write_frame};
-use crate::cluster::message::{ErrorCode, Message, WriteError};
+use crate::cluster::message::{ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
 
 /// Limits of the cluster server.
@@ -51,6 +51,9 @@ impl Default for ServerConfig {
 /// Longest wait to deliver an error reply before closing anyway.
 const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest wait for a membership change (two commits: joint, then uniform).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Pause after a failed `accept` (for example out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -58,6 +61,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct ClusterServer {
     raft: Raft,
+    node_name: String,
+    bootstrap_expect: u32,
     cluster_id: String,
     stats: Arc<TransportStats>,
     config: ServerConfig,
@@ -72,7 +77,22 @@ impl ClusterServer {
         stats: Arc<TransportStats>,
         config: ServerConfig,
     ) -> Self {
-        Self { raft, cluster_id: cluster_id.into(), stats, config }
+        Self {
+            raft,
+            node_name: String::new(),
+            bootstrap_expect: 0,
+            cluster_id: cluster_id.into(),
+            stats,
+            config,
+        }
+    }
+
+    /// The node name and `bootstrap_expect` that [`Message::NodeStatus`]
+    /// reports.
+    pub fn with_identity(mut self, name: impl Into<String>, bootstrap_expect: u32) -> Self {
+        self.node_name = name.into();
+        self.bootstrap_expect = bootstrap_expect;
+        self
     }
 
     /// The configuration.
@@ -91,10 +111,71 @@ impl ClusterServer {
             }
             Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
             Message::ReadIndex => Message::ReadIndexResult(self.read_index().await),
+            Message::NodeStatus => Message::NodeStatusResult(self.node_status().await),
+            Message::ChangeMembership(change) => {
+                Message::ChangeMembershipResult(self.change_membership(change).await)
+            }
             other => Message::Error {
                 code: ErrorCode::Unexpected,
                 message: format!("a {} message is not a request", other.kind()),
             },
+        }
+    }
+
+    /// This node's id, name, whether it has Raft state, and how far it has
+    /// applied.
+    pub async fn node_status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let initialized = self.raft.is_initialized().await.unwrap_or(true);
+        NodeStatus {
+            node_id: m.id,
+            name: self.node_name.clone(),
+            initialized,
+            applied_index: m.last_applied.map(|l| l.index),
+            bootstrap_expect: self.bootstrap_expect,
+        }
+    }
+
+    /// Performs `change` if this node is the leader; otherwise names the
+    /// leader. Waits for the new membership to commit (bounded by the
+    /// membership timeout).
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<u64, WriteError> {
+        let MembershipChange::Remove { node_id } = change;
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|id| id == node_id);
+        let known = membership.get_node(&node_id).is_some();
+        if m.current_leader != Some(m.id) {
+            return Err(
+                match m.current_leader.and_then(|l| membership.get_node(&l).map(|n| (l, n.clone()))) {
+                    Some((leader_id, leader)) => WriteError::ForwardToLeader { leader_id, leader },
+                    None => WriteError::NoLeader,
+                },
+            );
+        }
+        if !known {
+            return Err(WriteError::Membership { message: format!("node {node_id} is not a member") });
+        }
+        if is_voter && membership.voter_ids().count() == 1 {
+            return Err(WriteError::Membership {
+                message: format!("node {node_id} is the last voter: removing it would end the cluster"),
+            });
+        }
+        let ids = std::collections::BTreeSet::from([node_id]);
+        let change = if is_voter {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        match timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false)).await {
+            Ok(Ok(resp)) => Ok(resp.log_id.index),
+            Ok(Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ChangeMembershipError(e),
+            ))) => Err(WriteError::Membership { message: e.to_string() }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(WriteError::Timeout {
+                timeout_ms: u64::try_from(MEMBERSHIP_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            }),
         }
     }
 

@@ -14,22 +14,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_client::RouteSpec;
+use ferry_gossip::GossipHandle;
 use ferry_raft_store::types::Raft;
-use ferry_raft_store::{Command, NodeInfo, RaftTimers, Request, Response, StateError, raft_config};
+use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateError, raft_config};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::autopilot::AutopilotConfig;
 use super::publisher::Command as PublisherCommand;
 use super::replica::Replica;
+use crate::cluster::message::{MembershipChange, Message};
 use crate::cluster::network::Network;
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::{ClusterSection, Config};
 use crate::telemetry::metrics::Metrics;
+
+/// A learner must be alive in gossip this long before autopilot promotes it.
+const AUTOPILOT_STABILIZATION: Duration = Duration::from_secs(2);
 
 /// How long opening the data dir may wait for a previous owner's lock.
 const DB_LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -43,15 +49,30 @@ pub enum MemberError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("cluster.node_id: {0}")]
+    NodeId(#[from] super::node_id::NodeIdError),
+    #[error(transparent)]
+    Gossip(#[from] super::gossip::GossipStartError),
 }
 
 /// A running cluster member.
 #[derive(Debug)]
 pub struct Member {
+    pub handle: MemberHandle,
     pub replica: Arc<Replica>,
     pub stats: Arc<TransportStats>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the admin API and shutdown need of a member; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemberHandle {
+    pub node_id: NodeId,
+    pub replica: Arc<Replica>,
+    /// Gossip, when the node has a `[gossip]` section.
+    pub gossip: Option<GossipHandle>,
+    transport: Arc<Transport>,
 }
 
 impl Member {
@@ -67,6 +88,7 @@ impl Member {
     ) -> Result<Member, MemberError> {
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
+        let node_id = super::node_id::resolve(&data_dir, cluster.node_id)?;
         let db = open_db(&data_dir.join("raft")).await?;
         let (log, sm) = ferry_raft_store::open(&db).map_err(|e| MemberError::Storage(e.to_string()))?;
         let watch = sm.watch();
@@ -87,8 +109,8 @@ impl Member {
             raft_config.replication_lag_threshold = n * 2;
             raft_config = raft_config.validate().map_err(|e| MemberError::Raft(e.to_string()))?;
         }
-        let network = Network::new(cluster.node_id, Arc::clone(&transport));
-        let raft = Raft::new(cluster.node_id, Arc::new(raft_config), network, log, sm)
+        let network = Network::new(node_id, Arc::clone(&transport));
+        let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| MemberError::Raft(e.to_string()))?;
 
@@ -96,24 +118,75 @@ impl Member {
             .await
             .map_err(|source| MemberError::Listen { addr: cluster.addr, source })?;
         let stop = CancellationToken::new();
+        let bootstrap_expect = config.gossip.as_ref().map_or(0, |g| g.bootstrap_expect);
         let server = ClusterServer::new(
             raft.clone(),
             cluster.cluster_id.clone(),
             Arc::clone(&stats),
             ServerConfig::default(),
-        );
+        )
+        .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX));
         let mut tasks = vec![tokio::spawn(serve(listener, server.clone(), stop.child_token()))];
-        let replica = Arc::new(Replica::new(cluster.node_id, raft.clone(), watch, server, transport));
+        let replica = Arc::new(Replica::new(node_id, raft.clone(), watch, server, Arc::clone(&transport)));
         let raft_for_metrics = raft.clone();
+        info!(node_id, cluster_addr = %cluster.addr, "cluster member starting");
+
+        let gossip = match &config.gossip {
+            Some(section) => Some(
+                super::gossip::start(
+                    section,
+                    cluster,
+                    node_id,
+                    &config.node.name,
+                    admin_addr,
+                    metrics,
+                    &stop,
+                )
+                .await?,
+            ),
+            None => None,
+        };
 
         let fresh = !raft.is_initialized().await.map_err(|e| MemberError::Raft(e.to_string()))?;
         let lowest = cluster.members().iter().map(|(id, _)| *id).min();
-        if fresh && lowest == Some(cluster.node_id) {
+        if let Some(g) = &gossip {
+            if fresh && bootstrap_expect > 0 {
+                let (replica, g, transport, stop) =
+                    (Arc::clone(&replica), g.clone(), Arc::clone(&transport), stop.clone());
+                let routes = config.routes.clone();
+                tasks.push(tokio::spawn(async move {
+                    let outcome = super::bootstrap::run(
+                        bootstrap_expect,
+                        Arc::clone(&replica),
+                        g,
+                        transport,
+                        stop.clone(),
+                    )
+                    .await;
+                    if outcome == super::bootstrap::Outcome::Initialized && !routes.is_empty() {
+                        seed(replica, routes, stop).await;
+                    }
+                }));
+            }
+            let cfg = AutopilotConfig {
+                max_voters: cluster.max_voters,
+                dead_node_timeout: Duration::from_millis(cluster.dead_node_timeout_ms),
+                stabilization: AUTOPILOT_STABILIZATION,
+            };
+            tasks.push(tokio::spawn(super::autopilot::run(
+                raft.clone(),
+                g.clone(),
+                cfg,
+                metrics.clone(),
+                stop.clone(),
+            )));
+        }
+        if fresh && lowest == Some(node_id) {
             let members: BTreeMap<u64, NodeInfo> = cluster
                 .members()
                 .into_iter()
                 .map(|(id, addr)| {
-                    let me = id == cluster.node_id;
+                    let me = id == node_id;
                     let info = NodeInfo {
                         name: if me { config.node.name.clone() } else { String::new() },
                         cluster_addr: addr.to_string(),
@@ -137,10 +210,11 @@ impl Member {
             metrics.clone(),
             stop.clone(),
         )));
-        Ok(Member { replica, stats, stop, tasks })
+        let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport };
+        Ok(Member { handle, replica, stats, stop, tasks })
     }
 
-    /// Stops serving the cluster port and shuts Raft down.
+    /// Stops gossip, the cluster port and Raft.
     pub async fn shutdown(self) {
         self.stop.cancel();
         for t in self.tasks {
@@ -149,6 +223,115 @@ impl Member {
         if let Err(e) = self.replica.raft().shutdown().await {
             warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+impl MemberHandle {
+    /// Leaves the cluster on purpose (shutdown with `[gossip]`): asks the
+    /// leader to remove this node from Raft when the voters left behind keep
+    /// a live majority, then tells gossip, so peers see it `left` rather
+    /// than `down`. Without gossip (static membership) nothing is done: such
+    /// a node keeps its place for when it restarts.
+    pub async fn leave(&self, timeout: Duration) {
+        let Some(gossip) = &self.gossip else { return };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let m = self.replica.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_member = membership.get_node(&self.node_id).is_some();
+        let view = gossip.view();
+        let live_others = voters
+            .iter()
+            .filter(|&&v| v != self.node_id && view.state_of(v).is_some_and(ferry_gossip::MemberState::is_up))
+            .count();
+        let remaining = voters.len() - usize::from(voters.contains(&self.node_id));
+        if !is_member {
+            info!("leave: not a Raft member");
+        } else if remaining == 0 {
+            warn!("leave: this node is the last voter; it stays in the Raft membership");
+        } else if voters.contains(&self.node_id) && live_others <= remaining / 2 {
+            warn!(
+                voters = voters.len(),
+                live_others, "leave: removing this voter would leave no live majority; it stays a voter"
+            );
+        } else {
+            let change = MembershipChange::Remove { node_id: self.node_id };
+            match self.replica.change_membership(change, deadline).await {
+                Ok(index) => info!(index, "leave: removed from the Raft membership"),
+                Err(e) => warn!(error = %e, "leave: could not leave the Raft membership"),
+            }
+        }
+        match gossip.leave().await {
+            Ok(()) => info!("leave: left the gossip cluster"),
+            Err(e) => warn!(error = %e, "leave: gossip leave failed"),
+        }
+    }
+
+    /// Every member of the cluster this node knows of, from Raft and
+    /// gossip, with the applied index of the live ones (asked over the
+    /// cluster port, each within `probe_timeout`).
+    pub async fn members(&self, probe_timeout: Duration) -> Vec<ferry_client::api::Member> {
+        let m = self.replica.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let view = self.gossip.as_ref().map(GossipHandle::view);
+        let mut rows: BTreeMap<NodeId, ferry_client::api::Member> = BTreeMap::new();
+        for (id, info) in membership.nodes() {
+            rows.insert(
+                *id,
+                ferry_client::api::Member {
+                    id: *id,
+                    name: info.name.clone(),
+                    state: None,
+                    gossip_addr: None,
+                    cluster_addr: info.cluster_addr.clone(),
+                    admin_addr: info.admin_addr.clone(),
+                    raft: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                    applied_index: None,
+                },
+            );
+        }
+        for status in view.iter().flat_map(|v| v.members.values()) {
+            let i = &status.identity;
+            let row = rows.entry(i.id).or_insert_with(|| ferry_client::api::Member {
+                id: i.id,
+                name: String::new(),
+                state: None,
+                gossip_addr: None,
+                cluster_addr: String::new(),
+                admin_addr: String::new(),
+                raft: "none".to_string(),
+                applied_index: None,
+            });
+            row.name.clone_from(&i.name);
+            row.state = Some(status.state.as_str().to_string());
+            row.gossip_addr = Some(i.gossip_addr.to_string());
+            row.cluster_addr = i.cluster_addr.to_string();
+            row.admin_addr = i.admin_addr.to_string();
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for row in rows.values_mut() {
+            let up = row.state.as_deref().is_none_or(|s| s == "alive" || s == "suspect");
+            if row.id == self.node_id {
+                row.applied_index = m.last_applied.map(|l| l.index);
+            } else if up && !row.cluster_addr.is_empty() {
+                let (id, addr, transport) = (row.id, row.cluster_addr.clone(), Arc::clone(&self.transport));
+                probes.spawn(async move {
+                    match transport.call_timeout(&addr, &Message::NodeStatus, probe_timeout).await {
+                        Ok(Message::NodeStatusResult(s)) => (id, s.applied_index),
+                        _ => (id, None),
+                    }
+                });
+            }
+        }
+        while let Some(joined) = probes.join_next().await {
+            if let Ok((id, applied)) = joined
+                && let Some(row) = rows.get_mut(&id)
+            {
+                row.applied_index = applied;
+            }
+        }
+        rows.into_values().collect()
     }
 }
 

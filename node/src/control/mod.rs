@@ -5,7 +5,11 @@
 //! - [`member`]: this node as a Raft member (storage, bootstrap, seeding).
 //! - [`replica`]: writes with leader forwarding, linearizable reads.
 
+pub mod autopilot;
+pub mod bootstrap;
+pub mod gossip;
 pub mod member;
+pub mod node_id;
 pub mod publisher;
 pub mod registry;
 pub mod replica;

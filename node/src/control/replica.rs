@@ -21,7 +21,7 @@ use openraft::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cluster::message::{Message, WriteError};
+use crate::cluster::message::{MembershipChange, Message, WriteError};
 use crate::cluster::server::ClusterServer;
 use crate::cluster::transport::Transport;
 
@@ -43,6 +43,9 @@ pub enum ReplicaError {
     /// Raft stopped on this node (500).
     #[error("raft is stopped on this node: {0}")]
     Fatal(String),
+    /// The leader refused a membership change; nothing changed (409).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// See the module doc.
@@ -95,26 +98,81 @@ impl Replica {
     }
 
     async fn write_inner(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
+        let msg = Message::ClientWrite(req.clone());
+        self.leader_call(
+            || self.server.write(req.clone()),
+            &msg,
+            |m| match m {
+                Message::ClientWriteResult(r) => Some(r),
+                _ => None,
+            },
+            deadline,
+        )
+        .await
+    }
+
+    /// Has the leader perform `change` (leave, force-leave) by `deadline`,
+    /// following leader changes like [`Self::write`]. Returns the log index
+    /// of the committed membership.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+        deadline: Instant,
+    ) -> Result<u64, ReplicaError> {
+        let msg = Message::ChangeMembership(change.clone());
+        let call = self.leader_call(
+            || self.server.change_membership(change.clone()),
+            &msg,
+            |m| match m {
+                Message::ChangeMembershipResult(r) => Some(r),
+                _ => None,
+            },
+            deadline,
+        );
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(ReplicaError::Timeout(
+                "no answer within the request timeout; the change may still commit".into(),
+            )),
+        }
+    }
+
+    /// Runs `local` here; when this node is not the leader, sends `msg` to
+    /// the leader instead (at most `MAX_HOPS` real hops), waiting out
+    /// elections until `deadline`.
+    async fn leader_call<T, F, Fut>(
+        &self,
+        local: F,
+        msg: &Message,
+        extract: fn(Message) -> Option<Result<T, WriteError>>,
+        deadline: Instant,
+    ) -> Result<T, ReplicaError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteError>>,
+    {
         let mut hops = 0;
-        let mut result = self.server.write(req.clone()).await;
+        let mut result = local().await;
         loop {
             match result {
-                Ok(resp) => return Ok(resp),
+                Ok(v) => return Ok(v),
                 Err(WriteError::ForwardToLeader { leader_id, leader })
                     if leader_id != self.node_id && hops < MAX_HOPS =>
                 {
-                    result = match self
-                        .forward(&leader.cluster_addr, &Message::ClientWrite(req.clone()), deadline)
-                        .await
-                    {
+                    result = match self.forward(&leader.cluster_addr, msg, deadline).await {
                         // Only a forward that reached a node counts as a hop:
                         // while the old leader is dead, this node keeps naming
                         // it until the election ends.
-                        Ok(Message::ClientWriteResult(r)) => {
-                            hops += 1;
-                            r
+                        Ok(answer) => {
+                            let kind = answer.kind();
+                            match extract(answer) {
+                                Some(r) => {
+                                    hops += 1;
+                                    r
+                                }
+                                None => return Err(unexpected_kind(kind)),
+                            }
                         }
-                        Ok(other) => return Err(unexpected(&other)),
                         // The leader we knew is gone: wait for the next one.
                         Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),
                         Err(e) => return Err(e),
@@ -122,7 +180,7 @@ impl Replica {
                 }
                 Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
                     wait_or_give_up(deadline, "no leader").await?;
-                    result = self.server.write(req.clone()).await;
+                    result = local().await;
                 }
                 Err(e) => return Err(write_error(e)),
             }
@@ -240,9 +298,14 @@ fn write_error(e: WriteError) -> ReplicaError {
         WriteError::NoLeader | WriteError::ForwardToLeader { .. } => ReplicaError::Unavailable(e.to_string()),
         WriteError::Timeout { .. } => ReplicaError::Timeout(e.to_string()),
         WriteError::Fatal { message } => ReplicaError::Fatal(message),
+        WriteError::Membership { message } => ReplicaError::Refused(message),
     }
 }
 
 fn unexpected(msg: &Message) -> ReplicaError {
-    ReplicaError::Unavailable(format!("unexpected {} answer from the leader", msg.kind()))
+    unexpected_kind(msg.kind())
+}
+
+fn unexpected_kind(kind: &str) -> ReplicaError {
+    ReplicaError::Unavailable(format!("unexpected {kind} answer from the leader"))
 }

@@ -77,6 +77,15 @@ pub struct Metrics {
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
+    /// `ferry_gossip_members{state}`: members this node sees in each state.
+    pub gossip_members: IntGaugeVec,
+    /// `ferry_gossip_packets_total{direction,result}`.
+    pub gossip_packets_total: IntCounterVec,
+    /// `ferry_gossip_probe_failures_total`: probes that got no ack.
+    pub gossip_probe_failures_total: IntCounter,
+    /// `ferry_autopilot_changes_total{change}`: membership changes made by
+    /// this node's autopilot (add_learner, promote, remove_dead).
+    pub autopilot_changes_total: IntCounterVec,
 }
 
 fn counter_vec(
@@ -237,6 +246,22 @@ impl Metrics {
             "Cluster-port frames refused, by reason",
             &["reason"],
         )?;
+        let gossip_members =
+            gauge_vec(&r, "ferry_gossip_members", "Gossip members seen by this node, by state", &["state"])?;
+        let gossip_packets_total = counter_vec(
+            &r,
+            "ferry_gossip_packets_total",
+            "Gossip datagrams by direction and result",
+            &["direction", "result"],
+        )?;
+        let gossip_probe_failures_total =
+            counter("ferry_gossip_probe_failures_total", "Gossip probes that got no direct or indirect ack")?;
+        let autopilot_changes_total = counter_vec(
+            &r,
+            "ferry_autopilot_changes_total",
+            "Raft membership changes made by this node's autopilot",
+            &["change"],
+        )?;
         let admin_requests_total = counter_vec(
             &r,
             "ferry_admin_requests_total",
@@ -268,6 +293,10 @@ impl Metrics {
             raft_write_seconds,
             raft_snapshots_total,
             cluster_refused_total,
+            gossip_members,
+            gossip_packets_total,
+            gossip_probe_failures_total,
+            autopilot_changes_total,
             admin_requests_total,
             build_info,
         })

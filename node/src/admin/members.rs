@@ -1,0 +1,97 @@
+//! `/v1/members` (cluster mode): who is in the cluster, force-leave of a
+//! dead member, and a graceful leave of this node.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use ferry_client::api::RemoveResult;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{AdminState, ApiError};
+use crate::cluster::message::MembershipChange;
+use crate::control::member::MemberHandle;
+
+/// Longest wait for one member's applied index.
+const STATUS_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl AdminState {
+    /// The membership handle, or 409 on a standalone node.
+    fn membership(&self) -> Result<&MemberHandle, ApiError> {
+        self.cluster()?;
+        self.member.as_ref().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "standalone", "no cluster"))
+    }
+}
+
+/// `GET /v1/members`: every node Raft or gossip knows, by id.
+pub async fn list(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let member = s.membership()?;
+    let timeout = STATUS_PROBE_TIMEOUT.min(s.request_timeout);
+    Ok(Json(member.members(timeout).await).into_response())
+}
+
+/// `POST /v1/members/{id}/remove`: removes a member that is down (or was
+/// never started) from the Raft membership: the operator's answer to a node
+/// that will not come back, before autopilot's `dead_node_timeout`.
+pub async fn remove(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let member = s.membership()?;
+    let id: u64 = id.parse().ok().filter(|&id| id > 0).ok_or_else(|| {
+        ApiError::field("id", format!("expected a node id (a positive integer), got {id:?}"))
+    })?;
+    if id == member.node_id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "is_self",
+            "this is the node answering: use POST /v1/leave on it to make it leave",
+        ));
+    }
+    let in_raft = {
+        let m = member.replica.raft().metrics().borrow().clone();
+        m.membership_config.membership().get_node(&id).is_some()
+    };
+    if !in_raft {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("node {id} is not a Raft member"),
+        ));
+    }
+    if let Some(state) = member.gossip.as_ref().and_then(|g| g.view().state_of(id))
+        && state.is_up()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "member_alive",
+            format!(
+                "node {id} is {} in gossip: autopilot would add it back; stop it, or POST /v1/leave on it",
+                state.as_str()
+            ),
+        ));
+    }
+    let deadline = Instant::now() + s.request_timeout;
+    let index = member.replica.change_membership(MembershipChange::Remove { node_id: id }, deadline).await?;
+    Ok(Json(RemoveResult { id, index }).into_response())
+}
+
+/// `POST /v1/leave`: this node leaves the cluster (Raft, then gossip),
+/// drains its connections and exits, as on SIGTERM. Answers 202 at once.
+pub async fn leave(State(s): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let member = s.membership()?;
+    if member.gossip.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "static_membership",
+            "this node has no [gossip] section: its membership is static (initial_members); stop it instead",
+        ));
+    }
+    s.leave.cancel();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "leaving": true, "node_id": member.node_id }))).into_response())
+}

@@ -1,0 +1,139 @@
+//! Gossip in the node: binds the UDP socket, starts the `ferry-gossip`
+//! driver with this node's identity, keeps trying the `join` seeds until
+//! another member answers, and exports the gossip metrics.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferry_gossip::{Gossip, GossipHandle, MemberState, MemberView, NodeIdentity};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ClusterSection, GossipSection, parse_seed};
+use crate::telemetry::metrics::Metrics;
+
+/// First and longest pause between join attempts.
+const JOIN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+/// Why gossip did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipStartError {
+    #[error("gossip.addr: cannot listen on {addr} (udp): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gossip: {0}")]
+    Start(#[from] ferry_gossip::GossipError),
+}
+
+/// Starts gossip for node `node_id` and the tasks that join and export
+/// metrics; everything stops with `stop`.
+pub async fn start(
+    section: &GossipSection,
+    cluster: &ClusterSection,
+    node_id: u64,
+    name: &str,
+    admin_addr: SocketAddr,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Result<GossipHandle, GossipStartError> {
+    let addr = section.addr(cluster);
+    let socket = UdpSocket::bind(addr).await.map_err(|source| GossipStartError::Bind { addr, source })?;
+    let identity = NodeIdentity::new(node_id, name, addr, cluster.addr, admin_addr);
+    let config = section.gossip_config(&cluster.cluster_id);
+    let handle = Gossip::start(config, identity, socket, stop.child_token())?;
+    if !section.join.is_empty() {
+        tokio::spawn(join(handle.clone(), section.join.clone(), stop.clone()));
+    }
+    tokio::spawn(export_metrics(handle.clone(), metrics.clone(), stop.clone()));
+    Ok(handle)
+}
+
+/// Whether any member besides this node is up.
+pub fn has_peers(view: &MemberView) -> bool {
+    view.up().any(|m| m.identity.id != view.local_id)
+}
+
+/// Announces this node to the seeds, with backoff, until the view holds
+/// another member; then returns. Names are resolved on every attempt, so a
+/// seed that comes up later (or moves) is found.
+async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken) {
+    let mut view = handle.subscribe();
+    let mut backoff = JOIN_BACKOFF.0;
+    let mut attempt = 0u32;
+    loop {
+        if has_peers(&view.borrow_and_update()) {
+            return info!(attempts = attempt, "joined the gossip cluster");
+        }
+        attempt += 1;
+        let addrs = resolve(&seeds, handle.identity().gossip_addr).await;
+        if addrs.is_empty() {
+            warn!(seeds = ?seeds, "join: no seed address could be resolved");
+        } else if let Err(e) = handle.join(addrs.clone()).await {
+            return warn!(error = %e, "join: gossip stopped");
+        }
+        if attempt == 1 || attempt.is_power_of_two() {
+            info!(seeds = ?addrs, attempt, "joining the gossip cluster");
+        }
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = &mut wait => break,
+                r = view.changed() => {
+                    if r.is_err() { return }
+                    if has_peers(&view.borrow_and_update()) {
+                        return info!(attempts = attempt, "joined the gossip cluster");
+                    }
+                }
+            }
+        }
+        backoff = (backoff * 2).min(JOIN_BACKOFF.1);
+    }
+}
+
+async fn resolve(seeds: &[String], own: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let Ok((host, port)) = parse_seed(seed) else { continue };
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addrs) => out.extend(addrs.filter(|a| *a != own && a.is_ipv4() == own.is_ipv4())),
+            Err(e) => warn!(seed = %seed, error = %e, "join: cannot resolve seed"),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Keeps `ferry_gossip_*` current: member counts on every view change,
+/// packet counters every second.
+async fn export_metrics(handle: GossipHandle, m: Metrics, stop: CancellationToken) {
+    let stats = handle.stats();
+    let mut view = handle.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_packets = [0u64; 8];
+    let mut last_probe_failures = 0u64;
+    loop {
+        let counts = view.borrow_and_update().counts();
+        for state in MemberState::ALL {
+            m.gossip_members.with_label_values(&[state.as_str()]).set(counts.get(state) as i64);
+        }
+        let s = stats.snapshot();
+        for ((direction, result, now), last) in s.packet_rows().into_iter().zip(&mut last_packets) {
+            if now > *last {
+                m.gossip_packets_total.with_label_values(&[direction, result]).inc_by(now - *last);
+                *last = now;
+            }
+        }
+        if s.probe_failures > last_probe_failures {
+            m.gossip_probe_failures_total.inc_by(s.probe_failures - last_probe_failures);
+            last_probe_failures = s.probe_failures;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            r = view.changed() => if r.is_err() { return },
+        }
+    }
+}

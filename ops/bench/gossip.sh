@@ -292,7 +292,7 @@ if [[ " $SYSTEMS " == *" ferry"* || "$SKIP_IDLE" != 1 ]]; then
 fi
 SERF_INFO="skipped"
 if [[ " $SYSTEMS " == *" serf "* ]]; then
-    SERF_INFO="serf $(dpkg-query -W -f '${Version}' serf 2>/dev/null || echo '?') ($(serf version 2>/dev/null | head -n 1))"
+    SERF_INFO="serf $(dpkg-query -W -f '${Version}' serf 2>/dev/null || echo '?') ($(serf version 2>/dev/null | sed -n 1p))"
     log "serf: $SERF_INFO"
 fi
 

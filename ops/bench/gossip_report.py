@@ -152,7 +152,7 @@ def sim_section(results, lines, report):
     lines.append("")
     lines.append(f"simulation: ferry-gossip SimCluster, no sockets, virtual time, 1 ms latency; medians over {seeds} seeds")
     header = ["profile", "N", "max tx", "log2 N", "crash: first down ms", "all down ms", "worst", "spread ms",
-              "spread gossip rounds", "/log2 N", "join: all up ms", "join gossip rounds", "/log2 N", "pkts/member/s", "incomplete"]
+              "spread gossip rounds", "/log2 N", "join: all up ms", "join gossip rounds", "/log2 N", "pkts/member/s", "slow seeds", "incomplete"]
     rows = []
     summary = {}
     for profile in ("lan", "fast"):
@@ -172,6 +172,8 @@ def sim_section(results, lines, report):
                 spread_rounds_per_seed=[r["spread_gossip_rounds"] for r in crash],
                 join_rounds_per_seed=[r["all_up_gossip_rounds"] for r in join])
             worst = max((r["all_down_ms"] for r in crash), default=None)
+            slow = sum(1 for r in crash if r["spread_gossip_rounds"] > 10 or not r.get("complete"))
+            summary[profile][str(n)]["crash"]["slow_seeds"] = slow
             summary[profile][str(n)]["crash"]["worst_all_down_ms"] = worst
             summary[profile][str(n)]["max_transmissions"] = (crash or join)[0].get("max_transmissions")
             rows.append([profile, n, (crash or join)[0].get("max_transmissions", "-"), f"{lg:.2f}",
@@ -181,36 +183,43 @@ def sim_section(results, lines, report):
                          fmt(j["all_up_ms"]), fmt(j["all_up_gossip_rounds"]),
                          f"{j['all_up_gossip_rounds'] / lg:.2f}" if j["all_up_gossip_rounds"] is not None else "-",
                          f"{fmt(c['packets_per_member_per_s'])} / {fmt(j['packets_per_member_per_s'])}",
-                         incomplete])
+                         f"{slow}/{len(crash)}", incomplete])
     lines += table(rows, header)
     lines.append("crash: member N/2 stops; 'first down' = probe + suspicion until the first member declares it down,")
     lines.append("'spread' = from there until the last member does (the dissemination). join: a new member announces to")
     lines.append("member 0, until every member reports it up. Rounds are gossip intervals (lan 200 ms, fast 50 ms).")
     lines.append("worst: the slowest seed's crash-to-everyone time. max tx: foca's max_transmissions per update.")
+    lines.append("slow seeds: crashes whose spread took over 10 gossip rounds (a member missed every retransmission")
+    lines.append("of the down notice). incomplete: crash or join measurements a member never learned within the limit.")
     lines.append("pkts/member/s: every datagram sent during the crash / the join measurement.")
     report["sim"] = summary
     return summary
 
 
 def log_growth(summary):
-    """Per profile and event: rounds at the smallest and largest N, the growth
-    factor against log2 N's and N's."""
+    """Per profile and event: rounds / log2 N at every size. O(log N) holds
+    when that ratio does not grow: its value at the largest N is at most
+    1.25 x its median over all sizes (a medians-of-seeds figure, so one slow
+    seed does not decide it)."""
     out = {}
     for profile, by_n in (summary or {}).items():
         sizes = sorted(by_n, key=int)
         if len(sizes) < 2:
             continue
-        lo, hi = sizes[0], sizes[-1]
-        for event, key in (("crash spread", ("crash", "spread_gossip_rounds")), ("join", ("join", "all_up_gossip_rounds"))):
-            a = by_n[lo][key[0]][key[1]]
-            b = by_n[hi][key[0]][key[1]]
-            if not a or b is None:
+        for event, (part, key) in (("crash spread", ("crash", "spread_gossip_rounds")),
+                                   ("join", ("join", "all_up_gossip_rounds"))):
+            per = {n: by_n[n][part][key] / math.log2(int(n)) for n in sizes if by_n[n][part][key] is not None}
+            if len(per) < 2:
                 continue
-            log_ratio = math.log2(int(hi)) / math.log2(int(lo))
-            growth = b / a
-            out[f"{profile} {event}"] = dict(n_lo=int(lo), n_hi=int(hi), rounds_lo=a, rounds_hi=b, growth=round(growth, 2),
-                                             log_growth=round(log_ratio, 2), linear_growth=int(hi) / int(lo),
-                                             ok=growth <= 1.5 * log_ratio)
+            hi = sizes[-1]
+            if hi not in per:
+                continue
+            mid = statistics.median(per.values())
+            out[f"{profile} {event}"] = dict(
+                per_log2n={n: round(v, 2) for n, v in per.items()},
+                rounds={n: by_n[n][part][key] for n in sizes},
+                n_lo=int(sizes[0]), n_hi=int(hi), median_per_log2n=round(mid, 2),
+                at_hi=round(per[hi], 2), ok=per[hi] <= 1.25 * mid)
     return out
 
 
@@ -242,9 +251,19 @@ def targets(figures, idle, sim_growth, meta, lines, report):
             f"ferry-fast idle: zero members reported suspect/down over {secs:.0f} s with {idle.get('members')} members: "
             f"{idle.get('non_alive_reports')} reports {idle.get('by_state')}, {idle.get('failed_polls')} failed polls{short}")
     for name, g in (sim_growth or {}).items():
-        add(g["ok"], f"sim {name}: rounds O(log N): {fmt(g['rounds_lo'])} -> {fmt(g['rounds_hi'])} gossip rounds from "
-                     f"N={g['n_lo']} to {g['n_hi']} ({g['growth']}x; log2 N grows {g['log_growth']}x, N {g['linear_growth']:.0f}x; "
-                     f"met when <= 1.5 x the log2 growth)")
+        rounds = ", ".join(f"{n}: {fmt(v)}" for n, v in g["rounds"].items())
+        add(g["ok"], f"sim {name}: gossip rounds O(log N) (median over seeds; N: rounds) {rounds}; rounds/log2 N "
+                     f"{g['at_hi']} at N={g['n_hi']} against a median of {g['median_per_log2n']} over all N "
+                     f"(met when <= 1.25x)")
+    sim = report.get("sim") or {}
+    if sim:
+        slow = {p: (sum(v["crash"].get("slow_seeds", 0) for v in by_n.values()),
+                    sum(len(v["spread_rounds_per_seed"]) for v in by_n.values()),
+                    sum(v["incomplete"] for v in by_n.values())) for p, by_n in sim.items()}
+        add(all(s == 0 and i == 0 for s, _, i in slow.values()),
+            "sim tail (not an issue target; what the medians hide): every crash spreads within 10 gossip rounds "
+            "and every change reaches everyone: " + "; ".join(
+                f"{p}: {s}/{t} slow crashes, {i} incomplete" for p, (s, t, i) in slow.items()))
     report["targets"] = res
 
 

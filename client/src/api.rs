@@ -54,6 +54,9 @@ pub struct Member {
     pub state: Option<String>,
     /// UDP gossip address; null when gossip has not seen the node.
     pub gossip_addr: Option<String>,
+    /// Gossip incarnation: grows with every restart and every rejoin after a
+    /// false down; null when gossip has not seen the node.
+    pub incarnation: Option<u64>,
     pub cluster_addr: String,
     pub admin_addr: String,
     /// `voter`, `learner` or `none` (not in the Raft membership).

@@ -284,6 +284,7 @@ impl MemberHandle {
                     name: info.name.clone(),
                     state: None,
                     gossip_addr: None,
+                    incarnation: None,
                     cluster_addr: info.cluster_addr.clone(),
                     admin_addr: info.admin_addr.clone(),
                     raft: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
@@ -298,6 +299,7 @@ impl MemberHandle {
                 name: String::new(),
                 state: None,
                 gossip_addr: None,
+                incarnation: None,
                 cluster_addr: String::new(),
                 admin_addr: String::new(),
                 raft: "none".to_string(),
@@ -306,6 +308,7 @@ impl MemberHandle {
             row.name.clone_from(&i.name);
             row.state = Some(status.state.as_str().to_string());
             row.gossip_addr = Some(i.gossip_addr.to_string());
+            row.incarnation = Some(i.incarnation);
             row.cluster_addr = i.cluster_addr.to_string();
             row.admin_addr = i.admin_addr.to_string();
         }

@@ -1,0 +1,246 @@
+//! Real `ferryd` processes forming and changing a cluster through gossip:
+//! `--bootstrap-expect` in any start order, joins that autopilot turns into
+//! learners and voters (up to `max_voters`), `kill -9` seen as down by every
+//! survivor within the gossip profile's bound, a restart rejoining with a new
+//! incarnation, graceful leave (SIGTERM and `POST /v1/leave`), and autopilot
+//! removing a dead voter only while a live majority remains.
+//!
+//! Nodes are started from flags only (no config file) unless a test needs a
+//! setting that has no flag. Node i runs on 127.0.N.i with the default ports
+//! (gossip 7946, cluster 7947, admin 7948); N differs per test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Ferryd, IO_TIMEOUT, TempDir, http, poll};
+use ferry_client::api::Member;
+
+/// Longest wait for a cluster to form or a membership change to settle.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A distinct 127.0.N.0/24 per test, away from the ranges the other process
+/// tests use.
+fn next_net() -> u8 {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let n = std::process::id().wrapping_mul(7).wrapping_add(SEQ.fetch_add(1, Relaxed) * 41);
+    (1 + n % 250) as u8
+}
+
+/// Up to 9 nodes; node `i` (1-based) is `procs[i]`. Processes are killed
+/// before the dir is removed (field order).
+struct Nodes {
+    procs: BTreeMap<u8, Ferryd>,
+    net: u8,
+    dir: TempDir,
+}
+
+impl Nodes {
+    fn new(tag: &str) -> Result<Self> {
+        let net = next_net();
+        for i in 1..=6u8 {
+            for port in [7946, 7947, 7948] {
+                if std::net::TcpListener::bind(SocketAddr::new(ip(net, i), port)).is_err() {
+                    bail!("127.0.{net}.{i}:{port} is taken");
+                }
+            }
+        }
+        Ok(Self { procs: BTreeMap::new(), net, dir: TempDir::new(tag)? })
+    }
+
+    fn ip(&self, i: u8) -> IpAddr {
+        ip(self.net, i)
+    }
+
+    fn admin(&self, i: u8) -> SocketAddr {
+        SocketAddr::new(self.ip(i), 7948)
+    }
+
+    /// Starts node `i` with `extra` flags after the common ones.
+    fn start(&mut self, i: u8, extra: &[&str]) -> Result<()> {
+        let ip = self.ip(i).to_string();
+        let data = self.dir.file(&format!("n{i}"));
+        let data = data.to_str().context("data dir path")?.to_string();
+        let name = format!("n{i}");
+        let mut args = vec!["--name", &name, "--bind", &ip, "--data-dir", &data, "--gossip-profile", "fast"];
+        args.extend_from_slice(extra);
+        let run = format!("n{i}-{}", self.procs.len());
+        let p = Ferryd::spawn(&self.dir, &run, &args)?;
+        self.procs.insert(i, p);
+        Ok(())
+    }
+
+    fn proc(&mut self, i: u8) -> Result<&mut Ferryd> {
+        self.procs.get_mut(&i).with_context(|| format!("node {i} was never started"))
+    }
+
+    async fn members(&self, i: u8) -> Result<Vec<Member>> {
+        let r = http(self.admin(i), "GET", "/v1/members", &[], None, IO_TIMEOUT).await?;
+        ensure!(r.status == 200, "GET /v1/members on n{i}: {} {}", r.status, r.body);
+        Ok(serde_json::from_str(&r.body)?)
+    }
+
+    /// Node `of`'s entry as node `at` sees it.
+    async fn member(&self, at: u8, of: u8) -> Result<Member> {
+        let name = format!("n{of}");
+        self.members(at)
+            .await?
+            .into_iter()
+            .find(|m| m.name == name)
+            .with_context(|| format!("n{at} lacks {name}"))
+    }
+
+    /// Waits until every node in `at` lists exactly `voters` as voters and
+    /// `learners` as learners, all alive.
+    async fn wait_roles(&self, at: &[u8], voters: &[u8], learners: &[u8]) -> Result<()> {
+        let want = |names: &[u8]| -> Vec<String> { names.iter().map(|i| format!("n{i}")).collect() };
+        let (want_v, want_l) = (want(voters), want(learners));
+        for &i in at {
+            poll(&format!("roles seen by n{i}"), SETTLE, async || {
+                let ms = self.members(i).await?;
+                let mut v: Vec<String> =
+                    ms.iter().filter(|m| m.raft == "voter").map(|m| m.name.clone()).collect();
+                let mut l: Vec<String> =
+                    ms.iter().filter(|m| m.raft == "learner").map(|m| m.name.clone()).collect();
+                v.sort();
+                l.sort();
+                let all_alive = ms
+                    .iter()
+                    .filter(|m| m.raft != "none")
+                    .all(|m| m.state.as_deref() == Some("alive") && m.applied_index.is_some());
+                ensure!(v == want_v && l == want_l && all_alive, "n{i} sees {ms:#?}");
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn ip(net: u8, i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, net, i))
+}
+
+/// `--join` naming nodes 1..=3 of the test's net.
+fn seeds(nodes: &Nodes) -> String {
+    (1..=3).map(|i| nodes.ip(i).to_string()).collect::<Vec<_>>().join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_voters() -> Result<()> {
+    let mut n = Nodes::new("form")?;
+    let seeds = seeds(&n);
+    // Reverse order, spread out: nothing forms until all three see each other.
+    for i in [3, 2, 1] {
+        n.start(i, &["--bootstrap-expect", "3", "--join", &seeds])?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    n.wait_roles(&[1, 2, 3], &[1, 2, 3], &[]).await?;
+
+    let first = n.ip(1).to_string();
+    n.start(4, &["--join", &first])?;
+    n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
+    n.start(5, &["--join", &first])?;
+    n.start(6, &["--join", &first])?;
+    n.wait_roles(&[2, 6], &[1, 2, 3, 4, 5], &[6]).await?;
+
+    // A voter leaves on SIGTERM: out of Raft, `left` in gossip, exit 0;
+    // the learner takes its place.
+    n.proc(4)?.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let status = n.proc(4)?.wait_exit(SETTLE).await?;
+    ensure!(status.success(), "n4 exited {status}");
+    n.wait_roles(&[1, 5], &[1, 2, 3, 5, 6], &[]).await?;
+    let m4 = n.member(1, 4).await?;
+    ensure!(m4.state.as_deref() == Some("left") && m4.raft == "none", "{m4:?}");
+
+    // POST /v1/leave does the same and stops the node.
+    let r = http(n.admin(6), "POST", "/v1/leave", &[], None, IO_TIMEOUT).await?;
+    ensure!(r.status == 202, "{} {}", r.status, r.body);
+    let status = n.proc(6)?.wait_exit(SETTLE).await?;
+    ensure!(status.success(), "n6 exited {status}");
+    n.wait_roles(&[1, 2], &[1, 2, 3, 5], &[]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_is_seen_down_by_every_survivor_within_the_bound_and_a_restart_rejoins() -> Result<()> {
+    let mut n = Nodes::new("down")?;
+    let seeds = seeds(&n);
+    for i in [1, 2, 3] {
+        n.start(i, &["--bootstrap-expect", "3", "--join", &seeds])?;
+    }
+    n.wait_roles(&[1, 2, 3], &[1, 2, 3], &[]).await?;
+    let before = n.member(1, 2).await?.incarnation.context("incarnation")?;
+
+    n.proc(2)?.kill9()?;
+    let t0 = Instant::now();
+    let mut seen = BTreeMap::new();
+    while seen.len() < 2 && t0.elapsed() < SETTLE {
+        for i in [1u8, 3] {
+            if !seen.contains_key(&i) && n.member(i, 2).await?.state.as_deref() == Some("down") {
+                seen.insert(i, t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bound = ferry_gossip::GossipConfig::fast("ferry").detection_bound();
+    let slowest = seen.values().max().copied().context("nobody saw n2 down")?;
+    ensure!(seen.len() == 2, "only {seen:?} saw n2 down");
+    // The bound is the protocol's; allow polling and a loaded 2-core box.
+    ensure!(slowest <= bound + Duration::from_millis(1_500), "n2 down after {slowest:?} (bound {bound:?})");
+    eprintln!("kill -9 seen down by every survivor after {slowest:?} (profile bound {bound:?})");
+
+    // Same data dir: same node id, a new incarnation, alive again, voter.
+    n.start(2, &["--join", &seeds])?;
+    n.wait_roles(&[1, 3], &[1, 2, 3], &[]).await?;
+    let after = n.member(3, 2).await?.incarnation.context("incarnation")?;
+    ensure!(after > before, "incarnation {before} -> {after}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autopilot_removes_a_dead_voter_only_while_a_live_majority_remains() -> Result<()> {
+    let mut n = Nodes::new("dead")?;
+    let seeds = seeds(&n);
+    for i in 1..=5u8 {
+        let path = n.dir.file(&format!("n{i}.toml"));
+        common::write_config(
+            &path,
+            &format!(
+                "[cluster]\naddr = \"{ip}:7947\"\ndead_node_timeout_ms = 1000\n\
+                 [gossip]\nbootstrap_expect = 5\njoin = [{list}]\n",
+                ip = n.ip(i),
+                list = seeds.split(',').map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+            ),
+        )?;
+        let path = path.to_str().context("path")?.to_string();
+        n.start(i, &["--config", &path])?;
+    }
+    n.wait_roles(&[1, 5], &[1, 2, 3, 4, 5], &[]).await?;
+
+    // One voter dies: removed after dead_node_timeout (4 remain, 4 live).
+    n.proc(5)?.kill9()?;
+    n.wait_roles(&[1, 2], &[1, 2, 3, 4], &[]).await?;
+    let ids: Vec<u64> = n.members(1).await?.iter().map(|m| m.id).collect();
+
+    // Three of the four die at once: no live majority is left, so nobody
+    // removes anything; the survivor still lists four voters.
+    for i in [2, 3, 4] {
+        n.proc(i)?.kill9()?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let left = n.members(1).await?;
+    let voters = left.iter().filter(|m| m.raft == "voter").count();
+    ensure!(voters == 4, "voters after losing the majority: {left:#?}");
+    ensure!(left.iter().all(|m| ids.contains(&m.id)), "{left:#?}");
+
+    // Force-leave refuses a live member and the node itself.
+    let me = left.iter().find(|m| m.name == "n1").context("n1")?.id;
+    let r = http(n.admin(1), "POST", &format!("/v1/members/{me}/remove"), &[], None, IO_TIMEOUT).await?;
+    ensure!(r.status == 409 && r.body.contains("is_self"), "{} {}", r.status, r.body);
+    Ok(())
+}

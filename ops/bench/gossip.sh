@@ -19,7 +19,8 @@
 #   first answer showing the change arrived; the figure is the slowest member.
 # - Join convergence: members 1..N-1 are started and converge first; then
 #   member N is started, and the clock runs from just before its start until
-#   every member (N included) lists all N alive. This includes process start.
+#   every member (N included) lists all N alive. This includes process start;
+#   the poller is started and connected before, and told t0 through a file.
 # - Failure detection: SETTLE_S later the poller itself sends SIGKILL to
 #   member N and times until every survivor reports it down (Serf: failed).
 # - Graceful leave: SETTLE_S later the poller sends member N-1 SIGINT (Serf:
@@ -71,6 +72,8 @@ Environment:
   REPEAT=1              repetitions; figures are medians
   POLL_MS=50            poll period of every member's member list (50-100 suggested)
   SETTLE_S=2            pause after a join and after a detection before the next phase
+  WAIT_IDLE=60          before each cluster, wait up to this many seconds for other work
+                        (builds, tests) to use < QUIET_BELOW (0.3) core; 0 = do not wait
   JOIN_TIMEOUT=60       seconds for a cluster to converge / a member to join
   EVENT_TIMEOUT=60      seconds for a kill or a leave to reach every member
   IDLE_SECS=600         idle run length (0 = skip)
@@ -124,6 +127,8 @@ SYSTEMS=${SYSTEMS:-serf ferry-lan ferry-fast}
 REPEAT=${REPEAT:-1}
 POLL_MS=${POLL_MS:-50}
 SETTLE_S=${SETTLE_S:-2}
+WAIT_IDLE=${WAIT_IDLE:-60}
+QUIET_BELOW=${QUIET_BELOW:-0.3}
 JOIN_TIMEOUT=${JOIN_TIMEOUT:-60}
 EVENT_TIMEOUT=${EVENT_TIMEOUT:-60}
 IDLE_SECS=${IDLE_SECS:-600}
@@ -148,7 +153,7 @@ BUILD=${BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
-for v in REPEAT POLL_MS SETTLE_S JOIN_TIMEOUT EVENT_TIMEOUT IDLE_SECS IDLE_MEMBERS SIM_SEEDS SIM_STEP_MS \
+for v in REPEAT POLL_MS SETTLE_S WAIT_IDLE JOIN_TIMEOUT EVENT_TIMEOUT IDLE_SECS IDLE_MEMBERS SIM_SEEDS SIM_STEP_MS \
          SERF_PORT SERF_RPC_PORT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
@@ -395,13 +400,23 @@ cluster_up() {   # cluster_up N OUTDIR: members 1..N-1 running and converged
     log "$LABEL n=$n: members 1..$(( n - 1 )) converged (${r}s after member 1 answered)"
 }
 
+wait_quiet() {   # wait_quiet OUTDIR: up to WAIT_IDLE s for other work to use < QUIET_BELOW core
+    (( WAIT_IDLE > 0 )) || return 0
+    "${POLL[@]}" quiet --below "$QUIET_BELOW" --max-wait "$WAIT_IDLE" >"$1/quiet.json" || return 0
+    if [[ "$(jq -r .quiet "$1/quiet.json")" != true ]]; then
+        warn "the machine is still busy after ${WAIT_IDLE}s (other work: $(jq -r .other_cores "$1/quiet.json") cores); measuring anyway"
+    elif awk -v w="$(jq -r .waited_s "$1/quiet.json")" 'BEGIN { exit !(w > 1.5) }'; then
+        log "waited $(jq -r .waited_s "$1/quiet.json")s for other work to calm down"
+    fi
+}
+
 phase_summary() { # one line from a phase's JSON
     jq -r '"\(.elapsed_s // "TIMEOUT")s (first \(.first_s)s, \(.reached)/\(.observers) members, \(.polls) polls; cores: members \(.cpu.members_cores), poller \(.cpu.poller_cores), other \(.cpu.other_cores))"' "$1"
 }
 
 run_cluster() {  # run_cluster LABEL N REP
     LABEL=$1
-    local n=$2 rep=$3 out all=() survivors=() remaining=() i t0 victim leaver sig
+    local n=$2 rep=$3 out all=() survivors=() remaining=() i t0 victim leaver sig poller
     case "$LABEL" in
         serf) SYS=serf; PROFILE="" ;;
         ferry-lan) SYS=ferry; PROFILE=lan ;;
@@ -409,6 +424,7 @@ run_cluster() {  # run_cluster LABEL N REP
     esac
     out=$RESULTS/$LABEL/n$n/rep$rep
     mkdir -p "$out"
+    wait_quiet "$out"
     CLUSTER_DIR=$TMP/$LABEL-n$n-rep$rep
     mkdir -p "$CLUSTER_DIR"
     log "$LABEL n=$n rep $rep: starting members 1..$(( n - 1 )) on $(member_ip 1)..$(( n - 1 ))"
@@ -417,11 +433,30 @@ run_cluster() {  # run_cluster LABEL N REP
 
     # join: member N
     for ((i = 1; i <= n; i++)); do all+=("$i"); done
+    # the poller connects first and is told t0 through a file, so that its own
+    # start-up is not timed
+    rm -f -- "$CLUSTER_DIR/ready" "$CLUSTER_DIR/go"
+    "${POLL[@]}" wait --system "$SYS" --nodes "$(nodes_arg "${all[@]}")" --names "$(names_arg "${all[@]}")" \
+        --ready-file "$CLUSTER_DIR/ready" --go-file "$CLUSTER_DIR/go" \
+        --interval "$POLL_S" --timeout "$JOIN_TIMEOUT" --pids "$(pids_arg)" >"$out/join.json" &
+    poller=$!
+    PIDS+=("$poller")
+    for ((i = 0; i < 100; i++)); do
+        [[ -e "$CLUSTER_DIR/ready" ]] && break
+        sleep 0.05
+    done
+    [[ -e "$CLUSTER_DIR/ready" ]] || warn "$LABEL n=$n: the join poller is not ready after 5 s; going on"
     t0=$(date +%s.%N)
     start_member "$n"
-    "${POLL[@]}" wait --system "$SYS" --nodes "$(nodes_arg "${all[@]}")" --names "$(names_arg "${all[@]}")" \
-        --t0 "$t0" --interval "$POLL_S" --timeout "$JOIN_TIMEOUT" --pids "$(pids_arg)" >"$out/join.json" \
-        || { show_logs; warn "$LABEL n=$n: member $n did not join everywhere within ${JOIN_TIMEOUT}s"; cluster_down; return 0; }
+    echo "$t0" >"$CLUSTER_DIR/go.tmp" && mv -- "$CLUSTER_DIR/go.tmp" "$CLUSTER_DIR/go"
+    if ! wait "$poller"; then
+        forget_pid "$poller"
+        show_logs
+        warn "$LABEL n=$n: member $n did not join everywhere within ${JOIN_TIMEOUT}s"
+        cluster_down
+        return 0
+    fi
+    forget_pid "$poller"
     log "$LABEL n=$n: join of member $n: $(phase_summary "$out/join.json")"
     sleep "$SETTLE_S"
 
@@ -458,6 +493,7 @@ run_idle() {     # IDLE_MEMBERS ferry members, fast profile, idle for IDLE_SECS
     local out=$RESULTS/idle all=() i
     LABEL=ferry-fast-idle; SYS=ferry; PROFILE=fast
     mkdir -p "$out"
+    wait_quiet "$out"
     CLUSTER_DIR=$TMP/idle
     mkdir -p "$CLUSTER_DIR"
     log "idle: $IDLE_MEMBERS ferry members (fast profile) for ${IDLE_SECS}s"

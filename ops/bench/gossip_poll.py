@@ -13,12 +13,15 @@ membership change as every member sees it:
 Commands (each prints one JSON object on stdout):
 
   wait   until every member lists every name of --names alive. The clock
-         starts at --t0 (unix seconds, e.g. taken just before the last
-         member was started), else now.
+         starts at --t0 (unix seconds), else now; with --ready-file and
+         --go-file the poller connects first, writes the ready file, and
+         takes t0 from the go file, written once the timed member started
+         (so the poller's own start-up is not timed).
   event  sends --signal to --pid itself (so that the signal and the
          observations share one clock), then polls until every observer
          reports --subject in --state (down or left). Other members seen
          suspect or down meanwhile are counted as false suspicions.
+  quiet  waits (bounded) until the machine's busy CPU is below --below cores.
   idle   polls for --duration seconds and counts every member that any
          member reports anything but alive (suspect, down, left, leaving,
          or missing).
@@ -344,10 +347,30 @@ def result(ok, first_ok, clients, polls, failed, **extra):
 
 
 def cmd_wait(args):
-    cpu = CpuMeter(args.pids)
     clients = make_clients(args.system, args.nodes, args.request_timeout)
     names = set(args.names.split(","))
-    t0 = args.t0 if args.t0 else time.time()
+    if args.go_file:
+        # connect to the members already up, say so, then wait for the go file
+        # (written right after the member being timed was started; it holds t0)
+        for _, client in clients:
+            client.members()
+        with open(args.ready_file, "w") as f:
+            f.write("ready\n")
+        deadline = time.time() + args.timeout
+        t0 = None
+        while time.time() < deadline:
+            try:
+                with open(args.go_file) as f:
+                    t0 = float(f.read().strip())
+                break
+            except (OSError, ValueError):
+                time.sleep(0.002)
+        if t0 is None:
+            print(json.dumps(dict(ok=False, error="no go file")))
+            return 3
+    else:
+        t0 = args.t0 if args.t0 else time.time()
+    cpu = CpuMeter(args.pids)
 
     def satisfied(self_name, view):
         view = dict(view)
@@ -445,9 +468,30 @@ def cmd_idle(args):
     return 0
 
 
+def cmd_quiet(args):
+    """Waits (up to --max-wait s) for the machine to be quiet: busy CPU over
+    1 s below --below cores. Run while none of our members runs, so that all
+    the busy CPU is someone else's."""
+    t0 = time.time()
+    samples = []
+    while True:
+        b0, s0 = _busy_jiffies(), time.time()
+        time.sleep(1.0)
+        cores = (_busy_jiffies() - b0) / CLK_TCK / max(time.time() - s0, 1e-6)
+        samples.append(round(cores, 3))
+        if cores < args.below or time.time() - t0 >= args.max_wait or len(samples) > args.max_wait + 5:
+            break
+    print(json.dumps(dict(quiet=samples[-1] < args.below, waited_s=round(time.time() - t0, 1),
+                          other_cores=samples[-1], samples=samples[-10:])))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quiet")
+    q.add_argument("--below", type=float, default=0.3)
+    q.add_argument("--max-wait", type=float, default=60)
     for name in ("wait", "event", "idle"):
         s = sub.add_parser(name)
         s.add_argument("--system", choices=("serf", "ferry"), required=True)
@@ -458,6 +502,8 @@ def main():
         if name == "wait":
             s.add_argument("--names", required=True, help="names that must be alive everywhere")
             s.add_argument("--t0", type=float, default=0.0)
+            s.add_argument("--ready-file", help="with --go-file: written once connected")
+            s.add_argument("--go-file", help="wait for this file; it holds t0 (unix seconds)")
             s.add_argument("--timeout", type=float, default=60.0)
         elif name == "event":
             s.add_argument("--subject", required=True)
@@ -470,6 +516,8 @@ def main():
         else:
             s.add_argument("--duration", type=float, required=True)
     args = p.parse_args()
+    if args.cmd == "quiet":
+        return cmd_quiet(args)
     if args.interval <= 0:
         p.error("--interval must be > 0")
     return {"wait": cmd_wait, "event": cmd_event, "idle": cmd_idle}[args.cmd](args)

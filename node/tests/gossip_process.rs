@@ -146,7 +146,20 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
     n.start(5, &["--join", &first])?;
     n.start(6, &["--join", &first])?;
-    n.wait_roles(&[2, 6], &[1, 2, 3, 4, 5], &[6]).await?;
+    // Five voters at most: n5 or n6 (whichever autopilot promotes first,
+    // lowest id first once caught up) stays a learner.
+    let learner = poll("a fifth voter and a learner", SETTLE, async || {
+        let ms = n.members(2).await?;
+        let role = |name: &str| ms.iter().find(|m| m.name == name).map(|m| m.raft.clone());
+        match (role("n5").as_deref(), role("n6").as_deref()) {
+            (Some("voter"), Some("learner")) => Ok(6),
+            (Some("learner"), Some("voter")) => Ok(5),
+            other => bail!("n5, n6: {other:?}"),
+        }
+    })
+    .await?;
+    let voter = 11 - learner;
+    n.wait_roles(&[2, 6], &[1, 2, 3, 4, voter], &[learner]).await?;
 
     // A voter leaves on SIGTERM: out of Raft, `left` in gossip, exit 0;
     // the learner takes its place.
@@ -163,6 +176,8 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     let status = n.proc(6)?.wait_exit(SETTLE).await?;
     ensure!(status.success(), "n6 exited {status}");
     n.wait_roles(&[1, 2], &[1, 2, 3, 5], &[]).await?;
+    let m6 = n.member(5, 6).await?;
+    ensure!(m6.state.as_deref() == Some("left") && m6.raft == "none", "{m6:?}");
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::publisher::Command as PublisherCommand;
 use super::replica::Replica;
+use crate::cluster::hop::HopServer;
 use crate::cluster::network::Network;
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
@@ -57,13 +58,15 @@ pub struct Member {
 impl Member {
     /// Opens storage, starts Raft and the cluster server, bootstraps when
     /// this node is the lowest initial member of an uninitialized cluster,
-    /// and starts feeding applied routes to `publisher`.
+    /// and starts feeding applied routes to `publisher`. The cluster port
+    /// serves peer hops with `hops`.
     pub async fn start(
         config: &Config,
         cluster: &ClusterSection,
         admin_addr: std::net::SocketAddr,
         publisher: mpsc::Sender<PublisherCommand>,
         metrics: &Metrics,
+        hops: HopServer,
     ) -> Result<Member, MemberError> {
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
@@ -101,7 +104,8 @@ impl Member {
             cluster.cluster_id.clone(),
             Arc::clone(&stats),
             ServerConfig::default(),
-        );
+        )
+        .with_hops(hops);
         let mut tasks = vec![tokio::spawn(serve(listener, server.clone(), stop.child_token()))];
         let replica = Arc::new(Replica::new(cluster.node_id, raft.clone(), watch, server, transport));
         let raft_for_metrics = raft.clone();

@@ -77,6 +77,11 @@ pub struct Metrics {
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
+    /// `ferry_peer_hops_total{direction,result}`: peer hops sent (`out`) and
+    /// received (`in`); result is `ok` or a hop status name (see
+    /// `cluster::hop::HopStatus`), plus `peer_refused`, `peer_timeout`,
+    /// `peer_error` (out) and `malformed` (in).
+    pub peer_hops_total: IntCounterVec,
 }
 
 fn counter_vec(
@@ -237,6 +242,12 @@ impl Metrics {
             "Cluster-port frames refused, by reason",
             &["reason"],
         )?;
+        let peer_hops_total = counter_vec(
+            &r,
+            "ferry_peer_hops_total",
+            "Peer hops to backends owned by another node, by direction (out, in) and result",
+            &["direction", "result"],
+        )?;
         let admin_requests_total = counter_vec(
             &r,
             "ferry_admin_requests_total",
@@ -268,6 +279,7 @@ impl Metrics {
             raft_write_seconds,
             raft_snapshots_total,
             cluster_refused_total,
+            peer_hops_total,
             admin_requests_total,
             build_info,
         })

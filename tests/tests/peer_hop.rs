@@ -12,7 +12,8 @@ use ferry_tests::backend::Greeter;
 use ferry_tests::client::{Session, greet};
 use ferry_tests::cluster::{Options, SETTLE, TestCluster};
 use ferry_tests::eventually;
-use serde_json::json;
+use ferry_tests::http::Request;
+use serde_json::{Value, json};
 
 fn hops(node: &Node, direction: &str, result: &str) -> u64 {
     node.metrics().peer_hops_total.with_label_values(&[direction, result]).get()
@@ -29,6 +30,12 @@ async fn set_peers(c: &TestCluster, id: u64, peers: PeerDirectory) -> anyhow::Re
     .await
 }
 
+/// `(check, healthy)` of route `web`'s first backend as node `id` sees it.
+async fn view(c: &TestCluster, id: u64) -> anyhow::Result<(Value, Value)> {
+    let r = c.send(id, Request::get("/v1/routes/web?consistency=stale")).await?.expect(200)?;
+    Ok((r["backends"][0]["check"].clone(), r["backends"][0]["healthy"].clone()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_backends_are_reached_through_their_owner() -> anyhow::Result<()> {
     let (g, x, y) = (Greeter::start("g").await?, Greeter::start("x").await?, Greeter::start("y").await?);
@@ -43,7 +50,7 @@ async fn pinned_backends_are_reached_through_their_owner() -> anyhow::Result<()>
     let (web_port, skew_port) = (c.free_port()?, c.free_port()?);
     c.put_route(
         1,
-        &json!({"name": "web", "listen": format!(":{web_port}"),
+        &json!({"name": "web", "listen": format!(":{web_port}"), "health_check": {"interval_ms": 200},
                 "backends": [{"id": "g", "addr": g.addr.to_string(), "node": "n2"}]}),
     )
     .await?
@@ -85,6 +92,9 @@ async fn pinned_backends_are_reached_through_their_owner() -> anyhow::Result<()>
     drop(s);
     assert_eq!(hops(a, "out", "ok"), 1);
     assert_eq!(hops(b, "in", "ok"), 1);
+    // Only the owner checks g; node 1 says so.
+    assert_eq!(view(&c, 1).await?, (json!("remote"), json!(true)));
+    assert_eq!(view(&c, 2).await?, (json!("up"), json!(true)));
 
     // A refused hop is a failed connect: node 1 fails over to y at once.
     let skew = SocketAddr::new(c.ip(1), skew_port);
@@ -100,6 +110,7 @@ async fn pinned_backends_are_reached_through_their_owner() -> anyhow::Result<()>
     set_peers(&c, 1, PeerDirectory::new(me(1), [peer(2, "n2", PeerState::Down), n3])).await?;
     assert!(greet(web).await.is_err(), "forwarded to a backend of a down node");
     assert_eq!(hops(a, "out", "ok") + hops(a, "out", "not_owner"), sent);
+    assert_eq!(view(&c, 1).await?, (json!("remote"), json!(false)));
 
     c.shutdown().await
 }

@@ -110,7 +110,8 @@ pub struct BackendStatus {
     pub weight: u32,
     /// Takes new connections: not down by active check and not ejected.
     pub healthy: bool,
-    /// `up`, `down`, or `disabled` when the route has no health check.
+    /// `up`, `down`, `pending`, `disabled` when the route has no health
+    /// check, or `remote` when the backend's node runs its check.
     pub check: String,
     /// Milliseconds left of a passive ejection, if ejected.
     pub ejected_for_ms: Option<u64>,

@@ -14,7 +14,7 @@ pub mod api;
 pub mod chaos;
 pub mod route;
 
-pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, RouteSpec};
+pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};
 
 use std::fmt;
 

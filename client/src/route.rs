@@ -8,7 +8,8 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::FieldError;
 
@@ -84,16 +85,65 @@ pub struct RouteSpec {
 }
 
 /// One backend of a route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Serialize` is written by hand: see [`BackendSpec::node`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Unique within the route.
     pub id: String,
-    /// `IP:PORT` of the backend.
+    /// `IP:PORT` of the backend (on the owning node when `node` is set).
     pub addr: String,
     /// Relative share of traffic, 0 ..= 256; 0 takes no new connections.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The node whose local service this backend is: a node name, or a
+    /// decimal node id (a value of digits only is always an id). Other nodes
+    /// reach it through that node (a peer hop); `None`: every node connects
+    /// to `addr` itself.
+    ///
+    /// Left out of human-readable output (JSON, TOML) when `None`, as
+    /// `skip_serializing_if` would do. Binary formats (bincode in the Raft
+    /// log) always carry it: they are positional, and a skipped field would
+    /// put the decoder out of step.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+impl Serialize for BackendSpec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let omit_node = self.node.is_none() && serializer.is_human_readable();
+        let mut s = serializer.serialize_struct("BackendSpec", if omit_node { 3 } else { 4 })?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("addr", &self.addr)?;
+        s.serialize_field("weight", &self.weight)?;
+        if omit_node {
+            s.skip_field("node")?;
+        } else {
+            s.serialize_field("node", &self.node)?;
+        }
+        s.end()
+    }
+}
+
+/// What a backend's `node` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeRef<'a> {
+    /// A node id (the value was digits only).
+    Id(u64),
+    /// A node name.
+    Name(&'a str),
+}
+
+impl<'a> NodeRef<'a> {
+    /// Parses a backend's `node`: digits only is a node id (> 0), anything
+    /// else a node name; `None` when it is neither valid id nor valid name.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse::<u64>().ok().filter(|id| *id > 0).map(NodeRef::Id);
+        }
+        valid_name(s).then_some(NodeRef::Name(s))
+    }
 }
 
 /// Active TCP-connect health check for every backend of a route.
@@ -275,6 +325,14 @@ impl RouteSpec {
                     format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
                 ));
             }
+            if let Some(node) = b.node.as_deref().filter(|n| NodeRef::parse(n).is_none()) {
+                errors.push(FieldError::new(
+                    format!("{bpath}.node"),
+                    format!(
+                        "invalid node {node:?}: a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)"
+                    ),
+                ));
+            }
         }
         if let Some(hc) = &self.health_check {
             let hpath = format!("{path}.health_check");
@@ -406,7 +464,7 @@ mod tests {
     #[test]
     fn each_class_of_bad_route_names_its_field() {
         let mut r = route("web", "127.0.0.1:7000");
-        r.backends.push(BackendSpec { id: "a".into(), addr: "x".into(), weight: 0 });
+        r.backends.push(BackendSpec { id: "a".into(), addr: "x".into(), weight: 0, node: None });
         r.backends[0].weight = 0;
         r.connect_timeout_ms = 0;
         r.idle_timeout_ms = 0;
@@ -445,6 +503,46 @@ mod tests {
         r.backends[0].weight = 256;
         r.vnodes = 1000;
         assert!(messages(&[r])[0].starts_with("routes[0].vnodes: the ring would hold 256000 points"));
+    }
+
+    #[test]
+    fn backend_node_is_a_name_or_an_id() {
+        assert_eq!(NodeRef::parse("n2"), Some(NodeRef::Name("n2")));
+        assert_eq!(NodeRef::parse("7"), Some(NodeRef::Id(7)));
+        assert_eq!(NodeRef::parse("n-2.b_c"), Some(NodeRef::Name("n-2.b_c")));
+        for bad in ["", "0", "00", "18446744073709551616", "n 2", &"x".repeat(65)] {
+            assert!(NodeRef::parse(bad).is_none(), "{bad:?}");
+        }
+        let mut r = route("web", "127.0.0.1:7000");
+        let ok = |node: &str| BackendSpec {
+            id: format!("id-{}", node.replace('@', "-")),
+            addr: "127.0.0.1:9".into(),
+            weight: 1,
+            node: Some(node.into()),
+        };
+        r.backends.extend([ok("n2"), ok("12"), ok("0"), ok("b@d")]);
+        assert_eq!(
+            messages(&[r]),
+            vec![
+                "routes[0].backends[3].node: invalid node \"0\": a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)",
+                "routes[0].backends[4].node: invalid node \"b@d\": a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn backend_node_is_omitted_from_json_only_when_absent() -> Result<(), serde_json::Error> {
+        let mut r = route("web", "127.0.0.1:7000");
+        let json = serde_json::to_value(&r)?;
+        assert_eq!(
+            json["backends"][0],
+            serde_json::json!({"id": "a", "addr": "127.0.0.1:9001", "weight": 1})
+        );
+        r.backends[0].node = Some("n2".into());
+        let json = serde_json::to_value(&r)?;
+        assert_eq!(json["backends"][0]["node"], "n2");
+        assert_eq!(serde_json::from_value::<RouteSpec>(json)?, r);
+        Ok(())
     }
 
     #[test]

@@ -19,12 +19,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::cluster::hop::{DEFAULT_MAX_HOPS, HopClient, HopServer, HopServerConfig};
 use crate::config::{Config, ConfigErrors};
 use crate::control::member::{Member, MemberError, MemberHandle};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::dataplane::clock::Clock;
 use crate::dataplane::listener::{BindError, ListenerContext, Listeners};
+use crate::dataplane::peers::{PeerDirectory, SelfNode};
 use crate::dataplane::table::RoutingTable;
 use crate::dataplane::workers::Workers;
 use crate::telemetry::metrics::Metrics;
@@ -122,6 +124,10 @@ impl Node {
         let drain = Duration::from_millis(config.node.drain_timeout_ms);
         let changed = Arc::new(Notify::new());
         let workers = Workers::start(config.node.workers).map_err(StartError::Workers)?;
+        let cluster_id = config.cluster.as_ref().map(|c| c.cluster_id.clone()).unwrap_or_default();
+        // A standalone node knows no node, not even itself; a cluster node
+        // gets its directory once its member (and id) is up.
+        let peers = Arc::new(PeerDirectory::default());
         let listeners = Listeners::new(ListenerContext {
             table: Arc::clone(&table),
             tracker: tracker.clone(),
@@ -131,10 +137,12 @@ impl Node {
             copy_mode: config.node.copy,
             runtimes: workers.handles().to_vec(),
             reuse_port: workers.dedicated(),
+            hops: Arc::new(HopClient::new(cluster_id.clone(), &metrics)),
         });
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
-        let mut publisher = Publisher::new(registry, listeners, Arc::clone(&table), clock, metrics.clone());
+        let mut publisher =
+            Publisher::new(registry, listeners, Arc::clone(&table), peers, clock, metrics.clone());
 
         let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
             .await
@@ -152,11 +160,27 @@ impl Node {
                 None
             }
             Some(cluster) => {
-                let member = Member::start(config, cluster, admin_addr, commands.clone(), &metrics).await?;
+                let hops = HopServer::new(
+                    HopServerConfig {
+                        table: Arc::clone(&table),
+                        cluster_id: cluster_id.clone(),
+                        clock,
+                        copy_mode: config.node.copy,
+                        max_hops: DEFAULT_MAX_HOPS,
+                    },
+                    &metrics,
+                );
+                let member =
+                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops).await?;
                 // Serve what this node last applied, from disk, before any
                 // peer answers: traffic does not wait for a quorum. A route
                 // this node cannot bind is reported, not fatal: the cluster
                 // may fix it.
+                let me = SelfNode { id: member.handle.node_id, name: config.node.name.clone() };
+                publisher.set_peers(Arc::new(match &member.handle.gossip {
+                    Some(g) => crate::control::gossip::peer_directory(me, &g.view()),
+                    None => PeerDirectory::alone(me),
+                }));
                 let routes = member.replica.state().routes.values().map(|r| r.spec.clone()).collect();
                 for e in publisher.apply_routes(routes) {
                     warn!("{e}");
@@ -261,6 +285,14 @@ impl Node {
         self.commands.send(Command::ApplyRoutes { routes, reply }).await.map_err(|_| ApplyError::Stopped)?;
         let errors = rx.await.map_err(|_| ApplyError::Stopped)?;
         if errors.is_empty() { Ok(()) } else { Err(ApplyError::Bind(errors)) }
+    }
+
+    /// Makes `peers` the node's view of the cluster: which backends are its
+    /// own, which peers' are reachable and how (see `dataplane::peers`).
+    /// The routing table is rebuilt shortly after, unless nothing changed;
+    /// `table().peers()` shows when.
+    pub async fn set_peers(&self, peers: Arc<PeerDirectory>) -> Result<(), ApplyError> {
+        self.commands.send(Command::SetPeers { peers }).await.map_err(|_| ApplyError::Stopped)
     }
 
     /// Stops accepting, lets open connections finish for the drain period,

@@ -184,12 +184,12 @@ async fn cluster_refuses_foreign_frames_and_reuses_connections() -> Result<()> {
             (
                 {
                     let mut f = encode_frame(CLUSTER, &Message::Ping)?;
-                    f[4] = 2; // wire version 2
+                    f[4] = 1; // wire version 1
                     f
                 },
                 ErrorCode::WrongVersion,
             ),
-            (vec![0, 0, 0, 3, 1, 0xFF, 0xFF], ErrorCode::Malformed),
+            (vec![0, 0, 0, 3, 2, 0xFF, 0xFF], ErrorCode::Malformed),
         ];
         for (frame, want) in refusals {
             let mut stream = TcpStream::connect(&addr).await?;

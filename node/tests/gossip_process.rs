@@ -3,7 +3,8 @@
 //! learners and voters (up to `max_voters`), `kill -9` seen as down by every
 //! survivor within the gossip profile's bound, a restart rejoining with a new
 //! incarnation, graceful leave (SIGTERM and `POST /v1/leave`), and autopilot
-//! removing a dead voter only while a live majority remains.
+//! removing a dead voter only while a live majority remains, and peer
+//! backends failing over at once when their node is killed under load.
 //!
 //! Nodes are started from flags only (no config file) unless a test needs a
 //! setting that has no flag. Node i runs on 127.0.N.i with the default ports
@@ -257,5 +258,103 @@ async fn autopilot_removes_a_dead_voter_only_while_a_live_majority_remains() -> 
     let me = left.iter().find(|m| m.name == "n1").context("n1")?.id;
     let r = http(n.admin(1), "POST", &format!("/v1/members/{me}/remove"), &[], None, IO_TIMEOUT).await?;
     ensure!(r.status == 409 && r.body.contains("is_self"), "{} {}", r.status, r.body);
+    Ok(())
+}
+
+/// Opens connections to `addr` one after another until `stop`, each
+/// exchanging one line; returns (answers per backend name, failures with
+/// the time their connection started).
+async fn load(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (BTreeMap<String, u32>, Vec<(Instant, String)>) {
+    let mut seen = BTreeMap::new();
+    let mut failures = Vec::new();
+    // Bounded in count and (through the caller's stop) in time.
+    for k in 0..20_000u32 {
+        if stop.load(Relaxed) {
+            break;
+        }
+        let started = Instant::now();
+        match common::ask_once(addr, &format!("ping {k}")).await {
+            Ok(reply) => {
+                let name = reply.split(':').next().unwrap_or_default().to_string();
+                *seen.entry(name).or_insert(0) += 1;
+            }
+            Err(e) => failures.push((started, format!("connection {k}: {e:#}"))),
+        }
+    }
+    (seen, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_peer_under_load_fails_no_new_connection_and_it_takes_its_share_back() -> Result<()> {
+    let mut n = Nodes::new("peers")?;
+    let seeds = seeds(&n);
+    for i in [1, 2, 3] {
+        n.start(i, &["--bootstrap-expect", "3", "--join", &seeds])?;
+    }
+    n.wait_roles(&[1, 2, 3], &[1, 2, 3], &[]).await?;
+    // Each node's local service: a backend pinned to it, reached by the
+    // other nodes through a peer hop.
+    let (a, b, c) =
+        (common::echo_server("a").await?, common::echo_server("b").await?, common::echo_server("c").await?);
+    let route = serde_json::json!({
+        "name": "side", "listen": ":7000", "balance": "round_robin", "max_connect_attempts": 3,
+        "backends": [
+            {"id": "a", "addr": a.to_string(), "node": "n1"},
+            {"id": "b", "addr": b.to_string(), "node": "n2"},
+            {"id": "c", "addr": c.to_string(), "node": "n3"},
+        ],
+    });
+    let r = http(n.admin(2), "PUT", "/v1/routes/side", &[], Some(&route.to_string()), IO_TIMEOUT).await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.body);
+    let entry = SocketAddr::new(n.ip(1), 7000);
+    poll("n1 serving side through all three nodes", SETTLE, async || {
+        let mut names = std::collections::BTreeSet::new();
+        for k in 0..6 {
+            let reply = common::ask_once(entry, &format!("warm {k}")).await?;
+            names.insert(reply.split(':').next().unwrap_or_default().to_string());
+        }
+        ensure!(names.len() == 3, "answered by {names:?}");
+        Ok(())
+    })
+    .await?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = tokio::spawn(load(entry, std::sync::Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n.proc(3)?.kill9()?;
+    let killed = Instant::now();
+    poll("n1 and n2 see n3 down", SETTLE, async || {
+        for i in [1, 2] {
+            let state = n.member(i, 3).await?.state;
+            ensure!(state.as_deref() == Some("down"), "n{i} sees n3 {state:?}");
+        }
+        Ok(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Relaxed);
+    let (seen, failures) = running.await?;
+    // A connection already flowing through n3 dies with it (L4 cannot
+    // replay bytes); every connection opened after the kill must succeed.
+    let after: Vec<&String> = failures.iter().filter(|(t, _)| *t >= killed).map(|(_, e)| e).collect();
+    ensure!(after.is_empty(), "{} new connections failed after the kill: {after:?}", after.len());
+    ensure!(failures.len() <= 1, "more than the one in-flight connection failed: {failures:?}");
+    ensure!(seen.get("a").is_some_and(|&k| k > 10) && seen.get("b").is_some_and(|&k| k > 10), "{seen:?}");
+
+    // n3 comes back: it rejoins and its backend gets its share again.
+    n.start(3, &["--join", &seeds])?;
+    n.wait_roles(&[1], &[1, 2, 3], &[]).await?;
+    poll("c answering through n1 again", SETTLE, async || {
+        for k in 0..6 {
+            if common::ask_once(entry, &format!("back {k}")).await?.starts_with("c:") {
+                return Ok(());
+            }
+        }
+        bail!("c never answered")
+    })
+    .await?;
     Ok(())
 }

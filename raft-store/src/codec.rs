@@ -5,14 +5,39 @@
 //! Decoding never panics: truncated bytes, trailing bytes, and a version this
 //! build does not know are all [`CodecError`]s, which the stores turn into
 //! openraft `StorageError`s. A change to a persisted type must bump
-//! [`FORMAT_VERSION`] and keep decoding the old one; the fixture test in
-//! `tests/fixture.rs` fails loudly if the bytes of version 1 stop decoding.
+//! [`FORMAT_VERSION`] and keep decoding the old one; the fixture tests in
+//! `tests/fixture.rs` fail loudly if the bytes of an old version stop decoding.
+//!
+//! # Versions
+//! - 1: the first format.
+//! - 2: a route's backends carry `node` (`Option<String>`, after `weight`).
+//!   bincode is positional, so version-1 bytes of every type that contains a
+//!   route are read through the version-1 types of [`crate::legacy`].
+//!
+//! Every decoded type says, through [`Persisted`], how version 1 wrote it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// A type stored with [`encode`] and read with [`decode`].
+pub trait Persisted: DeserializeOwned {
+    /// The type as format version 1 wrote it: `Self` when its encoding did
+    /// not change since, a type of [`crate::legacy`] when it did.
+    type V1: DeserializeOwned + Into<Self>;
+}
+
+/// Marks types whose encoding is the same in every format version.
+macro_rules! unchanged_since_v1 {
+    ($($t:ty),* $(,)?) => {
+        $(impl $crate::codec::Persisted for $t {
+            type V1 = $t;
+        })*
+    };
+}
+pub(crate) use unchanged_since_v1;
 
 /// A value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +46,7 @@ pub enum CodecError {
     #[error("value too short for a version prefix ({len} bytes)")]
     Truncated { len: usize },
     /// A version this build cannot read (written by a newer ferry?).
-    #[error("unknown format version {found} (this build reads version {FORMAT_VERSION})")]
+    #[error("unknown format version {found} (this build reads versions 1 to {FORMAT_VERSION})")]
     UnknownVersion { found: u16 },
     /// bincode could not encode the value.
     #[error("encode: {0}")]
@@ -41,21 +66,24 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
-/// Decodes a value written by [`encode`], checking the version prefix and
-/// that every byte was consumed.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// Decodes a value written by [`encode`] of this or an older build,
+/// checking the version prefix and that every byte was consumed.
+pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
     let Some((version, body)) = bytes.split_first_chunk::<2>() else {
         return Err(CodecError::Truncated { len: bytes.len() });
     };
     match u16::from_be_bytes(*version) {
-        FORMAT_VERSION => {
-            let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
-            match body.len() - read {
-                0 => Ok(value),
-                extra => Err(CodecError::TrailingBytes { extra }),
-            }
-        }
+        FORMAT_VERSION => decode_body(body),
+        1 => decode_body::<T::V1>(body).map(Into::into),
         found => Err(CodecError::UnknownVersion { found }),
+    }
+}
+
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+    match body.len() - read {
+        0 => Ok(value),
+        extra => Err(CodecError::TrailingBytes { extra }),
     }
 }
 
@@ -63,15 +91,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 mod tests {
     use super::*;
 
+    unchanged_since_v1!((u64, String, u128), u64, u8, String);
+
     #[test]
     fn round_trip_and_errors() {
         let v = (7u64, String::from("x"), u128::MAX);
         let bytes = encode(&v).expect("encode");
-        assert_eq!(&bytes[..2], &[0, 1]);
+        assert_eq!(&bytes[..2], &[0, 2]);
         assert_eq!(decode::<(u64, String, u128)>(&bytes).expect("decode"), v);
         assert!(matches!(decode::<u64>(&[0]), Err(CodecError::Truncated { len: 1 })));
-        assert!(matches!(decode::<u64>(&[0, 2, 0]), Err(CodecError::UnknownVersion { found: 2 })));
-        assert!(matches!(decode::<u8>(&[0, 1, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
+        assert!(matches!(decode::<u64>(&[0, 3, 0]), Err(CodecError::UnknownVersion { found: 3 })));
+        assert!(matches!(decode::<u64>(&[0, 0, 0]), Err(CodecError::UnknownVersion { found: 0 })));
+        assert!(matches!(decode::<u8>(&[0, 2, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
         assert!(matches!(decode::<String>(&bytes[..bytes.len() - 1]), Err(CodecError::Decode(_))));
+        // An unchanged type reads version 1 as it is.
+        assert_eq!(decode::<u8>(&[0, 1, 5]).expect("v1"), 5);
     }
 }

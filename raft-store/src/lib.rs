@@ -11,6 +11,7 @@
 //! - [`state_machine`]: [`StateMachineStore`] and [`StateWatch`].
 //! - [`snapshot`]: the snapshot envelope.
 //! - [`codec`]: the versioned encoding of everything persisted.
+//! - [`legacy`]: format version 1 of the types that changed since.
 //! - [`config`]: [`raft_config`] with ferry's snapshot policy.
 //! - [`error`]: [`StoreError`], the error of the stores.
 //!
@@ -35,6 +36,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod legacy;
 pub mod log_store;
 pub mod recent;
 pub mod snapshot;

@@ -42,7 +42,7 @@ impl LogStore {
         Ok(Self { log: db.open_tree(LOG_TREE)?, meta: db.open_tree(META_TREE)? })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
+    fn read_meta<T: crate::codec::Persisted>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
         match self.meta.get(k)? {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).map_err(|e| StoreError::codec(String::from_utf8_lossy(k), e)),

@@ -46,7 +46,7 @@ const RECENT_PREFIX: &[u8] = b"recent/";
 
 /// The state machine's position, persisted under `meta`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct SmMeta {
+pub(crate) struct SmMeta {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     index: u64,
@@ -109,7 +109,7 @@ fn enc<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     encode(value).map_err(|e| StoreError::codec(what, e))
 }
 
-fn dec<T: serde::de::DeserializeOwned>(what: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+fn dec<T: crate::codec::Persisted>(what: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     decode(bytes)
         .map_err(|e| StoreError::codec(format!("state machine key {}", String::from_utf8_lossy(what)), e))
 }

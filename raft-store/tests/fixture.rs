@@ -1,7 +1,12 @@
-//! Golden bytes of the persisted formats (version 1). If one of these fails,
-//! the on-disk or snapshot encoding changed: bump `codec::FORMAT_VERSION`,
-//! keep a decoder for version 1, and add a fixture for the new version —
-//! never regenerate these files to make the test pass.
+//! Golden bytes of the persisted formats. If one of these fails, the on-disk
+//! or snapshot encoding changed: bump `codec::FORMAT_VERSION`, keep a decoder
+//! for the old versions, and add fixtures for the new one — never regenerate
+//! these files to make the test pass.
+//!
+//! - `*_v1.hex`: written by format version 1 (before backends had `node`).
+//!   They must keep decoding, to today's types with `node: None`; they are
+//!   no longer what this build writes.
+//! - `*_v2.hex`: today's format, decoded and re-encoded byte for byte.
 //!
 //! To create a fixture for a *new* file: `FERRY_WRITE_FIXTURES=1 cargo test
 //! -p ferry-raft-store --test fixture` (existing files are never overwritten).
@@ -12,13 +17,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ferry_client::chaos::{ChaosPolicy, ChaosScope, Direction, Toxic, ToxicKind};
 use ferry_client::{FieldError, RouteSpec};
+use ferry_raft_store::codec::Persisted;
 use ferry_raft_store::codec::{decode, encode};
 use ferry_raft_store::recent::RecentRequests;
-use ferry_raft_store::types::{Entry, LogId};
-use ferry_raft_store::{ClusterState, Command, Request, Response, StateError, StoredPolicy, StoredRoute};
-use openraft::{CommittedLeaderId, EntryPayload};
+use ferry_raft_store::snapshot::SnapshotEnvelope;
+use ferry_raft_store::types::{Entry, LogId, StoredMembership};
+use ferry_raft_store::{
+    ClusterState, Command, NodeInfo, Request, Response, StateError, StoredPolicy, StoredRoute,
+};
+use openraft::{CommittedLeaderId, EntryPayload, Membership};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 fn route(name: &str, listen: &str) -> RouteSpec {
     serde_json::from_value(serde_json::json!({
@@ -71,6 +79,49 @@ fn cluster_state() -> ClusterState {
     ClusterState { routes, chaos, index: 9, recent }
 }
 
+/// `route(..)` with its backends pinned to nodes (format version 2).
+fn pinned(name: &str, listen: &str) -> RouteSpec {
+    let mut r = route(name, listen);
+    r.backends[0].node = Some("n2".into());
+    r.backends[1].node = Some("3".into());
+    r
+}
+
+fn membership() -> StoredMembership {
+    let node = NodeInfo {
+        name: "n1".into(),
+        cluster_addr: "127.0.0.1:7947".into(),
+        admin_addr: "127.0.0.1:7948".into(),
+    };
+    let m = Membership::new(vec![[1u64].into()], BTreeMap::from([(1u64, node)]));
+    StoredMembership::new(Some(LogId::new(CommittedLeaderId::new(3, 1), 8)), m)
+}
+
+fn put_route(route: RouteSpec) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(3, 2), 11),
+        payload: EntryPayload::Normal(Request::with_id(
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            Command::PutRoute { route, cas: Some(0) },
+        )),
+    }
+}
+
+fn seed_routes(routes: Vec<RouteSpec>) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+        payload: EntryPayload::Normal(Request::new(Command::SeedRoutes { routes })),
+    }
+}
+
+fn snapshot(state: ClusterState) -> SnapshotEnvelope {
+    SnapshotEnvelope {
+        state,
+        last_applied: Some(LogId::new(CommittedLeaderId::new(3, 2), 10)),
+        membership: membership(),
+    }
+}
+
 fn log_entry() -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(3, 2), 10),
@@ -81,22 +132,28 @@ fn log_entry() -> Entry {
     }
 }
 
-/// Decodes the fixture and compares with `expected`; the bytes of `expected`
-/// must also equal the fixture (the encoding is deterministic).
-fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
-    file: &str,
-    expected: &T,
-) -> Result<()> {
+/// Decodes the fixture `file` (of the current format) and compares with
+/// `expected`; the bytes of `expected` must also equal the fixture (the
+/// encoding is deterministic).
+fn check<T: Serialize + Persisted + PartialEq + std::fmt::Debug>(file: &str, expected: &T) -> Result<()> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
     if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() && !path.exists() {
         std::fs::write(&path, hex(&encode(expected)?) + "\n")?;
     }
+    let text = check_old(file, expected)?;
+    assert_eq!(hex(&encode(expected)?), text.trim(), "{file}: the encoding of the same value changed");
+    Ok(())
+}
+
+/// Decodes the fixture `file` (of any format version) and compares with
+/// `expected`; returns the fixture's text.
+fn check_old<T: Persisted + PartialEq + std::fmt::Debug>(file: &str, expected: &T) -> Result<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let bytes = unhex(text.trim()).context("fixture is not hex")?;
     let decoded: T = decode(&bytes).with_context(|| format!("decode {file}"))?;
     assert_eq!(&decoded, expected, "{file} decodes to a different value");
-    assert_eq!(hex(&encode(expected)?), text.trim(), "{file}: the encoding of the same value changed");
-    Ok(())
+    Ok(text)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -107,19 +164,54 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// Version 1 bytes of every type that holds a route decode to today's types,
+/// backends without a node.
 #[test]
-fn cluster_state_v1_decodes() -> Result<()> {
-    check("cluster_state_v1.hex", &cluster_state())
+fn version_1_decodes() -> Result<()> {
+    check_old("cluster_state_v1.hex", &cluster_state())?;
+    check_old("log_entry_v1.hex", &log_entry())?;
+    check_old("log_entry_put_route_v1.hex", &put_route(route("web", ":7000")))?;
+    check_old(
+        "log_entry_seed_routes_v1.hex",
+        &seed_routes(vec![route("api", "127.0.0.1:7001"), route("web", ":7000")]),
+    )?;
+    check_old("stored_route_v1.hex", &StoredRoute { spec: route("web", ":7000"), revision: 7 })?;
+    check_old("snapshot_v1.hex", &snapshot(cluster_state()))?;
+    Ok(())
 }
 
 #[test]
-fn log_entry_v1_decodes() -> Result<()> {
-    check("log_entry_v1.hex", &log_entry())
+fn version_2_round_trips() -> Result<()> {
+    let mut state = cluster_state();
+    for r in state.routes.values_mut() {
+        r.spec = pinned(&r.spec.name, &r.spec.listen);
+    }
+    check("cluster_state_v2.hex", &state)?;
+    check("log_entry_v2.hex", &log_entry())?;
+    check("log_entry_put_route_v2.hex", &put_route(pinned("web", ":7000")))?;
+    check(
+        "log_entry_seed_routes_v2.hex",
+        &seed_routes(vec![route("api", "127.0.0.1:7001"), pinned("web", ":7000")]),
+    )?;
+    check("stored_route_v2.hex", &StoredRoute { spec: pinned("web", ":7000"), revision: 7 })?;
+    check("snapshot_v2.hex", &snapshot(state))?;
+    Ok(())
+}
+
+/// Version 1 and 2 bytes of a route differ only by the backends' `node`.
+#[test]
+fn version_2_adds_one_option_per_backend() -> Result<()> {
+    let v2 = encode(&StoredRoute { spec: route("web", ":7000"), revision: 7 })?;
+    let v1 = unhex(include_str!("fixtures/stored_route_v1.hex").trim()).context("hex")?;
+    assert_eq!((v1[..2].to_vec(), v2[..2].to_vec()), (vec![0, 1], vec![0, 2]));
+    // Two backends, each one byte longer (the `None` tag).
+    assert_eq!(v2.len(), v1.len() + 2);
+    Ok(())
 }
 
 #[test]
 fn an_unknown_version_is_an_error() {
     let mut bytes = encode(&cluster_state()).expect("encode");
-    bytes[1] = 2;
+    bytes[1] = 3;
     assert!(decode::<ClusterState>(&bytes).is_err());
 }

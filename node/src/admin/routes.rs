@@ -15,7 +15,7 @@ use super::request::{
     Params, ReadParams, WriteParams, check_body, parse_body, request_id, with_index, written,
 };
 use super::{AdminState, ApiError};
-use crate::dataplane::table::RoutingTable;
+use crate::dataplane::table::{RoutingTable, Target};
 
 /// `GET /v1/routes`.
 pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
@@ -186,13 +186,18 @@ impl AdminState {
             .enumerate()
             .map(|(i, b)| {
                 let state = live.and_then(|r| r.backends.get(i));
+                let target = live.and_then(|r| r.targets.get(i)).copied();
+                let reachable = target != Some(Target::Unreachable);
+                let local = target.is_none_or(|t| t == Target::Local);
                 BackendStatus {
                     id: b.id.clone(),
                     addr: b.addr.clone(),
                     weight: b.weight,
-                    healthy: state.is_some_and(|st| st.healthy(now)),
+                    healthy: reachable && state.is_some_and(|st| st.healthy(now)),
                     check: match (spec.health_check.is_some(), state.map(|st| st.check_up())) {
                         (false, _) => "disabled",
+                        // Another node owns it and runs its check.
+                        (true, _) if !local => "remote",
                         (true, Some(true)) => "up",
                         (true, Some(false)) => "down",
                         (true, None) => "pending",

@@ -18,7 +18,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::cluster::message::Message;
 
 /// The envelope version this node writes and accepts.
-pub const WIRE_VERSION: u16 = 1;
+///
+/// - 1: the first version.
+/// - 2: routes in Raft entries and forwarded writes carry each backend's
+///   `node` (raft-store format version 2). bincode is positional, so a
+///   version-1 peer would misread them: the two refuse each other cleanly
+///   instead, and a cluster is upgraded across this change all at once.
+pub const WIRE_VERSION: u16 = 2;
 
 /// The largest payload accepted or sent: 8 MiB. Snapshot chunks are at most
 /// [`SNAPSHOT_CHUNK_BYTES`] (1 MiB) of data plus their metadata; larger
@@ -27,6 +33,13 @@ pub const WIRE_VERSION: u16 = 1;
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
 const _: () = assert!(MAX_FRAME_BYTES as u64 >= SNAPSHOT_CHUNK_BYTES * 2);
+
+/// The first byte of every frame: its big-endian length is at most
+/// [`MAX_FRAME_BYTES`], below 2^24. The cluster server tells a frame from a
+/// peer hop (a PROXY v2 signature, first byte `\r`) by this byte alone.
+pub const FRAME_FIRST_BYTE: u8 = 0;
+
+const _: () = assert!(MAX_FRAME_BYTES < 1 << 24);
 
 /// Payload bytes pre-allocated before they arrive; beyond this the buffer grows
 /// with the data, so a peer that declares a large frame and sends nothing
@@ -256,23 +269,27 @@ mod tests {
         }
     }
 
-    /// Old bytes keep decoding: the envelope layout and the variant indexes
-    /// are part of the wire format.
+    /// The envelope layout and the variant indexes are part of the wire
+    /// format: these bytes must keep decoding while the version is 2.
     #[test]
-    fn frame_fixture_v1() {
+    fn frame_fixture_v2() {
         let ping = encode_frame("ferry", &Message::Ping).expect("encode");
-        assert_eq!(ping, [0, 0, 0, 8, 1, 5, b'f', b'e', b'r', b'r', b'y', 0]);
+        assert_eq!(ping, [0, 0, 0, 8, 2, 5, b'f', b'e', b'r', b'r', b'y', 0]);
         // The documented Envelope reads the same bytes.
         let (envelope, n): (Envelope, usize) =
             bincode::serde::decode_from_slice(&ping[4..], wire_config()).expect("envelope");
-        assert_eq!((envelope.version, envelope.cluster_id.as_str(), n), (1, "ferry", 8));
+        assert_eq!((envelope.version, envelope.cluster_id.as_str(), n), (2, "ferry", 8));
         assert!(matches!(envelope.body, Message::Ping));
-        // version 1, "ferry", ClientWriteResult (9), Err (1), NoLeader (1)
-        let payload = [1, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
+        // version 2, "ferry", ClientWriteResult (9), Err (1), NoLeader (1)
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
         let msg = decode_payload(&payload, "ferry").expect("decode fixture");
         assert!(matches!(msg, Message::ClientWriteResult(Err(WriteError::NoLeader))), "{msg:?}");
+        // A version 1 peer (backends without `node`) is refused as a version.
+        let payload = [1, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
+        let err = decode_payload(&payload, "ferry").expect_err("version 1");
+        assert!(matches!(err, FrameError::WrongVersion { version: 1 }), "{err:?}");
         // Error (10) { WrongCluster (1), "no" }
-        let payload = [1, 5, b'f', b'e', b'r', b'r', b'y', 10, 1, 2, b'n', b'o'];
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 10, 1, 2, b'n', b'o'];
         let msg = decode_payload(&payload, "ferry").expect("decode fixture");
         assert!(
             matches!(&msg, Message::Error { code: crate::cluster::message::ErrorCode::WrongCluster, message } if message == "no"),
@@ -317,12 +334,12 @@ mod tests {
         );
 
         let mut payload = frame[4..].to_vec();
-        payload[0] = 2;
-        let err = decode_payload(&payload, "other").expect_err("version 2");
-        assert!(matches!(err, FrameError::WrongVersion { version: 2 }), "{err:?}");
-        // A version 2 body we cannot parse is still refused as a version.
-        let err = decode_payload(&[2, 0xFF, 0xFF], "other").expect_err("version 2");
-        assert!(matches!(err, FrameError::WrongVersion { version: 2 }), "{err:?}");
+        payload[0] = 3;
+        let err = decode_payload(&payload, "other").expect_err("version 3");
+        assert!(matches!(err, FrameError::WrongVersion { version: 3 }), "{err:?}");
+        // A version 3 body we cannot parse is still refused as a version.
+        let err = decode_payload(&[3, 0xFF, 0xFF], "other").expect_err("version 3");
+        assert!(matches!(err, FrameError::WrongVersion { version: 3 }), "{err:?}");
         // Trailing bytes are malformed.
         let mut payload = frame[4..].to_vec();
         payload.push(0);
@@ -340,7 +357,7 @@ mod tests {
             let mut buf: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(len).collect();
             if rng.bool() && len > 8 {
                 // Make it look like ours so the decoder goes past the header.
-                buf[0] = 1;
+                buf[0] = WIRE_VERSION as u8;
                 buf[1] = CLUSTER.len() as u8;
                 buf[2..2 + CLUSTER.len().min(len - 2)]
                     .copy_from_slice(&CLUSTER.as_bytes()[..CLUSTER.len().min(len - 2)]);

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`frame`]: length-prefixed frames and the versioned [`Envelope`](frame::Envelope).
 //! - [`message`]: the [`Message`] enum and [`WriteError`].
+//! - [`hop`]: peer hops to backends another node owns, both sides.
 //! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
 //! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
 //! - [`network`]: openraft's [`Network`] factory and [`PeerClient`].
@@ -18,6 +19,7 @@
 //! `raft.shutdown()`.
 
 pub mod frame;
+pub mod hop;
 pub mod message;
 pub mod network;
 pub mod server;
@@ -25,6 +27,7 @@ pub mod stats;
 pub mod transport;
 
 pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};
+pub use hop::{HopClient, HopServer, HopServerConfig, HopStatus};
 pub use message::{ErrorCode, Message, WriteError};
 pub use network::{Network, PeerClient};
 pub use server::{ClusterServer, ServerConfig, serve};

@@ -6,6 +6,12 @@
 //! wire version, malformed, oversized) is answered with [`Message::Error`]
 //! when the stream still allows it, logged, counted, and the connection is
 //! closed: after a bad frame the stream cannot be trusted to be in step.
+//!
+//! A connection whose first byte is `\r` (a PROXY v2 signature; a frame
+//! starts with 0) is a peer hop, handed to the [`HopServer`] when one is set
+//! ([`ClusterServer::with_hops`]). A hop gives back its connection permit:
+//! hops are long-lived data connections, bounded by the hop server's own
+//! limit, and must not starve Raft of connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cluster::frame::{FrameError, decode_payload, encode_frame, read_frame, write_frame};
+use crate::cluster::frame::{
+    FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
+};
+use crate::cluster::hop::HopServer;
 use crate::cluster::message::{ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
+use crate::dataplane::proxy_v2::SIGNATURE;
 
 /// Limits of the cluster server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +64,9 @@ const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for a membership change (two commits: joint, then uniform).
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
 
+// A hop and a frame are told apart by their first byte.
+const _: () = assert!(FRAME_FIRST_BYTE != SIGNATURE[0]);
+
 /// Pause after a failed `accept` (for example out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -66,6 +79,7 @@ pub struct ClusterServer {
     cluster_id: String,
     stats: Arc<TransportStats>,
     config: ServerConfig,
+    hops: Option<HopServer>,
 }
 
 impl ClusterServer {
@@ -84,6 +98,7 @@ impl ClusterServer {
             cluster_id: cluster_id.into(),
             stats,
             config,
+            hops: None,
         }
     }
 
@@ -92,6 +107,13 @@ impl ClusterServer {
     pub fn with_identity(mut self, name: impl Into<String>, bootstrap_expect: u32) -> Self {
         self.node_name = name.into();
         self.bootstrap_expect = bootstrap_expect;
+        self
+    }
+
+    /// Serves peer hops with `hops` too (without, a hop is refused as an
+    /// oversized frame).
+    pub fn with_hops(mut self, hops: HopServer) -> Self {
+        self.hops = Some(hops);
         self
     }
 
@@ -200,6 +222,36 @@ impl ClusterServer {
                 timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
             }),
         }
+    }
+
+    /// Serves one accepted connection: a peer hop or a sequence of frames,
+    /// told apart by the first byte.
+    async fn dispatch(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        if let Some(hops) = &self.hops {
+            let mut first = [0u8; 1];
+            let peeked = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                peeked = timeout(self.config.idle_timeout, stream.peek(&mut first)) => peeked,
+            };
+            match peeked {
+                Ok(Ok(1)) if first[0] == SIGNATURE[0] => {
+                    drop(permit);
+                    return hops.serve(stream, peer, shutdown).await;
+                }
+                // A frame, or garbage the frame reader refuses.
+                Ok(Ok(1)) => {}
+                // Closed, failed or idle before a byte: nothing to serve.
+                _ => return,
+            }
+        }
+        self.connection(stream, peer, shutdown).await;
+        drop(permit);
     }
 
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
@@ -334,8 +386,7 @@ pub async fn serve(listener: TcpListener, server: ClusterServer, shutdown: Cance
         // composition root instruments `serve`).
         tasks.spawn(
             async move {
-                server.connection(stream, peer, shutdown).await;
-                drop(permit);
+                server.dispatch(stream, peer, shutdown, permit).await;
             }
             .in_current_span(),
         );

@@ -3,14 +3,18 @@
 //! another member answers, and exports the gossip metrics.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_gossip::{Gossip, GossipHandle, MemberState, MemberView, NodeIdentity};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::publisher::Command as PublisherCommand;
 use crate::config::{ClusterSection, GossipSection, parse_seed};
+use crate::dataplane::peers::{Peer, PeerDirectory, PeerState, SelfNode};
 use crate::telemetry::metrics::Metrics;
 
 /// First and longest pause between join attempts.
@@ -46,6 +50,44 @@ pub async fn start(
     }
     tokio::spawn(export_metrics(handle.clone(), metrics.clone(), stop.clone()));
     Ok(handle)
+}
+
+/// The data plane's view of the members: state and cluster address of
+/// every member but this node.
+pub fn peer_directory(me: SelfNode, view: &MemberView) -> PeerDirectory {
+    let peers = view.members.values().filter(|m| m.identity.id != view.local_id).map(|m| Peer {
+        id: m.identity.id,
+        name: m.identity.name.clone(),
+        state: match m.state {
+            MemberState::Alive => PeerState::Alive,
+            MemberState::Suspect => PeerState::Suspect,
+            MemberState::Down => PeerState::Down,
+            MemberState::Left => PeerState::Left,
+        },
+        cluster_addr: m.identity.cluster_addr,
+    });
+    PeerDirectory::new(me, peers)
+}
+
+/// Sends the publisher a new peer directory on every view change (the
+/// publisher ignores one that did not change).
+pub async fn feed_peers(
+    handle: GossipHandle,
+    me: SelfNode,
+    publisher: mpsc::Sender<PublisherCommand>,
+    stop: CancellationToken,
+) {
+    let mut view = handle.subscribe();
+    loop {
+        let peers = Arc::new(peer_directory(me.clone(), &view.borrow_and_update()));
+        if publisher.send(PublisherCommand::SetPeers { peers }).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = view.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// Whether any member besides this node is up.

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use super::autopilot::AutopilotConfig;
 use super::publisher::Command as PublisherCommand;
 use super::replica::Replica;
+use crate::cluster::hop::HopServer;
 use crate::cluster::message::{MembershipChange, Message};
 use crate::cluster::network::Network;
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
@@ -78,13 +79,15 @@ pub struct MemberHandle {
 impl Member {
     /// Opens storage, starts Raft and the cluster server, bootstraps when
     /// this node is the lowest initial member of an uninitialized cluster,
-    /// and starts feeding applied routes to `publisher`.
+    /// and starts feeding applied routes to `publisher`. The cluster port
+    /// serves peer hops with `hops`.
     pub async fn start(
         config: &Config,
         cluster: &ClusterSection,
         admin_addr: std::net::SocketAddr,
         publisher: mpsc::Sender<PublisherCommand>,
         metrics: &Metrics,
+        hops: HopServer,
     ) -> Result<Member, MemberError> {
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
@@ -125,7 +128,8 @@ impl Member {
             Arc::clone(&stats),
             ServerConfig::default(),
         )
-        .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX));
+        .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
+        .with_hops(hops);
         let mut tasks = vec![tokio::spawn(serve(listener, server.clone(), stop.child_token()))];
         let replica = Arc::new(Replica::new(node_id, raft.clone(), watch, server, Arc::clone(&transport)));
         let raft_for_metrics = raft.clone();
@@ -150,6 +154,13 @@ impl Member {
         let fresh = !raft.is_initialized().await.map_err(|e| MemberError::Raft(e.to_string()))?;
         let lowest = cluster.members().iter().map(|(id, _)| *id).min();
         if let Some(g) = &gossip {
+            let me = crate::dataplane::peers::SelfNode { id: node_id, name: config.node.name.clone() };
+            tasks.push(tokio::spawn(super::gossip::feed_peers(
+                g.clone(),
+                me,
+                publisher.clone(),
+                stop.clone(),
+            )));
             if fresh && bootstrap_expect > 0 {
                 let (replica, g, transport, stop) =
                     (Arc::clone(&replica), g.clone(), Arc::clone(&transport), stop.clone());

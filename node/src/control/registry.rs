@@ -3,6 +3,9 @@
 //! settings). It hands the same `Arc`s to every table build, creates state
 //! (and the health-check task) for new entries, and retires state that a new
 //! configuration no longer names: its check stops and its metric series go.
+//!
+//! A backend pinned to another node gets no active check here: its owner
+//! checks it, and this node follows the owner's membership state instead.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::dataplane::backend::BackendState;
 use crate::dataplane::checker;
+use crate::dataplane::peers::PeerDirectory;
 use crate::dataplane::table::{RouteInput, RouteState};
 use crate::telemetry::metrics::Metrics;
 
@@ -21,7 +25,10 @@ struct BackendKey {
     route: String,
     id: String,
     addr: SocketAddr,
+    /// The active check, when this node runs one (local backends only).
     check: Option<HealthCheckSpec>,
+    /// Served by this node (not pinned to another).
+    local: bool,
 }
 
 /// Long-lived state, owned by the publisher task.
@@ -43,7 +50,8 @@ impl Registry {
 
     /// The table-builder inputs for `specs` (which must be valid), creating
     /// and retiring state so that the registry holds exactly what they name.
-    pub fn inputs(&mut self, specs: &[Arc<RouteSpec>]) -> Vec<RouteInput> {
+    /// `peers` says which backends are local (and so actively checked here).
+    pub fn inputs(&mut self, specs: &[Arc<RouteSpec>], peers: &PeerDirectory) -> Vec<RouteInput> {
         let mut live_routes = HashSet::new();
         let mut live_backends = HashSet::new();
         let mut inputs = Vec::with_capacity(specs.len());
@@ -58,8 +66,9 @@ impl Registry {
             for b in &spec.backends {
                 // Validated: the address parses.
                 let Ok(addr) = b.addr.parse::<SocketAddr>() else { continue };
-                let key =
-                    BackendKey { route: spec.name.clone(), id: b.id.clone(), addr, check: spec.health_check };
+                let local = peers.is_local(b.node.as_deref());
+                let check = spec.health_check.filter(|_| local);
+                let key = BackendKey { route: spec.name.clone(), id: b.id.clone(), addr, check, local };
                 let backend = self.backends.entry(key.clone()).or_insert_with(|| {
                     let backend = Arc::new(BackendState::new(
                         &spec.name,
@@ -68,7 +77,7 @@ impl Registry {
                         Arc::clone(&self.changed),
                         &self.metrics,
                     ));
-                    if let Some(check) = spec.health_check {
+                    if let Some(check) = check {
                         let result = |r: &str| {
                             self.metrics.health_checks_total.with_label_values(&[&spec.name, &b.id, r])
                         };
@@ -114,5 +123,55 @@ impl Drop for Registry {
         for b in self.backends.values() {
             b.cancel.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::peers::{Peer, PeerState, SelfNode};
+
+    fn checked_backends(metrics: &Metrics) -> Vec<String> {
+        use prometheus::core::Collector;
+        let mut ids: Vec<String> = metrics
+            .health_checks_total
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().iter())
+            .filter_map(|m| {
+                m.get_label().iter().find(|l| l.name() == "backend").map(|l| l.value().to_string())
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Only backends this node serves get an active check: a backend pinned
+    /// to another node is checked by its owner.
+    #[tokio::test]
+    async fn checks_only_local_backends() {
+        let metrics = Metrics::new().expect("metrics");
+        let mut registry = Registry::new(metrics.clone(), Arc::new(Notify::new()), [127, 0, 0, 1].into());
+        let spec: RouteSpec = serde_json::from_value(serde_json::json!({
+            "name": "r", "listen": "127.0.0.1:0", "health_check": {"interval_ms": 60000},
+            "backends": [{"id": "plain", "addr": "127.0.0.1:1"},
+                         {"id": "mine", "addr": "127.0.0.1:2", "node": "n1"},
+                         {"id": "theirs", "addr": "127.0.0.1:3", "node": "n2"},
+                         {"id": "nobody", "addr": "127.0.0.1:4", "node": "n9"}]
+        }))
+        .expect("route");
+        let peers = PeerDirectory::new(
+            SelfNode { id: 1, name: "n1".into() },
+            [Peer {
+                id: 2,
+                name: "n2".into(),
+                state: PeerState::Alive,
+                cluster_addr: "127.0.0.2:1".parse().expect("addr"),
+            }],
+        );
+        let inputs = registry.inputs(&[Arc::new(spec)], &peers);
+        assert_eq!(inputs[0].backends.len(), 4);
+        assert_eq!(checked_backends(&metrics), vec!["mine", "plain"]);
     }
 }

@@ -45,6 +45,8 @@ pub struct ListenerContext {
     pub runtimes: Vec<tokio::runtime::Handle>,
     /// True when each runtime is a dedicated worker (bind with `SO_REUSEPORT`).
     pub reuse_port: bool,
+    /// Opens peer hops to backends other nodes own.
+    pub hops: Arc<crate::cluster::hop::HopClient>,
 }
 
 #[derive(Debug)]
@@ -230,7 +232,12 @@ async fn accept_loop(
             peer,
             Arc::clone(entry),
             admitted,
-            proxy::ConnContext { clock: ctx.clock, copy_mode: ctx.copy_mode, hard_stop: conns.clone() },
+            proxy::ConnContext {
+                clock: ctx.clock,
+                copy_mode: ctx.copy_mode,
+                hard_stop: conns.clone(),
+                hops: Arc::clone(&ctx.hops),
+            },
         ));
     }
 }

@@ -7,7 +7,9 @@
 //! - [`backend`]: per-backend live state, passive ejection.
 //! - [`checker`]: active TCP health checks.
 //! - [`listener`]: accept loops and their reconciliation.
+//! - [`peers`]: the peer directory: this node and its peers' state.
 //! - [`proxy`]: one connection: connect with failover, then copy.
+//! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
 //! - [`workers`]: thread-per-core data-plane runtimes.
@@ -18,7 +20,9 @@ pub mod checker;
 pub mod clock;
 pub mod copy;
 pub mod listener;
+pub mod peers;
 pub mod proxy;
+pub mod proxy_v2;
 pub mod splice;
 pub mod table;
 pub mod workers;

@@ -5,6 +5,9 @@
 //! candidate is tried at once, so a dead backend costs a client at most one
 //! connect attempt and never a failed connection while another candidate
 //! answers. The client sees a close only when every candidate failed.
+//!
+//! A backend another node owns is connected through that node (a peer hop,
+//! `cluster::hop`); a refused or failed hop counts as a failed connect.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +21,8 @@ use tracing::{debug, warn};
 use super::backend::ConnectResult;
 use super::clock::Clock;
 use super::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
-use super::table::{RouteEntry, RouteGuard};
+use super::table::{RouteEntry, RouteGuard, Target};
+use crate::cluster::hop::HopClient;
 
 /// What a connection needs besides its route.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct ConnContext {
     pub copy_mode: CopyMode,
     /// Ends the connection at once (drain deadline).
     pub hard_stop: CancellationToken,
+    /// Opens peer hops.
+    pub hops: Arc<HopClient>,
 }
 
 /// Serves one admitted client connection until it ends or `hard_stop` fires.
@@ -37,7 +43,7 @@ pub async fn serve(
     _admitted: RouteGuard,
     ctx: ConnContext,
 ) {
-    let ConnContext { clock, copy_mode, hard_stop } = ctx;
+    let ConnContext { clock, copy_mode, hard_stop, hops } = ctx;
     let name = route.spec.name.as_str();
     let candidates = route.candidates(peer);
     let mut connected = None;
@@ -47,8 +53,21 @@ pub async fn serve(
             route.state.m.failovers.inc();
         }
         let t0 = Instant::now();
+        let attempt = async {
+            match route.targets[idx as usize] {
+                Target::Local => connect(backend.addr, route.connect_timeout).await,
+                Target::Peer { addr, .. } => {
+                    let dst = client.local_addr().unwrap_or(route.listen);
+                    hops.connect(addr, peer, dst, name, &backend.id, route.connect_timeout).await
+                }
+                // Never a candidate; kept total for safety.
+                Target::Unreachable => {
+                    Err((ConnectResult::Error, io::Error::other("backend on an unreachable node")))
+                }
+            }
+        };
         let result = tokio::select! {
-            r = connect(backend.addr, route.connect_timeout) => r,
+            r = attempt => r,
             () = hard_stop.cancelled() => return,
         };
         match result {

@@ -6,7 +6,15 @@
 //! keeps its `Arc<RouteEntry>` to the end: a swap never disturbs connections
 //! already running. `build` is a pure function of its inputs (specs, the
 //! long-lived per-route and per-backend state, the previous table for ring
-//! reuse, and the time), so it is tested without sockets.
+//! reuse, the peer directory, and the time), so it is tested without sockets.
+//!
+//! # Backends pinned to a node
+//! A backend whose `node` names this node is a plain local backend. One that
+//! names another node is reached through that node (a peer hop) and is placed
+//! by the node's membership state: `Alive`, a normal candidate; `Suspect`,
+//! tried after every other candidate; `Down`, `Left` or unknown, never tried,
+//! not even in panic mode. The hash ring holds every backend whatever its
+//! node's state, so a failed node moves only the keys it held.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +25,11 @@ use std::time::Duration;
 use ferry_client::RouteSpec;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
+use ferry_client::route::MAX_CONNECT_ATTEMPTS;
+
 use super::backend::{BackendState, EjectPolicy};
 use super::balance::{Balancer, Candidates};
+use super::peers::{Owner, PeerDirectory, PeerState};
 use crate::telemetry::metrics::Metrics;
 
 /// State of a route that outlives table rebuilds (keyed by route name).
@@ -90,6 +101,24 @@ impl Drop for RouteGuard {
     }
 }
 
+/// Where the connections to one backend go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Straight to the backend's address.
+    Local,
+    /// Through the owning peer's cluster port (a peer hop).
+    Peer {
+        /// The owner's node id.
+        node: u64,
+        /// The owner's cluster port.
+        addr: SocketAddr,
+        /// The owner is suspect: tried after every other candidate.
+        suspect: bool,
+    },
+    /// Owned by a node that is down, has left, or is unknown: never tried.
+    Unreachable,
+}
+
 /// One route as the data plane sees it.
 #[derive(Debug)]
 pub struct RouteEntry {
@@ -97,8 +126,13 @@ pub struct RouteEntry {
     /// The address to bind (`:PORT` resolved against the node's bind address).
     pub listen: SocketAddr,
     pub backends: Vec<Arc<BackendState>>,
+    /// `targets[i]`: how backend `i` is reached.
+    pub targets: Vec<Target>,
+    /// Some target is a suspect peer.
+    has_suspect: bool,
     pub state: Arc<RouteState>,
-    /// `healthy[i]`: backend `i` took new connections when the table was built.
+    /// `healthy[i]`: backend `i` took new connections when the table was
+    /// built (false for an unreachable target).
     pub healthy: Vec<bool>,
     /// No backend was healthy, so every backend of weight > 0 is tried.
     pub panic_mode: bool,
@@ -109,11 +143,21 @@ pub struct RouteEntry {
 }
 
 impl RouteEntry {
-    /// Ordered candidates for a connection from `client`.
+    /// Ordered candidates for a connection from `client`; backends of a
+    /// suspect peer come after every other.
     pub fn candidates(&self, client: SocketAddr) -> Candidates {
-        self.balancer.candidates(client, self.spec.max_connect_attempts as usize, |i| {
-            self.backends[i as usize].active()
-        })
+        let max = self.spec.max_connect_attempts as usize;
+        let active = |i: u32| self.backends[i as usize].active();
+        if !self.has_suspect {
+            return self.balancer.candidates(client, max, active);
+        }
+        let all = self.balancer.candidates(client, MAX_CONNECT_ATTEMPTS as usize, active);
+        all.deferring(|i| matches!(self.targets[i as usize], Target::Peer { suspect: true, .. }), max)
+    }
+
+    /// The index of the backend with id `id`.
+    pub fn backend_index(&self, id: &str) -> Option<usize> {
+        self.spec.backends.iter().position(|b| b.id == id)
     }
 }
 
@@ -133,21 +177,35 @@ pub struct RoutingTable {
     /// Bumped by every rebuild.
     pub generation: u64,
     routes: HashMap<String, Arc<RouteEntry>>,
+    /// The directory the table was built with.
+    peers: Arc<PeerDirectory>,
 }
 
 impl RoutingTable {
-    /// Builds generation `generation` from `inputs` at `now_ms`, reusing
-    /// `prev`'s hash rings where a route's backends and weights are unchanged.
-    pub fn build(generation: u64, inputs: Vec<RouteInput>, prev: &RoutingTable, now_ms: u64) -> Self {
+    /// Builds generation `generation` from `inputs` and `peers` at `now_ms`,
+    /// reusing `prev`'s hash rings where a route's backends and weights are
+    /// unchanged.
+    pub fn build(
+        generation: u64,
+        inputs: Vec<RouteInput>,
+        prev: &RoutingTable,
+        peers: &Arc<PeerDirectory>,
+        now_ms: u64,
+    ) -> Self {
         let routes = inputs
             .into_iter()
             .map(|input| {
                 let prev_ring = prev.routes.get(&input.spec.name).and_then(|r| r.balancer.ring());
-                let entry = build_route(input, prev_ring, now_ms);
+                let entry = build_route(input, prev_ring, peers, now_ms);
                 (entry.spec.name.clone(), Arc::new(entry))
             })
             .collect();
-        Self { generation, routes }
+        Self { generation, routes, peers: Arc::clone(peers) }
+    }
+
+    /// The peer directory the table was built with.
+    pub fn peers(&self) -> &Arc<PeerDirectory> {
+        &self.peers
     }
 
     /// The route called `name`.
@@ -178,27 +236,49 @@ impl RoutingTable {
     }
 }
 
+/// How this node reaches a backend pinned to `node` (or not pinned).
+pub fn target(node: Option<&str>, peers: &PeerDirectory) -> Target {
+    let Some(node) = node else { return Target::Local };
+    match peers.owner(node) {
+        Owner::Me => Target::Local,
+        Owner::Peer(p) => match p.state {
+            PeerState::Alive => Target::Peer { node: p.id, addr: p.cluster_addr, suspect: false },
+            PeerState::Suspect => Target::Peer { node: p.id, addr: p.cluster_addr, suspect: true },
+            PeerState::Down | PeerState::Left => Target::Unreachable,
+        },
+        Owner::Unknown => Target::Unreachable,
+    }
+}
+
 fn build_route(
     input: RouteInput,
     prev_ring: Option<&Arc<super::balance::HashRing>>,
+    peers: &PeerDirectory,
     now_ms: u64,
 ) -> RouteEntry {
     let spec = input.spec;
     let weights: Vec<(String, u32)> = spec.backends.iter().map(|b| (b.id.clone(), b.weight)).collect();
-    let healthy: Vec<bool> = input.backends.iter().map(|b| b.healthy(now_ms)).collect();
+    let targets: Vec<Target> = spec.backends.iter().map(|b| target(b.node.as_deref(), peers)).collect();
+    let reachable: Vec<bool> = targets.iter().map(|t| *t != Target::Unreachable).collect();
+    let healthy: Vec<bool> =
+        input.backends.iter().zip(&reachable).map(|(b, r)| *r && b.healthy(now_ms)).collect();
     for (b, h) in input.backends.iter().zip(&healthy) {
         b.set_healthy_gauge(*h);
     }
     let mut mask: Vec<bool> = healthy.iter().zip(&weights).map(|(h, (_, w))| *h && *w > 0).collect();
     let panic_mode = !mask.iter().any(|m| *m);
     if panic_mode {
-        // Better to try backends that may be up than to refuse everything.
-        mask = weights.iter().map(|(_, w)| *w > 0).collect();
+        // Better to try backends that may be up than to refuse everything;
+        // but a backend on a down or unknown node cannot be reached at all.
+        mask = weights.iter().zip(&reachable).map(|((_, w), r)| *r && *w > 0).collect();
     }
     let balancer = Balancer::build(spec.balance, spec.hash_key, spec.vnodes, &weights, mask, prev_ring);
+    let has_suspect = targets.iter().any(|t| matches!(t, Target::Peer { suspect: true, .. }));
     RouteEntry {
         listen: input.listen,
         backends: input.backends,
+        targets,
+        has_suspect,
         state: input.state,
         healthy,
         panic_mode,
@@ -238,6 +318,10 @@ mod tests {
         }
     }
 
+    fn standalone() -> Arc<PeerDirectory> {
+        Arc::new(PeerDirectory::default())
+    }
+
     fn web() -> Arc<RouteSpec> {
         spec(serde_json::json!({
             "name": "web", "listen": "127.0.0.1:0", "balance": "round_robin",
@@ -251,7 +335,7 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let inp = input(web(), &metrics);
         inp.backends[0].set_check_up(false);
-        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), 0);
+        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &standalone(), 0);
         let r = t.get("web").expect("route");
         assert!(!r.panic_mode);
         assert_eq!(r.healthy, vec![false, true, true]);
@@ -268,7 +352,7 @@ mod tests {
         for b in &inp.backends {
             b.record_connect(ConnectResult::Refused, 0, policy);
         }
-        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), 50);
+        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &standalone(), 50);
         let r = t.get("web").expect("route");
         assert!(r.panic_mode);
         let mut c = r.candidates(SocketAddr::from(([127, 0, 0, 1], 1))).as_slice().to_vec();
@@ -285,10 +369,152 @@ mod tests {
             "name": "h", "listen": "127.0.0.1:0", "balance": "consistent_hash",
             "backends": [{"id": "a", "addr": "127.0.0.1:1"}, {"id": "b", "addr": "127.0.0.1:2"}]
         }));
-        let t1 = RoutingTable::build(1, vec![input(Arc::clone(&s), &metrics)], &RoutingTable::default(), 0);
-        let t2 = RoutingTable::build(2, vec![input(s, &metrics)], &t1, 0);
+        let none = standalone();
+        let t1 =
+            RoutingTable::build(1, vec![input(Arc::clone(&s), &metrics)], &RoutingTable::default(), &none, 0);
+        let t2 = RoutingTable::build(2, vec![input(s, &metrics)], &t1, &none, 0);
         let ring = |t: &RoutingTable| Arc::clone(t.get("h").and_then(|r| r.balancer.ring()).expect("ring"));
         assert!(Arc::ptr_eq(&ring(&t1), &ring(&t2)));
+    }
+
+    fn directory(states: &[(u64, &str, PeerState)]) -> Arc<PeerDirectory> {
+        use crate::dataplane::peers::{Peer, SelfNode};
+        let peers = states.iter().map(|&(id, name, state)| Peer {
+            id,
+            name: name.into(),
+            state,
+            cluster_addr: SocketAddr::from(([127, 0, 0, id as u8], 7947)),
+        });
+        Arc::new(PeerDirectory::new(SelfNode { id: 1, name: "n1".into() }, peers))
+    }
+
+    fn pinned() -> Arc<RouteSpec> {
+        let b = |id: &str, port: u16, node: Option<&str>| serde_json::json!({"id": id, "addr": format!("127.0.0.1:{port}"), "node": node});
+        spec(serde_json::json!({
+            "name": "p", "listen": "127.0.0.1:0", "balance": "round_robin", "max_connect_attempts": 16,
+            "backends": [b("l", 1, None), b("me", 2, Some("n1")), b("p2", 3, Some("n2")),
+                         b("p3", 4, Some("3")), b("p4", 5, Some("n4")), b("p5", 6, Some("n5")),
+                         b("p9", 7, Some("n9")), b("myid", 8, Some("1"))]
+        }))
+    }
+
+    #[test]
+    fn pinned_backends_follow_their_node() {
+        let metrics = Metrics::new().expect("metrics");
+        let peers = directory(&[
+            (2, "n2", PeerState::Alive),
+            (3, "n3", PeerState::Suspect),
+            (4, "n4", PeerState::Down),
+            (5, "n5", PeerState::Left),
+        ]);
+        let t = RoutingTable::build(1, vec![input(pinned(), &metrics)], &RoutingTable::default(), &peers, 0);
+        let r = t.get("p").expect("route");
+        let addr = |id: u8| SocketAddr::from(([127, 0, 0, id], 7947));
+        assert_eq!(
+            r.targets,
+            vec![
+                Target::Local,
+                Target::Local,
+                Target::Peer { node: 2, addr: addr(2), suspect: false },
+                Target::Peer { node: 3, addr: addr(3), suspect: true },
+                Target::Unreachable,
+                Target::Unreachable,
+                Target::Unreachable,
+                Target::Local,
+            ]
+        );
+        assert_eq!(r.healthy, vec![true, true, true, true, false, false, false, true]);
+        for port in 0..12u16 {
+            let c = r.candidates(SocketAddr::from(([10, 0, 0, 1], port)));
+            let c = c.as_slice();
+            // Down, left and unknown nodes are never tried; the suspect one last.
+            assert_eq!(c.len(), 5, "{c:?}");
+            assert_eq!(c.last(), Some(&3), "{c:?}");
+        }
+        // Suspect last even when the list is cut short.
+        let mut s = (*pinned()).clone();
+        s.max_connect_attempts = 2;
+        let t = RoutingTable::build(2, vec![input(Arc::new(s), &metrics)], &t, &peers, 0);
+        let r = t.get("p").expect("route");
+        for port in 0..12u16 {
+            let c = r.candidates(SocketAddr::from(([10, 0, 0, 1], port)));
+            assert!(!c.as_slice().contains(&3), "{:?}", c.as_slice());
+        }
+    }
+
+    #[test]
+    fn panic_mode_never_tries_unreachable_nodes() {
+        let metrics = Metrics::new().expect("metrics");
+        let peers = directory(&[(2, "n2", PeerState::Alive), (4, "n4", PeerState::Down)]);
+        let inp = input(pinned(), &metrics);
+        for b in &inp.backends {
+            b.set_check_up(false);
+        }
+        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &peers, 0);
+        let r = t.get("p").expect("route");
+        assert!(r.panic_mode);
+        let mut c = r.candidates(SocketAddr::from(([10, 0, 0, 1], 1))).as_slice().to_vec();
+        c.sort_unstable();
+        assert_eq!(c, vec![0, 1, 2, 7]);
+    }
+
+    #[test]
+    fn standalone_never_tries_pinned_backends_of_others() {
+        let metrics = Metrics::new().expect("metrics");
+        let t = RoutingTable::build(
+            1,
+            vec![input(pinned(), &metrics)],
+            &RoutingTable::default(),
+            &standalone(),
+            0,
+        );
+        let r = t.get("p").expect("route");
+        let mut c = r.candidates(SocketAddr::from(([10, 0, 0, 1], 1))).as_slice().to_vec();
+        c.sort_unstable();
+        assert_eq!(c, vec![0], "only the unpinned backend");
+    }
+
+    /// Consistent hash over backends on three peers: a key stays on one
+    /// peer, and when a peer goes down only the keys it held move.
+    #[test]
+    fn consistent_hash_moves_only_the_keys_of_a_failed_peer() {
+        let metrics = Metrics::new().expect("metrics");
+        let s = spec(serde_json::json!({
+            "name": "h", "listen": "127.0.0.1:0", "balance": "consistent_hash",
+            "backends": [{"id": "a", "addr": "127.0.0.1:1", "node": "n2"},
+                         {"id": "b", "addr": "127.0.0.1:1", "node": "n3"},
+                         {"id": "c", "addr": "127.0.0.1:1", "node": "n4"}]
+        }));
+        let up = directory(&[
+            (2, "n2", PeerState::Alive),
+            (3, "n3", PeerState::Alive),
+            (4, "n4", PeerState::Alive),
+        ]);
+        let down = directory(&[
+            (2, "n2", PeerState::Alive),
+            (3, "n3", PeerState::Down),
+            (4, "n4", PeerState::Alive),
+        ]);
+        let t1 =
+            RoutingTable::build(1, vec![input(Arc::clone(&s), &metrics)], &RoutingTable::default(), &up, 0);
+        let t2 = RoutingTable::build(2, vec![input(s, &metrics)], &t1, &down, 0);
+        let (r1, r2) = (t1.get("h").expect("route"), t2.get("h").expect("route"));
+        let mut moved = 0;
+        for i in 0..3_000u32 {
+            let client = SocketAddr::from((i.to_be_bytes(), 1));
+            let before = r1.candidates(client).as_slice()[0];
+            assert_eq!(before, r1.candidates(client).as_slice()[0], "stable");
+            let after = r2.candidates(client).as_slice()[0];
+            if before == 1 {
+                assert_ne!(after, 1);
+                // Where the ring walk sends it: the next candidate of before.
+                assert_eq!(after, r1.candidates(client).as_slice()[1]);
+                moved += 1;
+            } else {
+                assert_eq!(before, after, "a key of a live peer moved");
+            }
+        }
+        assert!(moved > 500, "{moved}");
     }
 
     #[test]

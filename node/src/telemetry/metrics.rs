@@ -86,6 +86,11 @@ pub struct Metrics {
     /// `ferry_autopilot_changes_total{change}`: membership changes made by
     /// this node's autopilot (add_learner, promote, remove_dead).
     pub autopilot_changes_total: IntCounterVec,
+    /// `ferry_peer_hops_total{direction,result}`: peer hops sent (`out`) and
+    /// received (`in`); result is `ok` or a hop status name (see
+    /// `cluster::hop::HopStatus`), plus `peer_refused`, `peer_timeout`,
+    /// `peer_error` (out) and `malformed` (in).
+    pub peer_hops_total: IntCounterVec,
 }
 
 fn counter_vec(
@@ -262,6 +267,12 @@ impl Metrics {
             "Raft membership changes made by this node's autopilot",
             &["change"],
         )?;
+        let peer_hops_total = counter_vec(
+            &r,
+            "ferry_peer_hops_total",
+            "Peer hops to backends owned by another node, by direction (out, in) and result",
+            &["direction", "result"],
+        )?;
         let admin_requests_total = counter_vec(
             &r,
             "ferry_admin_requests_total",
@@ -297,6 +308,7 @@ impl Metrics {
             gossip_packets_total,
             gossip_probe_failures_total,
             autopilot_changes_total,
+            peer_hops_total,
             admin_requests_total,
             build_info,
         })

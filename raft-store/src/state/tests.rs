@@ -233,7 +233,7 @@ fn apply_never_panics_and_keeps_invariants_on_random_commands() {
                 for _ in 0..rng.usize(..3) {
                     let id = names[rng.usize(..names.len())].to_string();
                     let weight = [0, 1, 256, 257, u32::MAX][rng.usize(..5)];
-                    r.backends.push(BackendSpec { id, addr: "127.0.0.1:1".into(), weight });
+                    r.backends.push(BackendSpec { id, addr: "127.0.0.1:1".into(), weight, node: None });
                 }
                 if rng.bool() {
                     r.backends.clear();

@@ -54,6 +54,17 @@ impl Candidates {
     pub fn as_slice(&self) -> &[u32] {
         &self.ids[..self.len]
     }
+
+    /// The same candidates with those for which `last` holds moved behind
+    /// the others (each group keeps its order), cut to `max`.
+    pub fn deferring(&self, last: impl Fn(u32) -> bool, max: usize) -> Candidates {
+        let mut out = Candidates::new(max);
+        let first = self.as_slice().iter().filter(|&&i| !last(i));
+        for &i in first.chain(self.as_slice().iter().filter(|&&i| last(i))) {
+            out.push(i);
+        }
+        out
+    }
 }
 
 /// Per-algorithm precomputed state.
@@ -352,6 +363,15 @@ mod tests {
             Some(ring),
         );
         assert!(Arc::ptr_eq(ring, b.ring().expect("ring")));
+    }
+
+    #[test]
+    fn deferring_moves_some_candidates_last_and_cuts() {
+        let b = build(Balance::RoundRobin, &[1; 5], vec![true; 5]);
+        let c = b.candidates(client(0), 16, |_| 0);
+        assert_eq!(c.as_slice(), &[0, 1, 2, 3, 4]);
+        assert_eq!(c.deferring(|i| i == 0 || i == 3, 16).as_slice(), &[1, 2, 4, 0, 3]);
+        assert_eq!(c.deferring(|i| i == 1, 2).as_slice(), &[0, 2]);
     }
 
     #[test]

@@ -226,7 +226,10 @@ impl GossipConfig {
         let t = self.timings();
         let lan = foca::Config::new_lan(self.expected());
         let (announce_every, announce_down_every) = match self.profile {
-            Profile::Lan => (Duration::from_secs(30), Duration::from_secs(65)),
+            // Down members are re-announced every 30 s, as Serf's
+            // reconnect_interval: how soon two halves of a healed
+            // partition find each other again.
+            Profile::Lan => (Duration::from_secs(30), Duration::from_secs(30)),
             Profile::Fast => (Duration::from_secs(5), Duration::from_secs(2)),
         };
         let payload = self.max_packet_size.saturating_sub(ENVELOPE_LEN);

@@ -3,6 +3,7 @@
 //! idempotent retries, validation, the bearer token, blocking queries and
 //! the Raft status.
 
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,15 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     };
     let five = written(&c.send(f, weight(5, Some("beef01"))).await?)?;
     let seven = written(&c.send(leader, weight(7, None)).await?)?;
+    // A write without the header still gets an id (random), so the replica's
+    // own retries after a leader change cannot apply it twice.
+    let recent = c.node(leader)?.replica().context("cluster node")?.state().recent.clone();
+    assert!(
+        recent
+            .iter()
+            .any(|(_, r)| matches!(r, ferry_raft_store::Response::Applied { index, .. } if *index == seven)),
+        "the write without X-Ferry-Request-Id has no request id"
+    );
     assert_eq!(written(&c.send(f, weight(5, Some("beef01"))).await?)?, five);
     assert_eq!(written(&c.send(leader, weight(5, Some("BEEF01"))).await?)?, five, "hex is case-insensitive");
     let got = c.send(f, Request::get("/v1/routes/idem")).await?.expect(200)?;

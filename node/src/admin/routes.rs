@@ -122,10 +122,12 @@ pub async fn commit(
         index = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let req = match request_id(headers)? {
-        Some(id) => Request::with_id(id, cmd),
-        None => Request::new(cmd),
-    };
+    // Without the client's id the write still gets one: the replica may
+    // send it twice (the leader stepped down after appending it, and the
+    // next leader committed it), and the id makes the second attempt return
+    // the first one's answer instead of applying again or failing its CAS.
+    let id = request_id(headers)?.unwrap_or_else(|| fastrand::u128(1..));
+    let req = Request::with_id(id, cmd);
     let started = std::time::Instant::now();
     let answer = replica.write(req, s.deadline()).instrument(span.clone()).await;
     match &answer {

@@ -6,12 +6,15 @@
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
+//! - `http` (feature `http`): `AdminClient`, an async client of the API.
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
 
 pub mod api;
 pub mod chaos;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod route;
 
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

@@ -489,3 +489,31 @@ async fn a_standalone_node_refuses_writes_with_409() -> anyhow::Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_admin_client_writes_reads_and_reports_outcomes() -> anyhow::Result<()> {
+    use ferry_client::http::{AdminClient, Outcome, WriteOpts};
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let client = AdminClient::new(SocketAddr::new(c.ip(f), c.admin_port));
+    let route: ferry_client::RouteSpec =
+        serde_json::from_value(route_json("typed", ":0", &[("a", nowhere()), ("b", nowhere())]))?;
+    let created = client.put_route(&route, WriteOpts { cas: Some(0), request_id: Some(42) }).await?;
+    let again = client.put_route(&route, WriteOpts { cas: Some(0), request_id: Some(42) }).await?;
+    assert_eq!(again, created, "the same request id answers the same");
+    let w = client
+        .put_weight("typed", "b", 9, WriteOpts { cas: Some(created.revision), request_id: None })
+        .await?;
+    let read = client.route("typed", false).await?;
+    assert_eq!(read.value.revision, Some(w.revision));
+    assert!(read.index >= w.index, "X-Ferry-Index {} below the write's {}", read.index, w.index);
+    assert_eq!(read.value.config.backends[1].weight, 9);
+    let stale =
+        client.put_weight("typed", "b", 1, WriteOpts { cas: Some(created.revision), request_id: None }).await;
+    let e = stale.expect_err("a stale cas must fail");
+    assert_eq!((e.code(), e.outcome()), (Some("cas_mismatch"), Outcome::NotApplied));
+    let status = client.status().await?.value;
+    assert_eq!(status.raft.map(|r| r.leader_id), Some(Some(leader)));
+    c.shutdown().await
+}

@@ -28,6 +28,10 @@ pub struct Status {
     /// Cluster mode: Raft's view of this node; null when standalone.
     #[serde(default)]
     pub raft: Option<RaftStatus>,
+    /// A digest (16 hex digits) of the routes this node routes with: two
+    /// nodes with the same digest use the same route config.
+    #[serde(default)]
+    pub table_digest: String,
 }
 
 /// Raft's view of one node.

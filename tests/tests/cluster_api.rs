@@ -515,5 +515,29 @@ async fn the_typed_admin_client_writes_reads_and_reports_outcomes() -> anyhow::R
     assert_eq!((e.code(), e.outcome()), (Some("cas_mismatch"), Outcome::NotApplied));
     let status = client.status().await?.value;
     assert_eq!(status.raft.map(|r| r.leader_id), Some(Some(leader)));
+
+    // Every node routes with the same config: the same table digest, which
+    // moves with the config.
+    c.converged(w.index).await?;
+    let digests = |c: &TestCluster| {
+        let clients: Vec<AdminClient> =
+            c.ids().into_iter().map(|id| AdminClient::new(SocketAddr::new(c.ip(id), c.admin_port))).collect();
+        async move {
+            let mut out = Vec::new();
+            for cl in clients {
+                out.push(cl.status().await?.value.table_digest);
+            }
+            anyhow::Ok(out)
+        }
+    };
+    let before = digests(&c).await?;
+    assert!(before.iter().all(|d| d == &before[0] && d.len() == 16), "{before:?}");
+    let w2 = client.put_weight("typed", "a", 3, WriteOpts::default()).await?;
+    c.converged(w2.index).await?;
+    eventually(SETTLE, "every node using the new weight", || async {
+        let after = digests(&c).await.ok()?;
+        (after.iter().all(|d| d == &after[0]) && after[0] != before[0]).then_some(())
+    })
+    .await?;
     c.shutdown().await
 }

@@ -179,8 +179,27 @@ async fn status(State(s): State<AdminState>) -> Response {
         active_connections: table.routes().iter().map(|r| r.state.active()).sum(),
         index,
         raft: s.replica.as_ref().map(|r| r.status()),
+        table_digest: table_digest(&table),
     });
     request::with_index(body.into_response(), index)
+}
+
+/// FNV-1a 64 of the routes the table was built from (their JSON, by
+/// name): equal on two nodes exactly when they route with the same config.
+/// Health and load are not part of it.
+pub fn table_digest(table: &RoutingTable) -> String {
+    use std::hash::Hasher;
+    let mut routes = table.routes();
+    routes.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut h = fnv::FnvHasher::default();
+    for r in routes {
+        match serde_json::to_vec(&*r.spec) {
+            Ok(bytes) => h.write(&bytes),
+            Err(e) => warn!(route = %r.spec.name, error = %e, "cannot digest a route"),
+        }
+        h.write_u8(0);
+    }
+    format!("{:016x}", h.finish())
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -1,0 +1,144 @@
+//! Checkers: pure functions from a [`History`] to a verdict, one property per
+//! file. [`check_all`] runs those whose operations the history holds.
+//!
+//! | checker | needs | property |
+//! |---|---|---|
+//! | [`linearizable`] | `read`/`write`/`cas` | the register's history is linearizable |
+//! | [`lost_writes`] | `add`/`read_set` | a final read holds every acknowledged add, and no failed one |
+//! | [`leaders`] | `status` | at most one leader per term |
+//! | [`convergence`] | `status` | after the last heal, every node reaches the same applied index and table |
+//! | [`availability`] | `connect` | new connections succeed during faults and after heal, above thresholds |
+
+pub mod availability;
+pub mod convergence;
+pub mod leaders;
+pub mod linearizable;
+pub mod lost_writes;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::history::Workload;
+use crate::operation::History;
+
+/// A checker's verdict: serialized as `true`, `false` or `"unknown"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    Invalid,
+    /// The checker could not decide (a search budget ran out, nothing to judge).
+    Unknown,
+}
+
+impl Validity {
+    /// `VALID`, `INVALID` or `UNKNOWN`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Validity::Valid => "VALID",
+            Validity::Invalid => "INVALID",
+            Validity::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl Serialize for Validity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Validity::Valid => s.serialize_bool(true),
+            Validity::Invalid => s.serialize_bool(false),
+            Validity::Unknown => s.serialize_str("unknown"),
+        }
+    }
+}
+
+/// What every checker's report offers besides its JSON details.
+pub trait Report: Serialize {
+    fn validity(&self) -> Validity;
+    /// A few lines for `summary.txt`: the verdict's reason and the figures.
+    fn summary(&self) -> String;
+    /// Operations the report cites as evidence (ids into [`History::ops`]).
+    fn cited_ops(&self) -> Vec<usize> {
+        Vec::new()
+    }
+}
+
+/// One checker's result, as `check_all` returns it.
+#[derive(Debug, Clone)]
+pub struct CheckerResult {
+    pub name: &'static str,
+    pub validity: Validity,
+    pub summary: String,
+    /// The report as JSON, starting with `"valid"`.
+    pub details: serde_json::Value,
+    pub cited_ops: Vec<usize>,
+}
+
+impl CheckerResult {
+    /// Wraps a checker's report.
+    pub fn new(name: &'static str, report: &impl Report) -> Self {
+        let details = serde_json::to_value(report)
+            .unwrap_or_else(|e| serde_json::json!({"valid": "unknown", "error": e.to_string()}));
+        CheckerResult {
+            name,
+            validity: report.validity(),
+            summary: report.summary(),
+            details,
+            cited_ops: report.cited_ops(),
+        }
+    }
+}
+
+/// Every checker's settings; the run directory's `checker.json` holds them,
+/// any field may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckConfig {
+    pub linearizable: linearizable::Config,
+    pub leaders: leaders::Config,
+    pub convergence: convergence::Config,
+    pub availability: availability::Config,
+}
+
+/// Runs every checker that applies to the operations in `history`, in a fixed order.
+pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> {
+    let mut results = Vec::new();
+    if history.has(Workload::Register) {
+        let report = linearizable::check(history, &config.linearizable);
+        results.push(CheckerResult::new(linearizable::NAME, &report));
+    }
+    if history.has(Workload::Set) {
+        results.push(CheckerResult::new(lost_writes::NAME, &lost_writes::check(history)));
+    }
+    if history.has(Workload::Status) {
+        results.push(CheckerResult::new(leaders::NAME, &leaders::check(history, &config.leaders)));
+        let report = convergence::check(history, &config.convergence);
+        results.push(CheckerResult::new(convergence::NAME, &report));
+    }
+    if history.has(Workload::Traffic) {
+        let report = availability::check(history, &config.availability);
+        results.push(CheckerResult::new(availability::NAME, &report));
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_serializes_as_bool_or_unknown() -> serde_json::Result<()> {
+        assert_eq!(serde_json::to_string(&Validity::Valid)?, "true");
+        assert_eq!(serde_json::to_string(&Validity::Invalid)?, "false");
+        assert_eq!(serde_json::to_string(&Validity::Unknown)?, "\"unknown\"");
+        Ok(())
+    }
+
+    #[test]
+    fn the_config_file_may_be_partial_but_not_misspelled() {
+        let c: CheckConfig =
+            serde_json::from_str(r#"{"linearizable": {"initial": 3}}"#).expect("a partial config parses");
+        assert_eq!(c.linearizable.initial, Some(3));
+        assert_eq!(c.availability, availability::Config::default());
+        let e = serde_json::from_str::<CheckConfig>(r#"{"linearisable": {}}"#).expect_err("unknown field");
+        assert!(e.to_string().contains("linearisable"), "{e}");
+    }
+}

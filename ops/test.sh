@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The test suite: every unit and integration test in the workspace, then a
-# smoke run of the quick-start script (ops/local-cluster.sh --no-wait).
+# The test suite: every unit and integration test in the workspace, a smoke
+# run of the quick-start script (ops/local-cluster.sh --no-wait), then the
+# partition suite (jepsen-lite test --quick) against real nodes in network
+# namespaces.
 # Needs only the Rust toolchain; the smoke run uses 127.0.0.1-3 ports 7000,
-# 7947, 7948 and 127.0.0.1 ports 9001, 9002.
+# 7946-7948 and 127.0.0.1 ports 9001, 9002. The partition suite needs root
+# (CI runs as root): it installs iproute2 and iptables if they are missing,
+# and is skipped, saying so, when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+    ops/jepsen-deps.sh
+fi
 
 cargo test -j2 --workspace --locked
 
@@ -18,4 +26,17 @@ else
     echo "quick-start: expected a three-node cluster balancing 9:3, a weight change through the API, then 6:6"
     echo "quick-start: 0 passed, 1 failed"
     exit 1
+fi
+
+echo "==> partition suite (jepsen-lite test --quick)"
+if [ "$(id -u)" != 0 ]; then
+    echo "jepsen-lite: skipped: needs root (network namespaces, iptables); run ops/test.sh as root"
+else
+    run_dir=$(mktemp -d -t ferry-jepsen.XXXXXX)
+    if target/debug/jepsen-lite test --quick --ferryd target/debug/ferryd --out "$run_dir"; then
+        echo "jepsen-lite: 1 passed, 0 failed (run dir $run_dir)"
+    else
+        echo "jepsen-lite: 0 passed, 1 failed (run dir $run_dir; replay with the seed printed above)"
+        exit 1
+    fi
 fi

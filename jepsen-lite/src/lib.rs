@@ -1,9 +1,10 @@
 //! jepsen-lite: ferry's partition test suite.
 //!
-//! This crate holds the parts that need no cluster: the history format, the
-//! checkers and the report. A run directory holds `history.jsonl` (written by
-//! the workloads and the nemesis), and `check` turns it into `results.json`,
-//! `summary.txt` and `report.html`.
+//! `test` runs real `ferryd` processes, each in its own network namespace,
+//! under a seeded schedule of partitions, kills, pauses and membership
+//! changes, while workloads record every operation; `check` turns a run
+//! directory's `history.jsonl` into `results.json`, `summary.txt` and
+//! `report.html`.
 //!
 //! # Layout
 //! - [`history`] — the event model, one [`history::Event`] per JSON line, and its writer.
@@ -13,11 +14,23 @@
 //! - [`results`] — `results.json` and `summary.txt`.
 //! - [`report`] — `report.html`.
 //! - [`run_dir`] — a run directory's files, and checking one.
+//! - [`run`] — `jepsen-lite test`: one run, start to teardown.
+//! - [`net`] — the network namespaces, the bridge, partitions (iptables).
+//! - [`procs`] — the `ferryd` processes: start, kill, pause, restart.
+//! - [`nemesis`] — the nemeses, partition shapes and the seeded schedule.
+//! - [`workload`] — the clients (register, set, traffic) and the sampler.
+//! - [`backend`] — the echo backend run in every node namespace.
 
+pub mod backend;
 pub mod checker;
 pub mod faults;
 pub mod history;
+pub mod nemesis;
+pub mod net;
 pub mod operation;
+pub mod procs;
 pub mod report;
 pub mod results;
+pub mod run;
 pub mod run_dir;
+pub mod workload;

@@ -1,12 +1,19 @@
-//! `jepsen-lite`: checks a run directory's history.
+//! `jepsen-lite`: runs the partition suite against real `ferryd` processes
+//! (`test`) and checks a run directory's history (`check`).
 //!
-//! Exit status: 0 when no checker found a violation, 1 when one did, 2 on bad
-//! input (arguments, an unreadable or malformed history or `checker.json`).
+//! Exit status: 0 when no checker found a violation, 1 when one did, 2 when
+//! there is no verdict: bad input (arguments, an unreadable or malformed
+//! history or `checker.json`), a machine that cannot run the suite (not
+//! root, no `ip`/`iptables`), or a run that broke down.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use jepsen_lite::nemesis::Nemesis;
+use jepsen_lite::run::{RunError, TestOptions, Workload};
 use jepsen_lite::run_dir::RunDir;
 
 #[derive(Debug, Parser)]
@@ -18,6 +25,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the suite against real ferryd processes in network namespaces (needs root),
+    /// then check the history. Prints the seed; the same seed replays the same schedule.
+    Test(TestArgs),
+    /// The echo backend the traffic workload uses (started by `test` in every node namespace).
+    #[command(hide = true)]
+    Backend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Re-check a saved run: read RUN_DIR/history.jsonl (and RUN_DIR/checker.json if present),
     /// write results.json, summary.txt and report.html there, and print the summary.
     Check {
@@ -28,6 +46,111 @@ enum Command {
         #[arg(long)]
         max_steps: Option<u64>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Every nemesis once on 5 nodes with all three workloads (a few minutes); the CI suite.
+    #[arg(long, conflicts_with_all = ["nemesis", "time"])]
+    quick: bool,
+    /// Number of ferryd nodes (1-9).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Workloads, comma-separated: register, set, traffic.
+    #[arg(long, value_delimiter = ',', default_value = "register")]
+    workload: Vec<String>,
+    /// Nemeses, comma-separated: partition-random-halves, partition-majorities-ring, bridge,
+    /// isolate-leader, partition-random-node, kill, pause, membership.
+    #[arg(long, value_delimiter = ',', default_value = "partition-random-halves")]
+    nemesis: Vec<String>,
+    /// Seconds of faults (fault and heal windows in turn).
+    #[arg(long, default_value_t = 60)]
+    time: u64,
+    /// Seconds each fault lasts.
+    #[arg(long, default_value_t = 10)]
+    fault_secs: u64,
+    /// Seconds of healed cluster after each fault.
+    #[arg(long, default_value_t = 10)]
+    heal_secs: u64,
+    /// Seed of every random choice (default: from the clock; printed at the start).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Client processes per workload.
+    #[arg(long, default_value_t = 3)]
+    concurrency: usize,
+    /// The ferryd binary (default: next to jepsen-lite).
+    #[arg(long)]
+    ferryd: Option<PathBuf>,
+    /// Where to write the run (default: jepsen-runs/<seed>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Turn on ferryd's fault switch (FERRYD_UNSAFE_FAULT) on every node, e.g. stale-reads:
+    /// the run must then be found invalid.
+    #[arg(long, value_name = "FAULT")]
+    unsafe_fault: Option<String>,
+}
+
+impl TestArgs {
+    fn options(&self) -> Result<TestOptions, String> {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+        let (nodes, workloads, nemeses, fault, heal, time) = if self.quick {
+            let f = Duration::from_secs(5);
+            (
+                5,
+                vec![Workload::Register, Workload::Set, Workload::Traffic],
+                Nemesis::ALL.to_vec(),
+                f,
+                f,
+                f * 2 * 8,
+            )
+        } else {
+            let workloads = self.workload.iter().map(|w| w.parse()).collect::<Result<Vec<Workload>, _>>()?;
+            let nemeses = self.nemesis.iter().map(|n| n.parse()).collect::<Result<Vec<Nemesis>, _>>()?;
+            if self.nodes == 0 || self.nodes > 9 {
+                return Err(format!("--nodes: must be 1 to 9, got {}", self.nodes));
+            }
+            if self.fault_secs == 0 || self.time == 0 {
+                return Err("--time and --fault-secs must be greater than 0".into());
+            }
+            let (f, h) = (Duration::from_secs(self.fault_secs), Duration::from_secs(self.heal_secs));
+            (self.nodes, workloads, nemeses, f, h, Duration::from_secs(self.time))
+        };
+        if let Some(f) = &self.unsafe_fault
+            && f != "stale-reads"
+        {
+            return Err(format!("--unsafe-fault: unknown fault {f:?} (the only one is stale-reads)"));
+        }
+        let ferryd = match &self.ferryd {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("ferryd")))
+                .ok_or("--ferryd: cannot locate ferryd next to jepsen-lite; pass --ferryd")?,
+        };
+        let run_dir = self.out.clone().unwrap_or_else(|| {
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            PathBuf::from("jepsen-runs").join(format!("{seed}-{t}"))
+        });
+        Ok(TestOptions {
+            nodes,
+            workloads,
+            nemeses,
+            time,
+            fault,
+            heal,
+            settle: Duration::from_secs(10),
+            seed,
+            ferryd,
+            run_dir,
+            concurrency: self.concurrency,
+            unsafe_fault: self.unsafe_fault.clone(),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -42,6 +165,50 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { run_dir, max_steps } => check(RunDir::new(run_dir), max_steps),
+        Command::Test(args) => test(&args),
+        Command::Backend { name, listen } => backend(name, listen),
+    }
+}
+
+fn test(args: &TestArgs) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("jepsen-lite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match jepsen_lite::run::run(&opts) {
+        Ok(checked) => {
+            print!("{}", checked.summary);
+            println!("seed {}; report: {}", opts.seed, opts.run_dir.join("report.html").display());
+            ExitCode::from(if checked.results.valid { 0 } else { 1 })
+        }
+        Err(RunError::Prereq(e)) => {
+            eprintln!("jepsen-lite: {e}");
+            ExitCode::from(2)
+        }
+        Err(RunError::Failed(e)) => {
+            eprintln!("jepsen-lite: the run failed (seed {}): {e:#}", opts.seed);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn backend(name: String, listen: std::net::SocketAddr) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jepsen-lite backend: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(jepsen_lite::backend::serve(name, listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jepsen-lite backend: cannot listen on {listen}: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

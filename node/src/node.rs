@@ -46,6 +46,26 @@ pub enum StartError {
     Member(#[from] MemberError),
     #[error("admin.token_file: {0}")]
     Token(String),
+    #[error("{UNSAFE_FAULT_ENV}: unknown fault {0:?} (the only one is stale-reads)")]
+    UnsafeFault(String),
+}
+
+/// The fault switch: set to `stale-reads`, linearizable reads skip the read
+/// barrier and may serve stale state. For jepsen-lite's proof that its
+/// checkers catch a violation; never set it otherwise.
+pub const UNSAFE_FAULT_ENV: &str = "FERRYD_UNSAFE_FAULT";
+
+/// Reads the fault switch: whether stale reads are on.
+fn unsafe_stale_reads() -> Result<bool, StartError> {
+    match std::env::var(UNSAFE_FAULT_ENV) {
+        Err(_) => Ok(false),
+        Ok(v) if v == "stale-reads" => {
+            warn!("{UNSAFE_FAULT_ENV}=stale-reads: linearizable reads are NOT linearizable on this node");
+            Ok(true)
+        }
+        Ok(v) if v.is_empty() => Ok(false),
+        Ok(v) => Err(StartError::UnsafeFault(v)),
+    }
 }
 
 /// Reads `[admin] token_file`: the whole file, trimmed, must be non-empty.
@@ -116,6 +136,7 @@ impl Node {
     /// Binds the admin API and every route listener, then serves. Fails,
     /// leaving nothing running, if any of them cannot be bound.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
+        let unsafe_stale_reads = unsafe_stale_reads()?;
         let metrics = Metrics::new()?;
         let clock = Clock::new();
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
@@ -206,6 +227,7 @@ impl Node {
             leave: leave.clone(),
             token: admin_token(config)?,
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
+            unsafe_stale_reads,
         };
         let admin_task = tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
         info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");

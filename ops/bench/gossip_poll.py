@@ -395,7 +395,25 @@ def cmd_event(args):
     suspicions = {}     # (observer, other member) -> first state other than alive
     ignore = set(args.ignore.split(",")) if args.ignore else set()
 
+    exit_seen = []
+
+    def subject_gone():
+        # a zombie still answers kill -0, so read /proc: reaped or zombie is gone
+        try:
+            with open(f"/proc/{args.pid}/stat") as f:
+                gone = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            gone = True
+        if gone and not exit_seen:
+            exit_seen.append(time.time())
+        return gone
+
+    last_state = {}     # observer -> the subject's state in its last answer
+
     def on_view(observer, view, now):
+        last_state[observer] = view.get(args.subject, "missing")
+        if not exit_seen:
+            subject_gone()
         for member, state in view.items():
             if member not in ignore and member != args.subject and member != observer \
                     and state in ("suspect", "down"):
@@ -408,21 +426,16 @@ def cmd_event(args):
         t0, args.timeout, args.interval, on_view)
     ok = len(first_ok) == len(clients)
     cpu_result = cpu.result()
-    # did the subject's process go away? (a zombie still answers kill -0, so
-    # read /proc: a reaped or zombie process counts as gone)
-    gone_after = None
+    # did the subject's process go away? (watched during the polls above;
+    # else wait up to --exit-wait more)
     for _ in range(int(args.exit_wait / 0.05) + 1):
-        try:
-            with open(f"/proc/{args.pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    gone_after = time.time() - t0
-                    break
-        except OSError:
-            gone_after = time.time() - t0
+        if exit_seen or subject_gone():
             break
         time.sleep(0.05)
+    gone_after = exit_seen[0] - t0 if exit_seen else None
     print(json.dumps(result(ok, first_ok, clients, polls, failed, subject=args.subject,
                             signal=args.signal, state=args.state, false_suspicions=suspicions,
+                            last_state_of_stragglers={o: st for o, st in last_state.items() if o not in first_ok},
                             subject_exited_s=round(gone_after, 3) if gone_after is not None else None,
                             cpu=cpu_result)))
     return 0 if ok else 3

@@ -60,6 +60,9 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Longest a request may take.
     pub request_timeout: std::time::Duration,
+    /// Fault switch `FERRYD_UNSAFE_FAULT=stale-reads`: linearizable reads
+    /// skip the read barrier (for jepsen-lite to prove it can fail).
+    pub unsafe_stale_reads: bool,
 }
 
 /// An error response.

@@ -188,7 +188,7 @@ impl AdminState {
         } else if params.wait.is_some() {
             return Err(ApiError::field("wait", "goes with index"));
         }
-        if !stale {
+        if !stale && !self.unsafe_stale_reads {
             replica.read_barrier(self.deadline()).await?;
         }
         Ok(replica.state())

@@ -292,7 +292,7 @@ if [[ " $SYSTEMS " == *" ferry"* || "$SKIP_IDLE" != 1 ]]; then
         grep -q -e "$flag" <<<"$help" \
             || die "$FERRYD has no $flag: gossip membership is not in this build (SKIP_FERRY=1 runs Serf and the simulation only)"
     done
-    FERRYD_INFO="$(timeout 5 "$FERRYD_RUN" --version 2>/dev/null | head -n 1 || true) sha256:$(sha256sum "$FERRYD_RUN" | cut -c1-12) built $(date -u -r "$FERRYD" +%Y-%m-%dT%H:%M:%SZ) tree at run start: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n "$(git status --porcelain -- node gossip client raft-store Cargo.lock 2>/dev/null)" ]] && echo ' + uncommitted changes')"
+    FERRYD_INFO="$(timeout 5 "$FERRYD_RUN" --version 2>/dev/null | head -n 1 || true) sha256:$(sha256sum "$FERRYD_RUN" | cut -c1-12) built $(date -u -r "$FERRYD" +%Y-%m-%dT%H:%M:%SZ) tree at run start: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n "$(git status --porcelain -- node gossip client raft-store Cargo.lock 2>/dev/null)" ]] && echo ' + uncommitted changes' || true)"
     log "ferryd: $FERRYD_INFO (running a copy of $FERRYD)"
 fi
 SERF_INFO="skipped"

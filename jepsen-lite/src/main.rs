@@ -105,7 +105,7 @@ impl TestArgs {
                 Nemesis::ALL.to_vec(),
                 f,
                 f,
-                f * 2 * 8,
+                f * 2 * 7,
             )
         } else {
             let workloads = self.workload.iter().map(|w| w.parse()).collect::<Result<Vec<Workload>, _>>()?;

@@ -37,7 +37,8 @@ const SET_BASE: u32 = 1_000_000;
 const TRAFFIC_BASE: u32 = 2_000_000;
 const SAMPLER_BASE: u32 = 3_000_000;
 const NEMESIS: u32 = 4_000_000;
-const FINAL_READ: u32 = 4_000_001;
+const MEMBERSHIP_NEMESIS: u32 = 4_000_001;
+const FINAL_READ: u32 = 4_000_002;
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -213,20 +214,34 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         }
 
         let mut rng = fastrand::Rng::with_seed(opts.seed);
-        let windows = nemesis::schedule(&opts.nemeses, opts.fault, opts.heal, opts.time, &mut rng);
+        // Membership changes run in their own nemesis process, beside the
+        // other faults (nodes join and leave while partitions, kills and
+        // pauses go on).
+        let faults: Vec<Nemesis> = opts.nemeses.iter().copied().filter(|n| *n != Nemesis::Membership).collect();
+        let membership = opts.nemeses.contains(&Nemesis::Membership);
+        let windows = nemesis::schedule(&faults, opts.fault, opts.heal, opts.time, &mut rng);
+        let member_windows = if membership {
+            nemesis::schedule(&[Nemesis::Membership], opts.fault, opts.heal, opts.time, &mut rng)
+        } else {
+            Vec::new()
+        };
+        let member_rng = fastrand::Rng::with_seed(opts.seed ^ 0x6d65_6d62);
         let nemesis_result = {
-            let mut n = NemesisRunner {
+            let runner = |process, rng, next_extra| NemesisRunner {
+                process,
                 rec: &rec,
                 net: &net,
                 procs: &procs,
                 spec: &spec,
                 initial: &initial,
                 rng,
-                next_extra: opts.nodes + 1,
+                next_extra,
                 stop: &stop,
             };
+            let mut n = runner(NEMESIS, rng, 0);
+            let mut m = runner(MEMBERSHIP_NEMESIS, member_rng, opts.nodes + 1);
             let interrupted = tokio::select! {
-                r = n.run(&windows) => r.map(|()| false),
+                (a, b) = async { tokio::join!(n.run(&windows), m.run(&member_windows)) } => a.and(b).map(|()| false),
                 _ = tokio::signal::ctrl_c() => Ok(true),
             };
             let healed = n.heal_everything().await;
@@ -402,6 +417,8 @@ impl Drop for Backends {
 
 /// Applies the schedule's faults and records them.
 struct NemesisRunner<'a> {
+    /// This nemesis's process id in the history.
+    process: u32,
     rec: &'a Recorder,
     net: &'a Mutex<Net>,
     procs: &'a Mutex<Procs>,
@@ -417,7 +434,9 @@ enum Applied {
     Partition,
     Killed(Vec<usize>),
     Paused,
-    Joined(usize),
+    /// A node that joined; `true`: it leaves at heal, `false`: it is
+    /// killed and removed by force.
+    Joined(usize, bool),
     Nothing,
 }
 
@@ -484,18 +503,22 @@ impl NemesisRunner<'_> {
             Nemesis::Membership => {
                 let i = self.next_extra;
                 self.next_extra += 1;
-                (format!("{nemesis} join n{i}"), self.join(i))
+                // Every other joiner is removed by force (kill -9, then
+                // POST /v1/members/{id}/remove), the others leave.
+                let graceful = self.rng.bool();
+                let how = if graceful { "then leave" } else { "then kill and force-remove" };
+                (format!("{nemesis} join n{i}, {how}"), self.join(i, graceful))
             }
         };
-        self.rec.invoke(NEMESIS, "nemesis", Op::Start(description.clone()));
+        self.rec.invoke(self.process, "nemesis", Op::Start(description.clone()));
         match plan {
             Ok(applied) => {
-                self.rec.ok(NEMESIS, "nemesis", Op::Start(description.clone()));
+                self.rec.ok(self.process, "nemesis", Op::Start(description.clone()));
                 println!("jepsen-lite: fault: {description}");
                 (description, applied)
             }
             Err(e) => {
-                self.rec.info(NEMESIS, "nemesis", Op::Start(description.clone()), &format!("{e:#}"));
+                self.rec.info(self.process, "nemesis", Op::Start(description.clone()), &format!("{e:#}"));
                 println!("jepsen-lite: fault {description} failed: {e:#}");
                 (description, Applied::Nothing)
             }
@@ -505,19 +528,20 @@ impl NemesisRunner<'_> {
     /// Records and undoes one fault.
     async fn end(&mut self, description: &str, applied: Applied) {
         let op = Op::Stop(description.to_string());
-        self.rec.invoke(NEMESIS, "nemesis", op.clone());
+        self.rec.invoke(self.process, "nemesis", op.clone());
         let result = match applied {
             Applied::Partition => self.heal_partition(),
             Applied::Killed(victims) => self.restart(&victims),
             Applied::Paused => lock(self.procs).and_then(|mut p| p.resume_all()),
-            Applied::Joined(i) => self.leave(i).await,
+            Applied::Joined(i, true) => self.leave(i).await,
+            Applied::Joined(i, false) => self.force_remove(i).await,
             Applied::Nothing => Ok(()),
         };
         match result {
-            Ok(()) => self.rec.ok(NEMESIS, "nemesis", op),
+            Ok(()) => self.rec.ok(self.process, "nemesis", op),
             Err(e) => {
                 println!("jepsen-lite: healing {description} failed: {e:#}");
-                self.rec.info(NEMESIS, "nemesis", op, &format!("{e:#}"));
+                self.rec.info(self.process, "nemesis", op, &format!("{e:#}"));
             }
         }
     }
@@ -562,11 +586,41 @@ impl NemesisRunner<'_> {
         Ok(())
     }
 
-    fn join(&self, i: usize) -> Result<Applied> {
+    fn join(&self, i: usize, graceful: bool) -> Result<Applied> {
         let mut net = lock(self.net)?;
         net.add_node(i)?;
         lock(self.procs)?.start(&net, self.spec, i, false)?;
-        Ok(Applied::Joined(i))
+        Ok(Applied::Joined(i, graceful))
+    }
+
+    /// Kills node `i`, then removes it from Raft through an initial node's
+    /// API, retrying while gossip still holds it alive (409) or no initial
+    /// node answers, for up to 15 s.
+    async fn force_remove(&self, i: usize) -> Result<()> {
+        lock(self.procs)?.kill9(i)?;
+        let name = workload::name(i);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut last = String::from("no initial node answered");
+        while tokio::time::Instant::now() < deadline {
+            for &n in self.initial {
+                let client = AdminClient::new(SocketAddr::new(net::ip(n).into(), ADMIN_PORT))
+                    .with_timeout(Duration::from_secs(2));
+                let Ok(members) = client.members().await else { continue };
+                let Some(m) = members.value.iter().find(|m| m.name == name) else {
+                    return Ok(()); // never became a member, or already gone
+                };
+                if m.raft == "none" {
+                    return Ok(());
+                }
+                match client.remove_member(m.id).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.code() == Some("not_found") => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        bail!("could not remove {name}: {last}")
     }
 
     /// Asks node `i` to leave; kills it if it has not exited in 10 s.

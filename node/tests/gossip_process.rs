@@ -405,3 +405,59 @@ async fn a_paused_member_declared_down_rejoins_promptly_after_it_resumes() -> Re
     ensure!(took < Duration::from_millis(1_500), "rejoin took {took:?}");
     Ok(())
 }
+
+impl Nodes {
+    /// Writes `n{i}.toml` with `[cluster] node_id` (and the address `--bind`
+    /// gives anyway) and returns its path, for `--config`.
+    fn config_with_id(&self, i: u8, node_id: u64) -> Result<String> {
+        let path = self.dir.file(&format!("n{i}.toml"));
+        common::write_config(
+            &path,
+            &format!("[cluster]\nnode_id = {node_id}\naddr = \"{}:7947\"\n", self.ip(i)),
+        )?;
+        Ok(path.to_str().context("path")?.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_with_the_lowest_id_neither_forms_nor_blocks_formation() -> Result<()> {
+    let mut n = Nodes::new("lowjoin")?;
+    let seeds = seeds(&n);
+    // n4 only joins, and has the lowest id of all: the bootstrapping nodes
+    // must form among themselves (the probe says n4 does not bootstrap),
+    // and autopilot then adds n4.
+    let low = n.config_with_id(4, 1)?;
+    n.start(4, &["--config", &low, "--join", &seeds])?;
+    for i in [1, 2, 3] {
+        let cfg = n.config_with_id(i, 100 * u64::from(i))?;
+        n.start(i, &["--config", &cfg, "--bootstrap-expect", "3", "--join", &seeds])?;
+    }
+    n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
+    let ids: Vec<u64> = n.members(4).await?.iter().map(|m| m.id).collect();
+    ensure!(ids.contains(&1) && ids.contains(&100), "{ids:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_formation_forms_one_cluster() -> Result<()> {
+    let mut n = Nodes::new("restart")?;
+    let seeds = seeds(&n);
+    let args = ["--bootstrap-expect", "3", "--join", seeds.as_str()];
+    n.start(1, &args)?;
+    n.start(2, &args)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Two of three are up and waiting; one dies and comes back (same data
+    // dir, same id), then the third starts.
+    n.proc(2)?.kill9()?;
+    n.start(2, &args)?;
+    n.start(3, &args)?;
+    n.wait_roles(&[1, 2, 3], &[1, 2, 3], &[]).await?;
+    // One cluster: every node names the same leader.
+    let mut leaders = std::collections::BTreeSet::new();
+    for i in [1, 2, 3] {
+        let r = http(n.admin(i), "GET", "/v1/status", &[], None, IO_TIMEOUT).await?;
+        leaders.insert(r.json()?["raft"]["leader_id"].as_u64());
+    }
+    ensure!(leaders.len() == 1 && !leaders.contains(&None), "leaders seen: {leaders:?}");
+    Ok(())
+}

@@ -115,7 +115,14 @@ pub fn run(opts: &TestOptions) -> Result<Checked, RunError> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(drive(opts, Arc::clone(&net)));
+    // Ctrl-C at any point drops the run: its guards kill every process it
+    // started; the namespaces go right after.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = drive(opts, Arc::clone(&net)) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C): the run was stopped and cleaned up")),
+        }
+    });
     drop(runtime);
     if let Ok(mut n) = net.lock() {
         n.destroy();

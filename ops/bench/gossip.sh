@@ -35,7 +35,9 @@
 # - Simulation: gossip/examples/sim_bench.rs, ferry-gossip's SimCluster (no
 #   sockets, virtual time, 1 ms latency), lan and fast at SIM_SIZES members:
 #   crash (first member to declare it down, then the spread to everyone) and
-#   join, in probe periods and gossip intervals, and packets per member per s.
+#   join, in probe periods and gossip intervals, and packets per member per s;
+#   and, at the cluster sizes over SIM_TAIL_SEEDS seeds, how often a change
+#   misses a member, with expected_members = N and = SIM_FERRYD_EXPECTED.
 # - CPU: each phase records the cores used by the members, the poller, and
 #   everything else ("other": someone else's work, e.g. a build). A phase with
 #   other >= 0.5 core is marked suspect in the table.
@@ -79,6 +81,10 @@ Environment:
   IDLE_SECS=600         idle run length (0 = skip)
   IDLE_MEMBERS=5
   SIM_SIZES=10,30,100,300,1000  SIM_SEEDS=10  SIM_STEP_MS=5
+  SIM_TAIL_SIZES=SIZES (comma-separated; empty = skip)  SIM_TAIL_SEEDS=40
+  SIM_FERRYD_EXPECTED=5 the simulation's tail at the cluster sizes, with foca's
+                        retransmissions scaled to N and fixed as ferryd sets them
+                        today (GossipConfig's default expected_members, 5)
   SERF_NET=127.0.1      Serf member i on SERF_NET.i
   SERF_PORT=27946 SERF_RPC_PORT=27373
   FERRY_NET=127.0.2     ferry member i on FERRY_NET.i (ports 7946-7948)
@@ -136,6 +142,9 @@ IDLE_MEMBERS=${IDLE_MEMBERS:-5}
 SIM_SIZES=${SIM_SIZES:-10,30,100,300,1000}
 SIM_SEEDS=${SIM_SEEDS:-10}
 SIM_STEP_MS=${SIM_STEP_MS:-5}
+SIM_TAIL_SIZES=${SIM_TAIL_SIZES-$(tr ' ' ',' <<<"$SIZES")}
+SIM_TAIL_SEEDS=${SIM_TAIL_SEEDS:-40}
+SIM_FERRYD_EXPECTED=${SIM_FERRYD_EXPECTED:-5}
 SERF_NET=${SERF_NET:-127.0.1}
 SERF_PORT=${SERF_PORT:-27946}
 SERF_RPC_PORT=${SERF_RPC_PORT:-27373}
@@ -153,7 +162,7 @@ BUILD=${BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
-for v in REPEAT POLL_MS SETTLE_S WAIT_IDLE JOIN_TIMEOUT EVENT_TIMEOUT IDLE_SECS IDLE_MEMBERS SIM_SEEDS SIM_STEP_MS \
+for v in SIM_TAIL_SEEDS SIM_FERRYD_EXPECTED REPEAT POLL_MS SETTLE_S WAIT_IDLE JOIN_TIMEOUT EVENT_TIMEOUT IDLE_SECS IDLE_MEMBERS SIM_SEEDS SIM_STEP_MS \
          SERF_PORT SERF_RPC_PORT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
@@ -164,6 +173,7 @@ done
     || die "REPEAT >= 1, POLL_MS >= 10, JOIN_TIMEOUT and EVENT_TIMEOUT > 0 please"
 (( IDLE_MEMBERS >= 2 && IDLE_MEMBERS <= 50 )) || die "IDLE_MEMBERS must be 2..50"
 [[ "$SIM_SIZES" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "SIM_SIZES must be comma-separated sizes (got '$SIM_SIZES')"
+[[ -z "$SIM_TAIL_SIZES" || "$SIM_TAIL_SIZES" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "SIM_TAIL_SIZES must be comma-separated sizes (got '$SIM_TAIL_SIZES')"
 for s in $SYSTEMS; do
     case "$s" in serf|ferry-lan|ferry-fast) ;; *) die "SYSTEMS: unknown system '$s'" ;; esac
 done
@@ -515,6 +525,17 @@ run_sim() {
         --sizes "$sizes" --profiles lan,fast --seeds "$SIM_SEEDS" --step-ms "$SIM_STEP_MS" \
         >"$RESULTS/sim.jsonl" || die "sim_bench failed"
     log "simulation: $(wc -l <"$RESULTS/sim.jsonl") measurements"
+    if [[ -n "$SIM_TAIL_SIZES" ]]; then
+        # the tail at the sizes of the cluster runs: retransmissions scaled to
+        # N, and fixed as ferryd has them today (expected_members = 5)
+        log "simulation tail: sizes $SIM_TAIL_SIZES, $SIM_TAIL_SEEDS seeds, expected_members = N and = $SIM_FERRYD_EXPECTED"
+        cargo run -q -j2 --release -p ferry-gossip --example sim_bench -- \
+            --sizes "$SIM_TAIL_SIZES" --profiles lan,fast --seeds "$SIM_TAIL_SEEDS" --step-ms "$SIM_STEP_MS" \
+            >"$RESULTS/sim-tail-scaled.jsonl" || die "sim_bench failed"
+        cargo run -q -j2 --release -p ferry-gossip --example sim_bench -- \
+            --sizes "$SIM_TAIL_SIZES" --profiles lan,fast --seeds "$SIM_TAIL_SEEDS" --step-ms "$SIM_STEP_MS" \
+            --expected-members "$SIM_FERRYD_EXPECTED" >"$RESULTS/sim-tail-fixed.jsonl" || die "sim_bench failed"
+    fi
 }
 
 # ---------------------------------------------------------------- run
@@ -535,6 +556,7 @@ python3 "$SCRIPT_DIR/gossip_report.py" --results "$RESULTS" \
     --meta "stamp=$STAMP" --meta "sizes=$SIZES" --meta "systems=$SYSTEMS" --meta "repeat=$REPEAT" \
     --meta "poll_ms=$POLL_MS" --meta "settle_s=$SETTLE_S" --meta "idle_secs=$([[ "$SKIP_IDLE" == 1 ]] && echo skipped || echo "$IDLE_SECS")" \
     --meta "idle_members=$IDLE_MEMBERS" --meta "sim_sizes=$SIM_SIZES" --meta "sim_seeds=$SIM_SEEDS" \
+    --meta "sim_tail=sizes ${SIM_TAIL_SIZES:-none}, $SIM_TAIL_SEEDS seeds, expected_members N and $SIM_FERRYD_EXPECTED" \
     --meta "ferryd=$FERRYD_INFO" --meta "serf=$SERF_INFO" \
     --meta "addresses=serf $SERF_NET.i:$SERF_PORT (rpc :$SERF_RPC_PORT), ferry $FERRY_NET.i:7946-7948" \
     --meta "machine=$(nproc) CPUs, $(uname -r)" \

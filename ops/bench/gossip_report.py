@@ -215,6 +215,48 @@ def sim_section(results, lines, report):
     return summary
 
 
+def sim_tail_section(results, lines, report):
+    """The simulation at the cluster sizes, many seeds: how often a crash or
+    a join misses a member, with retransmissions scaled to N and fixed."""
+    rows = []
+    out = {}
+    for label in ("scaled", "fixed"):
+        path = os.path.join(results, f"sim-tail-{label}.jsonl")
+        try:
+            with open(path) as f:
+                data = [json.loads(l) for l in f if l.strip()]
+        except (OSError, ValueError):
+            continue
+        groups = {}
+        for r in data:
+            groups.setdefault((r["profile"], r["n"]), []).append(r)
+        for (profile, n), rs in sorted(groups.items()):
+            crash = [r for r in rs if r["event"] == "crash"]
+            join = [r for r in rs if r["event"] == "join"]
+            if not crash or not join:
+                continue
+            slow = sum(1 for r in crash if r["spread_gossip_rounds"] > 10 or not r["complete"])
+            fig = dict(expected_members=crash[0].get("expected_members"), max_transmissions=crash[0]["max_transmissions"],
+                       seeds=len(crash), crash_median_ms=med([r["all_down_ms"] for r in crash]),
+                       crash_worst_ms=max(r["all_down_ms"] for r in crash), slow_crashes=slow,
+                       join_median_ms=med([r["all_up_ms"] for r in join]),
+                       join_worst_ms=max(r["all_up_ms"] for r in join),
+                       join_incomplete=sum(1 for r in join if not r["complete"]))
+            out.setdefault(label, {}).setdefault(profile, {})[str(n)] = fig
+            rows.append([profile, n, fig["expected_members"], fig["max_transmissions"], fmt(fig["crash_median_ms"]),
+                         fmt(fig["crash_worst_ms"]), f"{slow}/{len(crash)}", fmt(fig["join_median_ms"]),
+                         fmt(fig["join_worst_ms"]), fig["join_incomplete"]])
+    if not rows:
+        return None
+    lines.append("")
+    lines.append("simulation tail at the cluster sizes: foca's retransmissions (max tx) scaled to N, and fixed as ferryd")
+    lines.append("sets them today (expected_members 5)")
+    lines += table(rows, ["profile", "N", "expected", "max tx", "crash: all down ms", "worst", "slow",
+                          "join: all up ms", "worst", "incomplete"])
+    report["sim_tail"] = out
+    return out
+
+
 def log_growth(summary):
     """Per profile and event: rounds / log2 N at every size. O(log N) holds
     when that ratio does not grow: its value at the largest N is at most
@@ -325,6 +367,7 @@ def main():
         for e in idle.get("first_events", [])[:10]:
             lines.append(f"  at {e[0]} s: {e[1]} saw {e[2]} {e[3]}")
     summary = sim_section(args.results, lines, report)
+    tail = sim_tail_section(args.results, lines, report)
     growth = log_growth(summary)
     report["sim_growth"] = growth
     targets(figures, idle, growth, meta, lines, report)

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::ENVELOPE_LEN;
 
+/// Fewest times an update is gossiped (see `foca_config`).
+const MIN_TRANSMISSIONS: NonZeroU8 = match NonZeroU8::new(8) {
+    Some(n) => n,
+    None => NonZeroU8::MIN,
+};
+
 /// A preset of SWIM timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -237,7 +243,12 @@ impl GossipConfig {
             probe_period: t.probe_period,
             probe_rtt: t.probe_rtt,
             num_indirect_probes: NonZeroUsize::new(t.indirect_probes).unwrap_or(NonZeroUsize::MIN),
-            max_transmissions: lan.max_transmissions.max(NonZeroU8::MIN),
+            // foca sizes retransmissions by expected_members (default 5: 3
+            // sends). Measured at 20 members that let about half of all
+            // crashes and leaves miss one member, which then learned only by
+            // probing (ops/bench/gossip.sh); Serf sends 8 at that size. A
+            // floor of 8 keeps small clusters as fast and large ones whole.
+            max_transmissions: lan.max_transmissions.max(MIN_TRANSMISSIONS),
             suspect_to_down_after: t.suspect_to_down,
             remove_down_after: t.remove_down_after,
             max_packet_size: NonZeroUsize::new(payload).unwrap_or(NonZeroUsize::MIN),

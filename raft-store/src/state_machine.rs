@@ -79,7 +79,10 @@ pub struct StateMachineStore {
     db: sled::Db,
     tree: sled::Tree,
     meta: SmMeta,
-    state: Arc<ClusterState>,
+    /// The whole state, request ids included, changed in place by `apply`
+    /// (cloning it per batch, with up to 10,000 remembered request ids, cost
+    /// more than the rest of a write).
+    state: ClusterState,
     watch: StateWatch,
 }
 
@@ -91,6 +94,17 @@ pub struct SnapshotBuilder {
     state: Arc<ClusterState>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+}
+
+/// What readers see: the config and its index, without the request ids
+/// (only the state machine needs them), so publishing never copies them.
+fn published(state: &ClusterState) -> ClusterState {
+    ClusterState {
+        routes: state.routes.clone(),
+        chaos: state.chaos.clone(),
+        index: state.index,
+        recent: crate::recent::RecentRequests::default(),
+    }
 }
 
 fn route_key(name: &str) -> Vec<u8> {
@@ -119,8 +133,7 @@ impl StateMachineStore {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let tree = db.open_tree(SM_TREE)?;
         let (meta, state) = load(&tree)?;
-        let state = Arc::new(state);
-        let watch = StateWatch { tx: Arc::new(watch::Sender::new(state.clone())) };
+        let watch = StateWatch { tx: Arc::new(watch::Sender::new(Arc::new(published(&state)))) };
         Ok(Self { db: db.clone(), tree, meta, state, watch })
     }
 
@@ -130,9 +143,10 @@ impl StateMachineStore {
         self.watch.clone()
     }
 
-    /// The state as of the last applied batch.
+    /// The whole state as of the last applied batch, request ids included
+    /// (a copy: for tests and tools; the node reads [`StateWatch`]).
     pub fn state(&self) -> Arc<ClusterState> {
-        self.state.clone()
+        Arc::new(self.state.clone())
     }
 
     /// The last applied log id.
@@ -140,9 +154,9 @@ impl StateMachineStore {
         self.meta.last_applied
     }
 
-    fn publish(&mut self, state: ClusterState) {
-        self.state = Arc::new(state);
-        self.watch.tx.send_replace(self.state.clone());
+    /// Shows the current state to the node's readers.
+    fn publish(&self) {
+        self.watch.tx.send_replace(Arc::new(published(&self.state)));
     }
 
     fn read_current_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
@@ -265,7 +279,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if entries.peek().is_none() {
             return Ok(Vec::new());
         }
-        let mut next = ClusterState::clone(&self.state);
+        // Applied in place: a failure below is a storage error, which stops
+        // Raft on this node, so no half-applied state is ever served.
+        let next = &mut self.state;
         let mut meta = self.meta.clone();
         let old_recent = (next.recent.first_seq(), next.recent.end_seq());
         let mut changes = Changes::default();
@@ -295,10 +311,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta.index = next.index;
         meta.recent_first_seq = next.recent.first_seq();
         let err = storage_err::<StoreError>(ErrorSubject::StateMachine, ErrorVerb::Write);
-        let batch = incremental(&meta, &next, &changes, old_recent).map_err(err)?;
+        let batch = incremental(&meta, next, &changes, old_recent).map_err(err)?;
         self.tree.apply_batch(batch).map_err(storage_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
         self.meta = meta;
-        self.publish(next);
+        self.publish();
         Ok(responses)
     }
 
@@ -306,7 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             db: self.db.clone(),
             tree: self.tree.clone(),
-            state: self.state.clone(),
+            state: Arc::new(self.state.clone()),
             last_applied: self.meta.last_applied,
             membership: self.meta.membership.clone(),
         }
@@ -349,7 +365,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write().await.map_err(storage_err(subject(), ErrorVerb::Write))?;
         tracing::info!(snapshot = %meta.snapshot_id, index = envelope.state.index, "installed snapshot");
         self.meta = sm_meta;
-        self.publish(envelope.state);
+        self.state = envelope.state;
+        self.publish();
         Ok(())
     }
 

@@ -120,7 +120,8 @@ async fn single_node_keeps_writes_across_an_in_process_restart() -> Result<()> {
     assert_eq!(state.routes.len(), 22);
     assert!(state.routes.contains_key("after-snapshot"));
     assert_eq!(state.index, last_index);
-    assert_eq!(state.recent.get(1), Some(&first));
+    // The watched state carries no request ids; the state machine does.
+    assert!(state.recent.is_empty());
     // Still a working leader: the sole voter resumes in the same term.
     raft.wait(wait).state(ServerState::Leader, "leader again").await?;
     assert_eq!(raft.client_write(put("web", 7999, 1)).await?.data, first);

@@ -128,6 +128,13 @@ pub async fn commit(
     // the first one's answer instead of applying again or failing its CAS.
     let id = request_id(headers)?.unwrap_or_else(|| fastrand::u128(1..));
     let req = Request::with_id(id, cmd);
+    // Sent back on every answer: after a 503 the client can retry with it.
+    let echo = |mut r: Response| {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{id:032x}")) {
+            r.headers_mut().insert(super::request::REQUEST_ID_HEADER, v);
+        }
+        r
+    };
     let started = std::time::Instant::now();
     let answer = replica.write(req, s.deadline()).instrument(span.clone()).await;
     match &answer {
@@ -143,15 +150,17 @@ pub async fn commit(
         }
     }
     s.metrics.raft_write_seconds.observe(started.elapsed().as_secs_f64());
-    match answer? {
-        ferry_raft_store::Response::Applied { index, revision } => Ok(written(index, revision)),
-        ferry_raft_store::Response::Rejected { error } => {
+    let result = match answer {
+        Err(e) => Err(ApiError::from(e)),
+        Ok(ferry_raft_store::Response::Applied { index, revision }) => Ok(written(index, revision)),
+        Ok(ferry_raft_store::Response::Rejected { error }) => {
             Err(with_index_err(error.into(), replica.state().index))
         }
-        ferry_raft_store::Response::Internal { .. } => {
+        Ok(ferry_raft_store::Response::Internal { .. }) => {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer to a write"))
         }
-    }
+    };
+    Ok(echo(result.unwrap_or_else(IntoResponse::into_response)))
 }
 
 fn cmd_name(cmd: &Command) -> &'static str {

@@ -2,14 +2,9 @@
 //! u64 index keys (so iteration follows index order), tree `meta` holds the
 //! vote, the last purged log id and the committed hint.
 //!
-//! Durability: `append` inserts the entries (readable at once) and returns;
-//! a flusher task reports them flushed to openraft only after an fsync
-//! (`flush_async`) that began after they were inserted has completed. The
-//! flusher takes every append queued while it was busy and covers them with
-//! one fsync (group commit), so openraft keeps replicating and accepting
-//! writes while the disk works, and concurrent writes share fsyncs.
-//! Callbacks run in append order. `save_vote` returns only once the vote is
-//! on disk. Both trees live in one
+//! Durability: `append` inserts the entries (readable at once) and reports
+//! them flushed to openraft only after `flush_async` (fsync) completes;
+//! `save_vote` returns only once the vote is on disk. Both trees live in one
 //! sled `Db`, whose single log makes a crash recover to a prefix of the
 //! writes, so `purge` can record `last_purged` and then delete.
 
@@ -35,25 +30,6 @@ const KEY_COMMITTED: &[u8] = b"committed";
 pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
-    /// The flusher task's queue, started on the first append (inside the
-    /// runtime); clones that never append never start one.
-    flusher: Option<tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>>,
-}
-
-/// Reports queued appends flushed, one fsync for all that queued up while
-/// the previous fsync ran; stops when the store is dropped.
-async fn flusher(log: sled::Tree, mut rx: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
-        waiting.push(first);
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
-        }
-        let result = log.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
-        for callback in waiting.drain(..) {
-            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
-        }
-    }
 }
 
 fn key(index: u64) -> [u8; 8] {
@@ -63,7 +39,7 @@ fn key(index: u64) -> [u8; 8] {
 impl LogStore {
     /// Opens the log store's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self { log: db.open_tree(LOG_TREE)?, meta: db.open_tree(META_TREE)?, flusher: None })
+        Ok(Self { log: db.open_tree(LOG_TREE)?, meta: db.open_tree(META_TREE)? })
     }
 
     fn read_meta<T: crate::codec::Persisted>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
@@ -187,19 +163,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key(id.index), bytes);
         }
         self.log.apply_batch(batch).map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Write))?;
-        // Readable now; durable (and reported so) once the flusher's next
-        // fsync returns.
-        let log = &self.log;
-        let queue = self.flusher.get_or_insert_with(|| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(flusher(log.clone(), rx));
-            tx
-        });
-        if let Err(unsent) = queue.send(callback) {
-            // The flusher is gone (runtime shutting down): flush here.
-            let flushed = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
-            unsent.0.log_io_completed(flushed);
-        }
+        // Readable now; durable (and reported so) once fsync returns.
+        let flushed = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(flushed);
         Ok(())
     }
 

@@ -26,8 +26,6 @@ pub struct NodeSpec {
     pub bootstrap_expect: usize,
     /// The initial nodes, whose gossip addresses are the join seeds.
     pub seeds: Vec<usize>,
-    /// Extra `ferryd` flags.
-    pub extra: Vec<String>,
     /// Extra environment (the fault switch `FERRYD_UNSAFE_FAULT`).
     pub env: Vec<(String, String)>,
 }
@@ -69,8 +67,7 @@ impl Procs {
         if initial && spec.bootstrap_expect > 0 {
             cmd.args(["--bootstrap-expect", &spec.bootstrap_expect.to_string()]);
         }
-        cmd.args(&spec.extra)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -134,18 +131,6 @@ impl Procs {
         Ok(())
     }
 
-    /// Waits up to `within` for node `i` to exit on its own (after a leave).
-    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if !self.is_running(i) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!("node {i} still running after {within:?}")
-    }
-
     /// SIGCONT, then SIGTERM every node; SIGKILL what is left after `grace`.
     pub fn stop_all(&mut self, grace: Duration) {
         let _ = self.resume_all();
@@ -162,11 +147,6 @@ impl Procs {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-    }
-
-    /// The data dir of node `i`.
-    pub fn data_dir(spec: &NodeSpec, i: usize) -> PathBuf {
-        spec.dir.join(format!("n{i}"))
     }
 
     /// The last log of node `i`, if any.

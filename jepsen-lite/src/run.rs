@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_client::http::{AdminClient, WriteOpts};
+use ferry_client::http::WriteOpts;
 
 use crate::checker::CheckConfig;
 use crate::history::{Op, RunClock};
@@ -29,7 +29,7 @@ use crate::nemesis::{self, Nemesis, Window};
 use crate::net::{self, Net};
 use crate::procs::{NodeSpec, Procs};
 use crate::run_dir::{Checked, RunDir};
-use crate::workload::{self, ADMIN_PORT, BACKEND_PORT, Ctx, Recorder, Stop};
+use crate::workload::{self, BACKEND_PORT, Ctx, Recorder, Stop};
 
 /// Process ids: clients of each workload from their base, the samplers and
 /// the nemesis above them.
@@ -159,7 +159,6 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         dir: opts.run_dir.clone(),
         bootstrap_expect: opts.nodes,
         seeds: initial.clone(),
-        extra: Vec::new(),
         env: opts.unsafe_fault.iter().map(|f| ("FERRYD_UNSAFE_FAULT".to_string(), f.clone())).collect(),
     };
 
@@ -324,7 +323,7 @@ async fn wait_formed(nodes: &[usize]) -> Result<()> {
     loop {
         let mut ok = true;
         for &i in nodes {
-            let client = AdminClient::new(SocketAddr::new(net::ip(i).into(), ADMIN_PORT));
+            let client = workload::admin(i);
             let formed = match client.members().await {
                 Ok(m) => {
                     m.value
@@ -362,7 +361,7 @@ async fn create_routes(opts: &TestOptions, nodes: &[usize]) -> Result<()> {
     for route in &routes {
         loop {
             let node = nodes[0];
-            let client = AdminClient::new(SocketAddr::new(net::ip(node).into(), ADMIN_PORT));
+            let client = workload::admin(node);
             match client.put_route(route, WriteOpts::default()).await {
                 Ok(_) => break,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
@@ -373,7 +372,7 @@ async fn create_routes(opts: &TestOptions, nodes: &[usize]) -> Result<()> {
         }
     }
     for &i in nodes {
-        let client = AdminClient::new(SocketAddr::new(net::ip(i).into(), ADMIN_PORT));
+        let client = workload::admin(i);
         loop {
             let have = client.routes(true).await.map(|r| r.value.len()).unwrap_or(0);
             if have >= routes.len() {
@@ -610,8 +609,7 @@ impl NemesisRunner<'_> {
         let mut last = String::from("no initial node answered");
         while tokio::time::Instant::now() < deadline {
             for &n in self.initial {
-                let client = AdminClient::new(SocketAddr::new(net::ip(n).into(), ADMIN_PORT))
-                    .with_timeout(Duration::from_secs(2));
+                let client = workload::admin(n).with_timeout(Duration::from_secs(2));
                 let Ok(members) = client.members().await else { continue };
                 let Some(m) = members.value.iter().find(|m| m.name == name) else {
                     return Ok(()); // never became a member, or already gone
@@ -632,7 +630,7 @@ impl NemesisRunner<'_> {
 
     /// Asks node `i` to leave; kills it if it has not exited in 10 s.
     async fn leave(&self, i: usize) -> Result<()> {
-        let client = AdminClient::new(SocketAddr::new(net::ip(i).into(), ADMIN_PORT));
+        let client = workload::admin(i);
         let asked = client.leave().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
@@ -652,8 +650,7 @@ impl NemesisRunner<'_> {
 /// The index of the node that says it leads, if one answers.
 async fn find_leader(nodes: &[usize]) -> Option<usize> {
     for &i in nodes {
-        let client = AdminClient::new(SocketAddr::new(net::ip(i).into(), ADMIN_PORT))
-            .with_timeout(Duration::from_secs(1));
+        let client = workload::admin(i).with_timeout(Duration::from_secs(1));
         if let Ok(s) = client.status().await
             && s.value.raft.is_some_and(|r| r.role == "leader")
         {

@@ -118,9 +118,25 @@ pub struct Ctx {
     pub timeout: Duration,
 }
 
+/// A client of node `node`'s admin API.
+pub fn admin(node: usize) -> AdminClient {
+    AdminClient::new(SocketAddr::new(net::ip(node).into(), ADMIN_PORT))
+}
+
+/// A failed read changed nothing: a read that timed out is reported as not
+/// applied (so the write it preceded is a `fail`, not an `info`).
+fn read_failed(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Timeout { addr, timeout } => {
+            ClientError::Connect { addr, message: format!("read timed out after {timeout:?}") }
+        }
+        other => other,
+    }
+}
+
 impl Ctx {
     fn admin(&self, node: usize) -> AdminClient {
-        AdminClient::new(SocketAddr::new(net::ip(node).into(), ADMIN_PORT)).with_timeout(self.timeout)
+        admin(node).with_timeout(self.timeout)
     }
 
     fn pick(&self, rng: &mut fastrand::Rng) -> usize {
@@ -246,13 +262,7 @@ async fn read_register(client: &AdminClient) -> Result<(i64, u64), ClientError> 
 /// `cas(from, to)`: Ok(false) when the register did not hold `from` or it
 /// changed before the write (a CAS conflict): neither wrote anything.
 async fn cas(client: &AdminClient, from: i64, to: i64) -> Result<bool, ClientError> {
-    let (v, revision) = read_register(client).await.map_err(|e| match e {
-        // The read changed nothing: report as a refusal, not an unknown.
-        ClientError::Timeout { addr, timeout } => {
-            ClientError::Connect { addr, message: format!("read timed out after {timeout:?}") }
-        }
-        other => other,
-    })?;
+    let (v, revision) = read_register(client).await.map_err(read_failed)?;
     if v != from {
         return Ok(false);
     }
@@ -289,12 +299,7 @@ pub async fn set(ctx: Ctx, first_id: u32, stride: u32, seed: u64, first_element:
 
 async fn add(client: &AdminClient, e: u64) -> Result<(), ClientError> {
     for _ in 0..5 {
-        let r = client.route(SET_ROUTE, false).await.map_err(|err| match err {
-            ClientError::Timeout { addr, timeout } => {
-                ClientError::Connect { addr, message: format!("read timed out after {timeout:?}") }
-            }
-            other => other,
-        })?;
+        let r = client.route(SET_ROUTE, false).await.map_err(read_failed)?;
         let mut spec = r.value.config;
         let id = format!("e{e}");
         if spec.backends.iter().any(|b| b.id == id) {

@@ -291,31 +291,16 @@ impl MemberHandle {
             rows.insert(
                 *id,
                 ferry_client::api::Member {
-                    id: *id,
                     name: info.name.clone(),
-                    state: None,
-                    gossip_addr: None,
-                    incarnation: None,
                     cluster_addr: info.cluster_addr.clone(),
                     admin_addr: info.admin_addr.clone(),
-                    raft: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
-                    applied_index: None,
+                    ..member_row(*id, if voters.contains(id) { "voter" } else { "learner" })
                 },
             );
         }
         for status in view.iter().flat_map(|v| v.members.values()) {
             let i = &status.identity;
-            let row = rows.entry(i.id).or_insert_with(|| ferry_client::api::Member {
-                id: i.id,
-                name: String::new(),
-                state: None,
-                gossip_addr: None,
-                incarnation: None,
-                cluster_addr: String::new(),
-                admin_addr: String::new(),
-                raft: "none".to_string(),
-                applied_index: None,
-            });
+            let row = rows.entry(i.id).or_insert_with(|| member_row(i.id, "none"));
             row.name.clone_from(&i.name);
             row.state = Some(status.state.as_str().to_string());
             row.gossip_addr = Some(i.gossip_addr.to_string());
@@ -346,6 +331,21 @@ impl MemberHandle {
             }
         }
         rows.into_values().collect()
+    }
+}
+
+/// A `/v1/members` row knowing only the id and the Raft role.
+fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
+    ferry_client::api::Member {
+        id,
+        name: String::new(),
+        state: None,
+        gossip_addr: None,
+        incarnation: None,
+        cluster_addr: String::new(),
+        admin_addr: String::new(),
+        raft: raft.to_string(),
+        applied_index: None,
     }
 }
 

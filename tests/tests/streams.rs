@@ -35,6 +35,11 @@ async fn ten_mib_round_trip_is_byte_exact_with_splice() -> anyhow::Result<()> {
     round_trip(CopyMode::Splice).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_round_trip_is_byte_exact_with_auto() -> anyhow::Result<()> {
+    round_trip(CopyMode::Auto).await
+}
+
 async fn round_trip(mode: CopyMode) -> anyhow::Result<()> {
     let (_g, node) = one_route_copying(mode, json!({})).await?;
     let s = Session::open(node.route_addr("r")?).await?;
@@ -73,6 +78,11 @@ async fn half_close_propagates_both_ways() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_propagates_both_ways_with_splice() -> anyhow::Result<()> {
     half_close(CopyMode::Splice).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_propagates_both_ways_with_auto() -> anyhow::Result<()> {
+    half_close(CopyMode::Auto).await
 }
 
 async fn half_close(mode: CopyMode) -> anyhow::Result<()> {

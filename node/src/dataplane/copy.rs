@@ -39,8 +39,9 @@ pub struct CopyOutcome {
     pub upstream: u64,
     /// Backend to client.
     pub downstream: u64,
-    /// Buffers (or pipes) allocated: 0 for a connection that never carried
-    /// a byte, at most one per direction.
+    /// Buffers (or pipes) taken: 0 for a connection that never carried a
+    /// byte, at most one per direction (in auto mode a bulk direction also
+    /// leases a pooled pipe, not counted here).
     pub buffers: u32,
     pub end: CopyEnd,
 }
@@ -56,8 +57,13 @@ pub struct CopyCounters<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyMode {
-    /// read(2)/write(2) through one reused buffer per direction.
+    /// Each direction starts with the userspace copy and moves to splice(2)
+    /// once one read fills the whole buffer (a bulk transfer), as HAProxy's
+    /// `splice-auto`: small exchanges never pay for a pipe, bulk ones stop
+    /// copying bytes through user space.
     #[default]
+    Auto,
+    /// read(2)/write(2) through one reused buffer per direction.
     Userspace,
     /// splice(2) through a pipe per direction: bytes stay in the kernel.
     Splice,
@@ -82,12 +88,20 @@ pub struct Activity<'a> {
     last: &'a AtomicU64,
     start: Instant,
     buffers: &'a AtomicU32,
+    /// Directions that reached their end of stream (shared by the two).
+    ended: &'a AtomicU32,
 }
 
 impl<'a> Activity<'a> {
-    fn new(counter: &'a IntCounter, last: &'a AtomicU64, start: Instant, buffers: &'a AtomicU32) -> Self {
+    fn new(
+        counter: &'a IntCounter,
+        last: &'a AtomicU64,
+        start: Instant,
+        buffers: &'a AtomicU32,
+        ended: &'a AtomicU32,
+    ) -> Self {
         let zero = || AtomicU64::new(0);
-        Self { counter, total: zero(), flushed: zero(), flushed_at_ms: zero(), last, start, buffers }
+        Self { counter, total: zero(), flushed: zero(), flushed_at_ms: zero(), last, start, buffers, ended }
     }
 
     /// Records `n` bytes moved now.
@@ -133,17 +147,18 @@ pub async fn copy_bidirectional(
 ) -> CopyOutcome {
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let buffers = AtomicU32::new(0);
-    let up_activity = Activity::new(counters.upstream, &last, start, &buffers);
-    let down_activity = Activity::new(counters.downstream, &last, start, &buffers);
+    let (buffers, ended) = (AtomicU32::new(0), AtomicU32::new(0));
+    let up_activity = Activity::new(counters.upstream, &last, start, &buffers, &ended);
+    let down_activity = Activity::new(counters.downstream, &last, start, &buffers, &ended);
     let both = async {
         match mode {
-            CopyMode::Userspace => {
+            CopyMode::Userspace | CopyMode::Auto => {
+                let auto = mode == CopyMode::Auto;
                 let (client_rd, client_wr) = client.split();
                 let (server_rd, server_wr) = server.split();
                 tokio::try_join!(
-                    pump(client_rd, server_wr, &up_activity),
-                    pump(server_rd, client_wr, &down_activity)
+                    pump(client_rd, server_wr, &up_activity, auto),
+                    pump(server_rd, client_wr, &down_activity, auto)
                 )
             }
             CopyMode::Splice => tokio::try_join!(
@@ -186,12 +201,18 @@ const PROBE: usize = 256;
 /// Copies `src` to `dst` until `src` ends, then shuts down `dst`'s sending
 /// direction. Reads go through `AsyncRead`, which clears the socket's
 /// readiness after a short read: the next wait parks at once instead of
-/// paying a read that returns `EAGAIN`.
-async fn pump(mut src: ReadHalf<'_>, mut dst: WriteHalf<'_>, activity: &Activity<'_>) -> io::Result<()> {
+/// paying a read that returns `EAGAIN`. With `auto`, a read that fills the
+/// whole buffer hands the rest of the direction to splice(2).
+async fn pump(
+    mut src: ReadHalf<'_>,
+    mut dst: WriteHalf<'_>,
+    activity: &Activity<'_>,
+    auto: bool,
+) -> io::Result<()> {
     let mut probe = [0u8; PROBE];
     let n = src.read(&mut probe).await?;
     if n == 0 {
-        return end_of_stream(&mut dst, activity).await;
+        return end_of_stream(dst.as_ref(), activity);
     }
     dst.write_all(&probe[..n]).await?;
     activity.moved(n);
@@ -204,17 +225,29 @@ async fn pump(mut src: ReadHalf<'_>, mut dst: WriteHalf<'_>, activity: &Activity
         buf.clear();
         let n = src.read_buf(&mut buf).await?;
         if n == 0 {
-            return end_of_stream(&mut dst, activity).await;
+            return end_of_stream(dst.as_ref(), activity);
         }
         dst.write_all(&buf).await?;
         activity.moved(n);
+        if auto && n == BUF_SIZE {
+            // Everything read so far is written, so the order holds.
+            drop(buf);
+            return super::splice::pump_leased(src.as_ref(), dst.as_ref(), activity).await;
+        }
     }
 }
 
-/// `src` ended: count the rest and half-close `dst`.
-async fn end_of_stream(dst: &mut WriteHalf<'_>, activity: &Activity<'_>) -> io::Result<()> {
+/// A direction's source ended: count the rest and half-close `dst`, unless
+/// the other direction has ended already. Then both sockets are about to be
+/// closed, and close(2) sends the FIN itself (nothing is left unread on
+/// either: both were read to their end), so the shutdown(2) is a wasted
+/// syscall per connection.
+pub(crate) fn end_of_stream(dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
     activity.flush();
-    match dst.shutdown().await {
+    if activity.ended.fetch_add(1, Relaxed) >= 1 {
+        return Ok(());
+    }
+    match socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
         // The peer may already be gone; the other direction reports it.
         Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
         _ => Ok(()),
@@ -245,13 +278,13 @@ mod tests {
         (IntCounter::new("u", "u").expect("counter"), IntCounter::new("d", "d").expect("counter"))
     }
 
-    const MODES: [CopyMode; 2] = [CopyMode::Userspace, CopyMode::Splice];
+    const MODES: [CopyMode; 3] = [CopyMode::Auto, CopyMode::Userspace, CopyMode::Splice];
 
     #[tokio::test(start_paused = true)]
     async fn byte_counts_reach_the_shared_counter_in_batches() {
         let counter = IntCounter::new("b", "b").expect("counter");
-        let (last, buffers) = (AtomicU64::new(0), AtomicU32::new(0));
-        let a = Activity::new(&counter, &last, Instant::now(), &buffers);
+        let (last, buffers, ended) = (AtomicU64::new(0), AtomicU32::new(0), AtomicU32::new(0));
+        let a = Activity::new(&counter, &last, Instant::now(), &buffers, &ended);
         a.moved(100);
         assert_eq!(counter.get(), 0, "small amounts stay local");
         a.moved(FLUSH_BYTES as usize);
@@ -307,6 +340,58 @@ mod tests {
         assert_eq!(out.buffers, 2, "one buffer per direction that carried data");
         assert_eq!((out.upstream, out.downstream, up, down), (5, 6, 5, 6));
         Ok(())
+    }
+
+    /// Auto mode: a small exchange stays in user space, a bulk one moves to
+    /// splice (its pipe is back in this thread's pool afterwards), and the
+    /// bytes arrive intact either way.
+    #[tokio::test]
+    async fn auto_mode_splices_bulk_transfers_only() -> io::Result<()> {
+        let before = super::super::splice::pooled();
+        let small = relay_through(CopyMode::Auto, 1000).await?;
+        assert_eq!(small, 1000);
+        assert_eq!(super::super::splice::pooled(), before, "a small transfer must not use a pipe");
+        let bulk = relay_through(CopyMode::Auto, 4 << 20).await?;
+        assert_eq!(bulk, 4 << 20);
+        assert!(super::super::splice::pooled() > before, "a bulk transfer must move to splice");
+        Ok(())
+    }
+
+    /// Sends `len` patterned bytes client -> server through a copy; returns
+    /// how many arrived in order.
+    async fn relay_through(mode: CopyMode, len: usize) -> io::Result<usize> {
+        let (mut client, mut c_side) = pair().await?;
+        let (mut s_side, mut server) = pair().await?;
+        let (u, d) = counters();
+        let copy = async move {
+            copy_bidirectional(
+                &mut c_side,
+                &mut s_side,
+                Duration::from_secs(5),
+                CopyCounters { upstream: &u, downstream: &d },
+                mode,
+            )
+            .await
+        };
+        let send = async move {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            client.write_all(&data).await?;
+            client.shutdown().await?;
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await?;
+            io::Result::Ok(())
+        };
+        let receive = async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await?;
+            server.shutdown().await?;
+            let intact = got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8);
+            io::Result::Ok(if intact { got.len() } else { 0 })
+        };
+        let (out, sent, got) = tokio::join!(copy, send, receive);
+        sent?;
+        assert!(matches!(out.end, CopyEnd::Closed), "{:?}", out.end);
+        got
     }
 
     #[tokio::test]

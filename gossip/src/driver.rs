@@ -70,6 +70,11 @@ pub(crate) struct Driver {
     pub broadcast_seq: u64,
     pub send_buf: Vec<u8>,
     pub recv_buf: Vec<u8>,
+    /// Added once, to the first probe timer: members started together
+    /// would otherwise probe in the same phase forever, and after a crash
+    /// all of them wait the same time for their next probe (memberlist
+    /// staggers its probe ticker the same way).
+    pub probe_stagger: Option<Duration>,
 }
 
 impl Driver {
@@ -206,7 +211,11 @@ impl Driver {
         }
         let now = Instant::now();
         while let Some((after, timer)) = self.outbox.next_timer() {
-            self.timers.push(now + after, timer);
+            let stagger = match timer {
+                Timer::ProbeRandomMember(_) => self.probe_stagger.take().unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            self.timers.push(now + after + stagger, timer);
         }
         while let Some(notification) = self.outbox.next_notification() {
             let id = self.foca.identity().id;

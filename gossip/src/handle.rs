@@ -85,6 +85,7 @@ impl Gossip {
             send_buf: Vec::with_capacity(config.max_packet_size),
             // One byte more than allowed, so an oversize datagram is seen as such.
             recv_buf: vec![0; config.max_packet_size + 1],
+            probe_stagger: Some(probe_stagger(config.timings().probe_period)),
         };
 
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -182,5 +183,30 @@ impl GossipHandle {
         let (reply, rx) = oneshot::channel();
         self.inner.commands.send(make(reply)).await.map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)?
+    }
+}
+
+/// A random offset in `[0, period)` for the first probe.
+fn probe_stagger(period: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
+    std::time::Duration::from_micros(RandomState::new().hash_one(std::process::id()) % period_us)
+}
+
+#[cfg(test)]
+mod stagger_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn first_probe_offsets_spread_over_the_period() {
+        let period = Duration::from_secs(1);
+        let offsets: Vec<Duration> = (0..64).map(|_| probe_stagger(period)).collect();
+        assert!(offsets.iter().all(|d| *d < period));
+        let early = offsets.iter().filter(|d| **d < period / 2).count();
+        assert!(
+            (8..=56).contains(&early),
+            "offsets must spread over the period: {early}/64 in the first half"
+        );
     }
 }

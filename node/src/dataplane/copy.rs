@@ -230,9 +230,12 @@ async fn pump(
         dst.write_all(&buf).await?;
         activity.moved(n);
         if auto && n == BUF_SIZE {
-            // Everything read so far is written, so the order holds.
+            // Everything read so far is written, so the order holds. Boxed:
+            // inline, the splice future would grow every connection's task
+            // (idle ones too) by its size; this allocates once per bulk
+            // direction instead.
             drop(buf);
-            return super::splice::pump_leased(src.as_ref(), dst.as_ref(), activity).await;
+            return Box::pin(super::splice::pump_leased(src.as_ref(), dst.as_ref(), activity)).await;
         }
     }
 }

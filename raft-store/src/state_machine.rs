@@ -1,26 +1,26 @@
 //! The Raft state machine on sled: applies committed entries to the
-//! [`ClusterState`], persists it, builds and installs snapshots, and publishes
-//! every new state to the node through a [`StateWatch`].
+//! [`ClusterState`] in memory, persists it as snapshots, builds and installs
+//! them, and publishes every new state to the node through a [`StateWatch`].
 //!
 //! # On disk (tree `sm`)
-//! - `meta`: last applied log id, membership, config index, first sequence
-//!   number of the request-id memory;
-//! - `route/<name>`, `chaos/<name>`: one key per route and policy;
-//! - `recent/<seq, big-endian u64>`: one key per remembered request id;
-//! - `snapshot`: the current snapshot (metadata and bytes).
+//! - `snapshot`: the current snapshot (metadata and bytes): the whole state
+//!   at its last log id.
+//! - Written by versions before 2026-11-21 17:40, read when newer than the
+//!   snapshot, removed by the next install: `meta` (last applied log id,
+//!   membership, config index, first sequence number of the request-id
+//!   memory), `route/<name>`, `chaos/<name>`, and
+//!   `recent/<seq, big-endian u64>`.
 //!
-//! One apply batch becomes one sled `Batch` holding the new `meta` and only
-//! the keys the batch changed, so it is atomic and costs O(changes), not
-//! O(state): writing the whole state per batch would rewrite the 10,000
-//! remembered request ids (hundreds of KB, beyond sled's inline-value size)
-//! on every write. Installing a snapshot rewrites the whole tree in one batch.
-//!
-//! Apply is not fsynced on its own: the log is the durable record, and a
-//! state machine that restarts behind is brought forward by re-applying the
-//! log. Building or installing a snapshot flushes before openraft may purge
-//! the log it covers.
+//! Apply writes nothing: the Raft log is the durable record. On open the
+//! state machine starts from its snapshot, and openraft re-applies the log
+//! after it (up to the persisted commit index at once, the rest once a
+//! leader is known). A snapshot is built every few thousand entries, so the
+//! replay is short. Persisting the state on every apply cost four sled
+//! operations per write on every node, about a third of a write's CPU
+//! (ops/bench: 2,157 -> 2,967 writes/s at c=32 without them). Building or
+//! installing a snapshot flushes before openraft may purge the log it
+//! covers.
 
-use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
-use crate::command::{Response, Target};
+use crate::command::Response;
 use crate::error::{StoreError, storage_err};
 use crate::recent::RecentRequests;
 use crate::snapshot::{SnapshotEnvelope, StoredSnapshot};
@@ -107,14 +107,6 @@ fn published(state: &ClusterState) -> ClusterState {
     }
 }
 
-fn route_key(name: &str) -> Vec<u8> {
-    format!("{ROUTE_PREFIX}{name}").into_bytes()
-}
-
-fn chaos_key(name: &str) -> Vec<u8> {
-    format!("{CHAOS_PREFIX}{name}").into_bytes()
-}
-
 fn recent_key(seq: u64) -> Vec<u8> {
     [RECENT_PREFIX, &seq.to_be_bytes()].concat()
 }
@@ -132,7 +124,22 @@ impl StateMachineStore {
     /// Opens the state machine in `db`, loading the state it last persisted.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let tree = db.open_tree(SM_TREE)?;
-        let (meta, state) = load(&tree)?;
+        let (mut meta, mut state) = load(&tree)?;
+        let snapshot = match tree.get(KEY_SNAPSHOT)? {
+            None => None,
+            Some(v) => Some(dec::<StoredSnapshot>(KEY_SNAPSHOT, &v)?),
+        };
+        if let Some(snapshot) = snapshot.filter(|s| s.meta.last_log_id > meta.last_applied) {
+            let envelope = SnapshotEnvelope::from_bytes(&snapshot.data)
+                .map_err(|e| StoreError::codec("stored snapshot", e))?;
+            meta = SmMeta {
+                last_applied: snapshot.meta.last_log_id,
+                membership: snapshot.meta.last_membership,
+                index: envelope.state.index,
+                recent_first_seq: envelope.state.recent.first_seq(),
+            };
+            state = envelope.state;
+        }
         let watch = StateWatch { tx: Arc::new(watch::Sender::new(Arc::new(published(&state)))) };
         Ok(Self { db: db.clone(), tree, meta, state, watch })
     }
@@ -167,7 +174,8 @@ impl StateMachineStore {
     }
 }
 
-/// Reads `meta` and every object key back into a state.
+/// Reads the keys of the per-apply layout (versions before snapshots were
+/// the only persisted state) back into a state.
 fn load(tree: &sled::Tree) -> Result<(SmMeta, ClusterState), StoreError> {
     let meta: SmMeta = match tree.get(KEY_META)? {
         None => SmMeta::default(),
@@ -199,67 +207,15 @@ fn load(tree: &sled::Tree) -> Result<(SmMeta, ClusterState), StoreError> {
     Ok((meta, state))
 }
 
-/// A batch that replaces the whole tree content (but the snapshot key) with
-/// `state` and `meta`.
-fn full_rewrite(tree: &sled::Tree, meta: &SmMeta, state: &ClusterState) -> Result<sled::Batch, StoreError> {
+/// A batch removing the keys of the per-apply layout.
+fn remove_legacy(tree: &sled::Tree) -> Result<sled::Batch, StoreError> {
     let mut batch = sled::Batch::default();
     for prefix in [ROUTE_PREFIX.as_bytes(), CHAOS_PREFIX.as_bytes(), RECENT_PREFIX] {
         for k in tree.scan_prefix(prefix).keys() {
             batch.remove(k?);
         }
     }
-    for (name, r) in &state.routes {
-        batch.insert(route_key(name), enc("route", r)?);
-    }
-    for (name, p) in &state.chaos {
-        batch.insert(chaos_key(name), enc("chaos policy", p)?);
-    }
-    for (i, entry) in state.recent.iter().enumerate() {
-        batch
-            .insert(recent_key(state.recent.first_seq().saturating_add(i as u64)), enc("request id", entry)?);
-    }
-    batch.insert(KEY_META, enc("state machine meta", meta)?);
-    Ok(batch)
-}
-
-/// The objects one apply batch changed.
-#[derive(Debug, Default)]
-struct Changes {
-    routes: BTreeSet<String>,
-    chaos: BTreeSet<String>,
-}
-
-/// A batch writing the changes from `old_recent` (first, end) to `state`.
-fn incremental(
-    meta: &SmMeta,
-    state: &ClusterState,
-    changes: &Changes,
-    old_recent: (u64, u64),
-) -> Result<sled::Batch, StoreError> {
-    let mut batch = sled::Batch::default();
-    for name in &changes.routes {
-        match state.routes.get(name) {
-            Some(r) => batch.insert(route_key(name), enc("route", r)?),
-            None => batch.remove(route_key(name)),
-        }
-    }
-    for name in &changes.chaos {
-        match state.chaos.get(name) {
-            Some(p) => batch.insert(chaos_key(name), enc("chaos policy", p)?),
-            None => batch.remove(chaos_key(name)),
-        }
-    }
-    let (old_first, old_end) = old_recent;
-    let (new_first, new_end) = (state.recent.first_seq(), state.recent.end_seq());
-    for seq in old_first..new_first.min(old_end) {
-        batch.remove(recent_key(seq));
-    }
-    for seq in old_end.max(new_first)..new_end {
-        if let Some(entry) = state.recent.entry(seq) {
-            batch.insert(recent_key(seq), enc("request id", entry)?);
-        }
-    }
-    batch.insert(KEY_META, enc("state machine meta", meta)?);
+    batch.remove(KEY_META);
     Ok(batch)
 }
 
@@ -279,28 +235,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if entries.peek().is_none() {
             return Ok(Vec::new());
         }
-        // Applied in place: a failure below is a storage error, which stops
-        // Raft on this node, so no half-applied state is ever served.
+        // Applied in place, in memory only (see the module docs).
         let next = &mut self.state;
         let mut meta = self.meta.clone();
-        let old_recent = (next.recent.first_seq(), next.recent.end_seq());
-        let mut changes = Changes::default();
         let mut responses = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
             meta.last_applied = Some(log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Internal { index: log_id.index },
-                EntryPayload::Normal(req) => {
-                    let response = next.apply(log_id.index, &req);
-                    if matches!(response, Response::Applied { index, .. } if index == log_id.index) {
-                        match req.command.target() {
-                            Target::Route(name) => changes.routes.insert(name.to_owned()),
-                            Target::Chaos(name) => changes.chaos.insert(name.to_owned()),
-                        };
-                    }
-                    response
-                }
+                EntryPayload::Normal(req) => next.apply(log_id.index, &req),
                 EntryPayload::Membership(m) => {
                     meta.membership = StoredMembership::new(Some(log_id), m);
                     Response::Internal { index: log_id.index }
@@ -310,9 +254,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         meta.index = next.index;
         meta.recent_first_seq = next.recent.first_seq();
-        let err = storage_err::<StoreError>(ErrorSubject::StateMachine, ErrorVerb::Write);
-        let batch = incremental(&meta, next, &changes, old_recent).map_err(err)?;
-        self.tree.apply_batch(batch).map_err(storage_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
         self.meta = meta;
         self.publish();
         Ok(responses)
@@ -356,7 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             recent_first_seq: envelope.state.recent.first_seq(),
         };
         let write = || async {
-            let mut batch = full_rewrite(&self.tree, &sm_meta, &envelope.state)?;
+            let mut batch = remove_legacy(&self.tree)?;
             batch.insert(KEY_SNAPSHOT, enc("snapshot", &StoredSnapshot { meta: meta.clone(), data })?);
             self.tree.apply_batch(batch)?;
             self.tree.flush_async().await?;
@@ -425,6 +366,68 @@ impl SnapshotBuilder {
             }
         }
         self.tree.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StoredRoute;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A state machine tree as versions that persisted every apply left it.
+    fn write_legacy(tree: &sled::Tree, at: u64) -> Result<ClusterState, StoreError> {
+        let route: ferry_client::RouteSpec = serde_json::from_value(serde_json::json!({
+            "name": "web", "listen": ":7000", "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
+        }))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut state = ClusterState { index: at, ..Default::default() };
+        state.routes.insert("web".into(), StoredRoute { spec: route, revision: at });
+        state.recent.insert(5, Response::Applied { index: at, revision: at });
+        let meta = SmMeta { last_applied: Some(log_id(at)), index: at, ..Default::default() };
+        tree.insert(KEY_META, enc("meta", &meta)?)?;
+        tree.insert(format!("{ROUTE_PREFIX}web"), enc("route", &state.routes["web"])?)?;
+        for (i, entry) in state.recent.iter().enumerate() {
+            tree.insert(recent_key(state.recent.first_seq() + i as u64), enc("request id", entry)?)?;
+        }
+        Ok(state)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_per_apply_layout_of_older_versions_is_read_until_a_snapshot_is_newer()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::Config::new().path(dir.path()).open()?;
+        let legacy = write_legacy(&db.open_tree(SM_TREE)?, 7)?;
+        let mut sm = StateMachineStore::open(&db)?;
+        assert_eq!(*sm.state(), legacy, "no snapshot: the old layout is the state");
+        assert_eq!(sm.applied_state().await?.0, Some(log_id(7)));
+        // A newer snapshot wins over the old keys, and installing one
+        // removes them.
+        let mut newer = legacy.clone();
+        newer.index = 9;
+        newer.routes.clear();
+        let envelope = SnapshotEnvelope {
+            state: newer.clone(),
+            last_applied: Some(log_id(9)),
+            membership: Default::default(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(9)),
+            last_membership: Default::default(),
+            snapshot_id: "s9".into(),
+        };
+        sm.install_snapshot(&meta, Box::new(Cursor::new(envelope.to_bytes()?))).await?;
+        drop(sm);
+        let sm = StateMachineStore::open(&db)?;
+        assert_eq!(*sm.state(), newer);
+        let tree = db.open_tree(SM_TREE)?;
+        assert!(tree.get(KEY_META)?.is_none() && tree.scan_prefix(RECENT_PREFIX).next().is_none());
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! The sled stores across a reopen of the database, and snapshots moved
-//! between stores: nothing acknowledged is lost, and a state installed from
-//! a snapshot equals the state it was built from, request ids included.
+//! between stores: nothing acknowledged is lost, the state machine reopens
+//! at its snapshot and re-applying the log after it gives back the state it
+//! had, and a state installed from a snapshot equals the state it was built
+//! from, request ids included.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,17 +68,20 @@ async fn log_vote_and_state_survive_a_reopen() -> Result<()> {
         normal(6, Some(8), Command::DeleteRoute { name: "missing".into(), cas: None }),
     ];
     let vote = Vote::new_committed(1, 1);
-    let (before, membership_before) = {
+    let (at_snapshot, before, membership_before) = {
         let (_db, mut log, mut sm) = open(dir.path())?;
         log.blocking_append(entries.clone()).await?;
         log.save_vote(&vote).await?;
         log.save_committed(Some(log_id(1, 6))).await?;
-        let responses = sm.apply(entries.clone()).await?;
+        let mut responses = sm.apply(entries[..3].to_vec()).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        let at_snapshot = sm.state();
+        responses.extend(sm.apply(entries[3..].to_vec()).await?);
         assert_eq!(responses.len(), 6, "one response per entry");
         assert_eq!(responses[2], Response::Applied { index: 3, revision: 3 });
         assert!(matches!(responses[5], Response::Rejected { .. }));
         log.purge(log_id(1, 2)).await?;
-        (sm.state(), sm.applied_state().await?.1)
+        (at_snapshot, sm.state(), sm.applied_state().await?.1)
     };
     // Everything dropped: the lock is released and a reopen sees it all.
     let (_db, mut log, mut sm) = open(dir.path())?;
@@ -87,9 +92,14 @@ async fn log_vote_and_state_survive_a_reopen() -> Result<()> {
     assert_eq!(state.last_log_id, Some(log_id(1, 6)));
     assert_eq!(log.try_get_log_entries(0..100).await?, entries[2..].to_vec());
     assert_eq!(log.try_get_log_entries(4..=5).await?, entries[3..5].to_vec());
+    // The state machine wrote nothing per apply: it reopens at its snapshot,
+    // and re-applying the log after it (as openraft does) gives back the
+    // state it had, request ids included.
     let (applied, membership) = sm.applied_state().await?;
-    assert_eq!(applied, Some(log_id(1, 6)));
-    assert_eq!(membership, membership_before);
+    assert_eq!((applied, &membership), (Some(log_id(1, 3)), &membership_before));
+    assert_eq!(*sm.state(), *at_snapshot);
+    sm.apply(log.try_get_log_entries(4..=6).await?).await?;
+    assert_eq!(sm.applied_state().await?.0, Some(log_id(1, 6)));
     assert_eq!(*sm.state(), *before);
     assert_eq!(sm.state().index, 5);
     assert_eq!(sm.state().routes.keys().collect::<Vec<_>>(), ["web"]);
@@ -103,7 +113,7 @@ async fn log_vote_and_state_survive_a_reopen() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_id_memory_is_persisted_incrementally_across_evictions() -> Result<()> {
+async fn request_id_memory_survives_a_reopen_in_the_snapshot() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let total = RECENT_CAPACITY as u64 + 250;
     let before = {
@@ -118,12 +128,14 @@ async fn request_id_memory_is_persisted_incrementally_across_evictions() -> Resu
             index += batch.len() as u64;
             sm.apply(batch).await?;
         }
+        sm.get_snapshot_builder().await.build_snapshot().await?;
         sm.state()
     };
     assert_eq!(before.recent.len(), RECENT_CAPACITY);
     assert_eq!(before.recent.first_seq(), 250);
     let (_db, _log, sm) = open(dir.path())?;
     assert_eq!(*sm.state(), *before);
+    assert_eq!(sm.last_applied(), Some(log_id(1, total)));
     Ok(())
 }
 

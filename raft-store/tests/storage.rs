@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ferry_client::RouteSpec;
+use ferry_raft_store::log_store::COMMITTED_EVERY;
 use ferry_raft_store::types::{Entry, LogId, Vote};
 use ferry_raft_store::{
     ClusterState, Command, LogStore, NodeInfo, RECENT_CAPACITY, Request, Response, StateMachineStore,
@@ -189,5 +190,29 @@ async fn a_corrupt_snapshot_is_an_error_not_a_panic() -> Result<()> {
         *buf.get_mut() = junk;
         assert!(sm.install_snapshot(&snapshot.meta, buf).await.is_err());
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_hint_is_written_within_its_period_and_on_drop() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, mut log, _sm) = open(dir.path())?;
+    log.save_committed(Some(log_id(1, 3))).await?;
+    assert_eq!(log.read_committed().await?, Some(log_id(1, 3)), "answered before it is written");
+    // Another store on the same database reads only what was written.
+    let deadline = tokio::time::Instant::now() + COMMITTED_EVERY * 20;
+    loop {
+        let mut other = LogStore::open(&db)?;
+        if other.read_committed().await? == Some(log_id(1, 3)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not written within {:?}", COMMITTED_EVERY * 20);
+        tokio::time::sleep(COMMITTED_EVERY / 5).await;
+    }
+    // A value saved just before the store goes away is written on drop.
+    log.save_committed(Some(log_id(1, 4))).await?;
+    drop((log, _sm));
+    let mut other = LogStore::open(&db)?;
+    assert_eq!(other.read_committed().await?, Some(log_id(1, 4)));
     Ok(())
 }

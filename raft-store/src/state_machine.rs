@@ -44,7 +44,8 @@ const ROUTE_PREFIX: &str = "route/";
 const CHAOS_PREFIX: &str = "chaos/";
 const RECENT_PREFIX: &[u8] = b"recent/";
 
-/// The state machine's position, persisted under `meta`.
+/// The state machine's position as versions that persisted every apply
+/// wrote it under `meta` (read only, by [`load`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SmMeta {
     last_applied: Option<LogId>,
@@ -78,7 +79,9 @@ impl StateWatch {
 pub struct StateMachineStore {
     db: sled::Db,
     tree: sled::Tree,
-    meta: SmMeta,
+    /// The last applied log id and the membership in force there.
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
     /// The whole state, request ids included, changed in place by `apply`
     /// (cloning it per batch, with up to 10,000 remembered request ids, cost
     /// more than the rest of a write).
@@ -124,24 +127,20 @@ impl StateMachineStore {
     /// Opens the state machine in `db`, loading the state it last persisted.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let tree = db.open_tree(SM_TREE)?;
-        let (mut meta, mut state) = load(&tree)?;
+        let (meta, mut state) = load(&tree)?;
+        let (mut last_applied, mut membership) = (meta.last_applied, meta.membership);
         let snapshot = match tree.get(KEY_SNAPSHOT)? {
             None => None,
             Some(v) => Some(dec::<StoredSnapshot>(KEY_SNAPSHOT, &v)?),
         };
-        if let Some(snapshot) = snapshot.filter(|s| s.meta.last_log_id > meta.last_applied) {
+        if let Some(snapshot) = snapshot.filter(|s| s.meta.last_log_id > last_applied) {
             let envelope = SnapshotEnvelope::from_bytes(&snapshot.data)
                 .map_err(|e| StoreError::codec("stored snapshot", e))?;
-            meta = SmMeta {
-                last_applied: snapshot.meta.last_log_id,
-                membership: snapshot.meta.last_membership,
-                index: envelope.state.index,
-                recent_first_seq: envelope.state.recent.first_seq(),
-            };
+            (last_applied, membership) = (snapshot.meta.last_log_id, snapshot.meta.last_membership);
             state = envelope.state;
         }
         let watch = StateWatch { tx: Arc::new(watch::Sender::new(Arc::new(published(&state)))) };
-        Ok(Self { db: db.clone(), tree, meta, state, watch })
+        Ok(Self { db: db.clone(), tree, last_applied, membership, state, watch })
     }
 
     /// A handle for the node to read and watch the applied config; keep it
@@ -158,7 +157,7 @@ impl StateMachineStore {
 
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId> {
-        self.meta.last_applied
+        self.last_applied
     }
 
     /// Shows the current state to the node's readers.
@@ -223,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.meta.last_applied, self.meta.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
@@ -236,25 +235,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         // Applied in place, in memory only (see the module docs).
-        let next = &mut self.state;
-        let mut meta = self.meta.clone();
         let mut responses = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
-            meta.last_applied = Some(log_id);
+            self.last_applied = Some(log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Internal { index: log_id.index },
-                EntryPayload::Normal(req) => next.apply(log_id.index, &req),
+                EntryPayload::Normal(req) => self.state.apply(log_id.index, &req),
                 EntryPayload::Membership(m) => {
-                    meta.membership = StoredMembership::new(Some(log_id), m);
+                    self.membership = StoredMembership::new(Some(log_id), m);
                     Response::Internal { index: log_id.index }
                 }
             };
             responses.push(response);
         }
-        meta.index = next.index;
-        meta.recent_first_seq = next.recent.first_seq();
-        self.meta = meta;
         self.publish();
         Ok(responses)
     }
@@ -264,8 +258,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             db: self.db.clone(),
             tree: self.tree.clone(),
             state: Arc::new(self.state.clone()),
-            last_applied: self.meta.last_applied,
-            membership: self.meta.membership.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
         }
     }
 
@@ -290,12 +284,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             );
             return Err(StoreError::Corrupt(msg).into_storage(subject(), ErrorVerb::Read));
         }
-        let sm_meta = SmMeta {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            index: envelope.state.index,
-            recent_first_seq: envelope.state.recent.first_seq(),
-        };
         let write = || async {
             let mut batch = remove_legacy(&self.tree)?;
             batch.insert(KEY_SNAPSHOT, enc("snapshot", &StoredSnapshot { meta: meta.clone(), data })?);
@@ -305,7 +293,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         write().await.map_err(storage_err(subject(), ErrorVerb::Write))?;
         tracing::info!(snapshot = %meta.snapshot_id, index = envelope.state.index, "installed snapshot");
-        self.meta = sm_meta;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
         self.state = envelope.state;
         self.publish();
         Ok(())

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_raft_store::types::Raft;
+use ferry_raft_store::types::{Raft, Vote};
 use ferry_raft_store::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -80,6 +80,9 @@ pub struct ClusterServer {
     stats: Arc<TransportStats>,
     config: ServerConfig,
     hops: Option<HopServer>,
+    /// The leadership (vote) this node last served a read under, and its
+    /// log's last index then: see [`ClusterServer::read_index`].
+    read_floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
 }
 
 impl ClusterServer {
@@ -99,6 +102,7 @@ impl ClusterServer {
             stats,
             config,
             hops: None,
+            read_floor: Arc::default(),
         }
     }
 
@@ -203,13 +207,47 @@ impl ClusterServer {
 
     /// Confirms leadership with a quorum and returns the index a
     /// linearizable read must wait for (waiting for it locally as well).
+    ///
+    /// openraft's read index is its commit index (or the leader's first
+    /// entry). A leader that restarts with a committed vote of its own is
+    /// restored as leader without a new entry, and with the commit index of
+    /// its on-disk hint, which may lag entries it had committed and
+    /// answered before the crash. So the index is also at least the last
+    /// log index the first read of this leadership saw: those entries are
+    /// the leader's own and commit as soon as followers acknowledge them.
+    /// (Found by `acknowledged_writes_survive_kill_9_of_every_node`: a read
+    /// after a full restart missed the last two acknowledged writes.)
     pub async fn read_index(&self) -> Result<u64, WriteError> {
-        match timeout(self.config.write_timeout, self.raft.ensure_linearizable()).await {
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(e)) => Err(e.into()),
+        let read = async {
+            let log_id = self.raft.ensure_linearizable().await.map_err(WriteError::from)?;
+            let index = log_id.map_or(0, |l| l.index).max(self.read_floor());
+            self.raft
+                .wait(None)
+                .applied_index_at_least(Some(index), "read index")
+                .await
+                .map_err(|e| WriteError::Fatal { message: e.to_string() })?;
+            Ok(index)
+        };
+        match timeout(self.config.write_timeout, read).await {
+            Ok(r) => r,
             Err(_) => Err(WriteError::Timeout {
                 timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
             }),
+        }
+    }
+
+    /// The last log index when this node first served a read under its
+    /// current vote.
+    fn read_floor(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        let mut floor = self.read_floor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *floor {
+            Some((vote, index)) if vote == m.vote => index,
+            _ => {
+                let index = m.last_log_index.unwrap_or(0);
+                *floor = Some((m.vote, index));
+                index
+            }
         }
     }
 

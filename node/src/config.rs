@@ -469,8 +469,13 @@ fn validate_cluster(c: &ClusterSection, gossip: bool, errors: &mut Vec<FieldErro
     if c.heartbeat_ms == 0 {
         err("heartbeat_ms", "must be greater than 0".into());
     }
-    if c.election_timeout_min_ms <= c.heartbeat_ms {
-        err("election_timeout_min_ms", format!("must be greater than heartbeat_ms ({})", c.heartbeat_ms));
+    // openraft sends an idle heartbeat every 1.5 heartbeat_ms: a follower
+    // must miss about two before it campaigns.
+    if c.election_timeout_min_ms < c.heartbeat_ms.saturating_mul(3) {
+        err(
+            "election_timeout_min_ms",
+            format!("must be at least 3 x heartbeat_ms ({})", c.heartbeat_ms.saturating_mul(3)),
+        );
     }
     if c.election_timeout_max_ms <= c.election_timeout_min_ms {
         err(
@@ -649,9 +654,9 @@ initial_members = ["1@127.0.0.1:7947", "2@127.0.0.2:7947", "3@127.0.0.3:7947"]
             .replace("data_dir = \"/tmp/ferry-n2\"\n", "")
             .replace("\"3@127.0.0.3:7947\"", "\"3@nowhere\", \"1@127.0.0.9:1\"")
             .replace("2@127.0.0.2:7947\"", "2@127.0.0.5:7947\"");
-        let e = errors(&format!("{text}election_timeout_min_ms = 50\n"));
+        let e = errors(&format!("{text}election_timeout_min_ms = 299\n"));
         for want in [
-            "cluster.election_timeout_min_ms: must be greater than heartbeat_ms (100)",
+            "cluster.election_timeout_min_ms: must be at least 3 x heartbeat_ms (300)",
             "cluster.initial_members[1]: node 2 is this node, whose addr is 127.0.0.2:7947",
             "cluster.initial_members[2]: invalid socket address \"nowhere\" in \"3@nowhere\"",
             "cluster.initial_members[3]: duplicate node id 1",

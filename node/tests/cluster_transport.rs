@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail, ensure};
 use ferry_node::cluster::frame::{FrameError, encode_frame, read_frame, write_frame};
 use ferry_node::cluster::{
     ClusterServer, ErrorCode, Message, Network, ServerConfig, Transport, TransportConfig, TransportError,
-    TransportStats, WriteError, serve,
+    TransportPreVoter, TransportStats, WriteError, serve,
 };
+use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateWatch};
 use tempfile::TempDir;
@@ -36,7 +37,10 @@ struct TestNode {
     watch: StateWatch,
     info: NodeInfo,
     stats: Arc<TransportStats>,
+    election: Arc<Election>,
     shutdown: CancellationToken,
+    /// Stops only the server (a child of `shutdown`).
+    server_stop: CancellationToken,
     server: Option<JoinHandle<()>>,
     _dir: TempDir,
 }
@@ -52,7 +56,9 @@ impl TestNode {
         tweak(&mut config);
         let stats = Arc::new(TransportStats::default());
         let transport = Arc::new(Transport::new(CLUSTER, TransportConfig::default(), Arc::clone(&stats)));
-        let raft = Raft::new(id, Arc::new(config), Network::new(id, transport), log, sm).await?;
+        let raft = Raft::new(id, Arc::new(config), Network::new(id, Arc::clone(&transport)), log.clone(), sm)
+            .await?;
+        let election = Election::new(raft.clone(), log, RaftTimers::default());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let info = NodeInfo {
             name: format!("n{id}"),
@@ -60,9 +66,31 @@ impl TestNode {
             admin_addr: "127.0.0.1:0".into(),
         };
         let shutdown = CancellationToken::new();
-        let server = ClusterServer::new(raft.clone(), CLUSTER, Arc::clone(&stats), ServerConfig::default());
-        let server = Some(tokio::spawn(serve(listener, server, shutdown.clone())));
-        Ok(Self { id, raft, watch, info, stats, shutdown, server, _dir: dir })
+        let server = ClusterServer::new(raft.clone(), CLUSTER, Arc::clone(&stats), ServerConfig::default())
+            .with_election(Arc::clone(&election));
+        tokio::spawn(
+            Arc::clone(&election).run(TransportPreVoter::new(transport), shutdown.clone().cancelled_owned()),
+        );
+        let server_stop = shutdown.child_token();
+        let server = Some(tokio::spawn(serve(listener, server, server_stop.clone())));
+        Ok(Self { id, raft, watch, info, stats, election, shutdown, server_stop, server, _dir: dir })
+    }
+
+    /// Stops this node's server for `down` (peers cannot reach it; it can
+    /// still reach them), then serves the same address again.
+    async fn cut_inbound_for(&mut self, down: Duration) -> Result<()> {
+        self.server_stop.cancel();
+        if let Some(server) = self.server.take() {
+            timeout(WAIT, server).await.context("server did not stop")??;
+        }
+        tokio::time::sleep(down).await;
+        let listener = TcpListener::bind(&self.info.cluster_addr).await?;
+        let server =
+            ClusterServer::new(self.raft.clone(), CLUSTER, Arc::clone(&self.stats), ServerConfig::default())
+                .with_election(Arc::clone(&self.election));
+        self.server_stop = self.shutdown.child_token();
+        self.server = Some(tokio::spawn(serve(listener, server, self.server_stop.clone())));
+        Ok(())
     }
 
     /// Stops the server (awaiting its connections) and Raft.
@@ -276,6 +304,45 @@ async fn cluster_transport_timeouts_and_unreachable_peers() -> Result<()> {
         ensure!(t.stats().snapshot().connections_opened == 3);
         ensure!(t.stats().snapshot().request_errors == 2, "the restart cost a failed request");
         node.stop().await
+    })
+    .await
+}
+
+/// A follower that cannot hear the leader (its inbound connections are
+/// refused) for several election timeouts asks for pre-votes, is refused by
+/// the peers that still hear the leader, and so never raises its term: when
+/// it is reachable again the leader keeps its leadership and term. Without
+/// pre-vote it would campaign, and its higher term would depose the leader
+/// at the next AppendEntries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_leader_does_not_depose_it_when_it_returns() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        let leader_id = nodes[l].id;
+        let term = nodes[l].raft.metrics().borrow().current_term;
+        let f = (l + 1) % nodes.len();
+        // Election timeouts are 150-300 ms: a second holds several.
+        nodes[f].cut_inbound_for(Duration::from_secs(1)).await?;
+        ensure!(
+            nodes[f].raft.metrics().borrow().current_term == term,
+            "the cut-off follower raised its term"
+        );
+        // Back in reach: it follows the same leader in the same term.
+        nodes[f]
+            .raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.current_leader == Some(leader_id), "the leader again")
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for node in &nodes {
+            let m = node.raft.metrics().borrow().clone();
+            ensure!(m.current_term == term, "node {} is at term {}, was {term}", node.id, m.current_term);
+            ensure!(m.current_leader == Some(leader_id), "node {} follows {:?}", node.id, m.current_leader);
+        }
+        for node in &mut nodes {
+            node.stop().await?;
+        }
+        Ok(())
     })
     .await
 }

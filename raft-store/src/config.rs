@@ -14,12 +14,26 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 /// Raft timers in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftTimers {
-    /// Leader heartbeat interval.
+    /// Leader heartbeat interval (openraft sends one on its tick, every
+    /// 1.5 heartbeat intervals, when nothing else was sent).
     pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout.
+    /// Lower bound of the randomized election timeout: how long a follower
+    /// hears nothing from a leader before it campaigns
+    /// ([`election`](crate::election)).
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout.
+    /// Upper bound (exclusive) of the randomized election timeout.
     pub election_timeout_max_ms: u64,
+}
+
+impl RaftTimers {
+    /// openraft's leader lease: a voter that heard from a leader within it
+    /// refuses votes. One heartbeat below the election timeout's lower
+    /// bound (at least two heartbeats' worth of milliseconds plus two), so a
+    /// follower that campaigns after losing the leader together with the
+    /// others finds their leases expired.
+    pub fn leader_lease_ms(&self) -> u64 {
+        self.election_timeout_min_ms.saturating_sub(self.heartbeat_ms).max(self.heartbeat_ms + 2)
+    }
 }
 
 impl Default for RaftTimers {
@@ -36,12 +50,31 @@ pub fn snapshot_policy() -> SnapshotPolicy {
 /// A validated openraft config for the cluster `cluster_name` with `timers`
 /// and ferry's snapshot and purge policy. Fails when the timers are
 /// inconsistent (for example `election_timeout_min_ms <= heartbeat_ms`).
+///
+/// openraft's own election timer is off: run [`election::run`](crate::election::run)
+/// beside the `Raft`. openraft's `election_timeout_max` is the leader lease
+/// ([`RaftTimers::leader_lease_ms`]) and its `election_timeout_min` (half the
+/// lease, above a heartbeat) bounds each vote request.
 pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box<ConfigError>> {
+    if timers.election_timeout_min_ms <= timers.heartbeat_ms {
+        return Err(Box::new(ConfigError::ElectionTimeoutLTHeartBeat {
+            election_timeout_min: timers.election_timeout_min_ms,
+            heartbeat_interval: timers.heartbeat_ms,
+        }));
+    }
+    if timers.election_timeout_max_ms <= timers.election_timeout_min_ms {
+        return Err(Box::new(ConfigError::ElectionTimeout {
+            min: timers.election_timeout_min_ms,
+            max: timers.election_timeout_max_ms,
+        }));
+    }
+    let lease = timers.leader_lease_ms();
     Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: timers.heartbeat_ms,
-        election_timeout_min: timers.election_timeout_min_ms,
-        election_timeout_max: timers.election_timeout_max_ms,
+        election_timeout_min: (lease / 2).max(timers.heartbeat_ms + 1),
+        election_timeout_max: lease,
+        enable_elect: false,
         snapshot_policy: snapshot_policy(),
         max_in_snapshot_log_to_keep: MAX_IN_SNAPSHOT_LOG_TO_KEEP,
         // openraft asks for a lag threshold above the snapshot interval, so a
@@ -67,5 +100,22 @@ mod tests {
         let bad =
             RaftTimers { heartbeat_ms: 200, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
         assert!(raft_config("ferry", bad).is_err());
+        let bad = RaftTimers { heartbeat_ms: 20, election_timeout_min_ms: 150, election_timeout_max_ms: 150 };
+        assert!(raft_config("ferry", bad).is_err());
+    }
+
+    #[test]
+    fn openraft_times_only_the_lease_and_the_vote_requests() {
+        let timers =
+            RaftTimers { heartbeat_ms: 30, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
+        let c = raft_config("ferry", timers).expect("valid config");
+        assert!(!c.enable_elect, "ferry's election timer replaces openraft's");
+        assert_eq!(c.election_timeout_max, 120, "the lease: one heartbeat below the lower bound");
+        assert_eq!(c.election_timeout_min, 60);
+        // The smallest valid timers still give openraft a valid config.
+        let tight =
+            RaftTimers { heartbeat_ms: 100, election_timeout_min_ms: 101, election_timeout_max_ms: 102 };
+        let c = raft_config("ferry", tight).expect("valid config");
+        assert_eq!((c.election_timeout_min, c.election_timeout_max), (101, 102));
     }
 }

@@ -13,6 +13,7 @@
 //! - [`codec`]: the versioned encoding of everything persisted.
 //! - [`legacy`]: format version 1 of the types that changed since.
 //! - [`config`]: [`raft_config`] with ferry's snapshot policy.
+//! - [`election`]: the election timer that replaces openraft's.
 //! - [`error`]: [`StoreError`], the error of the stores.
 //!
 //! # Use
@@ -35,6 +36,7 @@
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod election;
 pub mod error;
 pub mod legacy;
 pub mod log_store;

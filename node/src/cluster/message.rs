@@ -6,6 +6,7 @@
 //! append new variants at the end and keep the fixture test in `frame.rs`
 //! passing.
 
+use ferry_raft_store::election::PreVoteRequest;
 use ferry_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -73,6 +74,11 @@ pub enum Message {
     /// The answer to [`Message::ChangeMembership`]: the log index of the
     /// committed membership.
     ChangeMembershipResult(Result<u64, WriteError>),
+    /// Would the receiver vote for the sender? Asked before an election
+    /// ([`ferry_raft_store::election`]).
+    PreVote(PreVoteRequest),
+    /// The answer to [`Message::PreVote`]: granted or not.
+    PreVoteResult(bool),
 }
 
 /// A node's answer to [`Message::NodeStatus`].
@@ -115,6 +121,8 @@ impl Message {
             Message::NodeStatusResult(_) => "node-status-result",
             Message::ChangeMembership(_) => "change-membership",
             Message::ChangeMembershipResult(_) => "change-membership-result",
+            Message::PreVote(_) => "pre-vote",
+            Message::PreVoteResult(_) => "pre-vote-result",
             Message::Error { .. } => "error",
         }
     }

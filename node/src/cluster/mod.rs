@@ -29,7 +29,7 @@ pub mod transport;
 pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};
 pub use hop::{HopClient, HopServer, HopServerConfig, HopStatus};
 pub use message::{ErrorCode, Message, WriteError};
-pub use network::{Network, PeerClient};
+pub use network::{Network, PeerClient, TransportPreVoter};
 pub use server::{ClusterServer, ServerConfig, serve};
 pub use stats::{StatsSnapshot, TransportStats};
 pub use transport::{Transport, TransportConfig, TransportError};

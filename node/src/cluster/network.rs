@@ -9,9 +9,12 @@
 //! as a remote error.
 
 use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_raft_store::election::{PreVoteRequest, PreVoter};
 use ferry_raft_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::RPCTypes;
 use openraft::error::{
@@ -24,7 +27,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
-use crate::cluster::message::Message;
+use crate::cluster::message::{ErrorCode, Message};
 use crate::cluster::transport::{Transport, TransportError};
 
 /// The error of one RPC, as openraft wants it.
@@ -162,6 +165,48 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Message::VoteResult(Err(e)) => Err(self.remote(e)),
             other => Err(self.unexpected(RPCTypes::Vote, &other)),
         }
+    }
+}
+
+/// Pre-vote requests ([`ferry_raft_store::election`]) over the cluster
+/// transport.
+#[derive(Debug, Clone)]
+pub struct TransportPreVoter {
+    transport: Arc<Transport>,
+}
+
+impl TransportPreVoter {
+    /// Asks peers through `transport`.
+    pub fn new(transport: Arc<Transport>) -> Self {
+        Self { transport }
+    }
+}
+
+impl PreVoter for TransportPreVoter {
+    fn ask(
+        &self,
+        target: NodeId,
+        node: NodeInfo,
+        req: PreVoteRequest,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send>> {
+        let transport = Arc::clone(&self.transport);
+        Box::pin(async move {
+            match transport.call_timeout(&node.cluster_addr, &Message::PreVote(req), timeout).await {
+                Ok(Message::PreVoteResult(granted)) => Some(granted),
+                // A peer of a version before pre-vote cannot decode the
+                // request; it votes as it always did.
+                Err(TransportError::Remote { code: ErrorCode::Malformed, .. }) => Some(true),
+                Ok(other) => {
+                    tracing::warn!(target, reply = other.kind(), "unexpected reply to a pre-vote");
+                    None
+                }
+                Err(error) => {
+                    tracing::debug!(target, %error, "no pre-vote answer");
+                    None
+                }
+            }
+        })
     }
 }
 

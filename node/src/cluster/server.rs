@@ -17,8 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_raft_store::election::Election;
 use ferry_raft_store::types::{Raft, Vote};
 use ferry_raft_store::{Request, Response};
+use openraft::raft::AppendEntriesResponse;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -83,6 +85,9 @@ pub struct ClusterServer {
     /// The leadership (vote) this node last served a read under, and its
     /// log's last index then: see [`ClusterServer::read_index`].
     read_floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
+    /// The election timer's state: touched when a leader is heard from or a
+    /// vote granted, and asked for pre-votes ([`ferry_raft_store::election`]).
+    election: Option<Arc<Election>>,
 }
 
 impl ClusterServer {
@@ -103,6 +108,21 @@ impl ClusterServer {
             config,
             hops: None,
             read_floor: Arc::default(),
+            election: None,
+        }
+    }
+
+    /// Feeds `election` (the node's election timer): contact with a leader
+    /// when this server accepts its AppendEntries or InstallSnapshot, a
+    /// granted vote, and pre-vote requests. Without it pre-votes are refused.
+    pub fn with_election(mut self, election: Arc<Election>) -> Self {
+        self.election = Some(election);
+        self
+    }
+
+    fn touch(&self) {
+        if let Some(e) = &self.election {
+            e.touch();
         }
     }
 
@@ -130,11 +150,32 @@ impl ClusterServer {
     pub async fn handle(&self, msg: Message) -> Message {
         match msg {
             Message::Ping => Message::Pong,
-            Message::AppendEntries(rpc) => Message::AppendEntriesResult(self.raft.append_entries(rpc).await),
-            Message::Vote(rpc) => Message::VoteResult(self.raft.vote(rpc).await),
-            Message::InstallSnapshot(rpc) => {
-                Message::InstallSnapshotResult(self.raft.install_snapshot(rpc).await)
+            Message::AppendEntries(rpc) => {
+                let result = self.raft.append_entries(rpc).await;
+                if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.touch();
+                }
+                Message::AppendEntriesResult(result)
             }
+            Message::Vote(rpc) => {
+                let result = self.raft.vote(rpc).await;
+                if matches!(&result, Ok(r) if r.vote_granted) {
+                    self.touch();
+                }
+                Message::VoteResult(result)
+            }
+            Message::InstallSnapshot(rpc) => {
+                let sender = rpc.vote;
+                let result = self.raft.install_snapshot(rpc).await;
+                if matches!(&result, Ok(r) if r.vote <= sender) {
+                    self.touch();
+                }
+                Message::InstallSnapshotResult(result)
+            }
+            Message::PreVote(req) => Message::PreVoteResult(match &self.election {
+                Some(e) => e.pre_vote(&req).await,
+                None => false,
+            }),
             Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
             Message::ReadIndex => Message::ReadIndexResult(self.read_index().await),
             Message::NodeStatus => Message::NodeStatusResult(self.node_status().await),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ferry_client::RouteSpec;
 use ferry_gossip::GossipHandle;
+use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateError, raft_config};
 use tokio::net::TcpListener;
@@ -28,7 +29,7 @@ use super::publisher::Command as PublisherCommand;
 use super::replica::Replica;
 use crate::cluster::hop::HopServer;
 use crate::cluster::message::{MembershipChange, Message};
-use crate::cluster::network::Network;
+use crate::cluster::network::{Network, TransportPreVoter};
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
@@ -113,9 +114,10 @@ impl Member {
             raft_config = raft_config.validate().map_err(|e| MemberError::Raft(e.to_string()))?;
         }
         let network = Network::new(node_id, Arc::clone(&transport));
-        let raft = Raft::new(node_id, Arc::new(raft_config), network, log, sm)
+        let raft = Raft::new(node_id, Arc::new(raft_config), network, log.clone(), sm)
             .await
             .map_err(|e| MemberError::Raft(e.to_string()))?;
+        let election = Election::new(raft.clone(), log, timers);
 
         let listener = TcpListener::bind(cluster.addr)
             .await
@@ -129,8 +131,16 @@ impl Member {
             ServerConfig::default(),
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
-        .with_hops(hops);
-        let mut tasks = vec![tokio::spawn(serve(listener, server.clone(), stop.child_token()))];
+        .with_hops(hops)
+        .with_election(Arc::clone(&election));
+        let mut tasks =
+            vec![
+                tokio::spawn(serve(listener, server.clone(), stop.child_token())),
+                tokio::spawn(election.run(
+                    TransportPreVoter::new(Arc::clone(&transport)),
+                    stop.child_token().cancelled_owned(),
+                )),
+            ];
         let replica = Arc::new(Replica::new(node_id, raft.clone(), watch, server, Arc::clone(&transport)));
         let raft_for_metrics = raft.clone();
         info!(node_id, cluster_addr = %cluster.addr, "cluster member starting");

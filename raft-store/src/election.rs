@@ -1,0 +1,334 @@
+//! ferry's election timer and pre-vote, which replace openraft 0.9's timer.
+//!
+//! openraft 0.9 lets a follower campaign only after its leader lease
+//! (`election_timeout_max`) *plus* an election timeout drawn once per
+//! process from `[election_timeout_min, election_timeout_max)`, checked on a
+//! tick of 1.5 heartbeats. With a 150–300 ms range that is 450–600 ms of
+//! silence before a follower even asks for votes, where etcd (and the Raft
+//! paper) wait a random time in the configured range. The fixed draw also
+//! means two followers that collide once can collide again at every retry.
+//!
+//! So [`raft_config`](crate::raft_config) turns openraft's own timer off
+//! (`enable_elect = false`) and [`Election::run`] drives elections instead:
+//! - a follower that has heard nothing from a leader for a time drawn from
+//!   `[election_timeout_min_ms, election_timeout_max_ms)` campaigns; the time
+//!   is drawn again for every wait, as etcd does;
+//! - "heard from a leader" is [`Election::touch`]: the cluster server calls
+//!   it when it accepts an AppendEntries or InstallSnapshot (the sender's
+//!   vote is not older than ours) and when it grants a vote;
+//! - before it calls `Raft::trigger().elect()`, which raises its term, the
+//!   node asks the voters for a **pre-vote** (Raft thesis §9.6, etcd's
+//!   `PreVote`): a voter grants one only if it has not heard from a leader
+//!   within the lease, is not the leader, its term is below the one the
+//!   candidate would take, and the candidate's log is at least as up to
+//!   date. Without it, a node that restarts or comes back from a partition
+//!   and times out before the leader reaches it raises its term, and the
+//!   leader steps down at its next AppendEntries: a needless election;
+//! - a leader and a node that is not a voter never campaign, and keep their
+//!   contact fresh so that a leader that steps down waits a full timeout;
+//! - a single voter elects itself at once (after a restart, say).
+//!
+//! Voters still refuse real votes during openraft's leader lease after
+//! hearing from a leader; [`RaftTimers::leader_lease_ms`] sets that lease one
+//! heartbeat below the election timeout's lower bound, so a follower that
+//! lost the leader together with the others finds their leases expired.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::storage::RaftLogStorage;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::RaftTimers;
+use crate::log_store::LogStore;
+use crate::types::{LogId, NodeId, NodeInfo, Raft};
+
+/// A pre-vote request: "would you vote for me at `term`?"
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    /// The node asking.
+    pub candidate: NodeId,
+    /// The term it would campaign for (its current term + 1).
+    pub term: u64,
+    /// Its last log id.
+    pub last_log_id: Option<LogId>,
+}
+
+/// Asks one voter for a pre-vote. The node implements it over the cluster
+/// transport.
+pub trait PreVoter: Send + Sync + 'static {
+    /// `Some(granted)`, or `None` when `target` did not answer within
+    /// `timeout`.
+    fn ask(
+        &self,
+        target: NodeId,
+        node: NodeInfo,
+        req: PreVoteRequest,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send>>;
+}
+
+/// One node's election timer and pre-vote state. Share it (it is in an
+/// `Arc`) between the cluster server, which calls [`Election::touch`] and
+/// [`Election::pre_vote`], and one [`Election::run`] task.
+pub struct Election {
+    raft: Raft,
+    log: LogStore,
+    timers: RaftTimers,
+    base: Instant,
+    /// Microseconds since `base` of the last contact with a leader.
+    last_us: AtomicU64,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("timers", &self.timers)
+            .field("since_contact", &self.last_contact().elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the timer does when a timeout has passed without contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Leader, learner, or not yet a member: never campaigns.
+    Stay,
+    /// A voter among others: asks for pre-votes, then campaigns.
+    Campaign,
+    /// The only voter: campaigns without waiting.
+    Alone,
+}
+
+impl Election {
+    /// The election state of `raft`, whose log store `log` is (a clone of
+    /// the store handed to `Raft::new`), timed by `timers`. Contact starts
+    /// now: a node that just started waits a full timeout.
+    pub fn new(raft: Raft, log: LogStore, timers: RaftTimers) -> Arc<Self> {
+        Arc::new(Self { raft, log, timers, base: Instant::now(), last_us: AtomicU64::new(0) })
+    }
+
+    /// Records contact with a leader (or a granted vote) now.
+    pub fn touch(&self) {
+        let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The last contact.
+    pub fn last_contact(&self) -> Instant {
+        self.base + Duration::from_micros(self.last_us.load(Ordering::Relaxed))
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.timers.leader_lease_ms())
+    }
+
+    /// This node's answer to a pre-vote request.
+    pub async fn pre_vote(&self, req: &PreVoteRequest) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let Ok(state) = self.log.clone().get_log_state().await else { return false };
+        let voter = Voter {
+            is_leader: m.state == ServerState::Leader,
+            since_contact: self.last_contact().elapsed(),
+            term: m.vote.leader_id().term,
+            last_log_id: state.last_log_id,
+        };
+        let granted = voter.grants(req, self.lease());
+        tracing::debug!(candidate = req.candidate, term = req.term, granted, "pre-vote");
+        granted
+    }
+
+    fn expiry(&self) -> Expiry {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return Expiry::Stay;
+        }
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if !voters.contains(&m.id) {
+            Expiry::Stay
+        } else if voters.len() == 1 {
+            Expiry::Alone
+        } else {
+            Expiry::Campaign
+        }
+    }
+
+    /// Asks every other voter for a pre-vote; true when a quorum of every
+    /// config of the (possibly joint) membership grants, this node included.
+    async fn pre_vote_quorum(&self, peers: &dyn PreVoter) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let Ok(state) = self.log.clone().get_log_state().await else { return false };
+        let req = PreVoteRequest {
+            candidate: m.id,
+            term: m.vote.leader_id().term + 1,
+            last_log_id: state.last_log_id,
+        };
+        let membership = m.membership_config.membership().clone();
+        // Each vote request of the real election is bounded the same way.
+        let timeout =
+            Duration::from_millis((self.timers.leader_lease_ms() / 2).max(self.timers.heartbeat_ms + 1));
+        let mut asks = tokio::task::JoinSet::new();
+        for id in membership.voter_ids().filter(|id| *id != m.id) {
+            if let Some(node) = membership.get_node(&id) {
+                let ask = peers.ask(id, node.clone(), req.clone(), timeout);
+                asks.spawn(async move { (id, ask.await) });
+            }
+        }
+        let joint = membership.get_joint_config();
+        let mut granted = BTreeSet::from([m.id]);
+        // Stop at the first quorum; dropping the set cancels the rest.
+        while !has_quorum(joint, &granted) {
+            match asks.join_next().await {
+                Some(Ok((id, Some(true)))) => {
+                    granted.insert(id);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let quorum = has_quorum(joint, &granted);
+        tracing::info!(term = req.term, granted = ?granted, quorum, "pre-vote");
+        quorum
+    }
+
+    /// Drives this node's elections until `stop` completes or Raft stops.
+    pub async fn run(self: Arc<Self>, peers: impl PreVoter, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut timeout = draw_timeout(self.timers);
+        loop {
+            let deadline = match self.expiry() {
+                Expiry::Alone => Instant::now(),
+                _ => self.last_contact() + timeout,
+            };
+            if deadline > Instant::now() {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+                // Contact may have come meanwhile: wait out the new deadline.
+                continue;
+            }
+            if self.raft.metrics().borrow().running_state.is_err() {
+                return;
+            }
+            let expiry = self.expiry();
+            let campaign = match expiry {
+                Expiry::Stay => false,
+                Expiry::Alone => true,
+                Expiry::Campaign => {
+                    tracing::info!(
+                        silent_ms =
+                            u64::try_from(self.last_contact().elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "no leader heard within the election timeout: asking for pre-votes"
+                    );
+                    self.pre_vote_quorum(&peers).await
+                }
+            };
+            if campaign && self.raft.trigger().elect().await.is_err() {
+                return;
+            }
+            self.touch();
+            timeout = draw_timeout(self.timers);
+            // A lone voter whose election is in flight must not spin.
+            if expiry == Expiry::Alone {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(timeout) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What a voter knows when it answers a pre-vote.
+#[derive(Debug, Clone, Copy)]
+struct Voter {
+    is_leader: bool,
+    since_contact: Duration,
+    term: u64,
+    last_log_id: Option<LogId>,
+}
+
+impl Voter {
+    fn grants(&self, req: &PreVoteRequest, lease: Duration) -> bool {
+        !self.is_leader
+            && self.since_contact >= lease
+            && req.term > self.term
+            && req.last_log_id >= self.last_log_id
+    }
+}
+
+/// Whether `granted` holds a majority of every config in `joint`.
+fn has_quorum(joint: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    !joint.is_empty() && joint.iter().all(|config| config.intersection(granted).count() * 2 > config.len())
+}
+
+/// A random election timeout in `[min, max)` of `timers`.
+pub fn draw_timeout(timers: RaftTimers) -> Duration {
+    let min = timers.election_timeout_min_ms;
+    let max = timers.election_timeout_max_ms.max(min + 1);
+    Duration::from_micros(fastrand::u64(min * 1_000..max * 1_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    #[test]
+    fn timeouts_are_drawn_from_the_configured_range_and_vary() {
+        let timers =
+            RaftTimers { heartbeat_ms: 30, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
+        let draws: Vec<Duration> = (0..1_000).map(|_| draw_timeout(timers)).collect();
+        assert!(draws.iter().all(|d| *d >= Duration::from_millis(150) && *d < Duration::from_millis(300)));
+        let low = draws.iter().filter(|d| **d < Duration::from_millis(225)).count();
+        assert!((300..700).contains(&low), "{low} of 1000 draws in the lower half");
+    }
+
+    #[test]
+    fn a_pre_vote_is_granted_only_to_an_up_to_date_candidate_once_the_leader_is_silent() {
+        let lease = Duration::from_millis(120);
+        let voter = Voter {
+            is_leader: false,
+            since_contact: Duration::from_millis(150),
+            term: 5,
+            last_log_id: log_id(5, 10),
+        };
+        let req = PreVoteRequest { candidate: 2, term: 6, last_log_id: log_id(5, 10) };
+        assert!(voter.grants(&req, lease));
+        // Heard from a leader within the lease.
+        assert!(!Voter { since_contact: Duration::from_millis(100), ..voter }.grants(&req, lease));
+        // The leader itself.
+        assert!(!Voter { is_leader: true, ..voter }.grants(&req, lease));
+        // The candidate would not raise the term past ours.
+        assert!(!Voter { term: 6, ..voter }.grants(&req, lease));
+        // The candidate's log is behind: shorter, or from an older term.
+        assert!(!voter.grants(&PreVoteRequest { last_log_id: log_id(5, 9), ..req.clone() }, lease));
+        assert!(!voter.grants(&PreVoteRequest { last_log_id: log_id(4, 12), ..req.clone() }, lease));
+        assert!(voter.grants(&PreVoteRequest { last_log_id: log_id(6, 1), ..req }, lease));
+    }
+
+    #[test]
+    fn a_quorum_is_a_majority_of_every_config() {
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        let three = vec![set(&[1, 2, 3])];
+        assert!(has_quorum(&three, &set(&[1, 3])));
+        assert!(!has_quorum(&three, &set(&[1])));
+        assert!(!has_quorum(&three, &set(&[1, 9])));
+        let joint = vec![set(&[1, 2, 3]), set(&[3, 4, 5])];
+        assert!(!has_quorum(&joint, &set(&[1, 2, 3])));
+        assert!(has_quorum(&joint, &set(&[1, 3, 4])));
+        assert!(!has_quorum(&[], &set(&[1])));
+    }
+}

@@ -54,7 +54,7 @@ Three ferry nodes (target/release/ferryd, cluster mode) and a three-node etcd
 3.4 (Debian etcd-server) on loopback, one system at a time:
 
   ferry         node i on 127.0.0.i, admin :FERRY_ADMIN_PORT, cluster
-                :FERRY_CLUSTER_PORT, heartbeat 30 ms, election 150-300 ms
+                :FERRY_CLUSTER_PORT, heartbeat 30 ms, election 150-270 ms
   etcd-default  127.0.0.1, client 23791-23793, peer 23801-23803, etcd's
                 default timers (heartbeat 100 ms, election 1000 ms)
   etcd-equal    same ports, a fresh cluster, heartbeat 30 ms, election 150 ms
@@ -97,7 +97,9 @@ Environment:
   NOISY_RETRIES=1    measure a throughput load again (up to this many times) when
                      other work used >= 0.10 core during it; the quietest is kept
   FERRY_ADMIN_PORT=17948 FERRY_CLUSTER_PORT=17947
-  FERRY_HEARTBEAT_MS=30 FERRY_ELECTION_MIN_MS=150 FERRY_ELECTION_MAX_MS=300
+  FERRY_HEARTBEAT_MS=30 FERRY_ELECTION_MIN_MS=150
+  FERRY_ELECTION_MAX_MS=2*MIN-HEARTBEAT   (270: the range etcd draws from at
+                     heartbeat 30 ms, election 150 ms: [E, 2E - 1 tick])
   FERRY_REQUEST_TIMEOUT_MS=PROBE_TIMEOUT*1000-500   ferry's [admin] request_timeout_ms
                      (its default is 5000): below the probe's client timeout, so
                      that ferry can answer 503 before the client gives up; etcd's
@@ -162,7 +164,9 @@ FERRY_ADMIN_PORT=${FERRY_ADMIN_PORT:-17948}
 FERRY_CLUSTER_PORT=${FERRY_CLUSTER_PORT:-17947}
 FERRY_HEARTBEAT_MS=${FERRY_HEARTBEAT_MS:-30}
 FERRY_ELECTION_MIN_MS=${FERRY_ELECTION_MIN_MS:-150}
-FERRY_ELECTION_MAX_MS=${FERRY_ELECTION_MAX_MS:-300}
+# etcd draws its election timeout from [E, 2E) in heartbeat ticks, so the
+# longest is 2E - 1 tick: 270 ms at 30/150. ferry's range is that one.
+FERRY_ELECTION_MAX_MS=${FERRY_ELECTION_MAX_MS:-$(( 2 * FERRY_ELECTION_MIN_MS - FERRY_HEARTBEAT_MS ))}
 FERRY_REQUEST_TIMEOUT_MS=${FERRY_REQUEST_TIMEOUT_MS:-$(( PROBE_TIMEOUT * 1000 - 500 ))}
 FERRYD=${FERRYD:-target/release/ferryd}
 OUT=${OUT:-target/bench}

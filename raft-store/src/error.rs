@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The persisted data contradicts itself.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A blocking task doing store work panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
 }
 
 impl StoreError {

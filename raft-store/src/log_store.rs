@@ -2,9 +2,15 @@
 //! u64 index keys (so iteration follows index order), tree `meta` holds the
 //! vote, the last purged log id and the committed hint.
 //!
-//! Durability: `append` inserts the entries (readable at once) and reports
-//! them flushed to openraft only after `flush_async` (fsync) completes;
-//! `save_vote` returns only once the vote is on disk. The committed hint is
+//! Durability: `append` inserts the entries (readable at once) and returns;
+//! a flusher task reports them flushed to openraft only after an fsync
+//! (`flush_async`) that began after they were inserted has completed. It
+//! takes every append queued while its last fsync ran and covers them with
+//! one (group commit), completing them in append order. openraft 0.9 awaits
+//! `append` inside RaftCore, so an fsync inside it would stall the leader
+//! for every client write, and a leader that appends one entry per write
+//! would pay one sled flush each (its sled threads took more CPU than all
+//! the rest of the node). `save_vote` returns only once the vote is on disk. The committed hint is
 //! written at most every [`COMMITTED_EVERY`] by a background task (and when
 //! the store is dropped): one sled write per commit cost about a fifth of a
 //! write's CPU, and the hint only tells a restarting node how far it may
@@ -14,6 +20,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -39,6 +46,27 @@ pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
     committed: Arc<CommittedHint>,
+    /// The flusher task's queue, shared by the clones; the task starts at
+    /// the first append (inside the runtime) and ends with the last clone.
+    flusher: Arc<OnceLock<Flusher>>,
+    /// The first index not purged (0: none purged). Reads start here, so
+    /// entries a purge still has to delete in the background are never
+    /// served.
+    readable_from: Arc<AtomicU64>,
+}
+
+type Flusher = tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>;
+
+/// Reports queued appends flushed: one fsync, begun after they were all
+/// inserted, for every append that queued while the previous one ran.
+async fn flusher(log: sled::Tree, mut queue: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut waiting = Vec::new();
+    while queue.recv_many(&mut waiting, 1024).await > 0 {
+        let result = log.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+        for callback in waiting.drain(..) {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+        }
+    }
 }
 
 /// The committed hint openraft saved last and has not been written yet.
@@ -82,6 +110,27 @@ async fn write_committed(hint: Weak<CommittedHint>) {
     }
 }
 
+/// Removes every entry of `log` with an index in `range`, in one atomic batch.
+fn remove_range(log: &sled::Tree, range: impl RangeBounds<[u8; 8]>) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for k in log.range(range).keys() {
+        batch.remove(k?);
+    }
+    log.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Removes every entry of `log` with an index in `range`, one by one. A
+/// sled batch holds the database's write lock for all of it (tens of
+/// milliseconds for a purge), and every append waits for that lock; single
+/// removes take it shared, briefly.
+fn remove_each(log: &sled::Tree, range: impl RangeBounds<[u8; 8]>) -> Result<(), StoreError> {
+    for k in log.range(range).keys() {
+        log.remove(k?)?;
+    }
+    Ok(())
+}
+
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -95,7 +144,16 @@ impl LogStore {
             pending: Mutex::new(None),
             writer: OnceLock::new(),
         });
-        Ok(Self { log: db.open_tree(LOG_TREE)?, meta, committed })
+        let mut store = Self {
+            log: db.open_tree(LOG_TREE)?,
+            meta,
+            committed,
+            flusher: Arc::default(),
+            readable_from: Arc::default(),
+        };
+        let purged: Option<LogId> = store.read_meta(KEY_LAST_PURGED)?;
+        store.readable_from = Arc::new(AtomicU64::new(purged.map_or(0, |p| p.index + 1)));
+        Ok(store)
     }
 
     fn read_meta<T: crate::codec::Persisted>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
@@ -124,12 +182,7 @@ impl LogStore {
 
     /// Removes every entry with an index in `range`, in one atomic batch.
     fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(range).keys() {
-            batch.remove(k?);
-        }
-        self.log.apply_batch(batch)?;
-        Ok(())
+        remove_range(&self.log, range)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -151,7 +204,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 None => return Ok(Vec::new()),
             },
             Bound::Unbounded => 0,
-        };
+        }
+        .max(self.readable_from.load(Ordering::Acquire));
         let mut out = Vec::new();
         for kv in self.log.range(key(start)..) {
             let (k, v) = kv.map_err(|e| read_err(e.into()))?;
@@ -217,19 +271,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a sled batch: sled seals its IO buffer at the
+        // end of every batch and hands the write to its thread pool, whose
+        // seven idle threads all wake for each task. A leader appends one
+        // entry per client write, so that was a pool task per write. The
+        // entries go in index order, and sled recovers a prefix of its
+        // writes, so a crash leaves a prefix of them: a valid log, and none
+        // of it reported flushed.
         for entry in entries {
             let id = *entry.get_log_id();
             let bytes = encode(&entry).map_err(|e| {
                 StoreError::codec(format!("log entry {id}"), e)
                     .into_storage(ErrorSubject::Log(id), ErrorVerb::Write)
             })?;
-            batch.insert(&key(id.index), bytes);
+            self.log
+                .insert(key(id.index), bytes)
+                .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
         }
-        self.log.apply_batch(batch).map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Write))?;
-        // Readable now; durable (and reported so) once fsync returns.
-        let flushed = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(flushed);
+        // Readable now; durable (and reported so) once the flusher's next
+        // fsync returns.
+        let queue = self.flusher.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(flusher(self.log.clone(), rx));
+            tx
+        });
+        if let Err(unsent) = queue.send(callback) {
+            // The flusher is gone (the runtime is shutting down): flush here.
+            let flushed = self.flush().await.map_err(|e| std::io::Error::other(e.to_string()));
+            unsent.0.log_io_completed(flushed);
+        }
         Ok(())
     }
 
@@ -238,12 +308,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.remove_range(key(log_id.index)..).map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 
+    /// Records the purge, hides the purged entries from reads at once, and
+    /// deletes them one by one on a blocking thread. A purge removes
+    /// thousands of entries (every `snapshot_logs`): openraft awaits it
+    /// inside RaftCore, and as one sled batch it held sled's write lock, and
+    /// so every append, for 20-30 ms. A purge cut
+    /// short (crash, shutdown) leaves entries below `last_purged`, which
+    /// nothing reads and the next purge deletes.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purging the raft log");
-        let purge = || {
-            self.write_meta(KEY_LAST_PURGED, &log_id)?;
-            self.remove_range(..=key(log_id.index))
-        };
-        purge().map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Delete))
+        self.write_meta(KEY_LAST_PURGED, &log_id)
+            .map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Delete))?;
+        self.readable_from.fetch_max(log_id.index + 1, Ordering::AcqRel);
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = remove_each(&log, ..=key(log_id.index)) {
+                tracing::warn!(%log_id, error = %e, "could not delete purged log entries (the next purge retries)");
+            }
+        });
+        Ok(())
     }
 }

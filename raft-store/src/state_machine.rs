@@ -311,12 +311,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let err = storage_err::<StoreError>(ErrorSubject::Snapshot(None), ErrorVerb::Write);
-        let envelope = SnapshotEnvelope {
-            state: ClusterState::clone(&self.state),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-        };
-        let data = envelope.to_bytes().map_err(|e| err(StoreError::codec("snapshot", e)))?;
+        // Copy and encode on a blocking thread: with ten thousand request
+        // ids this takes milliseconds, which on the runtime's thread would
+        // hold up RaftCore and every write behind it.
+        let (state, last_applied, membership) =
+            (Arc::clone(&self.state), self.last_applied, self.membership.clone());
+        let data = tokio::task::spawn_blocking(move || {
+            SnapshotEnvelope { state: ClusterState::clone(&state), last_applied, membership }.to_bytes()
+        })
+        .await
+        .map_err(|e| err(StoreError::Task(format!("snapshot encoding: {e}"))))?
+        .map_err(|e| err(StoreError::codec("snapshot", e)))?;
         let unique =
             self.db.generate_id().map_err(storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         let snapshot_id = match self.last_applied {
@@ -328,35 +333,39 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.store(&stored)
+        let stored = Arc::new(StoredSnapshot { meta: meta.clone(), data });
+        // sled writes a value this large to its own blob file, synchronously:
+        // keep that off the runtime's thread too.
+        let (tree, to_store) = (self.tree.clone(), Arc::clone(&stored));
+        tokio::task::spawn_blocking(move || store_snapshot(&tree, &to_store))
             .await
+            .map_err(|e| StoreError::Task(format!("snapshot store: {e}")))
+            .and_then(|stored| stored)
             .map_err(storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
+        let stored = Arc::try_unwrap(stored).unwrap_or_else(|shared| StoredSnapshot::clone(&shared));
         tracing::info!(snapshot = %meta.snapshot_id, bytes = stored.data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
-impl SnapshotBuilder {
-    /// Makes `stored` the current snapshot unless a newer one (installed
-    /// meanwhile) is already there, then flushes.
-    async fn store(&self, stored: &StoredSnapshot) -> Result<(), StoreError> {
-        let new = enc("snapshot", stored)?;
-        loop {
-            let current = self.tree.get(KEY_SNAPSHOT)?;
-            if let Some(cur) = &current {
-                let cur: StoredSnapshot = dec(KEY_SNAPSHOT, cur)?;
-                if cur.meta.last_log_id > stored.meta.last_log_id {
-                    return Ok(());
-                }
-            }
-            if self.tree.compare_and_swap(KEY_SNAPSHOT, current, Some(new.as_slice()))?.is_ok() {
-                break;
+/// Makes `stored` the current snapshot in `tree` unless a newer one
+/// (installed meanwhile) is already there, then flushes. Blocking.
+fn store_snapshot(tree: &sled::Tree, stored: &StoredSnapshot) -> Result<(), StoreError> {
+    let new = enc("snapshot", stored)?;
+    loop {
+        let current = tree.get(KEY_SNAPSHOT)?;
+        if let Some(cur) = &current {
+            let cur: StoredSnapshot = dec(KEY_SNAPSHOT, cur)?;
+            if cur.meta.last_log_id > stored.meta.last_log_id {
+                return Ok(());
             }
         }
-        self.tree.flush_async().await?;
-        Ok(())
+        if tree.compare_and_swap(KEY_SNAPSHOT, current, Some(new.as_slice()))?.is_ok() {
+            break;
+        }
     }
+    tree.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]

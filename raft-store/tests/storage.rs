@@ -216,3 +216,50 @@ async fn the_committed_hint_is_written_within_its_period_and_on_drop() -> Result
     assert_eq!(other.read_committed().await?, Some(log_id(1, 4)));
     Ok(())
 }
+
+/// A purge hides the purged entries at once and deletes them in the
+/// background; entries a cut-short purge left behind stay hidden after a
+/// reopen, and the next purge deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_entries_are_hidden_at_once_and_deleted_in_the_background() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let blank = |i: u64| Entry { log_id: log_id(1, i), payload: EntryPayload::Blank };
+    let entries: Vec<Entry> = (1..=200).map(blank).collect();
+    let below = |db: &sled::Db, index: u64| -> Result<usize> {
+        Ok(db.open_tree("log")?.range(..=index.to_be_bytes()).count())
+    };
+    {
+        let (db, mut log, _sm) = open(dir.path())?;
+        log.blocking_append(entries.clone()).await?;
+        log.purge(log_id(1, 150)).await?;
+        assert_eq!(log.try_get_log_entries(0..).await?, entries[150..].to_vec());
+        assert_eq!(
+            log.get_log_reader().await.try_get_log_entries(100..160).await?,
+            entries[150..159].to_vec()
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while below(&db, 150)? > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "purged entries were never deleted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(below(&db, 200)?, 50);
+        // As if a purge had been cut short: entries below `last_purged`.
+        let tree = db.open_tree("log")?;
+        for e in &entries[..10] {
+            tree.insert(e.log_id.index.to_be_bytes(), tree.get(200u64.to_be_bytes())?.expect("entry 200"))?;
+        }
+        db.flush()?;
+    }
+    let (db, mut log, _sm) = open(dir.path())?;
+    let state = log.get_log_state().await?;
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(1, 150)), Some(log_id(1, 200))));
+    assert_eq!(log.try_get_log_entries(0..).await?, entries[150..].to_vec(), "left-overs are served");
+    log.purge(log_id(1, 160)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while below(&db, 160)? > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "left-overs were never deleted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(log.try_get_log_entries(0..).await?, entries[160..].to_vec());
+    Ok(())
+}

@@ -34,6 +34,12 @@ impl RaftTimers {
     pub fn leader_lease_ms(&self) -> u64 {
         self.election_timeout_min_ms.saturating_sub(self.heartbeat_ms).max(self.heartbeat_ms + 2)
     }
+
+    /// The bound on each vote (and pre-vote) request: half the lease, above
+    /// a heartbeat. openraft takes it as its `election_timeout_min`.
+    pub fn vote_timeout_ms(&self) -> u64 {
+        (self.leader_lease_ms() / 2).max(self.heartbeat_ms + 1)
+    }
 }
 
 impl Default for RaftTimers {
@@ -72,7 +78,7 @@ pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box
     Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: timers.heartbeat_ms,
-        election_timeout_min: (lease / 2).max(timers.heartbeat_ms + 1),
+        election_timeout_min: timers.vote_timeout_ms(),
         election_timeout_max: lease,
         enable_elect: false,
         snapshot_policy: snapshot_policy(),

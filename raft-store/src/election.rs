@@ -172,8 +172,7 @@ impl Election {
         };
         let membership = m.membership_config.membership().clone();
         // Each vote request of the real election is bounded the same way.
-        let timeout =
-            Duration::from_millis((self.timers.leader_lease_ms() / 2).max(self.timers.heartbeat_ms + 1));
+        let timeout = Duration::from_millis(self.timers.vote_timeout_ms());
         let mut asks = tokio::task::JoinSet::new();
         for id in membership.voter_ids().filter(|id| *id != m.id) {
             if let Some(node) = membership.get_node(&id) {

@@ -180,11 +180,6 @@ impl LogStore {
         }
     }
 
-    /// Removes every entry with an index in `range`, in one atomic batch.
-    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StoreError> {
-        remove_range(&self.log, range)
-    }
-
     async fn flush(&self) -> Result<(), StoreError> {
         self.log.flush_async().await?;
         Ok(())
@@ -305,7 +300,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating the raft log");
-        self.remove_range(key(log_id.index)..).map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Delete))
+        remove_range(&self.log, key(log_id.index)..)
+            .map_err(storage_err(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 
     /// Records the purge, hides the purged entries from reads at once, and

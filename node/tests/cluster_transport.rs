@@ -409,6 +409,102 @@ async fn cluster_three_nodes_replicate_forward_and_fail_over() -> Result<()> {
     .await
 }
 
+/// Writes that queue while earlier ones are being appended share log
+/// entries (the leader's write batcher), yet each keeps its own config index,
+/// revision, compare-and-set check and request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_keep_their_own_revisions() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        let t = client();
+        let addr = nodes[l].info.cluster_addr.clone();
+        let reply = t.call(&addr, &Message::ClientWrite(put("web", 1))).await?;
+        let Message::ClientWriteResult(Ok(Response::Applied { revision: created, .. })) = reply else {
+            bail!("create: {reply:?}");
+        };
+        let log_before = nodes[l].raft.metrics().borrow().last_log_index.unwrap_or(0);
+
+        // 64 weight changes to the same route at once, through the cluster
+        // port as forwarded writes arrive; ids 100.. and one id sent twice.
+        const N: u64 = 64;
+        let weight = |i: u64| {
+            let command = Command::SetBackendWeight {
+                route: "web".into(),
+                backend: "a".into(),
+                weight: u32::try_from(i % 50 + 1).unwrap_or(1),
+                cas: None,
+            };
+            Request::with_id(u128::from(100 + i.min(N - 2)), command)
+        };
+        let calls = (0..N).map(|i| {
+            let t = client();
+            let (addr, req) = (addr.clone(), weight(i));
+            tokio::spawn(async move { t.call(&addr, &Message::ClientWrite(req)).await })
+        });
+        let mut indexes = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            match call.await?? {
+                Message::ClientWriteResult(Ok(Response::Applied { index, revision })) => {
+                    ensure!(index == revision, "index {index} != revision {revision}");
+                    indexes.push(index);
+                }
+                other => bail!("write: {other:?}"),
+            }
+        }
+        // The retried id (the last two calls) was answered from memory.
+        indexes.sort_unstable();
+        let retried = indexes.windows(2).filter(|w| w[0] == w[1]).count();
+        ensure!(retried == 1, "expected one repeated answer (the retried id), got {retried}: {indexes:?}");
+        indexes.dedup();
+        ensure!(indexes.len() as u64 == N - 1, "{} distinct revisions for {} changes", indexes.len(), N - 1);
+        ensure!(
+            indexes[0] > created,
+            "a change took revision {} <= the route's creation {created}",
+            indexes[0]
+        );
+
+        let m = nodes[l].raft.metrics().borrow().clone();
+        let entries = m.last_log_index.unwrap_or(0) - log_before;
+        ensure!(entries < N - 1, "{} changes took {entries} log entries: nothing was batched", N - 1);
+        let s = nodes[l].stats.snapshot();
+        ensure!(s.proposed_writes > s.write_proposals, "batcher counters: {s:?}");
+
+        // Every node holds the last change under the same revision.
+        let last = *indexes.last().context("no index")?;
+        for node in &nodes {
+            let mut changes = node.watch.subscribe();
+            let state = timeout(WAIT, changes.wait_for(|s| s.index >= last)).await??.clone();
+            let route = state.routes.get("web").context("route web")?;
+            ensure!(route.revision == last, "node {}: revision {} != {last}", node.id, route.revision);
+        }
+
+        // Compare-and-set from 16 writers at once against the same revision:
+        // exactly one wins, batched or not.
+        let calls = (0..16u32).map(|i| {
+            let t = client();
+            let addr = addr.clone();
+            let command = Command::SetBackendWeight {
+                route: "web".into(),
+                backend: "a".into(),
+                weight: i + 1,
+                cas: Some(last),
+            };
+            tokio::spawn(async move { t.call(&addr, &Message::ClientWrite(Request::new(command))).await })
+        });
+        let mut won = 0;
+        for call in calls.collect::<Vec<_>>() {
+            match call.await?? {
+                Message::ClientWriteResult(Ok(Response::Applied { .. })) => won += 1,
+                Message::ClientWriteResult(Ok(Response::Rejected { .. })) => {}
+                other => bail!("cas write: {other:?}"),
+            }
+        }
+        ensure!(won == 1, "{won} compare-and-set writes on revision {last} succeeded");
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
 /// Small snapshot chunks so the snapshot crosses the transport in many frames.
 fn small_chunks(c: &mut openraft::Config) {
     c.snapshot_max_chunk_size = SMALL_CHUNK;

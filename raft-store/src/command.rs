@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 /// A change to the cluster config.
 ///
 /// `cas` on every command: `None` applies unconditionally; `Some(0)` means the
-/// object must not exist; `Some(n)` means its current revision (the log index
-/// of its last change) must be `n`.
+/// object must not exist; `Some(n)` means its current revision (the config
+/// index of its last change) must be `n`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create or replace the route named `route.name`.
@@ -31,6 +31,12 @@ pub enum Command {
     /// only while the cluster has never had a config change (index 0), so it
     /// takes effect exactly once however often it is proposed.
     SeedRoutes { routes: Vec<RouteSpec> },
+    /// Several clients' requests committed as one log entry, applied in
+    /// order, each with its own config index, request id and response
+    /// ([`Response::Batch`]). The leader forms batches while its previous
+    /// entries are still being appended (see the node's write batcher); a
+    /// batch never nests and never holds a [`Command::SeedRoutes`].
+    Batch { requests: Vec<Request> },
 }
 
 impl Command {
@@ -43,7 +49,7 @@ impl Command {
             Command::PutChaosPolicy { policy, .. } => Target::Chaos(&policy.name),
             Command::DeleteChaosPolicy { name, .. } => Target::Chaos(name),
             // No route is named "": the revision compared is always 0.
-            Command::SeedRoutes { .. } => Target::Route(""),
+            Command::SeedRoutes { .. } | Command::Batch { .. } => Target::Route(""),
         }
     }
 
@@ -55,7 +61,7 @@ impl Command {
             | Command::SetBackendWeight { cas, .. }
             | Command::PutChaosPolicy { cas, .. }
             | Command::DeleteChaosPolicy { cas, .. } => *cas,
-            Command::SeedRoutes { .. } => None,
+            Command::SeedRoutes { .. } | Command::Batch { .. } => None,
         }
     }
 }
@@ -89,6 +95,18 @@ impl Request {
     pub fn with_id(id: u128, command: Command) -> Self {
         Self { id: Some(id), command }
     }
+
+    /// Whether the request may share a log entry with others: every
+    /// command but [`Command::SeedRoutes`] (applied only at config index 0)
+    /// and a batch itself.
+    pub fn batchable(&self) -> bool {
+        !matches!(self.command, Command::SeedRoutes { .. } | Command::Batch { .. })
+    }
+
+    /// The size of the request in the log, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        crate::codec::encode(self).map_or(usize::MAX, |b| b.len())
+    }
 }
 
 /// The result of applying one log entry, the same on every node.
@@ -96,7 +114,7 @@ impl Request {
 pub enum Response {
     /// The command changed the config.
     Applied {
-        /// Log index of the command: the new config index.
+        /// The new config index, given to this change alone.
         index: u64,
         /// The object's new revision (equal to `index`).
         revision: u64,
@@ -111,6 +129,12 @@ pub enum Response {
         /// Log index of the entry.
         index: u64,
     },
+    // New variants go last: bincode encodes the variant index.
+    /// The responses to a [`Command::Batch`], one per request, in order.
+    Batch {
+        /// The responses.
+        responses: Vec<Response>,
+    },
 }
 
 impl Response {
@@ -120,6 +144,9 @@ impl Response {
             Response::Applied { revision, .. } => Ok(revision),
             Response::Internal { index } => Ok(index),
             Response::Rejected { error } => Err(error),
+            Response::Batch { .. } => Err(StateError::Invalid {
+                errors: vec![FieldError::new("command", "a batch has one response per request")],
+            }),
         }
     }
 }

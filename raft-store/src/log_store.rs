@@ -6,11 +6,12 @@
 //! a flusher task reports them flushed to openraft only after an fsync
 //! (`flush_async`) that began after they were inserted has completed. It
 //! takes every append queued while its last fsync ran and covers them with
-//! one (group commit), completing them in append order. openraft 0.9 awaits
-//! `append` inside RaftCore, so an fsync inside it would stall the leader
-//! for every client write, and a leader that appends one entry per write
-//! would pay one sled flush each (its sled threads took more CPU than all
-//! the rest of the node). `save_vote` returns only once the vote is on disk. The committed hint is
+//! one (group commit), completing them in append order. An fsync inside
+//! `append` would block RaftCore's task for its whole duration, and a sled
+//! batch per append woke sled's whole thread pool (its threads took more
+//! CPU than all the rest of the node). openraft 0.9 itself still waits for
+//! each append's callback before its next message, so a leader commits one
+//! entry per fsync; the node's write batcher puts many writes in one entry. `save_vote` returns only once the vote is on disk. The committed hint is
 //! written at most every [`COMMITTED_EVERY`] by a background task (and when
 //! the store is dropped): one sled write per commit cost about a fifth of a
 //! write's CPU, and the hint only tells a restarting node how far it may

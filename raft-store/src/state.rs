@@ -24,9 +24,12 @@ pub struct ClusterState {
     pub routes: BTreeMap<String, StoredRoute>,
     /// Chaos policies by name.
     pub chaos: BTreeMap<String, StoredPolicy>,
-    /// The config index: log index of the last command that changed the
-    /// config (0 before the first). Rejected commands and Raft-internal
-    /// entries do not move it.
+    /// The config index: the index given to the last change (0 before the
+    /// first). Every applied command takes a new one, the larger of its log
+    /// entry's index and this one plus 1: the log index itself unless
+    /// several commands shared an entry ([`Command::Batch`]), after which the
+    /// config index runs ahead of the log. Rejected commands and
+    /// Raft-internal entries do not move it.
     pub index: u64,
     /// Recent request ids and their responses.
     pub recent: RecentRequests,
@@ -37,7 +40,7 @@ pub struct ClusterState {
 pub struct StoredRoute {
     /// The route as written.
     pub spec: RouteSpec,
-    /// Log index of the command that last changed it.
+    /// Config index of the command that last changed it.
     pub revision: u64,
 }
 
@@ -46,7 +49,7 @@ pub struct StoredRoute {
 pub struct StoredPolicy {
     /// The policy as written.
     pub policy: ChaosPolicy,
-    /// Log index of the command that last changed it.
+    /// Config index of the command that last changed it.
     pub revision: u64,
 }
 
@@ -67,6 +70,10 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
             return Err(StateError::CasMismatch { current: state.index });
         }
         return Ok(());
+    }
+    if let Command::Batch { .. } = cmd {
+        // Only a whole entry may be a batch: apply splits it before checking.
+        return invalid(vec![FieldError::new("command", "a batch cannot be nested")]);
     }
     match cmd {
         Command::PutRoute { route, .. } => {
@@ -153,15 +160,26 @@ impl ClusterState {
         }
     }
 
-    /// Applies the request committed at log index `index` and returns its
-    /// response. A request id already remembered gets its original response
-    /// and changes nothing.
-    pub fn apply(&mut self, index: u64, req: &Request) -> Response {
+    /// Applies the request committed at log index `log_index` and returns
+    /// its response: a batch's requests one after the other, each as if it
+    /// had its own entry. A request id already remembered gets its original
+    /// response and changes nothing.
+    pub fn apply(&mut self, log_index: u64, req: &Request) -> Response {
+        match &req.command {
+            Command::Batch { requests } => {
+                Response::Batch { responses: requests.iter().map(|r| self.apply_one(log_index, r)).collect() }
+            }
+            _ => self.apply_one(log_index, req),
+        }
+    }
+
+    fn apply_one(&mut self, log_index: u64, req: &Request) -> Response {
         if let Some(previous) = req.id.and_then(|id| self.recent.get(id)) {
             return previous.clone();
         }
         let response = match check(self, &req.command) {
             Ok(()) => {
+                let index = log_index.max(self.index.saturating_add(1));
                 self.execute(index, &req.command);
                 self.index = index;
                 Response::Applied { index, revision: index }
@@ -204,6 +222,8 @@ impl ClusterState {
                         .insert(route.name.clone(), StoredRoute { spec: route.clone(), revision: index });
                 }
             }
+            // Refused by check.
+            Command::Batch { .. } => {}
         }
     }
 }

@@ -156,7 +156,7 @@ pub async fn commit(
         Ok(ferry_raft_store::Response::Rejected { error }) => {
             Err(with_index_err(error.into(), replica.state().index))
         }
-        Ok(ferry_raft_store::Response::Internal { .. }) => {
+        Ok(ferry_raft_store::Response::Internal { .. } | ferry_raft_store::Response::Batch { .. }) => {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer to a write"))
         }
     };
@@ -171,6 +171,7 @@ fn cmd_name(cmd: &Command) -> &'static str {
         Command::PutChaosPolicy { .. } => "put_chaos_policy",
         Command::DeleteChaosPolicy { .. } => "delete_chaos_policy",
         Command::SeedRoutes { .. } => "seed_routes",
+        Command::Batch { .. } => "batch",
     }
 }
 

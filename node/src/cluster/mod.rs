@@ -18,6 +18,7 @@
 //! Shutdown: cancel the server's token and await [`serve`], then
 //! `raft.shutdown()`.
 
+pub mod batcher;
 pub mod frame;
 pub mod hop;
 pub mod message;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::cluster::batcher::Batcher;
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
@@ -88,6 +89,8 @@ pub struct ClusterServer {
     /// The election timer's state: touched when a leader is heard from or a
     /// vote granted, and asked for pre-votes ([`ferry_raft_store::election`]).
     election: Option<Arc<Election>>,
+    /// Client writes, batched while earlier ones are being appended.
+    batcher: Batcher,
 }
 
 impl ClusterServer {
@@ -100,6 +103,7 @@ impl ClusterServer {
         config: ServerConfig,
     ) -> Self {
         Self {
+            batcher: Batcher::new(raft.clone(), config.write_timeout, Arc::clone(&stats)),
             raft,
             node_name: String::new(),
             bootstrap_expect: 0,
@@ -292,11 +296,12 @@ impl ClusterServer {
         }
     }
 
-    /// Proposes `req` if this node is the leader; otherwise names the leader.
+    /// Proposes `req` if this node is the leader, sharing a log entry with
+    /// writes that queue behind earlier ones ([`Batcher`]); otherwise names
+    /// the leader.
     pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
-        match timeout(self.config.write_timeout, self.raft.client_write(req)).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(e.into()),
+        match timeout(self.config.write_timeout, self.batcher.write(req)).await {
+            Ok(r) => r,
             Err(_) => Err(WriteError::Timeout {
                 timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
             }),

@@ -23,6 +23,11 @@ pub struct TransportStats {
     pub connections_accepted: AtomicU64,
     /// Outbound requests that failed (connect, timeout, i/o, refused).
     pub request_errors: AtomicU64,
+    /// Log entries of client writes this node committed as leader (a batch
+    /// is one).
+    pub write_proposals: AtomicU64,
+    /// The client writes in those entries.
+    pub proposed_writes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -42,6 +47,10 @@ pub struct StatsSnapshot {
     pub connections_accepted: u64,
     /// See [`TransportStats::request_errors`].
     pub request_errors: u64,
+    /// See [`TransportStats::write_proposals`].
+    pub write_proposals: u64,
+    /// See [`TransportStats::proposed_writes`].
+    pub proposed_writes: u64,
 }
 
 impl TransportStats {
@@ -56,6 +65,8 @@ impl TransportStats {
             connections_opened: get(&self.connections_opened),
             connections_accepted: get(&self.connections_accepted),
             request_errors: get(&self.request_errors),
+            write_proposals: get(&self.write_proposals),
+            proposed_writes: get(&self.proposed_writes),
         }
     }
 

@@ -408,6 +408,7 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
     let mut rx = raft.metrics();
     let (mut leader, mut snapshot) = (None, None);
     let mut refused = [0u64; 4];
+    let (mut proposals, mut proposed) = (0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         {
@@ -429,6 +430,9 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
             }
         }
         let s = stats.snapshot();
+        m.raft_write_proposals_total.inc_by(s.write_proposals.saturating_sub(proposals));
+        m.raft_proposed_writes_total.inc_by(s.proposed_writes.saturating_sub(proposed));
+        (proposals, proposed) = (s.write_proposals, s.proposed_writes);
         let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];
         for ((reason, new), old) in
             ["cluster_id", "version", "malformed", "oversized"].iter().zip(now).zip(&mut refused)

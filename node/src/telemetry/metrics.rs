@@ -74,6 +74,12 @@ pub struct Metrics {
     pub raft_write_seconds: Histogram,
     /// `ferry_raft_snapshots_total`: snapshots this node built or installed.
     pub raft_snapshots_total: IntCounter,
+    /// `ferry_raft_write_proposals_total`: log entries of client writes
+    /// this node committed as leader; `ferry_raft_proposed_writes_total`
+    /// over it is the mean batch size.
+    pub raft_write_proposals_total: IntCounter,
+    /// `ferry_raft_proposed_writes_total`: client writes in those entries.
+    pub raft_proposed_writes_total: IntCounter,
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
@@ -238,6 +244,14 @@ impl Metrics {
         let raft_is_leader = gauge("ferry_raft_is_leader", "1 when this node is the Raft leader")?;
         let raft_snapshots_total =
             counter("ferry_raft_snapshots_total", "Raft snapshots this node built or installed")?;
+        let raft_write_proposals_total = counter(
+            "ferry_raft_write_proposals_total",
+            "Raft log entries of client writes this node committed as leader (a batch is one)",
+        )?;
+        let raft_proposed_writes_total = counter(
+            "ferry_raft_proposed_writes_total",
+            "Client writes in the entries this node committed as leader",
+        )?;
         let raft_write_seconds = Histogram::with_opts(
             HistogramOpts::new("ferry_raft_write_seconds", "Admin config writes, from proposal to answer")
                 .buckets(vec![
@@ -303,6 +317,8 @@ impl Metrics {
             raft_is_leader,
             raft_write_seconds,
             raft_snapshots_total,
+            raft_write_proposals_total,
+            raft_proposed_writes_total,
             cluster_refused_total,
             gossip_members,
             gossip_packets_total,

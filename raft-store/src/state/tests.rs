@@ -276,7 +276,9 @@ fn apply_never_panics_and_keeps_invariants_on_random_commands() {
                     "seed {seed:#x} index {index}"
                 )
             }
-            Response::Internal { .. } => panic!("apply of a command never answers Internal"),
+            Response::Internal { .. } | Response::Batch { .. } => {
+                panic!("apply of a plain command answers Applied or Rejected")
+            }
         }
         for r in s.routes.values() {
             let mut errors = Vec::new();
@@ -316,4 +318,85 @@ fn invalid_seed_is_rejected_whole() {
     assert!(matches!(resp, Response::Rejected { error: StateError::Invalid { .. } }), "{resp:?}");
     assert!(st.routes.is_empty());
     assert_eq!(st.index, 0);
+}
+
+fn weight(route: &str, backend: &str, weight: u32, cas: Option<u64>) -> Request {
+    Request::new(Command::SetBackendWeight { route: route.into(), backend: backend.into(), weight, cas })
+}
+
+fn batch(requests: Vec<Request>) -> Request {
+    Request::new(Command::Batch { requests })
+}
+
+#[test]
+fn a_batch_gives_every_change_its_own_config_index_and_revision() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.apply(2, &put(route("web", ":7000"), None)), applied(2));
+    // Three changes in the entry at log index 5: indexes 5, 6, 7.
+    let r = s.apply(
+        5,
+        &batch(vec![
+            weight("web", "a", 3, Some(2)),
+            weight("web", "b", 4, None),
+            put(route("api", ":7001"), None),
+        ]),
+    );
+    assert_eq!(r, Response::Batch { responses: vec![applied(5), applied(6), applied(7)] });
+    assert_eq!((s.index, s.routes["web"].revision, s.routes["api"].revision), (7, 6, 7));
+    assert_eq!(s.routes["web"].spec.backends.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 4]);
+    // The config index now runs ahead of the log: the next entry takes 8.
+    assert_eq!(s.apply(6, &weight("web", "a", 5, None)), applied(8));
+    // Once the log passes it again, changes take their log index.
+    assert_eq!(s.apply(20, &weight("web", "a", 6, None)), applied(20));
+}
+
+#[test]
+fn compare_and_set_inside_a_batch_sees_the_changes_before_it() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.apply(1, &put(route("web", ":7000"), None)), applied(1));
+    // Two writers read revision 1; only the first in the batch may win, and
+    // the loser is told the winner's revision.
+    let r = s.apply(4, &batch(vec![weight("web", "a", 2, Some(1)), weight("web", "a", 3, Some(1))]));
+    let lost = rejected(StateError::CasMismatch { current: 4 });
+    assert_eq!(r, Response::Batch { responses: vec![applied(4), lost] });
+    assert_eq!(s.routes["web"].spec.backends[0].weight, 2);
+    // A create-only put after a delete in the same batch succeeds.
+    let r = s.apply(
+        5,
+        &batch(vec![
+            Request::new(Command::DeleteRoute { name: "web".into(), cas: Some(4) }),
+            put(route("web", ":7002"), Some(0)),
+        ]),
+    );
+    assert_eq!(r, Response::Batch { responses: vec![applied(5), applied(6)] });
+    assert_eq!(s.routes["web"].revision, 6);
+}
+
+#[test]
+fn request_ids_inside_a_batch_apply_once() {
+    let mut s = ClusterState::default();
+    let create = Request::with_id(7, Command::PutRoute { route: route("web", ":7000"), cas: Some(0) });
+    // The same id twice in one batch (a retry racing its original), then
+    // again in a later entry: one change, three equal answers.
+    let r = s.apply(3, &batch(vec![create.clone(), create.clone()]));
+    assert_eq!(r, Response::Batch { responses: vec![applied(3), applied(3)] });
+    assert_eq!(s.apply(9, &create), applied(3));
+    assert_eq!(s.index, 3);
+}
+
+#[test]
+fn a_nested_batch_is_rejected_and_changes_nothing() {
+    let mut s = ClusterState::default();
+    let inner = batch(vec![put(route("web", ":7000"), None)]);
+    let r = s.apply(3, &batch(vec![inner, put(route("api", ":7001"), None)]));
+    let Response::Batch { responses } = r else { panic!("a batch answers Batch: {r:?}") };
+    assert!(
+        matches!(&responses[0], Response::Rejected { error: StateError::Invalid { errors } } if errors[0].path == "command"),
+        "{responses:?}"
+    );
+    assert_eq!(responses[1], applied(3), "the rest of the batch still applies");
+    assert!(!s.routes.contains_key("web"));
+    assert!(!Request::new(Command::Batch { requests: Vec::new() }).batchable());
+    assert!(!Request::new(Command::SeedRoutes { routes: Vec::new() }).batchable());
+    assert!(weight("web", "a", 1, None).batchable());
 }

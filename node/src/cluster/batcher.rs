@@ -1,0 +1,197 @@
+//! The leader's write batcher: client writes that arrive while earlier ones
+//! are still on their way into the log share one log entry.
+//!
+//! openraft 0.9 appends one entry per `client_write` and waits, inside
+//! RaftCore, until the log store reports the entry flushed before it takes
+//! the next one. One fsync per write caps a leader at about one write per
+//! fsync however many clients wait. The batcher keeps at most
+//! [`MAX_IN_FLIGHT`] proposals open; writes that arrive meanwhile queue, and
+//! the next proposal takes all of them (up to [`MAX_BATCH`] requests and
+//! [`MAX_BATCH_BYTES`]) as one [`Command::Batch`]. A lone write is proposed
+//! as it is, so a single client sees no added step.
+//!
+//! Every request of a batch keeps its own request id, compare-and-set check,
+//! config index and response ([`ClusterState::apply`]), so a batch changes
+//! nothing a client can observe but throughput. A request whose caller gave
+//! up before it was proposed is dropped, not proposed.
+//!
+//! [`ClusterState::apply`]: ferry_raft_store::ClusterState::apply
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ferry_raft_store::types::Raft;
+use ferry_raft_store::{Command, Request, Response};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::timeout;
+
+use crate::cluster::message::WriteError;
+use crate::cluster::stats::{TransportStats, bump};
+
+/// Proposals awaiting their commit at once. While this many are open, new
+/// writes queue and go out together in the next one.
+pub const MAX_IN_FLIGHT: usize = 2;
+/// Most requests in one log entry.
+pub const MAX_BATCH: usize = 256;
+/// Most encoded request bytes in one log entry, far below the cluster
+/// transport's frame limit, so that a batch always replicates in one frame.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// What a write's caller waits for.
+pub type WriteResult = Result<Response, WriteError>;
+
+struct Pending {
+    req: Request,
+    len: usize,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// Hands writes to the batching task, which starts with the first write
+/// (inside the runtime) and ends when the last clone of the handle is
+/// dropped.
+#[derive(Clone)]
+pub struct Batcher {
+    raft: Raft,
+    write_timeout: Duration,
+    stats: Arc<TransportStats>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
+}
+
+impl Batcher {
+    /// A batcher proposing to `raft`, counting its proposals in `stats`; a
+    /// proposal not committed within `write_timeout` is answered
+    /// [`WriteError::Timeout`].
+    pub fn new(raft: Raft, write_timeout: Duration, stats: Arc<TransportStats>) -> Self {
+        Self { raft, write_timeout, stats, queue: Arc::default() }
+    }
+
+    /// Proposes `req` (alone or with others) and waits for its response.
+    pub async fn write(&self, req: Request) -> WriteResult {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(self.raft.clone(), rx, self.write_timeout, Arc::clone(&self.stats)));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let len = req.encoded_len();
+        queue
+            .send(Pending { req, len, reply })
+            .map_err(|_| WriteError::Fatal { message: "the write batcher stopped".into() })?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WriteError::Fatal { message: "the write batcher stopped".into() }))
+    }
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").field("write_timeout", &self.write_timeout).finish_non_exhaustive()
+    }
+}
+
+/// Takes queued writes into proposals, at most [`MAX_IN_FLIGHT`] open.
+async fn run(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    write_timeout: Duration,
+    stats: Arc<TransportStats>,
+) {
+    let open = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut held: Option<Pending> = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        if first.reply.is_closed() {
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&open).acquire_owned().await else { return };
+        let (batch, rest) = take_batch(first, &mut queue);
+        held = rest;
+        let raft = raft.clone();
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            propose(&raft, batch, write_timeout, &stats).await;
+            drop(permit);
+        });
+    }
+}
+
+/// `first` and what is queued behind it that may share its entry. A
+/// request that does not fit is returned to lead the next batch.
+fn take_batch(
+    first: Pending,
+    queue: &mut mpsc::UnboundedReceiver<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.len;
+    let alone = !first.req.batchable();
+    let mut batch = vec![first];
+    if alone {
+        return (batch, None);
+    }
+    while batch.len() < MAX_BATCH {
+        let Ok(next) = queue.try_recv() else { break };
+        if next.reply.is_closed() {
+            continue;
+        }
+        if !next.req.batchable() || bytes.saturating_add(next.len) > MAX_BATCH_BYTES {
+            return (batch, Some(next));
+        }
+        bytes += next.len;
+        batch.push(next);
+    }
+    (batch, None)
+}
+
+/// Proposes `batch` as one entry and answers every caller.
+async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, stats: &TransportStats) {
+    let req = if batch.len() == 1 {
+        batch[0].req.clone()
+    } else {
+        let requests = batch.iter().map(|p| p.req.clone()).collect();
+        Request::new(Command::Batch { requests })
+    };
+    let result = match timeout(write_timeout, raft.client_write(req)).await {
+        Ok(Ok(resp)) => {
+            bump(&stats.write_proposals);
+            stats.proposed_writes.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(resp.data)
+        }
+        Ok(Err(e)) => Err(WriteError::from(e)),
+        Err(_) => Err(WriteError::Timeout {
+            timeout_ms: u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
+    };
+    match result {
+        Ok(data) if batch.len() == 1 => answer(batch.pop(), Ok(data)),
+        Ok(Response::Batch { responses }) if responses.len() == batch.len() => {
+            for (p, r) in batch.into_iter().zip(responses) {
+                let _ = p.reply.send(Ok(r));
+            }
+        }
+        Ok(other) => {
+            // The state machine answers a batch with one response per
+            // request; anything else is a bug, and the outcome unknown.
+            tracing::error!(response = ?other, requests = batch.len(), "unexpected response to a write batch");
+            let e = WriteError::Fatal { message: "unexpected response to a write batch".into() };
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn answer(p: Option<Pending>, r: WriteResult) {
+    if let Some(p) = p {
+        let _ = p.reply.send(r);
+    }
+}

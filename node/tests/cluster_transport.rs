@@ -47,18 +47,26 @@ struct TestNode {
 
 impl TestNode {
     async fn start(id: NodeId, tweak: impl FnOnce(&mut openraft::Config)) -> Result<Self> {
+        Self::start_timed(id, RaftTimers::default(), tweak).await
+    }
+
+    async fn start_timed(
+        id: NodeId,
+        timers: RaftTimers,
+        tweak: impl FnOnce(&mut openraft::Config),
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
         let db = tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&path, WAIT)).await??;
         let (log, sm) = ferry_raft_store::open(&db)?;
         let watch = sm.watch();
-        let mut config = ferry_raft_store::raft_config(CLUSTER, RaftTimers::default())?;
+        let mut config = ferry_raft_store::raft_config(CLUSTER, timers)?;
         tweak(&mut config);
         let stats = Arc::new(TransportStats::default());
         let transport = Arc::new(Transport::new(CLUSTER, TransportConfig::default(), Arc::clone(&stats)));
         let raft = Raft::new(id, Arc::new(config), Network::new(id, Arc::clone(&transport)), log.clone(), sm)
             .await?;
-        let election = Election::new(raft.clone(), log, RaftTimers::default());
+        let election = Election::new(raft.clone(), log, timers);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let info = NodeInfo {
             name: format!("n{id}"),
@@ -500,6 +508,50 @@ async fn concurrent_writes_share_log_entries_and_keep_their_own_revisions() -> R
             }
         }
         ensure!(won == 1, "{won} compare-and-set writes on revision {last} succeeded");
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
+/// A leader that stops closes its connections; the followers elect a new
+/// one well before their election timeout (1 s here) would have fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_that_see_the_leaders_connections_close_elect_before_their_timeout() -> Result<()> {
+    bounded(async {
+        let timers =
+            RaftTimers { heartbeat_ms: 50, election_timeout_min_ms: 1_000, election_timeout_max_ms: 1_100 };
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(TestNode::start_timed(id, timers, |_| {}).await?);
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
+        nodes[0].raft.initialize(members).await?;
+        let leader = agreed_leader(&nodes, None).await?;
+        let l = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+        // Replicate something so every follower has spoken with the leader
+        // over its connection.
+        nodes[l].raft.client_write(put("web", 1)).await?;
+        for node in &nodes {
+            node.wait_route("web").await?;
+        }
+
+        let stopped = tokio::time::Instant::now();
+        nodes[l].stop().await?;
+        let follower = nodes.iter().find(|n| n.server.is_some()).context("no follower")?;
+        let m = follower
+            .raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.current_leader.is_some_and(|id| id != leader), "a new leader")
+            .await?;
+        let took = stopped.elapsed();
+        // The early path: two heartbeats of vote lease plus at most one of
+        // jitter after the last contact. The timer alone needs >= 1 s of
+        // silence.
+        ensure!(
+            took < Duration::from_millis(700),
+            "a new leader ({:?}) took {took:?} after the leader stopped",
+            m.current_leader
+        );
         stop_all(&mut nodes).await
     })
     .await

@@ -26,19 +26,31 @@ pub struct RaftTimers {
 }
 
 impl RaftTimers {
-    /// openraft's leader lease: a voter that heard from a leader within it
-    /// refuses votes. One heartbeat below the election timeout's lower
-    /// bound (at least two heartbeats' worth of milliseconds plus two), so a
-    /// follower that campaigns after losing the leader together with the
-    /// others finds their leases expired.
+    /// The pre-vote lease: a voter that heard from a leader within it
+    /// refuses pre-votes (unless it saw the leader's connection close). One
+    /// heartbeat below the election timeout's lower bound (at least a
+    /// heartbeat plus two milliseconds), so a follower that campaigns after
+    /// losing the leader together with the others finds their leases
+    /// expired.
     pub fn leader_lease_ms(&self) -> u64 {
         self.election_timeout_min_ms.saturating_sub(self.heartbeat_ms).max(self.heartbeat_ms + 2)
     }
 
-    /// The bound on each vote (and pre-vote) request: half the lease, above
-    /// a heartbeat. openraft takes it as its `election_timeout_min`.
+    /// openraft's own lease (its `election_timeout_max`): a voter that
+    /// heard from a leader within it refuses real votes. Two heartbeats, at
+    /// most [`Self::leader_lease_ms`]: a live leader has refreshed it at
+    /// least once by then, and pre-vote already guards the longer wait, so
+    /// it only bounds how soon a follower that saw its leader's connection
+    /// close can be elected.
+    pub fn vote_lease_ms(&self) -> u64 {
+        self.heartbeat_ms.saturating_mul(2).min(self.leader_lease_ms()).max(self.heartbeat_ms + 2)
+    }
+
+    /// The bound on each vote (and pre-vote) request: just under
+    /// [`Self::vote_lease_ms`] (openraft wants its `election_timeout_min`
+    /// below its `election_timeout_max`), above a heartbeat.
     pub fn vote_timeout_ms(&self) -> u64 {
-        (self.leader_lease_ms() / 2).max(self.heartbeat_ms + 1)
+        (self.vote_lease_ms() - 1).max(self.heartbeat_ms + 1)
     }
 }
 
@@ -58,9 +70,9 @@ pub fn snapshot_policy() -> SnapshotPolicy {
 /// inconsistent (for example `election_timeout_min_ms <= heartbeat_ms`).
 ///
 /// openraft's own election timer is off: run [`election::run`](crate::election::run)
-/// beside the `Raft`. openraft's `election_timeout_max` is the leader lease
-/// ([`RaftTimers::leader_lease_ms`]) and its `election_timeout_min` (half the
-/// lease, above a heartbeat) bounds each vote request.
+/// beside the `Raft`. openraft's `election_timeout_max` is its vote lease
+/// ([`RaftTimers::vote_lease_ms`]) and its `election_timeout_min` (just
+/// under it) bounds each vote request.
 pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box<ConfigError>> {
     if timers.election_timeout_min_ms <= timers.heartbeat_ms {
         return Err(Box::new(ConfigError::ElectionTimeoutLTHeartBeat {
@@ -74,7 +86,7 @@ pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box
             max: timers.election_timeout_max_ms,
         }));
     }
-    let lease = timers.leader_lease_ms();
+    let lease = timers.vote_lease_ms();
     Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: timers.heartbeat_ms,
@@ -116,8 +128,9 @@ mod tests {
             RaftTimers { heartbeat_ms: 30, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
         let c = raft_config("ferry", timers).expect("valid config");
         assert!(!c.enable_elect, "ferry's election timer replaces openraft's");
-        assert_eq!(c.election_timeout_max, 120, "the lease: one heartbeat below the lower bound");
-        assert_eq!(c.election_timeout_min, 60);
+        assert_eq!(timers.leader_lease_ms(), 120, "pre-vote lease: one heartbeat below the lower bound");
+        assert_eq!(c.election_timeout_max, 60, "openraft's vote lease: two heartbeats");
+        assert_eq!(c.election_timeout_min, 59);
         // The smallest valid timers still give openraft a valid config.
         let tight =
             RaftTimers { heartbeat_ms: 100, election_timeout_min_ms: 101, election_timeout_max_ms: 102 };

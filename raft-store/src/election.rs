@@ -26,18 +26,32 @@
 //!   leader steps down at its next AppendEntries: a needless election;
 //! - a leader and a node that is not a voter never campaign, and keep their
 //!   contact fresh so that a leader that steps down waits a full timeout;
-//! - a single voter elects itself at once (after a restart, say).
+//! - a single voter elects itself at once (after a restart, say);
+//! - **a follower that sees its leader's connection close** (EOF or reset
+//!   on the connection that last brought the leader's AppendEntries:
+//!   [`Election::contact_on`], [`Election::connection_lost`]) does not wait
+//!   for the timeout. A leader process that dies (crash, `kill -9`, exit)
+//!   closes its sockets, and every follower hears it within a round trip,
+//!   as ZooKeeper's followers do. It asks for pre-votes once openraft's
+//!   vote lease ([`RaftTimers::vote_lease_ms`], two heartbeats) has passed
+//!   since its last contact, plus a random part of a heartbeat so that two
+//!   followers rarely campaign together; a voter that saw the close too
+//!   grants from then on, one that did not still waits for the full
+//!   pre-vote lease. If that early attempt fails, the normal timer runs.
+//!   A live leader is not deposed by a lost connection: it reconnects and
+//!   refreshes both leases within a heartbeat.
 //!
-//! Voters still refuse real votes during openraft's leader lease after
-//! hearing from a leader; [`RaftTimers::leader_lease_ms`] sets that lease one
-//! heartbeat below the election timeout's lower bound, so a follower that
-//! lost the leader together with the others finds their leases expired.
+//! Voters refuse real votes during openraft's vote lease after hearing from
+//! a leader, and pre-votes during the longer pre-vote lease
+//! ([`RaftTimers::leader_lease_ms`], one heartbeat below the election
+//! timeout's lower bound), so a follower that lost the leader together with
+//! the others finds their leases expired.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -84,6 +98,12 @@ pub struct Election {
     base: Instant,
     /// Microseconds since `base` of the last contact with a leader.
     last_us: AtomicU64,
+    /// The connection that last brought a leader's message (0: none).
+    leader_conn: AtomicU64,
+    /// That connection closed and no leader has been heard from since.
+    leader_gone: AtomicBool,
+    /// Wakes [`Election::run`] when the leader's connection closes.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Election {
@@ -111,13 +131,48 @@ impl Election {
     /// the store handed to `Raft::new`), timed by `timers`. Contact starts
     /// now: a node that just started waits a full timeout.
     pub fn new(raft: Raft, log: LogStore, timers: RaftTimers) -> Arc<Self> {
-        Arc::new(Self { raft, log, timers, base: Instant::now(), last_us: AtomicU64::new(0) })
+        Arc::new(Self {
+            raft,
+            log,
+            timers,
+            base: Instant::now(),
+            last_us: AtomicU64::new(0),
+            leader_conn: AtomicU64::new(0),
+            leader_gone: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        })
     }
 
     /// Records contact with a leader (or a granted vote) now.
     pub fn touch(&self) {
         let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_us.fetch_max(us, Ordering::Relaxed);
+        self.leader_gone.store(false, Ordering::Relaxed);
+    }
+
+    /// Records contact with a leader that arrived on connection `conn` (a
+    /// number the caller gives each connection, never 0).
+    pub fn contact_on(&self, conn: u64) {
+        self.touch();
+        self.leader_conn.store(conn, Ordering::Relaxed);
+    }
+
+    /// Connection `conn` was closed or reset by its peer. When it is the one
+    /// the leader last spoke on, the leader is presumed gone: this node
+    /// campaigns early and grants early pre-votes (see the module doc).
+    pub fn connection_lost(&self, conn: u64) {
+        if conn != 0
+            && self.leader_conn.compare_exchange(conn, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::info!("the leader's connection closed");
+            self.leader_gone.store(true, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether the leader's connection closed with no contact since.
+    pub fn leader_gone(&self) -> bool {
+        self.leader_gone.load(Ordering::Relaxed)
     }
 
     /// The last contact.
@@ -125,8 +180,11 @@ impl Election {
         self.base + Duration::from_micros(self.last_us.load(Ordering::Relaxed))
     }
 
-    fn lease(&self) -> Duration {
-        Duration::from_millis(self.timers.leader_lease_ms())
+    fn leases(&self) -> Leases {
+        Leases {
+            pre_vote: Duration::from_millis(self.timers.leader_lease_ms()),
+            vote: Duration::from_millis(self.timers.vote_lease_ms()),
+        }
     }
 
     /// This node's answer to a pre-vote request.
@@ -136,10 +194,11 @@ impl Election {
         let voter = Voter {
             is_leader: m.state == ServerState::Leader,
             since_contact: self.last_contact().elapsed(),
+            leader_gone: self.leader_gone(),
             term: m.vote.leader_id().term,
             last_log_id: state.last_log_id,
         };
-        let granted = voter.grants(req, self.lease());
+        let granted = voter.grants(req, self.leases());
         tracing::debug!(candidate = req.candidate, term = req.term, granted, "pre-vote");
         granted
     }
@@ -201,15 +260,19 @@ impl Election {
     pub async fn run(self: Arc<Self>, peers: impl PreVoter, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut timeout = draw_timeout(self.timers);
+        let mut early = draw_early(self.timers);
         loop {
+            let gone = self.leader_gone();
             let deadline = match self.expiry() {
                 Expiry::Alone => Instant::now(),
+                _ if gone => self.last_contact() + early.min(timeout),
                 _ => self.last_contact() + timeout,
             };
             if deadline > Instant::now() {
                 tokio::select! {
                     () = &mut stop => return,
                     () = tokio::time::sleep_until(deadline) => {}
+                    () = self.wake.notified() => {}
                 }
                 // Contact may have come meanwhile: wait out the new deadline.
                 continue;
@@ -225,7 +288,8 @@ impl Election {
                     tracing::info!(
                         silent_ms =
                             u64::try_from(self.last_contact().elapsed().as_millis()).unwrap_or(u64::MAX),
-                        "no leader heard within the election timeout: asking for pre-votes"
+                        leader_connection_closed = gone,
+                        "no leader heard: asking for pre-votes"
                     );
                     self.pre_vote_quorum(&peers).await
                 }
@@ -233,8 +297,10 @@ impl Election {
             if campaign && self.raft.trigger().elect().await.is_err() {
                 return;
             }
+            // Early or not, the next attempt waits a full timeout.
             self.touch();
             timeout = draw_timeout(self.timers);
+            early = draw_early(self.timers);
             // A lone voter whose election is in flight must not spin.
             if expiry == Expiry::Alone {
                 tokio::select! {
@@ -251,22 +317,41 @@ impl Election {
 struct Voter {
     is_leader: bool,
     since_contact: Duration,
+    /// It saw the leader's connection close, and no leader since.
+    leader_gone: bool,
     term: u64,
     last_log_id: Option<LogId>,
 }
 
+/// How long after contact with a leader a voter refuses.
+#[derive(Debug, Clone, Copy)]
+struct Leases {
+    /// Pre-votes, while the leader may still be alive.
+    pre_vote: Duration,
+    /// Real votes (openraft's lease): after this, a voter that saw the
+    /// leader's connection close grants a pre-vote.
+    vote: Duration,
+}
+
 impl Voter {
-    fn grants(&self, req: &PreVoteRequest, lease: Duration) -> bool {
-        !self.is_leader
-            && self.since_contact >= lease
-            && req.term > self.term
-            && req.last_log_id >= self.last_log_id
+    fn grants(&self, req: &PreVoteRequest, leases: Leases) -> bool {
+        let silent =
+            self.since_contact >= leases.pre_vote || (self.leader_gone && self.since_contact >= leases.vote);
+        !self.is_leader && silent && req.term > self.term && req.last_log_id >= self.last_log_id
     }
 }
 
 /// Whether `granted` holds a majority of every config in `joint`.
 fn has_quorum(joint: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
     !joint.is_empty() && joint.iter().all(|config| config.intersection(granted).count() * 2 > config.len())
+}
+
+/// How long after its last contact a follower that saw its leader's
+/// connection close campaigns: openraft's vote lease plus a random part of a
+/// heartbeat, in `[vote lease, vote lease + heartbeat)`.
+pub fn draw_early(timers: RaftTimers) -> Duration {
+    let lease = timers.vote_lease_ms() * 1_000;
+    Duration::from_micros(fastrand::u64(lease..lease + timers.heartbeat_ms.max(1) * 1_000))
 }
 
 /// A random election timeout in `[min, max)` of `timers`.
@@ -297,10 +382,11 @@ mod tests {
 
     #[test]
     fn a_pre_vote_is_granted_only_to_an_up_to_date_candidate_once_the_leader_is_silent() {
-        let lease = Duration::from_millis(120);
+        let lease = Leases { pre_vote: Duration::from_millis(120), vote: Duration::from_millis(60) };
         let voter = Voter {
             is_leader: false,
             since_contact: Duration::from_millis(150),
+            leader_gone: false,
             term: 5,
             last_log_id: log_id(5, 10),
         };
@@ -308,6 +394,10 @@ mod tests {
         assert!(voter.grants(&req, lease));
         // Heard from a leader within the lease.
         assert!(!Voter { since_contact: Duration::from_millis(100), ..voter }.grants(&req, lease));
+        // ...unless its connection closed since: then after the vote lease.
+        let gone = Voter { leader_gone: true, ..voter };
+        assert!(Voter { since_contact: Duration::from_millis(70), ..gone }.grants(&req, lease));
+        assert!(!Voter { since_contact: Duration::from_millis(50), ..gone }.grants(&req, lease));
         // The leader itself.
         assert!(!Voter { is_leader: true, ..voter }.grants(&req, lease));
         // The candidate would not raise the term past ours.
@@ -329,5 +419,14 @@ mod tests {
         assert!(!has_quorum(&joint, &set(&[1, 2, 3])));
         assert!(has_quorum(&joint, &set(&[1, 3, 4])));
         assert!(!has_quorum(&[], &set(&[1])));
+    }
+
+    #[test]
+    fn early_campaigns_start_after_the_vote_lease_within_a_heartbeat() {
+        let timers =
+            RaftTimers { heartbeat_ms: 30, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
+        let draws: Vec<Duration> = (0..1_000).map(|_| draw_early(timers)).collect();
+        assert!(draws.iter().all(|d| *d >= Duration::from_millis(60) && *d < Duration::from_millis(90)));
+        assert!(draws.iter().any(|d| *d != draws[0]), "early waits must vary");
     }
 }

@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_raft_store::election::Election;
@@ -130,6 +131,15 @@ impl ClusterServer {
         }
     }
 
+    /// Contact with a leader on connection `conn` (0: not over a connection).
+    fn contact_on(&self, conn: u64) {
+        match &self.election {
+            Some(e) if conn != 0 => e.contact_on(conn),
+            Some(e) => e.touch(),
+            None => {}
+        }
+    }
+
     /// The node name and `bootstrap_expect` that [`Message::NodeStatus`]
     /// reports.
     pub fn with_identity(mut self, name: impl Into<String>, bootstrap_expect: u32) -> Self {
@@ -152,12 +162,17 @@ impl ClusterServer {
 
     /// The reply to one request.
     pub async fn handle(&self, msg: Message) -> Message {
+        self.handle_on(msg, 0).await
+    }
+
+    /// The reply to one request that arrived on connection `conn` (0: none).
+    async fn handle_on(&self, msg: Message, conn: u64) -> Message {
         match msg {
             Message::Ping => Message::Pong,
             Message::AppendEntries(rpc) => {
                 let result = self.raft.append_entries(rpc).await;
                 if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                    self.touch();
+                    self.contact_on(conn);
                 }
                 Message::AppendEntriesResult(result)
             }
@@ -172,7 +187,7 @@ impl ClusterServer {
                 let sender = rpc.vote;
                 let result = self.raft.install_snapshot(rpc).await;
                 if matches!(&result, Ok(r) if r.vote <= sender) {
-                    self.touch();
+                    self.contact_on(conn);
                 }
                 Message::InstallSnapshotResult(result)
             }
@@ -339,6 +354,16 @@ impl ClusterServer {
     }
 
     async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+        static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+        let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        // The peer closed or reset the connection (not our shutdown, an idle
+        // timeout or a refused frame): if the leader spoke on it, it is
+        // presumably gone.
+        let lost = || {
+            if let Some(e) = &self.election {
+                e.connection_lost(conn);
+            }
+        };
         loop {
             let read = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -346,11 +371,11 @@ impl ClusterServer {
             };
             let payload = match read {
                 Ok(Ok(payload)) => payload,
-                Ok(Err(FrameError::Closed)) => return,
+                Ok(Err(FrameError::Closed)) => return lost(),
                 Ok(Err(e @ FrameError::TooLarge { .. })) => return self.refuse(&mut stream, peer, e).await,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "cluster connection broken");
-                    return;
+                    return lost();
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "closing idle cluster connection");
@@ -364,7 +389,7 @@ impl ClusterServer {
             let kind = msg.kind();
             let reply = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                reply = self.handle(msg) => reply,
+                reply = self.handle_on(msg, conn) => reply,
             };
             let refused = matches!(reply, Message::Error { .. });
             if refused {
@@ -385,7 +410,7 @@ impl ClusterServer {
             };
             if let Err(e) = written {
                 tracing::debug!(%peer, error = %e, "cannot write a cluster reply");
-                return;
+                return lost();
             }
             if refused {
                 return;

@@ -513,6 +513,74 @@ async fn concurrent_writes_share_log_entries_and_keep_their_own_revisions() -> R
     .await
 }
 
+/// Linearizable reads that queue while a read-index round runs share the
+/// next round, and each still sees everything applied before it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_share_read_index_rounds_and_stay_linearizable() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        let addr = nodes[l].info.cluster_addr.clone();
+        let reply = client().call(&addr, &Message::ClientWrite(put("web", 1))).await?;
+        ensure!(matches!(reply, Message::ClientWriteResult(Ok(Response::Applied { .. }))), "{reply:?}");
+        let before = nodes[l].stats.snapshot();
+
+        // A writer keeps the commit index moving while 32 readers each read
+        // 10 times; every read index must cover what was applied before the
+        // read was sent.
+        let stop = CancellationToken::new();
+        let writer = {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tokio::spawn(async move {
+                let t = client();
+                let mut w = 0u32;
+                while !stop.is_cancelled() && w < 2_000 {
+                    w += 1;
+                    let command = Command::SetBackendWeight {
+                        route: "web".into(),
+                        backend: "a".into(),
+                        weight: w % 50 + 1,
+                        cas: None,
+                    };
+                    t.call(&addr, &Message::ClientWrite(Request::new(command))).await?;
+                }
+                anyhow::Ok(())
+            })
+        };
+        let readers = (0..32).map(|_| {
+            let (addr, raft) = (addr.clone(), nodes[l].raft.clone());
+            tokio::spawn(async move {
+                let t = client();
+                for _ in 0..10 {
+                    let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+                    match t.call(&addr, &Message::ReadIndex).await? {
+                        Message::ReadIndexResult(Ok(index)) => {
+                            ensure!(
+                                index >= applied,
+                                "read index {index} below {applied} applied before the read"
+                            )
+                        }
+                        other => bail!("read: {other:?}"),
+                    }
+                }
+                Ok(())
+            })
+        });
+        for reader in readers.collect::<Vec<_>>() {
+            reader.await??;
+        }
+        stop.cancel();
+        writer.await??;
+
+        let after = nodes[l].stats.snapshot();
+        let (rounds, reads) =
+            (after.read_rounds - before.read_rounds, after.round_reads - before.round_reads);
+        ensure!(reads == 320, "{reads} reads counted for 320 sent");
+        ensure!(rounds < reads, "{reads} reads took {rounds} rounds: none shared one");
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
 /// A leader that stops closes its connections; the followers elect a new
 /// one well before their election timeout (1 s here) would have fired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
-//! The leader's write batcher: client writes that arrive while earlier ones
-//! are still on their way into the log share one log entry.
+//! Batching on the leader: client writes that arrive while earlier ones are
+//! still on their way into the log share one log entry ([`Batcher`]), and
+//! linearizable reads that arrive while a read-index round runs share the
+//! next round ([`ReadRounds`]).
 //!
 //! openraft 0.9 appends one entry per `client_write` and waits, inside
 //! RaftCore, until the log store reports the entry flushed before it takes
@@ -20,7 +22,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ferry_raft_store::types::Raft;
+use ferry_raft_store::types::{Raft, Vote};
 use ferry_raft_store::{Command, Request, Response};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::timeout;
@@ -193,5 +195,117 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, 
 fn answer(p: Option<Pending>, r: WriteResult) {
     if let Some(p) = p {
         let _ = p.reply.send(r);
+    }
+}
+
+/// What a read's caller waits for: the index it may read at.
+type ReadResult = Result<u64, WriteError>;
+
+/// Read-index rounds shared by concurrent reads, as etcd's
+/// `linearizableReadLoop` does: one task runs one round at a time (confirm
+/// leadership with a quorum, then wait for the local apply) and answers
+/// every read that was queued before the round began. A read that arrives
+/// during a round waits for the next, so its round always starts after it
+/// arrived, which is what makes the read linearizable. Without it every
+/// read paid its own heartbeat round to the followers.
+#[derive(Clone)]
+pub struct ReadRounds {
+    raft: Raft,
+    round_timeout: Duration,
+    stats: Arc<TransportStats>,
+    /// The leadership (vote) this node last served a read under, and its
+    /// log's last index then: see [`read_round`].
+    floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<oneshot::Sender<ReadResult>>>>,
+}
+
+impl ReadRounds {
+    /// Rounds on `raft`, each bounded by `round_timeout`, counted in
+    /// `stats`.
+    pub fn new(raft: Raft, round_timeout: Duration, stats: Arc<TransportStats>) -> Self {
+        Self { raft, round_timeout, stats, floor: Arc::default(), queue: Arc::default() }
+    }
+
+    /// Waits for the next round and returns its read index.
+    pub async fn read_index(&self) -> ReadResult {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (raft, floor, stats) = (self.raft.clone(), Arc::clone(&self.floor), Arc::clone(&self.stats));
+            tokio::spawn(run_reads(raft, floor, stats, rx, self.round_timeout));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        queue.send(reply).map_err(|_| WriteError::Fatal { message: "the read loop stopped".into() })?;
+        answer.await.unwrap_or_else(|_| Err(WriteError::Fatal { message: "the read loop stopped".into() }))
+    }
+}
+
+impl std::fmt::Debug for ReadRounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadRounds").field("round_timeout", &self.round_timeout).finish_non_exhaustive()
+    }
+}
+
+async fn run_reads(
+    raft: Raft,
+    floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
+    stats: Arc<TransportStats>,
+    mut queue: mpsc::UnboundedReceiver<oneshot::Sender<ReadResult>>,
+    round_timeout: Duration,
+) {
+    let mut waiting = Vec::new();
+    while queue.recv_many(&mut waiting, usize::MAX).await > 0 {
+        waiting.retain(|w: &oneshot::Sender<ReadResult>| !w.is_closed());
+        if waiting.is_empty() {
+            continue;
+        }
+        bump(&stats.read_rounds);
+        stats.round_reads.fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let result = match timeout(round_timeout, read_round(&raft, &floor)).await {
+            Ok(r) => r,
+            Err(_) => Err(WriteError::Timeout {
+                timeout_ms: u64::try_from(round_timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        };
+        for w in waiting.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+/// One round: the index a linearizable read must wait for, once this node
+/// has applied it.
+///
+/// openraft's read index is its commit index (or the leader's first
+/// entry). A leader that restarts with a committed vote of its own is
+/// restored as leader without a new entry, and with the commit index of its
+/// on-disk hint, which may lag entries it had committed and answered before
+/// the crash. So the index is also at least the last log index the first
+/// read of this leadership saw: those entries are the leader's own and
+/// commit as soon as followers acknowledge them. (Found by
+/// `acknowledged_writes_survive_kill_9_of_every_node`: a read after a full
+/// restart missed the last two acknowledged writes.)
+async fn read_round(raft: &Raft, floor: &std::sync::Mutex<Option<(Vote, u64)>>) -> ReadResult {
+    let log_id = raft.ensure_linearizable().await.map_err(WriteError::from)?;
+    let index = log_id.map_or(0, |l| l.index).max(read_floor(raft, floor));
+    raft.wait(None)
+        .applied_index_at_least(Some(index), "read index")
+        .await
+        .map_err(|e| WriteError::Fatal { message: e.to_string() })?;
+    Ok(index)
+}
+
+/// The last log index when this node first served a read under its current
+/// vote.
+fn read_floor(raft: &Raft, floor: &std::sync::Mutex<Option<(Vote, u64)>>) -> u64 {
+    let m = raft.metrics().borrow().clone();
+    let mut floor = floor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *floor {
+        Some((vote, index)) if vote == m.vote => index,
+        _ => {
+            let index = m.last_log_index.unwrap_or(0);
+            *floor = Some((m.vote, index));
+            index
+        }
     }
 }

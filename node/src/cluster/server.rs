@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_raft_store::election::Election;
-use ferry_raft_store::types::{Raft, Vote};
+use ferry_raft_store::types::Raft;
 use ferry_raft_store::{Request, Response};
 use openraft::raft::AppendEntriesResponse;
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cluster::batcher::Batcher;
+use crate::cluster::batcher::{Batcher, ReadRounds};
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
@@ -84,14 +84,13 @@ pub struct ClusterServer {
     stats: Arc<TransportStats>,
     config: ServerConfig,
     hops: Option<HopServer>,
-    /// The leadership (vote) this node last served a read under, and its
-    /// log's last index then: see [`ClusterServer::read_index`].
-    read_floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
     /// The election timer's state: touched when a leader is heard from or a
     /// vote granted, and asked for pre-votes ([`ferry_raft_store::election`]).
     election: Option<Arc<Election>>,
     /// Client writes, batched while earlier ones are being appended.
     batcher: Batcher,
+    /// Read-index rounds, shared by the reads that queue during one.
+    reads: ReadRounds,
 }
 
 impl ClusterServer {
@@ -105,6 +104,7 @@ impl ClusterServer {
     ) -> Self {
         Self {
             batcher: Batcher::new(raft.clone(), config.write_timeout, Arc::clone(&stats)),
+            reads: ReadRounds::new(raft.clone(), config.write_timeout, Arc::clone(&stats)),
             raft,
             node_name: String::new(),
             bootstrap_expect: 0,
@@ -112,7 +112,6 @@ impl ClusterServer {
             stats,
             config,
             hops: None,
-            read_floor: Arc::default(),
             election: None,
         }
     }
@@ -267,47 +266,14 @@ impl ClusterServer {
 
     /// Confirms leadership with a quorum and returns the index a
     /// linearizable read must wait for (waiting for it locally as well).
-    ///
-    /// openraft's read index is its commit index (or the leader's first
-    /// entry). A leader that restarts with a committed vote of its own is
-    /// restored as leader without a new entry, and with the commit index of
-    /// its on-disk hint, which may lag entries it had committed and
-    /// answered before the crash. So the index is also at least the last
-    /// log index the first read of this leadership saw: those entries are
-    /// the leader's own and commit as soon as followers acknowledge them.
-    /// (Found by `acknowledged_writes_survive_kill_9_of_every_node`: a read
-    /// after a full restart missed the last two acknowledged writes.)
+    /// Reads that arrive while a round is running share the next one
+    /// ([`ReadRounds`], which also explains the index).
     pub async fn read_index(&self) -> Result<u64, WriteError> {
-        let read = async {
-            let log_id = self.raft.ensure_linearizable().await.map_err(WriteError::from)?;
-            let index = log_id.map_or(0, |l| l.index).max(self.read_floor());
-            self.raft
-                .wait(None)
-                .applied_index_at_least(Some(index), "read index")
-                .await
-                .map_err(|e| WriteError::Fatal { message: e.to_string() })?;
-            Ok(index)
-        };
-        match timeout(self.config.write_timeout, read).await {
+        match timeout(self.config.write_timeout, self.reads.read_index()).await {
             Ok(r) => r,
             Err(_) => Err(WriteError::Timeout {
                 timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
             }),
-        }
-    }
-
-    /// The last log index when this node first served a read under its
-    /// current vote.
-    fn read_floor(&self) -> u64 {
-        let m = self.raft.metrics().borrow().clone();
-        let mut floor = self.read_floor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *floor {
-            Some((vote, index)) if vote == m.vote => index,
-            _ => {
-                let index = m.last_log_index.unwrap_or(0);
-                *floor = Some((m.vote, index));
-                index
-            }
         }
     }
 

@@ -28,6 +28,10 @@ pub struct TransportStats {
     pub write_proposals: AtomicU64,
     /// The client writes in those entries.
     pub proposed_writes: AtomicU64,
+    /// Read-index rounds this node ran (each confirms leadership once).
+    pub read_rounds: AtomicU64,
+    /// Linearizable reads those rounds answered.
+    pub round_reads: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -51,6 +55,10 @@ pub struct StatsSnapshot {
     pub write_proposals: u64,
     /// See [`TransportStats::proposed_writes`].
     pub proposed_writes: u64,
+    /// See [`TransportStats::read_rounds`].
+    pub read_rounds: u64,
+    /// See [`TransportStats::round_reads`].
+    pub round_reads: u64,
 }
 
 impl TransportStats {
@@ -67,6 +75,8 @@ impl TransportStats {
             request_errors: get(&self.request_errors),
             write_proposals: get(&self.write_proposals),
             proposed_writes: get(&self.proposed_writes),
+            read_rounds: get(&self.read_rounds),
+            round_reads: get(&self.round_reads),
         }
     }
 

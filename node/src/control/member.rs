@@ -408,7 +408,7 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
     let mut rx = raft.metrics();
     let (mut leader, mut snapshot) = (None, None);
     let mut refused = [0u64; 4];
-    let (mut proposals, mut proposed) = (0u64, 0u64);
+    let (mut proposals, mut proposed, mut rounds, mut reads) = (0u64, 0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         {
@@ -432,7 +432,10 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
         let s = stats.snapshot();
         m.raft_write_proposals_total.inc_by(s.write_proposals.saturating_sub(proposals));
         m.raft_proposed_writes_total.inc_by(s.proposed_writes.saturating_sub(proposed));
-        (proposals, proposed) = (s.write_proposals, s.proposed_writes);
+        m.raft_read_rounds_total.inc_by(s.read_rounds.saturating_sub(rounds));
+        m.raft_round_reads_total.inc_by(s.round_reads.saturating_sub(reads));
+        (proposals, proposed, rounds, reads) =
+            (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads);
         let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];
         for ((reason, new), old) in
             ["cluster_id", "version", "malformed", "oversized"].iter().zip(now).zip(&mut refused)

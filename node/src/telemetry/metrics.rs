@@ -80,6 +80,12 @@ pub struct Metrics {
     pub raft_write_proposals_total: IntCounter,
     /// `ferry_raft_proposed_writes_total`: client writes in those entries.
     pub raft_proposed_writes_total: IntCounter,
+    /// `ferry_raft_read_rounds_total`: read-index rounds (one leadership
+    /// confirmation each) this node ran.
+    pub raft_read_rounds_total: IntCounter,
+    /// `ferry_raft_round_reads_total`: linearizable reads those rounds
+    /// answered.
+    pub raft_round_reads_total: IntCounter,
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
@@ -248,6 +254,12 @@ impl Metrics {
             "ferry_raft_write_proposals_total",
             "Raft log entries of client writes this node committed as leader (a batch is one)",
         )?;
+        let raft_read_rounds_total = counter(
+            "ferry_raft_read_rounds_total",
+            "Read-index rounds (one leadership confirmation each) this node ran",
+        )?;
+        let raft_round_reads_total =
+            counter("ferry_raft_round_reads_total", "Linearizable reads answered by those rounds")?;
         let raft_proposed_writes_total = counter(
             "ferry_raft_proposed_writes_total",
             "Client writes in the entries this node committed as leader",
@@ -319,6 +331,8 @@ impl Metrics {
             raft_snapshots_total,
             raft_write_proposals_total,
             raft_proposed_writes_total,
+            raft_read_rounds_total,
+            raft_round_reads_total,
             cluster_refused_total,
             gossip_members,
             gossip_packets_total,

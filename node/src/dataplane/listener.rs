@@ -55,6 +55,24 @@ struct Running {
     bound: SocketAddr,
     stop: CancellationToken,
     conns: CancellationToken,
+    /// Duplicates of the listening sockets, to close them at once (see
+    /// [`Running::stop_accepting`]).
+    sockets: Vec<socket2::Socket>,
+}
+
+impl Running {
+    /// Stops accepting now. Cancelling the accept loops is not enough: a
+    /// loop on another runtime closes its socket only when it next runs,
+    /// and until then a new listener on the same port (`SO_REUSEPORT`)
+    /// would share incoming connections with the old one. shutdown(2) on a
+    /// listening socket takes it out of the kernel's listening table at
+    /// once; the loop then sees its stop token first and exits.
+    fn stop_accepting(&self) {
+        self.stop.cancel();
+        for s in &self.sockets {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// A route whose listener could not be bound.
@@ -114,7 +132,7 @@ impl Listeners {
                 continue;
             }
             match bind(route.listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
-                Ok(sockets) => {
+                Ok((sockets, dups)) => {
                     let bound = sockets.first().and_then(|l| l.local_addr().ok()).unwrap_or(route.listen);
                     let stop = CancellationToken::new();
                     let conns = self.ctx.hard_stop.child_token();
@@ -128,8 +146,10 @@ impl Listeners {
                         ));
                     }
                     info!(route = %name, addr = %bound, "listening");
-                    self.running
-                        .insert(name.clone(), Running { requested: route.listen, bound, stop, conns });
+                    self.running.insert(
+                        name.clone(),
+                        Running { requested: route.listen, bound, stop, conns, sockets: dups },
+                    );
                 }
                 Err(error) => {
                     warn!(route = %name, addr = %route.listen, %error, "cannot listen");
@@ -145,14 +165,14 @@ impl Listeners {
     /// Stops accepting on every listener (shutdown); connections keep running.
     pub fn stop_accepting(&mut self) {
         for r in self.running.values() {
-            r.stop.cancel();
+            r.stop_accepting();
         }
         self.running.clear();
         self.bound.store(Arc::default());
     }
 
     fn retire(&self, r: Running) {
-        r.stop.cancel();
+        r.stop_accepting();
         let (drain, hard_stop) = (self.ctx.drain, self.ctx.hard_stop.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -168,15 +188,19 @@ impl Drop for Listeners {
     /// the publisher at exit): a port is never left bound by an orphan.
     fn drop(&mut self) {
         for r in self.running.values() {
-            r.stop.cancel();
+            r.stop_accepting();
         }
     }
 }
 
 /// Binds `count` listening sockets on `addr` (`SO_REUSEPORT` when there
-/// is more than one per route); port 0 is resolved by the first.
-fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Vec<std::net::TcpListener>> {
+/// is more than one per route); port 0 is resolved by the first. Returns
+/// them and a duplicate of each, to stop them from outside their loops.
+type Bound = (Vec<std::net::TcpListener>, Vec<socket2::Socket>);
+
+fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Bound> {
     let mut sockets = Vec::with_capacity(count);
+    let mut dups = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
         let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
@@ -187,11 +211,12 @@ fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Vec<std:
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
+        dups.push(socket.try_clone()?);
         let listener: std::net::TcpListener = socket.into();
         addr = listener.local_addr()?;
         sockets.push(listener);
     }
-    Ok(sockets)
+    Ok((sockets, dups))
 }
 
 async fn accept_loop(
@@ -211,8 +236,11 @@ async fn accept_loop(
     };
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            // Stop first: a stopped listener's socket is shut down, and its
+            // accept fails.
+            biased;
             () = stop.cancelled() => return,
+            a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,

@@ -209,6 +209,8 @@ fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Bound> {
             socket.set_reuse_port(true)?;
         }
         socket.set_nonblocking(true)?;
+        // Accepted sockets inherit it: no setsockopt per connection.
+        socket.set_tcp_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         dups.push(socket.try_clone()?);
@@ -254,7 +256,6 @@ async fn accept_loop(
         let table = ctx.table.load();
         let Some(entry) = table.get(&route) else { continue };
         let Some(admitted) = entry.state.try_admit(entry.spec.max_connections) else { continue };
-        let _ = stream.set_nodelay(true);
         ctx.tracker.spawn(proxy::serve(
             stream,
             peer,
@@ -267,5 +268,33 @@ async fn accept_loop(
                 hops: Arc::clone(&ctx.hops),
             },
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() -> io::Result<()> {
+        let (listeners, dups) = bind("127.0.0.1:0".parse().expect("addr"), 2, true)?;
+        assert_eq!((listeners.len(), dups.len()), (2, 2));
+        let addr = listeners[0].local_addr()?;
+        assert_eq!(listeners[1].local_addr()?, addr, "one port for every worker");
+        let client = std::net::TcpStream::connect(addr)?;
+        // SO_REUSEPORT: either socket may get it.
+        let mut accepted = None;
+        for _ in 0..1_000 {
+            if let Some(Ok((s, _))) = listeners.iter().map(std::net::TcpListener::accept).find(Result::is_ok)
+            {
+                accepted = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let accepted = accepted.expect("the connection was accepted within 5 s");
+        assert!(accepted.nodelay()?, "accepted connections have TCP_NODELAY");
+        drop(client);
+        Ok(())
     }
 }

@@ -193,9 +193,10 @@ pub async fn copy_bidirectional(
     }
 }
 
-/// Bytes of the first read of a direction, into a buffer on the task: a
-/// fresh socket can report readable before anything arrived, and an idle
-/// connection must not pay for a full buffer.
+/// Bytes of the small reads of a direction, into a buffer on the task: a
+/// fresh socket can report readable before anything arrived, an idle
+/// connection must not pay for a full buffer, and request/response traffic
+/// of small messages never needs one.
 const PROBE: usize = 256;
 
 /// Copies `src` to `dst` until `src` ends, then shuts down `dst`'s sending
@@ -209,13 +210,22 @@ async fn pump(
     activity: &Activity<'_>,
     auto: bool,
 ) -> io::Result<()> {
+    // Small messages go through the probe. Only a read that fills it (more
+    // is waiting) moves the direction to a full buffer: under connection
+    // churn of small requests, two 64 KiB allocations per connection were
+    // most of ferryd's time in malloc.
     let mut probe = [0u8; PROBE];
-    let n = src.read(&mut probe).await?;
-    if n == 0 {
-        return end_of_stream(dst.as_ref(), activity);
+    loop {
+        let n = src.read(&mut probe).await?;
+        if n == 0 {
+            return end_of_stream(dst.as_ref(), activity);
+        }
+        dst.write_all(&probe[..n]).await?;
+        activity.moved(n);
+        if n == PROBE {
+            break;
+        }
     }
-    dst.write_all(&probe[..n]).await?;
-    activity.moved(n);
     activity.allocated();
     // Capacity, not length: `read_buf` fills spare capacity, so the buffer
     // is never zeroed (a 64 KiB memset per direction per connection) and
@@ -340,8 +350,46 @@ mod tests {
         assert_eq!(back, b"world!");
         let (out, up, down) = copy.await.map_err(io::Error::other)?;
         assert!(matches!(out.end, CopyEnd::Closed), "{:?}", out.end);
-        assert_eq!(out.buffers, 2, "one buffer per direction that carried data");
+        // Small messages stay in the probes; splice takes a pipe per direction.
+        let buffers = if mode == CopyMode::Splice { 2 } else { 0 };
+        assert_eq!(out.buffers, buffers, "{mode:?}: buffers for a small exchange");
         assert_eq!((out.upstream, out.downstream, up, down), (5, 6, 5, 6));
+        Ok(())
+    }
+
+    /// A direction allocates its buffer only once a read fills the probe:
+    /// 1,000 bytes one way take one buffer, 10 bytes the other way none.
+    #[tokio::test]
+    async fn only_a_direction_with_more_than_a_probe_allocates() -> io::Result<()> {
+        let (mut client, mut c_side) = pair().await?;
+        let (mut s_side, mut server) = pair().await?;
+        let (u, d) = counters();
+        let copy = tokio::spawn(async move {
+            let counters = CopyCounters { upstream: &u, downstream: &d };
+            copy_bidirectional(
+                &mut c_side,
+                &mut s_side,
+                Duration::from_secs(5),
+                counters,
+                CopyMode::Userspace,
+            )
+            .await
+        });
+        let request: Vec<u8> = (0..1_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&request).await?;
+        client.shutdown().await?;
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await?;
+        assert_eq!(got, request);
+        server.write_all(b"0123456789").await?;
+        server.shutdown().await?;
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await?;
+        assert_eq!(back, b"0123456789");
+        let out = copy.await.map_err(io::Error::other)?;
+        assert!(matches!(out.end, CopyEnd::Closed), "{:?}", out.end);
+        assert_eq!(out.buffers, 1, "only the 1,000-byte direction needs a buffer");
+        assert_eq!((out.upstream, out.downstream), (1_000, 10));
         Ok(())
     }
 

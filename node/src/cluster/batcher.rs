@@ -164,9 +164,7 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, 
             Ok(resp.data)
         }
         Ok(Err(e)) => Err(WriteError::from(e)),
-        Err(_) => Err(WriteError::Timeout {
-            timeout_ms: u64::try_from(write_timeout.as_millis()).unwrap_or(u64::MAX),
-        }),
+        Err(_) => Err(WriteError::timeout(write_timeout)),
     };
     match result {
         Ok(data) if batch.len() == 1 => answer(batch.pop(), Ok(data)),
@@ -263,9 +261,7 @@ async fn run_reads(
         stats.round_reads.fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let result = match timeout(round_timeout, read_round(&raft, &floor)).await {
             Ok(r) => r,
-            Err(_) => Err(WriteError::Timeout {
-                timeout_ms: u64::try_from(round_timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => Err(WriteError::timeout(round_timeout)),
         };
         for w in waiting.drain(..) {
             let _ = w.send(result.clone());

@@ -182,6 +182,13 @@ pub enum WriteError {
     },
 }
 
+impl WriteError {
+    /// [`WriteError::Timeout`] after `after`.
+    pub fn timeout(after: std::time::Duration) -> Self {
+        WriteError::Timeout { timeout_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX) }
+    }
+}
+
 impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for WriteError {
     fn from(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Self {
         match e {

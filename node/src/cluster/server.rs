@@ -258,9 +258,7 @@ impl ClusterServer {
                 openraft::error::ClientWriteError::ChangeMembershipError(e),
             ))) => Err(WriteError::Membership { message: e.to_string() }),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(WriteError::Timeout {
-                timeout_ms: u64::try_from(MEMBERSHIP_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => Err(WriteError::timeout(MEMBERSHIP_TIMEOUT)),
         }
     }
 
@@ -271,9 +269,7 @@ impl ClusterServer {
     pub async fn read_index(&self) -> Result<u64, WriteError> {
         match timeout(self.config.write_timeout, self.reads.read_index()).await {
             Ok(r) => r,
-            Err(_) => Err(WriteError::Timeout {
-                timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => Err(WriteError::timeout(self.config.write_timeout)),
         }
     }
 
@@ -283,9 +279,7 @@ impl ClusterServer {
     pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
         match timeout(self.config.write_timeout, self.batcher.write(req)).await {
             Ok(r) => r,
-            Err(_) => Err(WriteError::Timeout {
-                timeout_ms: u64::try_from(self.config.write_timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => Err(WriteError::timeout(self.config.write_timeout)),
         }
     }
 

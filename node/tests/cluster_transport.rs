@@ -625,6 +625,46 @@ async fn followers_that_see_the_leaders_connections_close_elect_before_their_tim
     .await
 }
 
+/// A connection the leader spoke on that closes while the leader lives (a
+/// pooled connection dropped) does not mark the leader gone: the follower
+/// finds the leader's cluster port still accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_of_a_live_leader_does_not_mark_it_gone() -> Result<()> {
+    bounded(async {
+        // Slow heartbeats, so that only the probe can clear the mark in time.
+        let timers =
+            RaftTimers { heartbeat_ms: 500, election_timeout_min_ms: 2_000, election_timeout_max_ms: 2_200 };
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(TestNode::start_timed(id, timers, |_| {}).await?);
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
+        nodes[0].raft.initialize(members).await?;
+        let leader = agreed_leader(&nodes, None).await?;
+        let l = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+        let f = (l + 1) % nodes.len();
+        let m = nodes[l].raft.metrics().borrow().clone();
+
+        // An AppendEntries with the leader's vote on a connection of its own,
+        // which then closes.
+        let rpc = openraft::raft::AppendEntriesRequest {
+            vote: m.vote,
+            prev_log_id: m.last_log_index.and(m.last_applied),
+            entries: Vec::new(),
+            leader_commit: m.last_applied,
+        };
+        let t = client();
+        let reply = t.call(&nodes[f].info.cluster_addr, &Message::AppendEntries(rpc)).await?;
+        ensure!(matches!(reply, Message::AppendEntriesResult(Ok(_))), "{reply:?}");
+        t.close_idle().await;
+        drop(t);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ensure!(!nodes[f].election.leader_gone(), "a live leader was marked gone after a connection closed");
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
 /// Small snapshot chunks so the snapshot crosses the transport in many frames.
 fn small_chunks(c: &mut openraft::Config) {
     c.snapshot_max_chunk_size = SMALL_CHUNK;

@@ -29,10 +29,12 @@
 //! - a single voter elects itself at once (after a restart, say);
 //! - **a follower that sees its leader's connection close** (EOF or reset
 //!   on the connection that last brought the leader's AppendEntries:
-//!   [`Election::contact_on`], [`Election::connection_lost`]) does not wait
-//!   for the timeout. A leader process that dies (crash, `kill -9`, exit)
-//!   closes its sockets, and every follower hears it within a round trip,
-//!   as ZooKeeper's followers do. It asks for pre-votes once openraft's
+//!   [`Election::contact_on`], [`Election::connection_lost`]) and then finds
+//!   the leader's cluster port refusing connections does not wait for the
+//!   timeout. A leader process that dies (crash, `kill -9`, exit) closes
+//!   its sockets, and every follower hears it within a round trip, as
+//!   ZooKeeper's followers do; the probe tells that apart from a pooled
+//!   connection the live leader closed. It asks for pre-votes once openraft's
 //!   vote lease ([`RaftTimers::vote_lease_ms`], two heartbeats) has passed
 //!   since its last contact, plus a random part of a heartbeat so that two
 //!   followers rarely campaign together; a voter that saw the close too
@@ -158,16 +160,37 @@ impl Election {
     }
 
     /// Connection `conn` was closed or reset by its peer. When it is the one
-    /// the leader last spoke on, the leader is presumed gone: this node
-    /// campaigns early and grants early pre-votes (see the module doc).
-    pub fn connection_lost(&self, conn: u64) {
-        if conn != 0
-            && self.leader_conn.compare_exchange(conn, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    /// the leader last spoke on, this node connects to the leader's cluster
+    /// port once: only if that is refused (the process is gone, not just a
+    /// pooled connection closed) and no leader spoke meanwhile is the leader
+    /// presumed gone, and this node campaigns early and grants early
+    /// pre-votes (see the module doc).
+    pub fn connection_lost(self: &Arc<Self>, conn: u64) {
+        if conn == 0
+            || self.leader_conn.compare_exchange(conn, 0, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
-            tracing::info!("the leader's connection closed");
-            self.leader_gone.store(true, Ordering::Relaxed);
-            self.wake.notify_one();
+            return;
         }
+        let Some(addr) = self.leader_addr() else { return };
+        let contact = self.last_us.load(Ordering::Relaxed);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(this.timers.heartbeat_ms.max(1));
+            let probe = tokio::time::timeout(wait, tokio::net::TcpStream::connect(&addr)).await;
+            let refused = matches!(&probe, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+            if refused && this.last_us.load(Ordering::Relaxed) == contact {
+                tracing::info!(%addr, "the leader's connection closed and its cluster port refuses connections");
+                this.leader_gone.store(true, Ordering::Relaxed);
+                this.wake.notify_one();
+            }
+        });
+    }
+
+    /// The cluster address of the leader this node knows, if any.
+    fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.cluster_addr.clone())
     }
 
     /// Whether the leader's connection closed with no contact since.

@@ -284,12 +284,22 @@ impl Election {
         tokio::pin!(stop);
         let mut timeout = draw_timeout(self.timers);
         let mut early = draw_early(self.timers);
+        // The timer runs from the last contact or this node's last attempt,
+        // whichever is later. An attempt does not count as contact: a node
+        // whose pre-vote failed must still grant the others theirs (as
+        // etcd's candidates do), or two followers that lost the leader
+        // together keep refusing each other.
+        let mut attempted = Instant::now();
+        // The contact (`last_us`) an early attempt was made after: one
+        // early attempt per lost leader.
+        let mut early_spent: Option<u64> = None;
         loop {
-            let gone = self.leader_gone();
+            let gone = self.leader_gone() && early_spent != Some(self.last_us.load(Ordering::Relaxed));
+            let base = self.last_contact().max(attempted);
             let deadline = match self.expiry() {
                 Expiry::Alone => Instant::now(),
                 _ if gone => self.last_contact() + early.min(timeout),
-                _ => self.last_contact() + timeout,
+                _ => base + timeout,
             };
             if deadline > Instant::now() {
                 tokio::select! {
@@ -320,8 +330,16 @@ impl Election {
             if campaign && self.raft.trigger().elect().await.is_err() {
                 return;
             }
-            // Early or not, the next attempt waits a full timeout.
-            self.touch();
+            // Early or not, the next attempt waits a full timeout. A leader
+            // or non-voter keeps its contact fresh instead, so that a leader
+            // that steps down waits a full timeout too.
+            if expiry == Expiry::Stay {
+                self.touch();
+            }
+            attempted = Instant::now();
+            if gone {
+                early_spent = Some(self.last_us.load(Ordering::Relaxed));
+            }
             timeout = draw_timeout(self.timers);
             early = draw_early(self.timers);
             // A lone voter whose election is in flight must not spin.

@@ -142,9 +142,18 @@ fn put(name: &str, id: u128) -> Request {
 /// Starts `n` nodes, initializes them from node 1 and waits until all agree
 /// on a leader; returns the nodes and the leader's index in the vector.
 async fn cluster(n: u64, tweak: fn(&mut openraft::Config)) -> Result<(Vec<TestNode>, usize)> {
+    cluster_timed(n, RaftTimers::default(), tweak).await
+}
+
+/// [`cluster`] with election timers `timers`.
+async fn cluster_timed(
+    n: u64,
+    timers: RaftTimers,
+    tweak: fn(&mut openraft::Config),
+) -> Result<(Vec<TestNode>, usize)> {
     let mut nodes = Vec::new();
     for id in 1..=n {
-        nodes.push(TestNode::start(id, tweak).await?);
+        nodes.push(TestNode::start_timed(id, timers, tweak).await?);
     }
     let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
     nodes[0].raft.initialize(members).await?;
@@ -588,14 +597,8 @@ async fn followers_that_see_the_leaders_connections_close_elect_before_their_tim
     bounded(async {
         let timers =
             RaftTimers { heartbeat_ms: 50, election_timeout_min_ms: 1_000, election_timeout_max_ms: 1_100 };
-        let mut nodes = Vec::new();
-        for id in 1..=3 {
-            nodes.push(TestNode::start_timed(id, timers, |_| {}).await?);
-        }
-        let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
-        nodes[0].raft.initialize(members).await?;
-        let leader = agreed_leader(&nodes, None).await?;
-        let l = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+        let (mut nodes, l) = cluster_timed(3, timers, |_| {}).await?;
+        let leader = nodes[l].id;
         // Replicate something so every follower has spoken with the leader
         // over its connection.
         nodes[l].raft.client_write(put("web", 1)).await?;
@@ -634,14 +637,7 @@ async fn a_closed_connection_of_a_live_leader_does_not_mark_it_gone() -> Result<
         // Slow heartbeats, so that only the probe can clear the mark in time.
         let timers =
             RaftTimers { heartbeat_ms: 500, election_timeout_min_ms: 2_000, election_timeout_max_ms: 2_200 };
-        let mut nodes = Vec::new();
-        for id in 1..=3 {
-            nodes.push(TestNode::start_timed(id, timers, |_| {}).await?);
-        }
-        let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info.clone())).collect();
-        nodes[0].raft.initialize(members).await?;
-        let leader = agreed_leader(&nodes, None).await?;
-        let l = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+        let (mut nodes, l) = cluster_timed(3, timers, |_| {}).await?;
         let f = (l + 1) % nodes.len();
         let m = nodes[l].raft.metrics().borrow().clone();
 

@@ -167,7 +167,9 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, 
         Err(_) => Err(WriteError::timeout(write_timeout)),
     };
     match result {
-        Ok(data) if batch.len() == 1 => answer(batch.pop(), Ok(data)),
+        Ok(data) if batch.len() == 1 => {
+            let _ = batch.remove(0).reply.send(Ok(data));
+        }
         Ok(Response::Batch { responses }) if responses.len() == batch.len() => {
             for (p, r) in batch.into_iter().zip(responses) {
                 let _ = p.reply.send(Ok(r));
@@ -187,12 +189,6 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, 
                 let _ = p.reply.send(Err(e.clone()));
             }
         }
-    }
-}
-
-fn answer(p: Option<Pending>, r: WriteResult) {
-    if let Some(p) = p {
-        let _ = p.reply.send(r);
     }
 }
 

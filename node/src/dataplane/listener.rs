@@ -236,6 +236,11 @@ async fn accept_loop(
             return;
         }
     };
+    // The connections of this loop hang on a token of their own. A
+    // CancellationToken locks its node on every clone, drop and poll: one
+    // node shared by the connections of every worker would be a lock
+    // contended across cores, taken several times per connection.
+    let conns = conns.child_token();
     loop {
         let accepted = tokio::select! {
             // Stop first: a stopped listener's socket is shut down, and its

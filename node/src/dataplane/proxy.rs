@@ -45,6 +45,10 @@ pub async fn serve(
 ) {
     let ConnContext { clock, copy_mode, hard_stop, hops } = ctx;
     let name = route.spec.name.as_str();
+    // One wait for the whole connection, polled by both phases: each new
+    // wait would register with the token again.
+    let stopped = hard_stop.cancelled();
+    tokio::pin!(stopped);
     let candidates = route.candidates(peer);
     let mut connected = None;
     for (attempt, &idx) in candidates.as_slice().iter().enumerate() {
@@ -68,7 +72,7 @@ pub async fn serve(
         };
         let result = tokio::select! {
             r = attempt => r,
-            () = hard_stop.cancelled() => return,
+            () = &mut stopped => return,
         };
         match result {
             Ok(stream) => {
@@ -95,7 +99,7 @@ pub async fn serve(
     let counters = CopyCounters { upstream: &route.state.m.bytes_up, downstream: &route.state.m.bytes_down };
     let outcome = tokio::select! {
         o = copy_bidirectional(&mut client, &mut server, route.idle_timeout, counters, copy_mode) => o,
-        () = hard_stop.cancelled() => return,
+        () = &mut stopped => return,
     };
     match outcome.end {
         CopyEnd::IdleTimeout => route.state.m.idle_timeouts.inc(),

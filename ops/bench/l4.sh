@@ -41,6 +41,12 @@ Environment:
   SETTLE=1            seconds of pause between loads
   REPEAT=1            repetitions of the whole set (interleaved); the table shows
                       the median of each figure over the repetitions
+  CHURN_ROUNDS=5      rounds of the Connection: close load, run after the
+                      repetitions with every proxy up at once and loaded one at
+                      a time, in an order that rotates each round; its rows are
+                      medians over the rounds (0 = measure it in each
+                      repetition instead, like the other loads)
+  CLOSE_DURATION      seconds per Connection: close load (default WRK_DURATION)
   WAIT_IDLE=0         before each setup, wait up to this many seconds for the
                       machine to be idle (< 15% CPU busy), e.g. while someone
                       else's build is running; CPU used by other processes
@@ -95,6 +101,8 @@ WRK_CONNS=${WRK_CONNS:-50}
 WARMUP=${WARMUP:-1}
 SETTLE=${SETTLE:-1}
 REPEAT=${REPEAT:-1}
+CHURN_ROUNDS=${CHURN_ROUNDS:-5}
+CLOSE_DURATION=${CLOSE_DURATION:-$WRK_DURATION}
 WAIT_IDLE=${WAIT_IDLE:-0}
 NOISY_RETRIES=${NOISY_RETRIES:-2}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -111,10 +119,10 @@ KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
 for v in DURATION IPERF_DURATION WRK_DURATION WRK_THREADS WRK_CONNS WARMUP SETTLE REPEAT WAIT_IDLE NOISY_RETRIES \
-         IDLE_CONNS IDLE_HOLD NGINX_WORKERS READY_TIMEOUT; do
+         CHURN_ROUNDS CLOSE_DURATION IDLE_CONNS IDLE_HOLD NGINX_WORKERS READY_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
-(( IPERF_DURATION > 0 && WRK_DURATION > 0 )) || die "durations must be > 0"
+(( IPERF_DURATION > 0 && WRK_DURATION > 0 && CLOSE_DURATION > 0 )) || die "durations must be > 0"
 (( REPEAT >= 1 )) || die "REPEAT must be >= 1"
 
 UP_IPERF_PORT=5201
@@ -129,6 +137,7 @@ HAPS_HTTP_PORT=29080
 
 # ---------------------------------------------------------------- processes
 PIDS=()          # every PID this script started (and only those)
+IDLE_PROXIES=()  # proxies up but not under load (churn rounds): ours, not background
 TMP=""
 
 exited() {       # exited PID TENTHS: true once PID is gone, false after TENTHS x 0.1 s
@@ -234,7 +243,8 @@ sys_busy_ticks() {  # user+nice+system+irq+softirq over all CPUs (steal left out
 our_ticks() {  # CPU ticks of everything this script runs (itself, its reaped
     # children such as the load generators, the upstreams, the proxy)
     local total=0 p t
-    for p in $$ "$NGINX_PID" $(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null) "$IPERF_PID" ${PROXY_PID:+"$PROXY_PID"}; do
+    for p in $$ "$NGINX_PID" $(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null) "$IPERF_PID" ${PROXY_PID:+"$PROXY_PID"} \
+             ${IDLE_PROXIES[@]+"${IDLE_PROXIES[@]}"}; do
         t=$(proc_ticks_all "$p" 2>/dev/null) && total=$(( total + t ))
     done
     echo "$total"
@@ -523,6 +533,43 @@ wait_idle() {   # wait up to WAIT_IDLE s for the CPUs to be < 15% busy (besides 
     return 0
 }
 
+# measure DIR TAG LOAD IPERF_PORT HTTP_PORT: runs one load, again (up to
+# NOISY_RETRIES times) while other processes used >= 10% of a core during it,
+# and keeps the quietest attempt as DIR/LOAD.*. Returns 1 if the proxy died.
+measure() {
+    local dir=$1 tag=$2 load=$3 iport=$4 hport=$5 attempt pct best=0 best_pct="" f ok=1
+    for ((attempt = 1; ; attempt++)); do
+        case "$load" in
+            iperf1) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
+            iperf4) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
+            wrk_ka) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
+            wrk_close) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${CLOSE_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
+        esac
+        echo "$attempt" >"$dir/$load.attempts"
+        pct=$(foreign_pct "$dir/$load.foreign")
+        # keep every attempt; the quietest one is used (see below)
+        mkdir -p "$dir/$load.try$attempt"
+        for f in out err rc ticks foreign rssmax; do
+            if [[ -f "$dir/$load.$f" ]]; then cp "$dir/$load.$f" "$dir/$load.try$attempt/"; fi
+        done
+        if [[ -z "$best_pct" ]] || (( pct < best_pct )); then best=$attempt best_pct=$pct; fi
+        log "$tag $load: $(summarize_load "$dir/$load.out" "$load")$( (( pct >= 10 )) && echo " [other processes used ${pct}% of a core]")"
+        (( ok )) || break
+        (( pct >= 10 && attempt <= NOISY_RETRIES )) || break
+        log "$tag $load: measuring again (retry $attempt/$NOISY_RETRIES) because another job was using the CPU"
+        wait_idle
+    done
+    if (( best != attempt )); then
+        log "$tag $load: keeping attempt $best of $attempt (least background CPU: ${best_pct}%)"
+        for f in out err rc ticks foreign rssmax; do
+            rm -f "$dir/$load.$f"
+            if [[ -f "$dir/$load.try$best/$load.$f" ]]; then cp "$dir/$load.try$best/$load.$f" "$dir/$load.$f"; fi
+        done
+    fi
+    echo "$best" >"$dir/$load.kept"
+    (( ok ))
+}
+
 # run_setup NAME IPERF_PORT HTTP_PORT KIND — one repetition of one setup,
 # raw files in $RAW/NAME/r$REP. The proxy is stopped again before returning.
 run_setup() {
@@ -566,39 +613,12 @@ run_setup() {
         timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
             "http://127.0.0.1:$hport/" >/dev/null 2>&1 || warn "$tag: warm-up wrk failed"
     fi
-    local attempt pct best best_pct f
-    for load in iperf1 iperf4 wrk_ka wrk_close; do
-        best=0 best_pct=""
-        for ((attempt = 1; ; attempt++)); do
-            case "$load" in
-                iperf1) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
-                iperf4) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
-                wrk_ka) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
-                wrk_close) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
-            esac
-            echo "$attempt" >"$dir/$load.attempts"
-            pct=$(foreign_pct "$dir/$load.foreign")
-            # keep every attempt; the quietest one is used (see below)
-            mkdir -p "$dir/$load.try$attempt"
-            for f in out err rc ticks foreign rssmax; do
-                if [[ -f "$dir/$load.$f" ]]; then cp "$dir/$load.$f" "$dir/$load.try$attempt/"; fi
-            done
-            if [[ -z "$best_pct" ]] || (( pct < best_pct )); then best=$attempt best_pct=$pct; fi
-            log "$tag $load: $(summarize_load "$dir/$load.out" "$load")$( (( pct >= 10 )) && echo " [other processes used ${pct}% of a core]")"
-            (( ok )) || break
-            (( pct >= 10 && attempt <= NOISY_RETRIES )) || break
-            log "$tag $load: measuring again (retry $attempt/$NOISY_RETRIES) because another job was using the CPU"
-            wait_idle
-        done
-        if (( best != attempt )); then
-            log "$tag $load: keeping attempt $best of $attempt (least background CPU: ${best_pct}%)"
-            for f in out err rc ticks foreign rssmax; do
-                rm -f "$dir/$load.$f"
-                if [[ -f "$dir/$load.try$best/$load.$f" ]]; then cp "$dir/$load.try$best/$load.$f" "$dir/$load.$f"; fi
-            done
-        fi
-        echo "$best" >"$dir/$load.kept"
-        (( ok )) || break
+    local loads=(iperf1 iperf4 wrk_ka wrk_close)
+    # With churn rounds, Connection: close is measured there (ferry-splice,
+    # which shares ferry's ports, keeps measuring it here).
+    (( CHURN_ROUNDS > 0 )) && [[ "$kind" != ferry-splice ]] && loads=(iperf1 iperf4 wrk_ka)
+    for load in "${loads[@]}"; do
+        measure "$dir" "$tag" "$load" "$iport" "$hport" || { ok=0; break; }
     done
     if [[ -n "$PROXY_PID" ]] && kill -0 "$PROXY_PID" 2>/dev/null; then
         proc_status_kib "$PROXY_PID" VmHWM >"$dir/hwm_kib" || true
@@ -632,24 +652,102 @@ fi
 
 # Setups run one after another (never overlapping); with REPEAT>1 the
 # repetitions are interleaved so slow drifts in background load hit every
-# setup alike. Upstreams stay up throughout.
+# setup alike, and the proxies' order rotates so none always follows the
+# same one. Upstreams stay up throughout.
+run_proxy_setup() {  # run_proxy_setup NAME
+    case "$1" in
+        ferry)
+            if [[ "$SKIP_FERRY" == 1 ]]; then
+                log "=== ferry skipped (SKIP_FERRY=1)"
+                return 0
+            fi
+            run_setup ferry "$FERRY_IPERF_PORT" "$FERRY_HTTP_PORT" ferry \
+                || abort_ferry "$RAW/ferry/r$REP" "ferry setup failed: $(cat "$RAW/ferry/r$REP/status" 2>/dev/null)"
+            if [[ "$FERRY_SPLICE" == 1 ]]; then
+                run_setup ferry-splice "$FERRY_IPERF_PORT" "$FERRY_HTTP_PORT" ferry-splice \
+                    || abort_ferry "$RAW/ferry-splice/r$REP" "ferry-splice setup failed: $(cat "$RAW/ferry-splice/r$REP/status" 2>/dev/null)"
+            fi ;;
+        haproxy) run_setup haproxy "$HAP_IPERF_PORT" "$HAP_HTTP_PORT" haproxy \
+            || warn "haproxy setup failed: $(cat "$RAW/haproxy/r$REP/status")" ;;
+        haproxy-splice) run_setup haproxy-splice "$HAPS_IPERF_PORT" "$HAPS_HTTP_PORT" haproxy-splice \
+            || warn "haproxy-splice setup failed: $(cat "$RAW/haproxy-splice/r$REP/status")" ;;
+    esac
+}
+
+PROXY_ORDER=(ferry haproxy haproxy-splice)
 for ((REP = 1; REP <= REPEAT; REP++)); do
     run_setup direct "$UP_IPERF_PORT" "$UP_HTTP_PORT" direct || warn "DIRECT failed: $(cat "$RAW/direct/r$REP/status")"
-    if [[ "$SKIP_FERRY" == 1 ]]; then
-        log "=== ferry skipped (SKIP_FERRY=1)"
-    else
-        run_setup ferry "$FERRY_IPERF_PORT" "$FERRY_HTTP_PORT" ferry \
-            || abort_ferry "$RAW/ferry/r$REP" "ferry setup failed: $(cat "$RAW/ferry/r$REP/status" 2>/dev/null)"
-        if [[ "$FERRY_SPLICE" == 1 ]]; then
-            run_setup ferry-splice "$FERRY_IPERF_PORT" "$FERRY_HTTP_PORT" ferry-splice \
-                || abort_ferry "$RAW/ferry-splice/r$REP" "ferry-splice setup failed: $(cat "$RAW/ferry-splice/r$REP/status" 2>/dev/null)"
-        fi
-    fi
-    run_setup haproxy "$HAP_IPERF_PORT" "$HAP_HTTP_PORT" haproxy \
-        || warn "haproxy setup failed: $(cat "$RAW/haproxy/r$REP/status")"
-    run_setup haproxy-splice "$HAPS_IPERF_PORT" "$HAPS_HTTP_PORT" haproxy-splice \
-        || warn "haproxy-splice setup failed: $(cat "$RAW/haproxy-splice/r$REP/status")"
+    for ((i = 0; i < ${#PROXY_ORDER[@]}; i++)); do
+        run_proxy_setup "${PROXY_ORDER[(i + REP - 1) % ${#PROXY_ORDER[@]}]}"
+    done
 done
+
+# ---------------------------------------------------------------- churn rounds
+# Connection: close (a new connection per request) is the most variable load
+# on a small shared machine: back-to-back runs of one proxy differ by 10-20%,
+# and each run leaves tens of thousands of TIME_WAIT sockets that the next
+# one works among. So it is measured last, with every proxy up at once (an
+# idle proxy costs nothing) and loaded one at a time for CLOSE_DURATION, in
+# an order that rotates each round; raw files in $RAW/NAME/cROUND. The
+# report shows the median of each setup over the rounds and, round by round,
+# ferry against the better HAProxy variant of the same round.
+churn_phase() {
+    local names=() hports=() pids=() i j r name dir pid others
+    names+=(direct); hports+=("$UP_HTTP_PORT"); pids+=("")
+    if [[ "$SKIP_FERRY" != 1 ]]; then
+        mkdir -p "$RAW/ferry/churn"
+        start_ferry "$RAW/ferry/churn" 0 || abort_ferry "$RAW/ferry/churn" "ferryd did not start for the churn rounds"
+        names+=(ferry); hports+=("$FERRY_HTTP_PORT"); pids+=("$PROXY_PID")
+    fi
+    mkdir -p "$RAW/haproxy/churn" "$RAW/haproxy-splice/churn"
+    if start_haproxy "$RAW/haproxy/churn" "$HAP_IPERF_PORT" "$HAP_HTTP_PORT" 0; then
+        names+=(haproxy); hports+=("$HAP_HTTP_PORT"); pids+=("$PROXY_PID")
+    else
+        warn "haproxy did not start for the churn rounds"
+    fi
+    if start_haproxy "$RAW/haproxy-splice/churn" "$HAPS_IPERF_PORT" "$HAPS_HTTP_PORT" 1; then
+        names+=(haproxy-splice); hports+=("$HAPS_HTTP_PORT"); pids+=("$PROXY_PID")
+    else
+        warn "haproxy-splice did not start for the churn rounds"
+    fi
+    PROXY_PID=""
+    for ((i = 0; i < ${#names[@]}; i++)); do
+        http_check "${hports[i]}" || { warn "${names[i]}: no 'ok' answer before the churn rounds"; pids[i]=dead; continue; }
+        if (( WARMUP > 0 )); then
+            timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+                -H 'Connection: close' "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: churn warm-up failed"
+        fi
+    done
+    log "=== churn rounds: ${names[*]} up at once; $CHURN_ROUNDS rounds of ${CLOSE_DURATION}s each"
+    for ((r = 1; r <= CHURN_ROUNDS; r++)); do
+        for ((j = 0; j < ${#names[@]}; j++)); do
+            i=$(( (j + r - 1) % ${#names[@]} ))
+            name=${names[i]} pid=${pids[i]} dir=$RAW/${names[i]}/c$r
+            [[ "$pid" == dead ]] && continue
+            mkdir -p "$dir"
+            others=()
+            for p in "${pids[@]}"; do [[ -n "$p" && "$p" != dead && "$p" != "$pid" ]] && others+=("$p"); done
+            IDLE_PROXIES=(${others[@]+"${others[@]}"})
+            PROXY_PID=$pid
+            wait_idle
+            if measure "$dir" "$name [churn $r/$CHURN_ROUNDS]" wrk_close "" "${hports[i]}"; then
+                echo ok >"$dir/status"
+            else
+                echo "failed: the proxy died during the load (see $RAW/$name/churn/proxy.log)" >"$dir/status"
+                [[ "$name" == ferry ]] && abort_ferry "$RAW/ferry/churn" "ferryd died during churn round $r"
+                pids[i]=dead
+            fi
+        done
+    done
+    IDLE_PROXIES=()
+    PROXY_PID=""
+    for pid in "${pids[@]}"; do
+        [[ -n "$pid" && "$pid" != dead ]] || continue
+        stop_pid "$pid"
+        forget_pid "$pid"
+    done
+}
+(( CHURN_ROUNDS > 0 )) && churn_phase
 
 # ---------------------------------------------------------------- report
 {
@@ -668,6 +766,8 @@ done
     echo "haproxy_maxconn=$HAP_MAXCONN"
     echo "quick=$QUICK"
     echo "repeat=$REPEAT"
+    echo "churn_rounds=$CHURN_ROUNDS"
+    echo "close_duration=$CLOSE_DURATION"
     echo "ferry_splice=$FERRY_SPLICE"
     echo "loadavg_start=$loadavg"
     echo "cpu_busy_pct_start=$busy_start"

@@ -5,8 +5,9 @@ Usage: l4_report.py RAW_DIR JSON_OUT TXT_OUT
 
 RAW_DIR holds meta.txt (key=value lines) and one folder per setup (direct,
 ferry, haproxy, haproxy-splice), with a "status" file if the setup was
-skipped, and one folder per repetition (r1, r2, ...) holding the raw files
-written by l4.sh:
+skipped, one folder per repetition (r1, r2, ...) and one per churn round
+(c1, c2, ...: only the Connection: close load) holding the raw files written
+by l4.sh:
   status                     "ok", "failed: why" or "skipped: why"
   iperf1.out / iperf4.out    iperf3 -J output (1 and 4 streams)
   wrk_ka.out / wrk_close.out wrk --latency output (keep-alive / Connection: close)
@@ -175,10 +176,13 @@ def collect(raw, meta):
     out = {}
     for s in SETUPS:
         d = os.path.join(raw, s)
-        reps = []
+        reps, churn = [], []
         if os.path.isdir(d):
-            names = sorted((n for n in os.listdir(d) if re.fullmatch(r"r\d+", n)), key=lambda n: int(n[1:]))
-            reps = [collect_rep(os.path.join(d, n), clk) for n in names]
+            def runs(prefix):
+                names = sorted((n for n in os.listdir(d) if re.fullmatch(prefix + r"\d+", n)),
+                               key=lambda n: int(n[1:]))
+                return [collect_rep(os.path.join(d, n), clk) for n in names]
+            reps, churn = runs("r"), runs("c")
         top = (read(os.path.join(d, "status")) or "").strip()
         if top:
             status = top
@@ -189,7 +193,7 @@ def collect(raw, meta):
             status = "ok" + (f" ({'; '.join(bad)})" if bad else "")
         else:
             status = reps[0]["status"]
-        out[s] = {"status": status, "reps": reps}
+        out[s] = {"status": status, "reps": reps, "churn": churn}
     return out
 
 
@@ -199,6 +203,17 @@ def median(vals):
         return None
     n = len(vals)
     return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2.0
+
+
+# Rows measured in the churn rounds when l4.sh ran them (CHURN_ROUNDS > 0).
+CHURN_ROWS = ("close_cps", "close_p99_ms", "cpu_per_1k_conn")
+
+
+def ok_runs(res, s, key):
+    """The repetitions (or churn rounds, for CHURN_ROWS) of setup s that ran."""
+    e = res.get(s, {})
+    src = "churn" if key in CHURN_ROWS and e.get("churn") else "reps"
+    return [r for r in e.get(src, []) if r.get("status") == "ok"]
 
 
 def figures(res):
@@ -261,9 +276,6 @@ def figures(res):
         ("ka_p99_ms", "HTTP keep-alive p99", "ms", "lo", lambda s: g(s, "wrk_ka", "p99_ms")),
         ("close_cps", "HTTP Connection: close", "conn/s", "hi", lambda s: g(s, "wrk_close", "rps")),
         ("close_p99_ms", "HTTP Connection: close p99", "ms", "lo", lambda s: g(s, "wrk_close", "p99_ms")),
-        ("wrk_errors", "wrk errors (ka + close)", "count", "lo",
-         lambda s: None if errs(s, "wrk_ka") is None and errs(s, "wrk_close") is None
-         else (errs(s, "wrk_ka") or 0) + (errs(s, "wrk_close") or 0)),
         ("cpu_per_gb", "proxy CPU per GB (iperf3)", "cpu-s/GB", "lo", cpu_per_gb),
         ("cpu_per_1k_conn", "proxy CPU per 1000 conns", "cpu-s", "lo",
          lambda s: per(s, "wrk_close", "requests", 1000.0)),
@@ -279,10 +291,36 @@ def figures(res):
     for key, label, unit, better, fn in rows:
         vals, per_rep = {}, {}
         for s in SETUPS:
-            reps = [r for r in res.get(s, {}).get("reps", []) if r.get("status") == "ok"]
-            per_rep[s] = [fn(r) for r in reps]
+            per_rep[s] = [fn(r) for r in ok_runs(res, s, key)]
             vals[s] = median(per_rep[s])
         out.append((key, label, unit, better, vals, per_rep))
+        if key == "close_p99_ms":
+            # A total, not a median: any error is worth seeing.
+            vals, per_rep = {}, {}
+            for s in SETUPS:
+                e = [errs(r, "wrk_ka") for r in ok_runs(res, s, "ka_rps")] + \
+                    [errs(r, "wrk_close") for r in ok_runs(res, s, "close_cps")]
+                per_rep[s] = e
+                e = [v for v in e if v is not None]
+                vals[s] = sum(e) if e else None
+            out.append(("wrk_errors", "wrk errors (ka + close), total", "count", "lo", vals, per_rep))
+    return out
+
+
+def churn_pairs(res):
+    """Round by round: (round, ferry conn/s, best HAProxy conn/s, its name)."""
+    rounds = {}
+    for s in ["ferry"] + HAPROXIES:
+        for i, r in enumerate(res.get(s, {}).get("churn", [])):
+            v = r.get("wrk_close", {}).get("rps") if r.get("status") == "ok" else None
+            if v is not None:
+                rounds.setdefault(i + 1, {})[s] = v
+    out = []
+    for n in sorted(rounds):
+        hs = [(rounds[n][h], h) for h in HAPROXIES if h in rounds[n]]
+        if "ferry" in rounds[n] and hs:
+            best, name = max(hs)
+            out.append((n, rounds[n]["ferry"], best, name))
     return out
 
 
@@ -375,13 +413,25 @@ def build_table(res, meta):
     lines.append("  >= 10% are measured again up to NOISY_RETRIES times, the quietest attempt is kept).")
     lines.append("  Connection: close conn/s = completed requests/s, one new TCP connection each (client->proxy->upstream).")
     lines.append("  '-' = not applicable/not measured, 'skip' = setup skipped, 'FAIL' = setup failed.")
+    n_churn = meta.get("churn_rounds", "0")
+    if n_churn not in ("", "0"):
+        lines.append(f"  Connection: close rows: median of {n_churn} churn rounds, run after the repetitions with")
+        lines.append("  every proxy up at once and loaded one at a time, the order rotating each round.")
+        pairs = churn_pairs(res)
+        if pairs:
+            ratios = [f / b for _, f, b, _ in pairs]
+            ahead = sum(1 for x in ratios if x >= 1.0)
+            lines.append("  Same round, ferry / better HAProxy conn/s: " +
+                         " ".join(f"{x:.2f}" for x in ratios) +
+                         f" (median {median(ratios):.2f}; ferry ahead in {ahead} of {len(ratios)})")
     notes = []
     for s in shown:
         st = res.get(s, {}).get("status", "not run")
         if st != "ok":
             notes.append(f"  {s}: {st}")
-        for i, r in enumerate(res.get(s, {}).get("reps", [])):
-            tag = f"{s} rep {i + 1}"
+        runs = [(f"{s} rep {i + 1}", r) for i, r in enumerate(res.get(s, {}).get("reps", []))] + \
+            [(f"{s} churn round {i + 1}", r) for i, r in enumerate(res.get(s, {}).get("churn", []))]
+        for tag, r in runs:
             for load in ("iperf1", "iperf4", "wrk_ka", "wrk_close"):
                 e = r.get(load, {})
                 if e.get("error"):
@@ -436,7 +486,7 @@ def main():
         f"-c{meta.get('wrk_conns', '')} -d{meta.get('wrk_duration', '')}s; idle conns {meta.get('idle_conns', '')}; "
         f"CPU busy before start {meta.get('cpu_busy_pct_start', '?')}%; "
         f"loadavg start {meta.get('loadavg_start', '')} end {meta.get('loadavg_end', '')}; "
-        f"repetitions {meta.get('repeat', '1')} (median shown)\n"
+        f"repetitions {meta.get('repeat', '1')}, churn rounds {meta.get('churn_rounds', '0')} (median shown)\n"
         f"{meta.get('versions', '')}\n"
     )
     table, summary = build_table(res, meta)
@@ -444,7 +494,9 @@ def main():
     with open(txt_out, "w", encoding="utf-8") as f:
         f.write(text)
     with open(json_out, "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "figures": summary, "setups": res}, f, indent=2)
+        pairs = [{"round": n, "ferry_cps": fv, "best_haproxy_cps": bv, "best_haproxy": name}
+                 for n, fv, bv, name in churn_pairs(res)]
+        json.dump({"meta": meta, "figures": summary, "churn_pairs": pairs, "setups": res}, f, indent=2)
         f.write("\n")
     sys.stdout.write(text)
     return 0

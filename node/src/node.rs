@@ -25,7 +25,7 @@ use crate::control::member::{Member, MemberError, MemberHandle};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::dataplane::clock::Clock;
-use crate::dataplane::listener::{BindError, ListenerContext, Listeners};
+use crate::dataplane::listener::{BindError, ListenerContext, Listeners, WorkerLoads};
 use crate::dataplane::peers::{PeerDirectory, SelfNode};
 use crate::dataplane::table::RoutingTable;
 use crate::dataplane::workers::Workers;
@@ -159,6 +159,7 @@ impl Node {
             runtimes: workers.handles().to_vec(),
             reuse_port: workers.dedicated(),
             hops: Arc::new(HopClient::new(cluster_id.clone(), &metrics)),
+            loads: Arc::new(WorkerLoads::new(workers.handles().len(), config.node.worker_balance, &metrics)),
         });
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);

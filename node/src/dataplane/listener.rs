@@ -7,6 +7,17 @@
 //! removed, or whose address changes, stops accepting at once (freeing its
 //! port for a new listener) and its connections may drain for the grace
 //! period before they are closed.
+//!
+//! With dedicated workers each route has one `SO_REUSEPORT` socket per
+//! worker, and the kernel picks the socket by a hash of the connection's
+//! addresses. Over a few long-lived connections that hash can leave one
+//! worker with far more than the others. With `[node] worker_balance =
+//! "least_connections"` each accept loop balances: a connection accepted by
+//! a worker that serves two or more connections more than the least loaded
+//! one is handed to that one (see [`WorkerLoads`]), as Envoy's
+//! `exact_balance`. The default leaves the choice to the kernel: under
+//! connection churn the counts swing, and about half the connections would
+//! be handed over, each for two more `epoll_ctl` calls and a wake-up.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use prometheus::IntGauge;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -24,6 +36,7 @@ use super::clock::Clock;
 use super::copy::CopyMode;
 use super::proxy;
 use super::table::RoutingTable;
+use crate::config::WorkerBalance;
 
 /// Listen backlog of route listeners.
 const BACKLOG: i32 = 1024;
@@ -47,6 +60,62 @@ pub struct ListenerContext {
     pub reuse_port: bool,
     /// Opens peer hops to backends other nodes own.
     pub hops: Arc<crate::cluster::hop::HopClient>,
+    /// Connections per runtime of `runtimes`, for balancing.
+    pub loads: Arc<WorkerLoads>,
+}
+
+/// Client connections each worker serves; its gauges are the
+/// `ferry_worker_connections{worker}` series.
+#[derive(Debug)]
+pub struct WorkerLoads {
+    served: Vec<IntGauge>,
+    balance: WorkerBalance,
+}
+
+impl WorkerLoads {
+    /// One gauge per worker, labelled by index.
+    pub fn new(workers: usize, balance: WorkerBalance, metrics: &crate::telemetry::metrics::Metrics) -> Self {
+        let served = (0..workers.max(1))
+            .map(|i| metrics.worker_connections.with_label_values(&[&i.to_string()]))
+            .collect();
+        Self { served, balance }
+    }
+
+    /// Where a connection accepted by worker `mine` is served: `mine`,
+    /// unless balancing by least connections and it serves two or more
+    /// connections more than the least loaded worker. Each worker reads the
+    /// others' counts once per accept; only a hand-off writes to another
+    /// worker's count.
+    pub fn pick(&self, mine: usize) -> usize {
+        if self.balance == WorkerBalance::Kernel {
+            return mine;
+        }
+        let own = self.served[mine].get();
+        let mut least = (mine, own);
+        for (i, g) in self.served.iter().enumerate() {
+            let n = g.get();
+            if n < least.1 {
+                least = (i, n);
+            }
+        }
+        if own > least.1 + 1 { least.0 } else { mine }
+    }
+
+    /// Counts a connection on `worker` until the guard drops.
+    fn open(&self, worker: usize) -> Served {
+        let g = self.served[worker].clone();
+        g.inc();
+        Served(g)
+    }
+}
+
+/// One connection counted on a worker.
+struct Served(IntGauge);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Debug)]
@@ -136,9 +205,11 @@ impl Listeners {
                     let bound = sockets.first().and_then(|l| l.local_addr().ok()).unwrap_or(route.listen);
                     let stop = CancellationToken::new();
                     let conns = self.ctx.hard_stop.child_token();
-                    for (socket, runtime) in sockets.into_iter().zip(&self.ctx.runtimes) {
+                    for (worker, (socket, runtime)) in sockets.into_iter().zip(&self.ctx.runtimes).enumerate()
+                    {
                         runtime.spawn(accept_loop(
                             socket,
+                            worker,
                             name.clone(),
                             self.ctx.clone(),
                             stop.clone(),
@@ -223,12 +294,14 @@ fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Bound> {
 
 async fn accept_loop(
     listener: std::net::TcpListener,
+    worker: usize,
     route: String,
     ctx: ListenerContext,
     stop: CancellationToken,
     conns: CancellationToken,
 ) {
-    // Registered here, on the runtime that will serve its connections.
+    // Registered here, on the runtime that serves its connections (but
+    // those handed to another worker).
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -261,24 +334,81 @@ async fn accept_loop(
         let table = ctx.table.load();
         let Some(entry) = table.get(&route) else { continue };
         let Some(admitted) = entry.state.try_admit(entry.spec.max_connections) else { continue };
-        ctx.tracker.spawn(proxy::serve(
-            stream,
-            peer,
-            Arc::clone(entry),
-            admitted,
-            proxy::ConnContext {
-                clock: ctx.clock,
-                copy_mode: ctx.copy_mode,
-                hard_stop: conns.clone(),
-                hops: Arc::clone(&ctx.hops),
-            },
-        ));
+        let target = ctx.loads.pick(worker);
+        let served = ctx.loads.open(target);
+        let entry = Arc::clone(entry);
+        let conn = proxy::ConnContext {
+            clock: ctx.clock,
+            copy_mode: ctx.copy_mode,
+            hard_stop: conns.clone(),
+            hops: Arc::clone(&ctx.hops),
+        };
+        match ctx.runtimes.get(target) {
+            Some(runtime) if target != worker => {
+                // Moves the socket's registration to the other runtime: one
+                // epoll_ctl(DEL) more than serving it here.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(route = %route, error = %e, "cannot hand a connection to another worker");
+                        continue;
+                    }
+                };
+                ctx.tracker.spawn_on(
+                    async move {
+                        let _served = served;
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => proxy::serve(stream, peer, entry, admitted, conn).await,
+                            Err(e) => {
+                                warn!(route = %entry.spec.name, error = %e, "cannot register a connection")
+                            }
+                        }
+                    },
+                    runtime,
+                );
+            }
+            _ => {
+                ctx.tracker.spawn(async move {
+                    let _served = served;
+                    proxy::serve(stream, peer, entry, admitted, conn).await
+                });
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_two_connections_ahead_hands_new_ones_to_the_least_loaded() -> Result<(), prometheus::Error> {
+        let metrics = crate::telemetry::metrics::Metrics::new()?;
+        let loads = WorkerLoads::new(3, WorkerBalance::LeastConnections, &metrics);
+        let mut held = Vec::new();
+        // Worker 0 accepts everything: it keeps two, then spreads.
+        for _ in 0..2 {
+            assert_eq!(loads.pick(0), 0);
+            held.push(loads.open(0));
+        }
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            let w = loads.pick(0);
+            picks.push(w);
+            held.push(loads.open(w));
+        }
+        assert_eq!(picks, [1, 2, 0, 1], "counts 2,0,0 -> 2,1,0 -> 2,1,1 -> 3,1,1 -> 3,2,1");
+        assert_eq!(loads.served.iter().map(IntGauge::get).collect::<Vec<_>>(), [3, 2, 1]);
+        // A single worker (workers = 0) keeps everything, and so does a
+        // worker left to the kernel's choice.
+        let one = WorkerLoads::new(0, WorkerBalance::LeastConnections, &metrics);
+        assert_eq!(one.pick(0), 0);
+        let kernel = WorkerLoads::new(3, WorkerBalance::Kernel, &metrics);
+        assert_eq!(kernel.pick(0), 0, "worker 0 serves 3, worker 2 one: no hand-off");
+        drop(held);
+        assert!(loads.served.iter().all(|g| g.get() == 0), "closed connections are uncounted");
+        Ok(())
+    }
 
     #[test]
     fn accepted_connections_inherit_nodelay_from_the_listener() -> io::Result<()> {

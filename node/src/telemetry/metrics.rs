@@ -37,6 +37,9 @@ pub struct Metrics {
     pub proxy_connections_total: IntCounterVec,
     /// `ferry_proxy_active_connections{route}`
     pub proxy_active_connections: IntGaugeVec,
+    /// `ferry_worker_connections{worker}`: client connections each
+    /// data-plane worker thread serves.
+    pub worker_connections: IntGaugeVec,
     /// `ferry_proxy_bytes_total{route,direction}`; direction is one of [`DIRECTIONS`].
     pub proxy_bytes_total: IntCounterVec,
     /// `ferry_proxy_connect_seconds{route}`
@@ -171,6 +174,12 @@ impl Metrics {
             "ferry_proxy_active_connections",
             "Client connections currently being proxied",
             &["route"],
+        )?;
+        let worker_connections = gauge_vec(
+            &r,
+            "ferry_worker_connections",
+            "Client connections each data-plane worker thread serves",
+            &["worker"],
         )?;
         let proxy_bytes_total = counter_vec(
             &r,
@@ -313,6 +322,7 @@ impl Metrics {
             registry: r,
             proxy_connections_total,
             proxy_active_connections,
+            worker_connections,
             proxy_bytes_total,
             proxy_connect_seconds,
             proxy_failovers_total,

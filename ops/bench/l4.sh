@@ -41,11 +41,12 @@ Environment:
   SETTLE=1            seconds of pause between loads
   REPEAT=1            repetitions of the whole set (interleaved); the table shows
                       the median of each figure over the repetitions
-  CHURN_ROUNDS=5      rounds of the Connection: close load, run after the
+  CHURN_ROUNDS=4      rounds of the Connection: close load, run after the
                       repetitions with every proxy up at once and loaded one at
-                      a time, in an order that rotates each round; its rows are
-                      medians over the rounds (0 = measure it in each
-                      repetition instead, like the other loads)
+                      a time, in an order that changes each round so that every
+                      setup follows every other equally often (with 4 setups:
+                      once per 4 rounds); its rows are medians over the rounds
+                      (0 = measure it in each repetition instead)
   CLOSE_DURATION      seconds per Connection: close load (default WRK_DURATION)
   WAIT_IDLE=0         before each setup, wait up to this many seconds for the
                       machine to be idle (< 15% CPU busy), e.g. while someone
@@ -101,7 +102,7 @@ WRK_CONNS=${WRK_CONNS:-50}
 WARMUP=${WARMUP:-1}
 SETTLE=${SETTLE:-1}
 REPEAT=${REPEAT:-1}
-CHURN_ROUNDS=${CHURN_ROUNDS:-5}
+CHURN_ROUNDS=${CHURN_ROUNDS:-4}
 CLOSE_DURATION=${CLOSE_DURATION:-$WRK_DURATION}
 WAIT_IDLE=${WAIT_IDLE:-0}
 NOISY_RETRIES=${NOISY_RETRIES:-2}
@@ -688,7 +689,7 @@ done
 # and each run leaves tens of thousands of TIME_WAIT sockets that the next
 # one works among. So it is measured last, with every proxy up at once (an
 # idle proxy costs nothing) and loaded one at a time for CLOSE_DURATION, in
-# an order that rotates each round; raw files in $RAW/NAME/cROUND. The
+# an order that changes each round (below); raw files in $RAW/NAME/cROUND. The
 # report shows the median of each setup over the rounds and, round by round,
 # ferry against the better HAProxy variant of the same round.
 churn_phase() {
@@ -718,10 +719,21 @@ churn_phase() {
                 -H 'Connection: close' "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: churn warm-up failed"
         fi
     done
+    # Orders from a Williams design: the first is 0 1 n-1 2 n-2 ..., each
+    # next adds 1 (mod n). Over n rounds (n even) every setup follows every
+    # other exactly once, so none always runs right after, say, DIRECT and
+    # the ~28k TIME_WAIT sockets its load leaves to the upstream port. A
+    # plain rotation would keep who-follows-whom fixed.
+    local n=${#names[@]} first=(0) lo=1 hi
+    hi=$(( n - 1 ))
+    while (( ${#first[@]} < n )); do
+        first+=("$lo"); lo=$(( lo + 1 ))
+        (( ${#first[@]} < n )) && { first+=("$hi"); hi=$(( hi - 1 )); }
+    done
     log "=== churn rounds: ${names[*]} up at once; $CHURN_ROUNDS rounds of ${CLOSE_DURATION}s each"
     for ((r = 1; r <= CHURN_ROUNDS; r++)); do
-        for ((j = 0; j < ${#names[@]}; j++)); do
-            i=$(( (j + r - 1) % ${#names[@]} ))
+        for ((j = 0; j < n; j++)); do
+            i=$(( (first[j] + r - 1) % n ))
             name=${names[i]} pid=${pids[i]} dir=$RAW/${names[i]}/c$r
             [[ "$pid" == dead ]] && continue
             mkdir -p "$dir"

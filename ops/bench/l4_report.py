@@ -416,7 +416,7 @@ def build_table(res, meta):
     n_churn = meta.get("churn_rounds", "0")
     if n_churn not in ("", "0"):
         lines.append(f"  Connection: close rows: median of {n_churn} churn rounds, run after the repetitions with")
-        lines.append("  every proxy up at once and loaded one at a time, the order rotating each round.")
+        lines.append("  every proxy up at once and loaded one at a time, every setup following every other equally often.")
         pairs = churn_pairs(res)
         if pairs:
             ratios = [f / b for _, f, b, _ in pairs]

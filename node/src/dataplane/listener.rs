@@ -345,8 +345,8 @@ async fn accept_loop(
         };
         match ctx.runtimes.get(target) {
             Some(runtime) if target != worker => {
-                // Moves the socket's registration to the other runtime: one
-                // epoll_ctl(DEL) more than serving it here.
+                // Moves the socket's registration to the other runtime: two
+                // epoll_ctl more than serving it here (DEL here, ADD there).
                 let stream = match stream.into_std() {
                     Ok(s) => s,
                     Err(e) => {

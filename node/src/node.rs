@@ -120,6 +120,8 @@ pub struct Node {
     bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
     commands: mpsc::Sender<Command>,
     tracker: TaskTracker,
+    /// Client connections per worker (what the drain reports).
+    loads: Arc<WorkerLoads>,
     hard_stop: CancellationToken,
     admin_stop: CancellationToken,
     admin_task: JoinHandle<()>,
@@ -149,6 +151,7 @@ impl Node {
         // A standalone node knows no node, not even itself; a cluster node
         // gets its directory once its member (and id) is up.
         let peers = Arc::new(PeerDirectory::default());
+        let loads = Arc::new(WorkerLoads::new(workers.handles().len(), config.node.worker_balance, &metrics));
         let listeners = Listeners::new(ListenerContext {
             table: Arc::clone(&table),
             tracker: tracker.clone(),
@@ -159,7 +162,7 @@ impl Node {
             runtimes: workers.handles().to_vec(),
             reuse_port: workers.dedicated(),
             hops: Arc::new(HopClient::new(cluster_id.clone(), &metrics)),
-            loads: Arc::new(WorkerLoads::new(workers.handles().len(), config.node.worker_balance, &metrics)),
+            loads: Arc::clone(&loads),
         });
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
@@ -239,6 +242,7 @@ impl Node {
             bound,
             commands,
             tracker,
+            loads,
             hard_stop,
             admin_stop,
             admin_task,
@@ -338,7 +342,7 @@ impl Node {
             let _ = rx.await;
         }
         self.tracker.close();
-        let open = self.tracker.len();
+        let open = self.loads.open_connections();
         info!(open_connections = open, drain_ms = self.drain.as_millis() as u64, "draining");
         let mut forced = 0;
         let drained = tokio::select! {
@@ -346,7 +350,7 @@ impl Node {
             () = cut_short => false,
         };
         if !drained {
-            forced = self.tracker.len();
+            forced = self.loads.open_connections();
             warn!(connections = forced, "drain deadline reached: closing the remaining connections");
             self.hard_stop.cancel();
             self.tracker.wait().await;

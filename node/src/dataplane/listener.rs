@@ -45,7 +45,9 @@ const BACKLOG: i32 = 1024;
 #[derive(Debug, Clone)]
 pub struct ListenerContext {
     pub table: Arc<ArcSwap<RoutingTable>>,
-    /// Tracks every connection task, for the shutdown drain.
+    /// Tracks every accept loop, for the shutdown drain. A loop ends only
+    /// when its connections have (each loop tracks its own: one tracker
+    /// shared by the workers would be two contended atomics per connection).
     pub tracker: TaskTracker,
     pub clock: Clock,
     /// Closes every connection at once (end of the shutdown drain).
@@ -99,6 +101,11 @@ impl WorkerLoads {
             }
         }
         if own > least.1 + 1 { least.0 } else { mine }
+    }
+
+    /// Client connections open on every worker.
+    pub fn open_connections(&self) -> usize {
+        self.served.iter().map(|g| g.get().max(0) as usize).sum()
     }
 
     /// Counts a connection on `worker` until the guard drops.
@@ -207,14 +214,17 @@ impl Listeners {
                     let conns = self.ctx.hard_stop.child_token();
                     for (worker, (socket, runtime)) in sockets.into_iter().zip(&self.ctx.runtimes).enumerate()
                     {
-                        runtime.spawn(accept_loop(
-                            socket,
-                            worker,
-                            name.clone(),
-                            self.ctx.clone(),
-                            stop.clone(),
-                            conns.clone(),
-                        ));
+                        self.ctx.tracker.spawn_on(
+                            accept_loop(
+                                socket,
+                                worker,
+                                name.clone(),
+                                self.ctx.clone(),
+                                stop.clone(),
+                                conns.clone(),
+                            ),
+                            runtime,
+                        );
                     }
                     info!(route = %name, addr = %bound, "listening");
                     self.running.insert(
@@ -309,17 +319,23 @@ async fn accept_loop(
             return;
         }
     };
-    // The connections of this loop hang on a token of their own. A
-    // CancellationToken locks its node on every clone, drop and poll: one
-    // node shared by the connections of every worker would be a lock
-    // contended across cores, taken several times per connection.
-    let conns = conns.child_token();
+    // What this loop's connections share is this loop's own: a stop token
+    // (a CancellationToken locks its node on every clone, drop and poll),
+    // the context and the task tracker. Shared by the connections of every
+    // worker, each would be written from both cores for every connection.
+    let shared = Arc::new(proxy::ConnContext {
+        clock: ctx.clock,
+        copy_mode: ctx.copy_mode,
+        hard_stop: conns.child_token(),
+        hops: Arc::clone(&ctx.hops),
+    });
+    let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             // Stop first: a stopped listener's socket is shut down, and its
             // accept fails.
             biased;
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -337,12 +353,7 @@ async fn accept_loop(
         let target = ctx.loads.pick(worker);
         let served = ctx.loads.open(target);
         let entry = Arc::clone(entry);
-        let conn = proxy::ConnContext {
-            clock: ctx.clock,
-            copy_mode: ctx.copy_mode,
-            hard_stop: conns.clone(),
-            hops: Arc::clone(&ctx.hops),
-        };
+        let conn = Arc::clone(&shared);
         match ctx.runtimes.get(target) {
             Some(runtime) if target != worker => {
                 // Moves the socket's registration to the other runtime: two
@@ -354,7 +365,7 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                ctx.tracker.spawn_on(
+                tracker.spawn_on(
                     async move {
                         let _served = served;
                         match TcpStream::from_std(stream) {
@@ -368,13 +379,18 @@ async fn accept_loop(
                 );
             }
             _ => {
-                ctx.tracker.spawn(async move {
+                tracker.spawn(async move {
                     let _served = served;
                     proxy::serve(stream, peer, entry, admitted, conn).await
                 });
             }
         }
     }
+    // Stopped accepting: the loop's task (which the node's drain waits
+    // for) ends with its last connection.
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
 }
 
 #[cfg(test)]

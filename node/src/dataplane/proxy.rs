@@ -41,9 +41,9 @@ pub async fn serve(
     peer: SocketAddr,
     route: Arc<RouteEntry>,
     _admitted: RouteGuard,
-    ctx: ConnContext,
+    ctx: Arc<ConnContext>,
 ) {
-    let ConnContext { clock, copy_mode, hard_stop, hops } = ctx;
+    let ConnContext { clock, copy_mode, ref hard_stop, ref hops } = *ctx;
     let name = route.spec.name.as_str();
     // One wait for the whole connection, polled by both phases: each new
     // wait would register with the token again.

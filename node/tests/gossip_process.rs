@@ -168,8 +168,13 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     let status = n.proc(4)?.wait_exit(SETTLE).await?;
     ensure!(status.success(), "n4 exited {status}");
     n.wait_roles(&[1, 5], &[1, 2, 3, 5, 6], &[]).await?;
-    let m4 = n.member(1, 4).await?;
-    ensure!(m4.state.as_deref() == Some("left") && m4.raft == "none", "{m4:?}");
+    // Raft roles and gossip states travel separately: poll the latter too.
+    poll("n4 left, as n1 sees it", SETTLE, async || {
+        let m4 = n.member(1, 4).await?;
+        ensure!(m4.state.as_deref() == Some("left") && m4.raft == "none", "{m4:?}");
+        Ok(())
+    })
+    .await?;
 
     // POST /v1/leave does the same and stops the node.
     let r = http(n.admin(6), "POST", "/v1/leave", &[], None, IO_TIMEOUT).await?;
@@ -177,8 +182,12 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     let status = n.proc(6)?.wait_exit(SETTLE).await?;
     ensure!(status.success(), "n6 exited {status}");
     n.wait_roles(&[1, 2], &[1, 2, 3, 5], &[]).await?;
-    let m6 = n.member(5, 6).await?;
-    ensure!(m6.state.as_deref() == Some("left") && m6.raft == "none", "{m6:?}");
+    poll("n6 left, as n5 sees it", SETTLE, async || {
+        let m6 = n.member(5, 6).await?;
+        ensure!(m6.state.as_deref() == Some("left") && m6.raft == "none", "{m6:?}");
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 

@@ -240,10 +240,11 @@ pub struct NodeSection {
     /// node's main runtime. Default: one per CPU.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Which worker serves a new connection: `kernel` (the one whose
-    /// `SO_REUSEPORT` socket the kernel's address hash chose) or
-    /// `least_connections` (that one, unless it serves two or more
-    /// connections more than the least loaded worker, which then gets it).
+    /// Which worker serves a new connection: `least_connections` (the
+    /// default: the one whose `SO_REUSEPORT` socket the kernel's address
+    /// hash chose, unless it serves two or more connections more than the
+    /// least loaded worker, which then gets it) or `kernel` (the hash
+    /// alone).
     #[serde(default)]
     pub worker_balance: WorkerBalance,
     /// Where cluster state (the Raft log and state machine) is kept;
@@ -256,14 +257,15 @@ pub struct NodeSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerBalance {
-    /// The kernel's `SO_REUSEPORT` hash alone: no hand-offs, cheapest per
-    /// connection. A few long-lived connections may land unevenly.
-    #[default]
+    /// The kernel's `SO_REUSEPORT` hash alone: no hand-offs. A few
+    /// long-lived connections may land unevenly, and under churn one worker
+    /// may wait idle while the other has a queue.
     Kernel,
     /// Hand a new connection to the worker with the fewest connections when
-    /// the accepting one serves two or more more. Costs two `epoll_ctl` and
-    /// a wake-up per hand-off; under connection churn that is a few percent
-    /// of CPU, for long-lived connections an even split.
+    /// the accepting one serves two or more more. A hand-off costs a
+    /// wake-up of the other worker (accepted sockets are registered only
+    /// where they are served).
+    #[default]
     LeastConnections,
 }
 
@@ -618,9 +620,9 @@ max_connect_attempts = 3
 
     #[test]
     fn worker_balance_takes_its_two_names_and_nothing_else() -> Result<(), ConfigErrors> {
-        assert_eq!(Config::parse(GOOD)?.validate()?.node.worker_balance, WorkerBalance::Kernel);
-        let least = GOOD.replace("[node]\n", "[node]\nworker_balance = \"least_connections\"\n");
-        assert_eq!(Config::parse(&least)?.validate()?.node.worker_balance, WorkerBalance::LeastConnections);
+        assert_eq!(Config::parse(GOOD)?.validate()?.node.worker_balance, WorkerBalance::LeastConnections);
+        let kernel = GOOD.replace("[node]\n", "[node]\nworker_balance = \"kernel\"\n");
+        assert_eq!(Config::parse(&kernel)?.validate()?.node.worker_balance, WorkerBalance::Kernel);
         let e = errors(&GOOD.replace("[node]\n", "[node]\nworker_balance = \"round_robin\"\n"));
         assert!(e[0].starts_with("node.worker_balance: unknown variant `round_robin`"), "{e:?}");
         Ok(())

@@ -442,8 +442,9 @@ async fn bad_file_on_sighup_is_rejected_and_the_old_config_keeps_running() -> Re
 
 // ---------------------------------------------------------------- workers
 
-/// With two workers and `worker_balance = "least_connections"`, long-lived
-/// connections end up split evenly between them, whatever the kernel's
+/// With two workers and the default `worker_balance`
+/// (`least_connections`), long-lived connections end up split evenly
+/// between them, whatever the kernel's
 /// `SO_REUSEPORT` hash chose: a worker that serves two connections more
 /// than the other hands new ones over. Each
 /// connection is answered before the next opens, so the split is exact to
@@ -454,11 +455,7 @@ async fn long_lived_connections_are_balanced_over_the_workers() -> Result<()> {
     const N: i64 = 400;
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let cfg = config(admin, 1_000, &[("a", &[("b1", one)])]).replacen(
-        "[node]\n",
-        "[node]\nworkers = 2\nworker_balance = \"least_connections\"\n",
-        1,
-    );
+    let cfg = config(admin, 1_000, &[("a", &[("b1", one)])]).replacen("[node]\n", "[node]\nworkers = 2\n", 1);
     let d = Daemon::start("workers-balance", admin, &cfg, &[]).await?;
     let a = d.route_addr("a").await?;
     let mut conns = Vec::new();

@@ -11,13 +11,14 @@
 //! With dedicated workers each route has one `SO_REUSEPORT` socket per
 //! worker, and the kernel picks the socket by a hash of the connection's
 //! addresses. Over a few long-lived connections that hash can leave one
-//! worker with far more than the others. With `[node] worker_balance =
-//! "least_connections"` each accept loop balances: a connection accepted by
-//! a worker that serves two or more connections more than the least loaded
-//! one is handed to that one (see [`WorkerLoads`]), as Envoy's
-//! `exact_balance`. The default leaves the choice to the kernel: under
-//! connection churn the counts swing, and about half the connections would
-//! be handed over, each for two more `epoll_ctl` calls and a wake-up.
+//! worker with far more than the others, and under churn one worker can sit
+//! idle while the other has a queue. So by default (`[node] worker_balance
+//! = "least_connections"`) each accept loop balances: a connection accepted
+//! by a worker that serves two or more connections more than the least
+//! loaded one is handed to that one (see [`WorkerLoads`]), as Envoy's
+//! `exact_balance`. Accepted sockets are registered only by the runtime
+//! that serves them, so a hand-off costs a wake-up of that runtime and no
+//! `epoll_ctl`. `"kernel"` leaves the choice to the kernel's hash.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,7 +28,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -302,6 +305,28 @@ fn bind(addr: SocketAddr, count: usize, reuse_port: bool) -> io::Result<Bound> {
     Ok((sockets, dups))
 }
 
+/// Accepts one connection from `listener`, non-blocking and close-on-exec,
+/// without registering it with any runtime: the worker that serves it does.
+async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let (socket, addr) =
+        listener.async_io(Interest::READABLE, |l| socket2::SockRef::from(l).accept4(flags)).await?;
+    let peer = addr.as_socket().ok_or_else(|| io::Error::other("accepted a socket that is not TCP/IP"))?;
+    Ok((socket.into(), peer))
+}
+
+/// Registers `listener` with the current runtime, for readability only.
+fn register(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    // tokio deprecated the safe constructors of `AsyncFd` (tokio#8587):
+    // they are unsound for a type whose `as_raw_fd` may change or close
+    // its descriptor while registered. A `std::net::TcpListener` owns its
+    // descriptor for its whole life, so these calls are sound; the
+    // replacement, `register_with_interest`, is `unsafe`, which this crate
+    // forbids.
+    #[allow(deprecated)]
+    AsyncFd::with_interest(listener, Interest::READABLE)
+}
+
 async fn accept_loop(
     listener: std::net::TcpListener,
     worker: usize,
@@ -310,9 +335,10 @@ async fn accept_loop(
     stop: CancellationToken,
     conns: CancellationToken,
 ) {
-    // Registered here, on the runtime that serves its connections (but
-    // those handed to another worker).
-    let listener = match TcpListener::from_std(listener) {
+    // Registered here for readiness; accepted sockets are registered only
+    // by the runtime that serves them, so handing one to another worker
+    // costs a wake-up and no extra epoll_ctl.
+    let listener = match register(listener) {
         Ok(l) => l,
         Err(e) => {
             warn!(route = %route, error = %e, "cannot register listener");
@@ -336,7 +362,7 @@ async fn accept_loop(
             // accept fails.
             biased;
             () = stop.cancelled() => break,
-            a = listener.accept() => a,
+            a = accept(&listener) => a,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -354,35 +380,20 @@ async fn accept_loop(
         let served = ctx.loads.open(target);
         let entry = Arc::clone(entry);
         let conn = Arc::clone(&shared);
+        let serve = async move {
+            let _served = served;
+            // Registered on the runtime that runs this task.
+            match TcpStream::from_std(stream) {
+                Ok(stream) => proxy::serve(stream, peer, entry, admitted, conn).await,
+                Err(e) => warn!(route = %entry.spec.name, error = %e, "cannot register a connection"),
+            }
+        };
         match ctx.runtimes.get(target) {
             Some(runtime) if target != worker => {
-                // Moves the socket's registration to the other runtime: two
-                // epoll_ctl more than serving it here (DEL here, ADD there).
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(route = %route, error = %e, "cannot hand a connection to another worker");
-                        continue;
-                    }
-                };
-                tracker.spawn_on(
-                    async move {
-                        let _served = served;
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => proxy::serve(stream, peer, entry, admitted, conn).await,
-                            Err(e) => {
-                                warn!(route = %entry.spec.name, error = %e, "cannot register a connection")
-                            }
-                        }
-                    },
-                    runtime,
-                );
+                tracker.spawn_on(serve, runtime);
             }
             _ => {
-                tracker.spawn(async move {
-                    let _served = served;
-                    proxy::serve(stream, peer, entry, admitted, conn).await
-                });
+                tracker.spawn(serve);
             }
         }
     }

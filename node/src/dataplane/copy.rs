@@ -224,8 +224,9 @@ async fn pump(
         if n == 0 {
             return end_of_stream(dst.as_ref(), activity);
         }
-        let fin_lookup = n < PROBE && reads <= FIN_LOOKUP_READS;
-        forward(src.as_ref(), &mut dst, &probe[..n], fin_lookup).await?;
+        let merged =
+            send_before_fin(src.as_ref(), dst.as_ref(), &probe[..n], n < PROBE && reads <= FIN_LOOKUP_READS)?;
+        dst.write_all(&probe[merged..n]).await?;
         activity.moved(n);
         if n == PROBE {
             break;
@@ -243,8 +244,9 @@ async fn pump(
         if n == 0 {
             return end_of_stream(dst.as_ref(), activity);
         }
-        let fin_lookup = n < BUF_SIZE && reads <= FIN_LOOKUP_READS;
-        forward(src.as_ref(), &mut dst, &buf, fin_lookup).await?;
+        let merged =
+            send_before_fin(src.as_ref(), dst.as_ref(), &buf, n < BUF_SIZE && reads <= FIN_LOOKUP_READS)?;
+        dst.write_all(&buf[merged..]).await?;
         activity.moved(n);
         if auto && n == BUF_SIZE {
             // Everything read so far is written, so the order holds. Boxed:
@@ -257,41 +259,41 @@ async fn pump(
     }
 }
 
-/// Reads of a direction after which [`forward`] stops looking for the
-/// peer's FIN. The lookup costs two lock operations in tokio's readiness
-/// state when no FIN is there: a keep-alive connection would pay them on
-/// every message (2-3% more CPU per request measured), for one segment
-/// saved at its very end. Short connections, where that segment is a
-/// fifth of the packets, end within their first reads.
+/// Reads of a direction after which [`send_before_fin`] stops looking for
+/// the peer's FIN. The lookup costs two lock operations in tokio's
+/// readiness state when no FIN is there: a keep-alive connection would pay
+/// them on every message (2-3% more CPU per request measured), for one
+/// segment saved at its very end. Short connections, where that segment is
+/// a fifth of the packets, end within their first reads.
 const FIN_LOOKUP_READS: u32 = 4;
 
-/// Writes what one read of `src` returned to `dst`. When the read drained
-/// `src` (`fin_lookup`: a short read, early in the direction) and its peer
-/// has already sent its FIN, the shutdown or close of `dst` follows at
-/// once: the bytes go out with `MSG_MORE`, so the kernel holds them until
-/// that FIN and sends both in one segment (as HAProxy merges the FIN with
-/// the last segment). A request/response
-/// exchange closed by the server then costs one packet less towards the
-/// client. The next read of `src` returns its end (or, on a multi-thread
-/// runtime that saw the FIN after the read, the rest of the bytes, whose
-/// write pushes these): nothing waits on the network while they are held.
-async fn forward(src: &TcpStream, dst: &mut WriteHalf<'_>, bytes: &[u8], fin_lookup: bool) -> io::Result<()> {
-    if fin_lookup && peer_sent_fin(src) {
-        let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
-        let dst = dst.as_ref();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let sent = dst
-                .async_io(Interest::WRITABLE, || socket2::SockRef::from(dst).send_with_flags(rest, flags))
-                .await?;
-            if sent == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            rest = &rest[sent..];
-        }
-        return Ok(());
+/// Sends the bytes one read of `src` returned ahead of the FIN, when that
+/// FIN is due: the read drained `src` (`fin_lookup`: a short read, early
+/// in the direction) and `src`'s peer has already sent its FIN, so the
+/// shutdown or close of `dst` follows at once. The bytes go out with
+/// `MSG_MORE`, and the kernel holds them until that FIN and sends both in
+/// one segment (as HAProxy merges the FIN with the last segment): a
+/// request/response exchange closed by the server costs one packet less
+/// towards the client. The next read of `src` returns its end (or, on a
+/// multi-thread runtime that saw the FIN after the read, the rest of the
+/// bytes, whose write pushes these): nothing waits on the network while
+/// they are held.
+///
+/// Returns how many bytes were sent; the caller writes the rest as usual.
+/// One attempt, no wait: a send that would block (rare for the last bytes
+/// of an exchange) leaves them to the plain write, without the merge. Being
+/// synchronous, this adds nothing to the connection's future, which every
+/// connection, idle ones too, holds for its whole life.
+fn send_before_fin(src: &TcpStream, dst: &TcpStream, bytes: &[u8], fin_lookup: bool) -> io::Result<usize> {
+    if !fin_lookup || !peer_sent_fin(src) {
+        return Ok(0);
     }
-    dst.write_all(bytes).await
+    let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+    match dst.try_io(Interest::WRITABLE, || socket2::SockRef::from(dst).send_with_flags(bytes, flags)) {
+        Ok(sent) => Ok(sent),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// True when `s`'s readiness already records the peer's FIN (`EPOLLRDHUP`).

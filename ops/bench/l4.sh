@@ -41,12 +41,13 @@ Environment:
   SETTLE=1            seconds of pause between loads
   REPEAT=1            repetitions of the whole set (interleaved); the table shows
                       the median of each figure over the repetitions
-  CHURN_ROUNDS=4      rounds of the Connection: close load, run after the
-                      repetitions with every proxy up at once and loaded one at
-                      a time, in an order that changes each round so that every
-                      setup follows every other equally often (with 4 setups:
-                      once per 4 rounds); its rows are medians over the rounds
-                      (0 = measure it in each repetition instead)
+  ROUNDS=4            rounds of the two wrk loads (keep-alive, then Connection:
+                      close), run after the repetitions with every proxy up at
+                      once and loaded one at a time, in an order that changes
+                      each round so that every setup follows every other
+                      equally often (with 4 setups: once per 4 rounds); their
+                      rows are medians over the rounds (0 = measure them in
+                      each repetition instead). CHURN_ROUNDS is its older name
   CLOSE_DURATION      seconds per Connection: close load (default WRK_DURATION)
   WAIT_IDLE=0         before each setup, wait up to this many seconds for the
                       machine to be idle (< 15% CPU busy), e.g. while someone
@@ -102,7 +103,7 @@ WRK_CONNS=${WRK_CONNS:-50}
 WARMUP=${WARMUP:-1}
 SETTLE=${SETTLE:-1}
 REPEAT=${REPEAT:-1}
-CHURN_ROUNDS=${CHURN_ROUNDS:-4}
+ROUNDS=${ROUNDS:-${CHURN_ROUNDS:-4}}
 CLOSE_DURATION=${CLOSE_DURATION:-$WRK_DURATION}
 WAIT_IDLE=${WAIT_IDLE:-0}
 NOISY_RETRIES=${NOISY_RETRIES:-2}
@@ -120,7 +121,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
 for v in DURATION IPERF_DURATION WRK_DURATION WRK_THREADS WRK_CONNS WARMUP SETTLE REPEAT WAIT_IDLE NOISY_RETRIES \
-         CHURN_ROUNDS CLOSE_DURATION IDLE_CONNS IDLE_HOLD NGINX_WORKERS READY_TIMEOUT; do
+         ROUNDS CLOSE_DURATION IDLE_CONNS IDLE_HOLD NGINX_WORKERS READY_TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 (( IPERF_DURATION > 0 && WRK_DURATION > 0 && CLOSE_DURATION > 0 )) || die "durations must be > 0"
@@ -615,9 +616,9 @@ run_setup() {
             "http://127.0.0.1:$hport/" >/dev/null 2>&1 || warn "$tag: warm-up wrk failed"
     fi
     local loads=(iperf1 iperf4 wrk_ka wrk_close)
-    # With churn rounds, Connection: close is measured there (ferry-splice,
-    # which shares ferry's ports, keeps measuring it here).
-    (( CHURN_ROUNDS > 0 )) && [[ "$kind" != ferry-splice ]] && loads=(iperf1 iperf4 wrk_ka)
+    # With rounds, the wrk loads are measured there (ferry-splice, which
+    # shares ferry's ports, keeps measuring them here).
+    (( ROUNDS > 0 )) && [[ "$kind" != ferry-splice ]] && loads=(iperf1 iperf4)
     for load in "${loads[@]}"; do
         measure "$dir" "$tag" "$load" "$iport" "$hport" || { ok=0; break; }
     done
@@ -683,38 +684,42 @@ for ((REP = 1; REP <= REPEAT; REP++)); do
     done
 done
 
-# ---------------------------------------------------------------- churn rounds
-# Connection: close (a new connection per request) is the most variable load
-# on a small shared machine: back-to-back runs of one proxy differ by 10-20%,
-# and each run leaves tens of thousands of TIME_WAIT sockets that the next
-# one works among. So it is measured last, with every proxy up at once (an
-# idle proxy costs nothing) and loaded one at a time for CLOSE_DURATION, in
-# an order that changes each round (below); raw files in $RAW/NAME/cROUND. The
-# report shows the median of each setup over the rounds and, round by round,
-# ferry against the better HAProxy variant of the same round.
-churn_phase() {
+# ---------------------------------------------------------------- rounds
+# The wrk loads are the most variable on a small shared machine: the
+# machine's speed drifts 10-20% within minutes, so one run per repetition
+# compares setups measured at different speeds; and Connection: close (a
+# new connection per request) leaves tens of thousands of TIME_WAIT sockets
+# that the next load works among. So both are measured last, with every
+# proxy up at once (an idle proxy costs nothing) and loaded one at a time,
+# keep-alive for WRK_DURATION then Connection: close for CLOSE_DURATION, in
+# an order that changes each round (below); raw files in $RAW/NAME/cROUND.
+# The report shows the median of each setup over the rounds and, round by
+# round, ferry against the better HAProxy variant of the same round.
+rounds_phase() {
     local names=() hports=() pids=() i j r name dir pid others
     names+=(direct); hports+=("$UP_HTTP_PORT"); pids+=("")
     if [[ "$SKIP_FERRY" != 1 ]]; then
         mkdir -p "$RAW/ferry/churn"
-        start_ferry "$RAW/ferry/churn" 0 || abort_ferry "$RAW/ferry/churn" "ferryd did not start for the churn rounds"
+        start_ferry "$RAW/ferry/churn" 0 || abort_ferry "$RAW/ferry/churn" "ferryd did not start for the rounds"
         names+=(ferry); hports+=("$FERRY_HTTP_PORT"); pids+=("$PROXY_PID")
     fi
     mkdir -p "$RAW/haproxy/churn" "$RAW/haproxy-splice/churn"
     if start_haproxy "$RAW/haproxy/churn" "$HAP_IPERF_PORT" "$HAP_HTTP_PORT" 0; then
         names+=(haproxy); hports+=("$HAP_HTTP_PORT"); pids+=("$PROXY_PID")
     else
-        warn "haproxy did not start for the churn rounds"
+        warn "haproxy did not start for the rounds"
     fi
     if start_haproxy "$RAW/haproxy-splice/churn" "$HAPS_IPERF_PORT" "$HAPS_HTTP_PORT" 1; then
         names+=(haproxy-splice); hports+=("$HAPS_HTTP_PORT"); pids+=("$PROXY_PID")
     else
-        warn "haproxy-splice did not start for the churn rounds"
+        warn "haproxy-splice did not start for the rounds"
     fi
     PROXY_PID=""
     for ((i = 0; i < ${#names[@]}; i++)); do
-        http_check "${hports[i]}" || { warn "${names[i]}: no 'ok' answer before the churn rounds"; pids[i]=dead; continue; }
+        http_check "${hports[i]}" || { warn "${names[i]}: no 'ok' answer before the rounds"; pids[i]=dead; continue; }
         if (( WARMUP > 0 )); then
+            timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+                "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: keep-alive warm-up failed"
             timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
                 -H 'Connection: close' "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: churn warm-up failed"
         fi
@@ -730,8 +735,8 @@ churn_phase() {
         first+=("$lo"); lo=$(( lo + 1 ))
         (( ${#first[@]} < n )) && { first+=("$hi"); hi=$(( hi - 1 )); }
     done
-    log "=== churn rounds: ${names[*]} up at once; $CHURN_ROUNDS rounds of ${CLOSE_DURATION}s each"
-    for ((r = 1; r <= CHURN_ROUNDS; r++)); do
+    log "=== rounds: ${names[*]} up at once; $ROUNDS rounds of keep-alive (${WRK_DURATION}s) then Connection: close (${CLOSE_DURATION}s)"
+    for ((r = 1; r <= ROUNDS; r++)); do
         for ((j = 0; j < n; j++)); do
             i=$(( (first[j] + r - 1) % n ))
             name=${names[i]} pid=${pids[i]} dir=$RAW/${names[i]}/c$r
@@ -742,11 +747,12 @@ churn_phase() {
             IDLE_PROXIES=(${others[@]+"${others[@]}"})
             PROXY_PID=$pid
             wait_idle
-            if measure "$dir" "$name [churn $r/$CHURN_ROUNDS]" wrk_close "" "${hports[i]}"; then
+            if measure "$dir" "$name [round $r/$ROUNDS]" wrk_ka "" "${hports[i]}" \
+                && sleep "$SETTLE" && measure "$dir" "$name [round $r/$ROUNDS]" wrk_close "" "${hports[i]}"; then
                 echo ok >"$dir/status"
             else
                 echo "failed: the proxy died during the load (see $RAW/$name/churn/proxy.log)" >"$dir/status"
-                [[ "$name" == ferry ]] && abort_ferry "$RAW/ferry/churn" "ferryd died during churn round $r"
+                [[ "$name" == ferry ]] && abort_ferry "$RAW/ferry/churn" "ferryd died during round $r"
                 pids[i]=dead
             fi
         done
@@ -759,7 +765,7 @@ churn_phase() {
         forget_pid "$pid"
     done
 }
-(( CHURN_ROUNDS > 0 )) && churn_phase
+(( ROUNDS > 0 )) && rounds_phase
 
 # ---------------------------------------------------------------- report
 {
@@ -778,7 +784,7 @@ churn_phase() {
     echo "haproxy_maxconn=$HAP_MAXCONN"
     echo "quick=$QUICK"
     echo "repeat=$REPEAT"
-    echo "churn_rounds=$CHURN_ROUNDS"
+    echo "rounds=$ROUNDS"
     echo "close_duration=$CLOSE_DURATION"
     echo "ferry_splice=$FERRY_SPLICE"
     echo "loadavg_start=$loadavg"

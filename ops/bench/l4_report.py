@@ -5,9 +5,9 @@ Usage: l4_report.py RAW_DIR JSON_OUT TXT_OUT
 
 RAW_DIR holds meta.txt (key=value lines) and one folder per setup (direct,
 ferry, haproxy, haproxy-splice), with a "status" file if the setup was
-skipped, one folder per repetition (r1, r2, ...) and one per churn round
-(c1, c2, ...: only the Connection: close load) holding the raw files written
-by l4.sh:
+skipped, one folder per repetition (r1, r2, ...) and one per round (c1, c2,
+...: the two wrk loads; runs before 2026-11-22 02:50 UTC hold only
+Connection: close there) holding the raw files written by l4.sh:
   status                     "ok", "failed: why" or "skipped: why"
   iperf1.out / iperf4.out    iperf3 -J output (1 and 4 streams)
   wrk_ka.out / wrk_close.out wrk --latency output (keep-alive / Connection: close)
@@ -205,14 +205,20 @@ def median(vals):
     return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2.0
 
 
-# Rows measured in the churn rounds when l4.sh ran them (CHURN_ROUNDS > 0).
-CHURN_ROWS = ("close_cps", "close_p99_ms", "cpu_per_1k_conn")
+# Rows measured in the rounds when l4.sh ran them (ROUNDS > 0), and the load
+# each comes from.
+ROUND_ROWS = {
+    "ka_rps": "wrk_ka", "ka_p99_ms": "wrk_ka", "cpu_per_100k_req": "wrk_ka",
+    "close_cps": "wrk_close", "close_p99_ms": "wrk_close", "cpu_per_1k_conn": "wrk_close",
+}
 
 
 def ok_runs(res, s, key):
-    """The repetitions (or churn rounds, for CHURN_ROWS) of setup s that ran."""
+    """The repetitions (or rounds, for ROUND_ROWS whose load the rounds
+    measured) of setup s that ran."""
     e = res.get(s, {})
-    src = "churn" if key in CHURN_ROWS and e.get("churn") else "reps"
+    rounds = e.get("churn", [])
+    src = "churn" if key in ROUND_ROWS and any(ROUND_ROWS[key] in r for r in rounds) else "reps"
     return [r for r in e.get(src, []) if r.get("status") == "ok"]
 
 
@@ -307,12 +313,13 @@ def figures(res):
     return out
 
 
-def churn_pairs(res):
-    """Round by round: (round, ferry conn/s, best HAProxy conn/s, its name)."""
+def round_pairs(res, load="wrk_close"):
+    """Round by round: (round, ferry's figure, best HAProxy's, its name);
+    the figure is requests/s of `load` (connections/s for wrk_close)."""
     rounds = {}
     for s in ["ferry"] + HAPROXIES:
         for i, r in enumerate(res.get(s, {}).get("churn", [])):
-            v = r.get("wrk_close", {}).get("rps") if r.get("status") == "ok" else None
+            v = r.get(load, {}).get("rps") if r.get("status") == "ok" else None
             if v is not None:
                 rounds.setdefault(i + 1, {})[s] = v
     out = []
@@ -413,24 +420,27 @@ def build_table(res, meta):
     lines.append("  >= 10% are measured again up to NOISY_RETRIES times, the quietest attempt is kept).")
     lines.append("  Connection: close conn/s = completed requests/s, one new TCP connection each (client->proxy->upstream).")
     lines.append("  '-' = not applicable/not measured, 'skip' = setup skipped, 'FAIL' = setup failed.")
-    n_churn = meta.get("churn_rounds", "0")
-    if n_churn not in ("", "0"):
-        lines.append(f"  Connection: close rows: median of {n_churn} churn rounds, run after the repetitions with")
+    n_rounds = meta.get("rounds", meta.get("churn_rounds", "0"))
+    if n_rounds not in ("", "0"):
+        ka_too = any("wrk_ka" in r for e in res.values() for r in e.get("churn", []))
+        what = "HTTP rows (keep-alive and Connection: close)" if ka_too else "Connection: close rows"
+        lines.append(f"  {what}: median of {n_rounds} rounds, run after the repetitions with")
         lines.append("  every proxy up at once and loaded one at a time, every setup following every other equally often.")
-        pairs = churn_pairs(res)
-        if pairs:
-            ratios = [f / b for _, f, b, _ in pairs]
-            ahead = sum(1 for x in ratios if x >= 1.0)
-            lines.append("  Same round, ferry / better HAProxy conn/s: " +
-                         " ".join(f"{x:.2f}" for x in ratios) +
-                         f" (median {median(ratios):.2f}; ferry ahead in {ahead} of {len(ratios)})")
+        for load, unit in (("wrk_ka", "req/s (keep-alive)"), ("wrk_close", "conn/s")):
+            pairs = round_pairs(res, load)
+            if pairs:
+                ratios = [f / b for _, f, b, _ in pairs]
+                ahead = sum(1 for x in ratios if x >= 1.0)
+                lines.append(f"  Same round, ferry / better HAProxy {unit}: " +
+                             " ".join(f"{x:.2f}" for x in ratios) +
+                             f" (median {median(ratios):.2f}; ferry ahead in {ahead} of {len(ratios)})")
     notes = []
     for s in shown:
         st = res.get(s, {}).get("status", "not run")
         if st != "ok":
             notes.append(f"  {s}: {st}")
         runs = [(f"{s} rep {i + 1}", r) for i, r in enumerate(res.get(s, {}).get("reps", []))] + \
-            [(f"{s} churn round {i + 1}", r) for i, r in enumerate(res.get(s, {}).get("churn", []))]
+            [(f"{s} round {i + 1}", r) for i, r in enumerate(res.get(s, {}).get("churn", []))]
         for tag, r in runs:
             for load in ("iperf1", "iperf4", "wrk_ka", "wrk_close"):
                 e = r.get(load, {})
@@ -486,7 +496,7 @@ def main():
         f"-c{meta.get('wrk_conns', '')} -d{meta.get('wrk_duration', '')}s; idle conns {meta.get('idle_conns', '')}; "
         f"CPU busy before start {meta.get('cpu_busy_pct_start', '?')}%; "
         f"loadavg start {meta.get('loadavg_start', '')} end {meta.get('loadavg_end', '')}; "
-        f"repetitions {meta.get('repeat', '1')}, churn rounds {meta.get('churn_rounds', '0')} (median shown)\n"
+        f"repetitions {meta.get('repeat', '1')}, rounds {meta.get('rounds', meta.get('churn_rounds', '0'))} (median shown)\n"
         f"{meta.get('versions', '')}\n"
     )
     table, summary = build_table(res, meta)
@@ -495,8 +505,11 @@ def main():
         f.write(text)
     with open(json_out, "w", encoding="utf-8") as f:
         pairs = [{"round": n, "ferry_cps": fv, "best_haproxy_cps": bv, "best_haproxy": name}
-                 for n, fv, bv, name in churn_pairs(res)]
-        json.dump({"meta": meta, "figures": summary, "churn_pairs": pairs, "setups": res}, f, indent=2)
+                 for n, fv, bv, name in round_pairs(res, "wrk_close")]
+        ka_pairs = [{"round": n, "ferry_rps": fv, "best_haproxy_rps": bv, "best_haproxy": name}
+                    for n, fv, bv, name in round_pairs(res, "wrk_ka")]
+        json.dump({"meta": meta, "figures": summary, "churn_pairs": pairs, "ka_pairs": ka_pairs, "setups": res},
+                  f, indent=2)
         f.write("\n")
     sys.stdout.write(text)
     return 0

@@ -220,7 +220,7 @@ async fn pump(
     let mut reads = 0u32;
     loop {
         let n = src.read(&mut probe).await?;
-        reads += 1;
+        reads = reads.saturating_add(1);
         if n == 0 {
             return end_of_stream(dst.as_ref(), activity);
         }

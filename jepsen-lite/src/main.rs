@@ -88,6 +88,9 @@ struct TestArgs {
     /// the run must then be found invalid.
     #[arg(long, value_name = "FAULT")]
     unsafe_fault: Option<String>,
+    /// ferryd's log filter (its RUST_LOG) on every node, e.g. info,openraft=debug.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    ferryd_log: String,
 }
 
 impl TestArgs {
@@ -149,6 +152,7 @@ impl TestArgs {
             run_dir,
             concurrency: self.concurrency,
             unsafe_fault: self.unsafe_fault.clone(),
+            ferryd_log: self.ferryd_log.clone(),
         })
     }
 }

@@ -26,7 +26,8 @@ pub struct NodeSpec {
     pub bootstrap_expect: usize,
     /// The initial nodes, whose gossip addresses are the join seeds.
     pub seeds: Vec<usize>,
-    /// Extra environment (the fault switch `FERRYD_UNSAFE_FAULT`).
+    /// Extra environment: `RUST_LOG` (`info` when absent) and the fault
+    /// switch `FERRYD_UNSAFE_FAULT`.
     pub env: Vec<(String, String)>,
 }
 
@@ -67,8 +68,8 @@ impl Procs {
         if initial && spec.bootstrap_expect > 0 {
             cmd.args(["--bootstrap-expect", &spec.bootstrap_expect.to_string()]);
         }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).with_context(|| format!("creating {}", log.display()))?);

@@ -80,6 +80,8 @@ pub struct TestOptions {
     pub concurrency: usize,
     /// `FERRYD_UNSAFE_FAULT` for every node (the proof the suite can fail).
     pub unsafe_fault: Option<String>,
+    /// ferryd's `RUST_LOG` on every node.
+    pub ferryd_log: String,
 }
 
 /// Why a run gave no verdict: bad machine or arguments (exit 2), or the run
@@ -159,7 +161,12 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         dir: opts.run_dir.clone(),
         bootstrap_expect: opts.nodes,
         seeds: initial.clone(),
-        env: opts.unsafe_fault.iter().map(|f| ("FERRYD_UNSAFE_FAULT".to_string(), f.clone())).collect(),
+        env: opts
+            .unsafe_fault
+            .iter()
+            .map(|f| ("FERRYD_UNSAFE_FAULT".to_string(), f.clone()))
+            .chain([("RUST_LOG".to_string(), opts.ferryd_log.clone())])
+            .collect(),
     };
 
     let result = async {

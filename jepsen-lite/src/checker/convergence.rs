@@ -45,12 +45,17 @@ pub struct NodeState {
     pub table_digest: Option<String>,
 }
 
-/// A node's last sample in the window.
+/// A node's last sample in the window, with its Raft role then: a node
+/// left behind by an election storm shows it here.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastSample {
     #[serde(flatten)]
     pub state: NodeState,
     pub time_ns: u64,
+    pub role: Option<String>,
+    pub term: u64,
+    /// The leader it knew, by name when a sample named that node id.
+    pub leader: Option<String>,
 }
 
 /// The checker's verdict and figures.
@@ -67,6 +72,9 @@ pub struct ConvergenceReport {
     pub state: Option<NodeState>,
     /// Each node's last sample in the window (null when it answered none).
     pub last_samples: BTreeMap<String, Option<LastSample>>,
+    /// The lowest and highest Raft term sampled in the window: many terms
+    /// mean leaders kept changing after the heal.
+    pub terms: Option<(u64, u64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -92,13 +100,19 @@ impl Report for ConvergenceReport {
             s.push_str(&format!("\n{reason}"));
         }
         if self.valid != Validity::Valid {
+            if let Some((lo, hi)) = self.terms {
+                s.push_str(&format!("\n  Raft terms {lo} to {hi} in the window"));
+            }
             for (node, last) in &self.last_samples {
                 s.push_str(&match last {
                     Some(l) => format!(
-                        "\n  {node} at {}: applied index {}, table {}",
+                        "\n  {node} at {}: applied index {}, table {}, {} in term {}, leader {}",
                         secs(l.time_ns),
                         opt(&l.state.applied_index),
-                        opt(&l.state.table_digest)
+                        opt(&l.state.table_digest),
+                        l.role.as_deref().unwrap_or("no role"),
+                        l.term,
+                        l.leader.as_deref().unwrap_or("unknown")
                     ),
                     None => format!("\n  {node}: no sample in the window"),
                 });
@@ -137,6 +151,7 @@ pub fn check(history: &History, config: &Config) -> ConvergenceReport {
         converged_after_ms: None,
         state: None,
         last_samples: nodes.iter().map(|n| (n.clone(), None)).collect(),
+        terms: None,
         reason: None,
     };
     let Some(healed) = healed else {
@@ -144,13 +159,20 @@ pub fn check(history: &History, config: &Config) -> ConvergenceReport {
         return report;
     };
     let deadline = healed.saturating_add(config.bound_ms.saturating_mul(1_000_000));
+    let names: BTreeMap<u64, &str> =
+        samples.iter().filter_map(|(_, s)| s.node_id.map(|id| (id, s.node.as_str()))).collect();
     // state -> node -> first time it reported it in the window
     let mut first: BTreeMap<NodeState, BTreeMap<&str, u64>> = BTreeMap::new();
     for &(t, s) in samples.iter().filter(|(t, s)| (healed..=deadline).contains(t) && nodes.contains(&s.node))
     {
         let state = NodeState { applied_index: s.applied_index, table_digest: s.table_digest.clone() };
         first.entry(state.clone()).or_default().entry(&s.node).or_insert(t);
-        report.last_samples.insert(s.node.clone(), Some(LastSample { state, time_ns: t }));
+        let leader =
+            s.leader_id.map(|id| names.get(&id).map_or_else(|| id.to_string(), |n| (*n).to_string()));
+        let last = LastSample { state, time_ns: t, role: s.role.clone(), term: s.term, leader };
+        report.last_samples.insert(s.node.clone(), Some(last));
+        report.terms =
+            Some(report.terms.map_or((s.term, s.term), |(lo, hi)| (lo.min(s.term), hi.max(s.term))));
     }
     // The state every node reported, earliest first.
     let converged = first
@@ -244,7 +266,34 @@ mod tests {
         ])?;
         let r = check(&h, &config(150));
         assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
-        assert!(r.summary().contains("n3 at 0.120s: applied index 8, table a"), "{}", r.summary());
+        assert!(
+            r.summary().contains("n3 at 0.120s: applied index 8, table a, no role in term 1, leader unknown"),
+            "{}",
+            r.summary()
+        );
+        assert!(r.summary().contains("Raft terms 1 to 1 in the window"), "{}", r.summary());
+        Ok(())
+    }
+
+    #[test]
+    fn a_failure_names_each_nodes_role_term_and_leader() -> Result<(), PairingError> {
+        let mut h = history(&[("n1", 110, 9, "b"), ("n2", 120, 8, "b"), ("n1", 900, 9, "b")])?;
+        for op in &mut h.ops {
+            if let Op::Status(Some(s)) = &mut op.op {
+                let (id, role, term) = if s.node == "n1" { (11, "leader", 4) } else { (22, "follower", 6) };
+                s.node_id = Some(id);
+                s.role = Some(role.to_string());
+                s.term = term;
+                s.leader_id = Some(if s.node == "n1" { 11 } else { 33 });
+            }
+        }
+        let r = check(&h, &config(500));
+        assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
+        let summary = r.summary();
+        assert!(summary.contains("Raft terms 4 to 6 in the window"), "{summary}");
+        assert!(summary.contains("table b, leader in term 4, leader n1"), "{summary}");
+        // A leader id no sample names is printed as the id.
+        assert!(summary.contains("table b, follower in term 6, leader 33"), "{summary}");
         Ok(())
     }
 

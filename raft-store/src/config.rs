@@ -60,6 +60,14 @@ impl Default for RaftTimers {
     }
 }
 
+/// Most entries in one AppendEntries (openraft's default is 300). A new
+/// leader's first requests to each follower carry this many from the middle
+/// of its log, and the node's network cuts a batch to a byte budget only
+/// after it has been read and encoded: with route entries of tens of KiB,
+/// 300 of them made megabytes of work per attempt. Config changes are few,
+/// so 64 per round trip still catches a follower up quickly.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// The snapshot policy: every [`SNAPSHOT_LOGS_SINCE_LAST`] entries.
 pub fn snapshot_policy() -> SnapshotPolicy {
     SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS_SINCE_LAST)
@@ -99,6 +107,7 @@ pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box
         // follower behind by less than that is sent logs, not a snapshot.
         replication_lag_threshold: SNAPSHOT_LOGS_SINCE_LAST * 2,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()
@@ -115,6 +124,7 @@ mod tests {
         assert_eq!(c.snapshot_policy, SnapshotPolicy::LogsSinceLast(5_000));
         assert_eq!(c.max_in_snapshot_log_to_keep, 1_000);
         assert_eq!(c.heartbeat_interval, 50);
+        assert_eq!(c.max_payload_entries, 64);
         let bad =
             RaftTimers { heartbeat_ms: 200, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
         assert!(raft_config("ferry", bad).is_err());

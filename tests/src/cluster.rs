@@ -39,6 +39,9 @@ pub struct Options {
     pub seed_routes: Vec<RouteSpec>,
     /// `[cluster] snapshot_logs`.
     pub snapshot_logs: u64,
+    /// `[cluster] heartbeat_ms`, also openraft's time limit for one
+    /// AppendEntries.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             request_timeout_ms: 3_000,
             seed_routes: Vec::new(),
             snapshot_logs: 5_000,
+            heartbeat_ms: 50,
         }
     }
 }
@@ -140,7 +144,7 @@ node_id = {id}
 addr = "{cluster}"
 cluster_id = "test"
 initial_members = {members:?}
-heartbeat_ms = 50
+heartbeat_ms = {heartbeat_ms}
 election_timeout_min_ms = 200
 election_timeout_max_ms = 400
 snapshot_logs = {snapshot_logs}
@@ -150,6 +154,7 @@ snapshot_logs = {snapshot_logs}
                 cluster = SocketAddr::new(ip, cluster_port),
                 timeout = options.request_timeout_ms,
                 snapshot_logs = options.snapshot_logs,
+                heartbeat_ms = options.heartbeat_ms,
             );
             let mut config = Config::parse(&text).map_err(|e| anyhow::anyhow!("test config: {e}"))?;
             config.admin.token_file = token_file.clone();

@@ -4,9 +4,9 @@
 //! Every RPC runs under the hard TTL openraft passes in [`RPCOption`] (the
 //! heartbeat interval for AppendEntries, `install_snapshot_timeout` for each
 //! snapshot chunk). Errors map onto what openraft does next: an unreachable
-//! peer is backed off, a timeout or a broken exchange is retried, a batch too
-//! large for one frame is split, and a Raft error from the peer is passed on
-//! as a remote error.
+//! peer is backed off, a timeout or a broken exchange is retried, a batch over
+//! [`APPEND_BATCH_BYTES`] is split, and a Raft error from the peer is passed
+//! on as a remote error.
 
 use std::error::Error;
 use std::future::Future;
@@ -27,8 +27,33 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
+use crate::cluster::frame::FrameError;
 use crate::cluster::message::{ErrorCode, Message};
 use crate::cluster::transport::{Transport, TransportError};
+
+/// Most payload bytes of an AppendEntries that carries more than one entry.
+///
+/// openraft 0.9 gives every AppendEntries one heartbeat interval (100 ms by
+/// default) and, after a timeout, sends the same range again. A new leader
+/// does not know how far each follower's log matches, so its first requests
+/// carry up to `max_payload_entries` entries (openraft's default 300, ferry's
+/// 64) from the middle of its log. With entries of tens of KiB (a route with
+/// hundreds of backends) such a batch is megabytes: on a loaded machine
+/// encoding, sending, decoding and persisting it takes longer than the
+/// interval, and every retry times out. jepsen-lite saw a leader that never
+/// caught up two followers after a heal, and a minute of elections in which
+/// no leader committed anything. A larger batch is refused here before it
+/// is sent, with a hint of how many entries fit; openraft retries at once
+/// with that many. One entry is always sent whole.
+///
+/// The budget of each peer adapts below this: a multi-entry AppendEntries
+/// that times out halves it (down to [`MIN_APPEND_BATCH_BYTES`]), one that
+/// is answered doubles it again, so a slow follower or a short heartbeat
+/// gets batches it can answer in time.
+pub const APPEND_BATCH_BYTES: usize = 256 << 10;
+
+/// The lowest adaptive budget of a multi-entry AppendEntries.
+pub const MIN_APPEND_BATCH_BYTES: usize = 4 << 10;
 
 /// The error of one RPC, as openraft wants it.
 type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, NodeInfo, E>;
@@ -56,6 +81,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.cluster_addr.clone(),
             transport: Arc::clone(&self.transport),
+            append_budget: APPEND_BATCH_BYTES,
         }
     }
 }
@@ -67,6 +93,9 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     transport: Arc<Transport>,
+    /// Payload bytes a multi-entry AppendEntries may take now (see
+    /// [`APPEND_BATCH_BYTES`]).
+    append_budget: usize,
 }
 
 impl PeerClient {
@@ -101,6 +130,26 @@ impl PeerClient {
     fn remote<E: Error>(&self, e: E) -> RpcError<E> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
+
+    /// What openraft gets for an AppendEntries of `entries` entries.
+    #[allow(clippy::result_large_err, reason = "openraft's own error type, as its RaftNetwork returns it")]
+    fn append_result(
+        &self,
+        result: Result<Message, TransportError>,
+        entries: u64,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        match result {
+            Ok(Message::AppendEntriesResult(Ok(resp))) => Ok(resp),
+            Ok(Message::AppendEntriesResult(Err(e))) => Err(self.remote(e)),
+            Ok(other) => Err(self.unexpected(RPCTypes::AppendEntries, &other)),
+            // Over the budget or the frame: openraft retries at once with fewer entries.
+            Err(TransportError::Frame { source: FrameError::TooLarge { len, max }, .. }) if entries > 1 => {
+                let hint = entries_that_fit(entries, len, max);
+                Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)))
+            }
+            Err(e) => Err(self.error(RPCTypes::AppendEntries, e)),
+        }
+    }
 }
 
 /// Longest pause between retries to an unreachable peer. openraft's default
@@ -115,6 +164,13 @@ fn retry_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
     (0u32..).map(|i| Duration::from_millis(50u64 << i.min(8)).min(MAX_RETRY_BACKOFF))
 }
 
+/// How many of a batch's `entries` to send when they took `len` bytes and
+/// `max` fit: the same share, at least one and fewer than before.
+fn entries_that_fit(entries: u64, len: u64, max: usize) -> u64 {
+    let share = u128::from(entries) * max as u128 / u128::from(len.max(1));
+    u64::try_from(share).unwrap_or(u64::MAX).clamp(1, entries.saturating_sub(1).max(1))
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(retry_backoff())
@@ -127,16 +183,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let entries = rpc.entries.len() as u64;
         let msg = Message::AppendEntries(rpc);
-        match self.call(&msg, &option).await {
-            Ok(Message::AppendEntriesResult(Ok(resp))) => Ok(resp),
-            Ok(Message::AppendEntriesResult(Err(e))) => Err(self.remote(e)),
-            Ok(other) => Err(self.unexpected(RPCTypes::AppendEntries, &other)),
-            // The batch does not fit one frame: openraft retries with fewer entries.
-            Err(e) if e.is_too_large() && entries > 1 => {
-                Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)))
-            }
-            Err(e) => Err(self.error(RPCTypes::AppendEntries, e)),
+        if entries <= 1 {
+            let result = self.transport.call_within(&self.addr, &msg, option.hard_ttl(), usize::MAX).await;
+            return self.append_result(result, entries);
         }
+        // openraft drops this future when the RPC's TTL passes, so the
+        // halved budget is set first and stays unless an answer comes.
+        let budget = self.append_budget;
+        self.append_budget = (budget / 2).max(MIN_APPEND_BATCH_BYTES);
+        let result = self.transport.call_within(&self.addr, &msg, option.hard_ttl(), budget).await;
+        self.append_budget = match &result {
+            Ok(_) => budget.saturating_mul(2).min(APPEND_BATCH_BYTES),
+            Err(TransportError::Timeout { .. }) => self.append_budget,
+            // Not sent, or nothing learnt about how long a batch takes.
+            Err(_) => budget,
+        };
+        self.append_result(result, entries)
     }
 
     async fn install_snapshot(
@@ -215,6 +277,15 @@ mod backoff_tests {
     use super::*;
 
     #[test]
+    fn an_oversized_batch_is_cut_to_the_share_that_fits() {
+        assert_eq!(entries_that_fit(300, 3_000_000, 250_000), 25);
+        // At least one entry, and always fewer than were refused.
+        assert_eq!(entries_that_fit(300, u64::MAX, 250_000), 1);
+        assert_eq!(entries_that_fit(2, 300_000, 250_000), 1);
+        assert_eq!(entries_that_fit(10, 0, 250_000), 9);
+    }
+
+    #[test]
     fn retries_to_an_unreachable_peer_stay_well_within_an_election_timeout() {
         let delays: Vec<Duration> = retry_backoff().take(10).collect();
         assert_eq!(delays[0], Duration::from_millis(50));
@@ -263,6 +334,68 @@ mod tests {
         }
     }
 
+    /// A peer on loopback that reads AppendEntries and answers them with
+    /// success while `answer` is set, and otherwise never answers.
+    async fn peer_answering(answer: Arc<std::sync::atomic::AtomicBool>) -> String {
+        use std::sync::atomic::Ordering::SeqCst;
+
+        use crate::cluster::frame::{encode_frame, read_frame, write_frame};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = Arc::clone(&answer);
+                tokio::spawn(async move {
+                    while read_frame(&mut stream).await.is_ok() {
+                        if !answer.load(SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        let reply = Message::AppendEntriesResult(Ok(AppendEntriesResponse::Success));
+                        let frame = encode_frame("c", &reply).expect("encode");
+                        if write_frame(&mut stream, &frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_times_out_halves_the_budget_and_an_answer_doubles_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut peer = client(peer_answering(Arc::clone(&answer)).await).await;
+        let option = RPCOption::new(Duration::from_millis(100));
+        let too_large = |r: &Result<AppendEntriesResponse<NodeId>, RpcError>, hint: u64| matches!(r, Err(RPCError::PayloadTooLarge(p)) if p.entries_hint() == hint);
+        // 200 KiB fits the first budget (256 KiB): sent, and never answered.
+        let r = peer.append_entries(append(&[50 << 10; 4]), option.clone()).await;
+        assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        // The budget is 128 KiB now: the same batch is cut before it is sent.
+        let r = peer.append_entries(append(&[50 << 10; 4]), option.clone()).await;
+        assert!(too_large(&r, 2), "{r:?}");
+        // openraft drops the future at its own deadline: that halves it too.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(50),
+            peer.append_entries(append(&[50 << 10; 2]), RPCOption::new(Duration::from_secs(5))),
+        )
+        .await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+        let r = peer.append_entries(append(&[50 << 10; 2]), option.clone()).await;
+        assert!(too_large(&r, 1), "64 KiB left: {r:?}");
+        // Answers double it back, up to APPEND_BATCH_BYTES.
+        answer.store(true, SeqCst);
+        for batch in [1, 2, 4, 4] {
+            let r = peer.append_entries(append(&vec![30 << 10; batch]), option.clone()).await;
+            assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{batch} entries: {r:?}");
+        }
+        let r = peer.append_entries(append(&[50 << 10; 4]), option.clone()).await;
+        assert!(matches!(r, Ok(AppendEntriesResponse::Success)), "{r:?}");
+        let r = peer.append_entries(append(&[50 << 10; 6]), option).await;
+        assert!(too_large(&r, 5), "never above {APPEND_BATCH_BYTES}: {r:?}");
+    }
+
     #[tokio::test]
     async fn cluster_network_maps_transport_errors_for_openraft() {
         let option = RPCOption::new(Duration::from_millis(200));
@@ -274,7 +407,16 @@ mod tests {
         let err = peer.append_entries(append(&[]), option.clone()).await.expect_err("unreachable");
         assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 
-        // Too many bytes for one frame: openraft is asked to send half the entries.
+        // Over the batch budget: openraft is asked for the share that fits,
+        // before anything is sent (nothing listens, yet this is not
+        // "unreachable").
+        let err = peer.append_entries(append(&[64 << 10; 10]), option.clone()).await.expect_err("too large");
+        assert!(matches!(&err, RPCError::PayloadTooLarge(p) if p.entries_hint() == 3), "{err:?}");
+        // One entry over the budget is sent whole.
+        let err =
+            peer.append_entries(append(&[APPEND_BATCH_BYTES * 2]), option.clone()).await.expect_err("sent");
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        // Too many bytes for one frame: one entry each.
         let half = MAX_FRAME_BYTES / 2 + 1;
         let err = peer.append_entries(append(&[half, half]), option.clone()).await.expect_err("too large");
         assert!(matches!(&err, RPCError::PayloadTooLarge(p) if p.entries_hint() == 1), "{err:?}");

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
-use crate::cluster::frame::{FrameError, decode_payload, encode_frame, read_frame, write_frame};
+use crate::cluster::frame::{
+    FrameError, MAX_FRAME_BYTES, decode_payload, encode_frame, read_frame, write_frame,
+};
 use crate::cluster::message::{ErrorCode, Message};
 use crate::cluster::stats::{TransportStats, bump};
 
@@ -114,7 +116,8 @@ impl TransportError {
         }
     }
 
-    /// Whether the request was refused locally for being over the maximum frame.
+    /// Whether the request was refused locally for being over the maximum
+    /// frame, or over the budget given to [`Transport::call_within`].
     pub fn is_too_large(&self) -> bool {
         matches!(self, TransportError::Frame { source: FrameError::TooLarge { .. }, .. })
     }
@@ -167,9 +170,27 @@ impl Transport {
         msg: &Message,
         timeout: Duration,
     ) -> Result<Message, TransportError> {
-        let result = self.exchange(addr, msg, timeout).await;
-        if result.is_err() {
-            bump(&self.stats.request_errors);
+        self.call_within(addr, msg, timeout, MAX_FRAME_BYTES).await
+    }
+
+    /// [`Transport::call_timeout`] for a request that must not take more than
+    /// `max_bytes` of payload: a larger one is not sent, and fails at once
+    /// with [`FrameError::TooLarge`] naming `max_bytes` (not counted as an
+    /// error: the caller sends less). A budget above [`MAX_FRAME_BYTES`]
+    /// counts as [`MAX_FRAME_BYTES`].
+    pub async fn call_within(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Message, TransportError> {
+        let result = self.exchange(addr, msg, timeout, max_bytes.min(MAX_FRAME_BYTES)).await;
+        match &result {
+            Err(TransportError::Frame { source: FrameError::TooLarge { max, .. }, .. })
+                if *max < MAX_FRAME_BYTES => {}
+            Err(_) => bump(&self.stats.request_errors),
+            Ok(_) => {}
         }
         result
     }
@@ -179,12 +200,19 @@ impl Transport {
         addr: &str,
         msg: &Message,
         timeout: Duration,
+        max_bytes: usize,
     ) -> Result<Message, TransportError> {
         let frame_error = |source: FrameError| {
             self.stats.count_frame_error(&source);
             TransportError::Frame { addr: addr.to_owned(), source }
         };
         let frame = encode_frame(&self.cluster_id, msg).map_err(frame_error)?;
+        // The 4-byte length prefix is not payload.
+        let len = frame.len().saturating_sub(4);
+        if len > max_bytes {
+            let source = FrameError::TooLarge { len: len as u64, max: max_bytes };
+            return Err(TransportError::Frame { addr: addr.to_owned(), source });
+        }
         let deadline = Instant::now() + timeout;
         let mut stream = match self.checkout(addr).await {
             Some(stream) => stream,

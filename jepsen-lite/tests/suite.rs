@@ -1,7 +1,7 @@
 //! The suite against real nodes (needs root, `ip` and `iptables`; CI runs
 //! as root): with ferryd's fault switch on (`stale-reads`), a short register
-//! run must be found invalid, and the violation named. Skipped, saying so,
-//! when the machine cannot run it.
+//! run must be found invalid, and the violation named; `--ferryd-log` sets
+//! the nodes' log filter. Skipped, saying so, when the machine cannot run it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,6 +25,8 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     let out = Command::new(env!("CARGO_BIN_EXE_jepsen-lite"))
         .args(["test", "--nodes", "3", "--workload", "register", "--nemesis", "partition-random-halves"])
         .args(["--time", "8", "--fault-secs", "4", "--heal-secs", "2", "--seed", "11"])
+        // Quieter nodes than the default `info`: checked below.
+        .args(["--ferryd-log", "warn"])
         .args(["--unsafe-fault", "stale-reads", "--out"])
         .arg(dir.path())
         .arg("--ferryd")
@@ -43,5 +45,9 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     assert_eq!(results["valid"], false);
     assert_eq!(results["checkers"]["linearizable"]["valid"], false, "{results}");
     assert!(dir.path().join("report.html").exists());
+    // --ferryd-log reached the nodes: at `info` every node logs its start.
+    let log = std::fs::read_to_string(dir.path().join("n1.1.log"))?;
+    let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).take(3).collect();
+    assert!(info.is_empty(), "n1 logged at info under --ferryd-log warn: {info:#?}");
     Ok(())
 }

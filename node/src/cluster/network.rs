@@ -184,7 +184,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let entries = rpc.entries.len() as u64;
         let msg = Message::AppendEntries(rpc);
         if entries <= 1 {
-            let result = self.transport.call_within(&self.addr, &msg, option.hard_ttl(), usize::MAX).await;
+            let result = self.call(&msg, &option).await;
             return self.append_result(result, entries);
         }
         // openraft drops this future when the RPC's TTL passes, so the

@@ -176,8 +176,8 @@ impl Transport {
     /// [`Transport::call_timeout`] for a request that must not take more than
     /// `max_bytes` of payload: a larger one is not sent, and fails at once
     /// with [`FrameError::TooLarge`] naming `max_bytes` (not counted as an
-    /// error: the caller sends less). A budget above [`MAX_FRAME_BYTES`]
-    /// counts as [`MAX_FRAME_BYTES`].
+    /// error: the caller sends less). Above [`MAX_FRAME_BYTES`] the frame
+    /// limit applies, and counts as an error.
     pub async fn call_within(
         &self,
         addr: &str,
@@ -185,41 +185,40 @@ impl Transport {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<Message, TransportError> {
-        let result = self.exchange(addr, msg, timeout, max_bytes.min(MAX_FRAME_BYTES)).await;
-        match &result {
-            Err(TransportError::Frame { source: FrameError::TooLarge { max, .. }, .. })
-                if *max < MAX_FRAME_BYTES => {}
-            Err(_) => bump(&self.stats.request_errors),
-            Ok(_) => {}
+        let result = match encode_frame(&self.cluster_id, msg) {
+            Ok(frame) => {
+                // The 4-byte length prefix is not payload.
+                let len = frame.len().saturating_sub(4);
+                if len > max_bytes {
+                    let source = FrameError::TooLarge { len: len as u64, max: max_bytes };
+                    return Err(TransportError::Frame { addr: addr.to_owned(), source });
+                }
+                self.exchange(addr, &frame, timeout).await
+            }
+            Err(source) => Err(self.frame_error(addr, source)),
+        };
+        if result.is_err() {
+            bump(&self.stats.request_errors);
         }
         result
     }
 
-    async fn exchange(
-        &self,
-        addr: &str,
-        msg: &Message,
-        timeout: Duration,
-        max_bytes: usize,
-    ) -> Result<Message, TransportError> {
-        let frame_error = |source: FrameError| {
-            self.stats.count_frame_error(&source);
-            TransportError::Frame { addr: addr.to_owned(), source }
-        };
-        let frame = encode_frame(&self.cluster_id, msg).map_err(frame_error)?;
-        // The 4-byte length prefix is not payload.
-        let len = frame.len().saturating_sub(4);
-        if len > max_bytes {
-            let source = FrameError::TooLarge { len: len as u64, max: max_bytes };
-            return Err(TransportError::Frame { addr: addr.to_owned(), source });
-        }
+    /// Counts `source` and names `addr` in it.
+    fn frame_error(&self, addr: &str, source: FrameError) -> TransportError {
+        self.stats.count_frame_error(&source);
+        TransportError::Frame { addr: addr.to_owned(), source }
+    }
+
+    /// Sends `frame` to `addr` and reads the reply.
+    async fn exchange(&self, addr: &str, frame: &[u8], timeout: Duration) -> Result<Message, TransportError> {
+        let frame_error = |source: FrameError| self.frame_error(addr, source);
         let deadline = Instant::now() + timeout;
         let mut stream = match self.checkout(addr).await {
             Some(stream) => stream,
             None => self.connect(addr, deadline).await?,
         };
         let payload = match timeout_at(deadline, async {
-            write_frame(&mut stream, &frame).await?;
+            write_frame(&mut stream, frame).await?;
             read_frame(&mut stream).await
         })
         .await

@@ -198,11 +198,11 @@ pub async fn copy_bidirectional(
     }
 }
 
-/// Waits until `deadline`, polling tokio's timer only when its answer can
-/// have changed. A registered `Sleep` holds the task's waker and wakes it at
-/// the deadline, so polling it again on every wake-up of a busy connection
-/// (two per request of a keep-alive connection) only re-checks that waker:
-/// 1.5% of ferryd's CPU per keep-alive request (docs/benchmarks.md). It is
+/// Waits for `sleep`, polling tokio's timer only when its answer can have
+/// changed. A registered `Sleep` holds the task's waker and wakes it at the
+/// deadline, so polling it again on every wake-up of a busy connection (two
+/// per request of a keep-alive connection) only re-checks that waker: about
+/// 1% of ferryd's CPU per keep-alive request (docs/benchmarks.md). It is
 /// polled again when it has fired (`is_elapsed`, one atomic load) or when the
 /// task's waker changed. `unconstrained`: tokio's cooperative budget could
 /// otherwise make a poll return `Pending` without registering the waker,

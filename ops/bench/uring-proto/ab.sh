@@ -20,6 +20,7 @@ TMP=$(mktemp -d /tmp/ferry-uring-ab.XXXXXX)
 # Below the ephemeral range (32768-60999 by default): under churn, client
 # sockets cycle through that range and can hold a port a proxy is about to bind.
 UP=19180 FERRY=19181 HAP=19182 PROTO=19183 ADMIN=19948
+FERRY_IPERF=19184 HAP_IPERF=19185 UP_IPERF=19186
 PIDS=()
 
 die() { echo "ab.sh: $*" >&2; exit 1; }
@@ -37,7 +38,7 @@ for load in $LOADS; do [[ "$load" == ka || "$load" == close ]] || die "LOADS: un
 for tool in nginx haproxy wrk; do
     command -v "$tool" >/dev/null || { apt-get install -y -q "$tool" >/dev/null || die "cannot install $tool"; }
 done
-for port in $UP $FERRY $HAP $PROTO $ADMIN; do
+for port in $UP $FERRY $HAP $PROTO $ADMIN $FERRY_IPERF $HAP_IPERF; do
     ! ss -Hltn "sport = :$port" | grep -q . || die "port $port is already in use"
 done
 
@@ -80,35 +81,18 @@ for ((i = 0; i < 50; i++)); do
 done
 [[ -n "$NGINX_WORKER" ]] || die "no nginx worker process"
 
-cat >"$TMP/ferryd.toml" <<EOF
-[node]
-name = "ab"
-[admin]
-addr = "127.0.0.1:$ADMIN"
-[[routes]]
-name = "http"
-listen = "127.0.0.1:$FERRY"
-balance = "round_robin"
-  [[routes.backends]]
-  id = "u1"
-  addr = "127.0.0.1:$UP"
-EOF
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn 4000
-defaults
-    mode tcp
-    maxconn 4000
-    timeout connect 1s
-    timeout client 300s
-    timeout server 300s
-frontend fe
-    bind 127.0.0.1:$HAP
-    default_backend be
-backend be
-    server u1 127.0.0.1:$UP
-EOF
+# l4.sh's ferryd config and HAProxy template, on this script's ports (the iperf
+# routes are bound but unused).
+sed -e "s|\"127.0.0.1:17948\"|\"127.0.0.1:$ADMIN\"|" -e "s|\"127.0.0.1:18080\"|\"127.0.0.1:$FERRY\"|" \
+    -e "s|\"127.0.0.1:8080\"|\"127.0.0.1:$UP\"|" -e "s|\"127.0.0.1:15201\"|\"127.0.0.1:$FERRY_IPERF\"|" \
+    -e "s|\"127.0.0.1:5201\"|\"127.0.0.1:$UP_IPERF\"|" "$ROOT/ops/bench/ferryd.toml" >"$TMP/ferryd.toml"
+"$FERRYD" --check-config "$TMP/ferryd.toml" >/dev/null || die "ferryd config $TMP/ferryd.toml is invalid"
+! grep -qE '"127\.0\.0\.1:(17948|18080|8080|15201|5201)"' "$TMP/ferryd.toml" \
+    || die "ops/bench/ferryd.toml has addresses this script does not rewrite"
+sed -e "s|@MAXCONN@|4000|g" -e "s|@MAXPIPES@|400|g" -e "/^@SPLICE@$/d" -e "s|@IPERF_PORT@|$HAP_IPERF|g" \
+    -e "s|@HTTP_PORT@|$HAP|g" -e "s|@UP_IPERF_PORT@|$UP_IPERF|g" -e "s|@UP_HTTP_PORT@|$UP|g" \
+    "$ROOT/ops/bench/haproxy.cfg.in" >"$TMP/haproxy.cfg"
+haproxy -q -c -f "$TMP/haproxy.cfg" >/dev/null || die "haproxy config $TMP/haproxy.cfg is invalid"
 
 start() {   # start SETUP: sets PID and PORT
     case $1 in

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::cluster::hop::{DEFAULT_MAX_HOPS, HopClient, HopServer, HopServerConfig};
@@ -335,12 +335,15 @@ impl Node {
         if let Some(member) = &self.member {
             // Leave before the listeners close: peers stop sending this
             // node traffic and Raft stops counting on it while it drains.
-            member.handle.leave(self.leave_timeout).await;
+            step("leave the cluster", member.handle.leave(self.leave_timeout)).await;
         }
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::StopAccepting { reply }).await.is_ok() {
-            let _ = rx.await;
-        }
+        step("stop accepting", async {
+            if self.commands.send(Command::StopAccepting { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        })
+        .await;
         self.tracker.close();
         let open = self.loads.open_connections();
         info!(open_connections = open, drain_ms = self.drain.as_millis() as u64, "draining");
@@ -353,18 +356,41 @@ impl Node {
             forced = self.loads.open_connections();
             warn!(connections = forced, "drain deadline reached: closing the remaining connections");
             self.hard_stop.cancel();
-            self.tracker.wait().await;
+            step("close the remaining connections", self.tracker.wait()).await;
         }
         self.hard_stop.cancel();
         self.admin_stop.cancel();
-        let _ = self.admin_task.await;
+        let _ = step("stop the admin API", self.admin_task).await;
         if let Some(member) = self.member {
-            member.shutdown().await;
+            step("stop Raft", member.shutdown()).await;
         }
         let mut workers = self.workers;
         // Joining blocks: keep it off the runtime's worker threads.
-        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+        let _ = step("stop the worker threads", tokio::task::spawn_blocking(move || workers.stop())).await;
         info!("ferryd stopped");
         ShutdownReport { forced }
+    }
+}
+
+/// How long a shutdown step may take before [`step`] warns about it.
+const SLOW_STEP: Duration = Duration::from_secs(5);
+
+/// Awaits one step of a shutdown, logging a warning that names it every
+/// [`SLOW_STEP`] it is still waiting: a stuck shutdown says where it is.
+async fn step<T>(name: &'static str, fut: impl std::future::Future<Output = T>) -> T {
+    let started = tokio::time::Instant::now();
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match tokio::time::timeout(SLOW_STEP, &mut fut).await {
+            Ok(v) => {
+                debug!(step = name, ms = started.elapsed().as_millis() as u64, "shutdown step done");
+                return v;
+            }
+            Err(_) => warn!(
+                step = name,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "shutdown step still waiting"
+            ),
+        }
     }
 }

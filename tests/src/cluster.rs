@@ -107,6 +107,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts every node and waits until they agree on a leader.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
+        crate::init_logs();
         let net = next_net();
         let ids: Vec<u64> = (1..=options.nodes).collect();
         let ips: Vec<IpAddr> = ids.iter().map(|id| node_ip(net, *id)).collect();

@@ -23,6 +23,35 @@ pub mod node;
 use std::future::Future;
 use std::time::Duration;
 
+/// Environment variable that turns on the nodes' logs in tests: set it (to
+/// anything) and `RUST_LOG` filters as for `ferryd`, e.g.
+/// `FERRY_TEST_LOG=1 RUST_LOG=ferry_node=debug cargo test -p ferry-tests`.
+/// The lines go straight to stderr, not through the test's captured output.
+pub const LOG_ENV: &str = "FERRY_TEST_LOG";
+
+/// Installs ferryd's log subscriber once per test binary when [`LOG_ENV`]
+/// is set; otherwise does nothing. Called by every harness that starts a
+/// node.
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os(LOG_ENV).is_none_or(|v| v.is_empty()) {
+        return;
+    }
+    ONCE.call_once(|| {
+        let opts = ferry_node::telemetry::tracing::TracingOptions {
+            format: ferry_node::telemetry::tracing::LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: "ferry-tests".into(),
+            node_name: "test".into(),
+        };
+        match ferry_node::telemetry::tracing::init(&opts) {
+            // No exporter: nothing to flush, the guard may go.
+            Ok(guard) => drop(guard),
+            Err(e) => eprintln!("{LOG_ENV}: cannot install the log subscriber: {e}"),
+        }
+    });
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or fails after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where

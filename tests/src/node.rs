@@ -21,6 +21,7 @@ impl TestNode {
 
     /// Starts a node from the test defaults changed by `edit`.
     pub async fn with_config(edit: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        crate::init_logs();
         let mut config = Config::default();
         config.node.name = "test".into();
         config.node.drain_timeout_ms = 2_000;

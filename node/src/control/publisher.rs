@@ -117,3 +117,80 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         tokio::time::sleep_until(at).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::cluster::hop::HopClient;
+    use crate::dataplane::listener::{ListenerContext, WorkerLoads};
+
+    fn route(name: &str) -> RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "listen": "127.0.0.1:0", "balance": "round_robin",
+            "backends": [{"id": "a", "addr": "127.0.0.1:1"}]
+        }))
+        .expect("route json")
+    }
+
+    /// A node that is shutting down still applies the routes its Raft log
+    /// delivers. Before the listeners were closed for good, a route applied
+    /// after `StopAccepting` bound a new listener whose accept loop never
+    /// ended, and the shutdown drain waited for it forever (a hang seen in
+    /// `cluster_api`, where a follower applied a route as it was stopped).
+    #[tokio::test]
+    async fn routes_applied_after_stop_accepting_bind_nothing_and_the_drain_ends() {
+        let metrics = Metrics::new().expect("metrics");
+        let (table, tracker) = (Arc::new(ArcSwap::from_pointee(RoutingTable::default())), TaskTracker::new());
+        let listeners = Listeners::new(ListenerContext {
+            table: Arc::clone(&table),
+            tracker: tracker.clone(),
+            clock: Clock::new(),
+            hard_stop: CancellationToken::new(),
+            drain: Duration::from_secs(30),
+            copy_mode: Default::default(),
+            runtimes: vec![tokio::runtime::Handle::current()],
+            reuse_port: false,
+            hops: Arc::new(HopClient::new("test", &metrics)),
+            loads: Arc::new(WorkerLoads::new(1, Default::default(), &metrics)),
+        });
+        let bound = listeners.bound();
+        let changed = Arc::new(Notify::new());
+        let registry = Registry::new(metrics.clone(), Arc::clone(&changed), "127.0.0.1".parse().expect("ip"));
+        let publisher =
+            Publisher::new(registry, listeners, Arc::clone(&table), Arc::default(), Clock::new(), metrics);
+        let (commands, rx) = mpsc::channel(4);
+        let running = tokio::spawn(publisher.run(rx, changed));
+
+        let apply = |routes: Vec<RouteSpec>| {
+            let commands = commands.clone();
+            async move {
+                let (reply, done) = oneshot::channel();
+                commands.send(Command::ApplyRoutes { routes, reply }).await.expect("publisher runs");
+                done.await.expect("publisher replies")
+            }
+        };
+        assert!(apply(vec![route("a")]).await.is_empty());
+        let first = *bound.load().get("a").expect("route a listens");
+        let (reply, done) = oneshot::channel();
+        commands.send(Command::StopAccepting { reply }).await.expect("publisher runs");
+        done.await.expect("publisher replies");
+        assert!(bound.load().is_empty(), "nothing listens after StopAccepting");
+
+        // A late update: the table follows it, no listener does.
+        assert!(apply(vec![route("a"), route("b")]).await.is_empty(), "a late update reports no error");
+        assert_eq!(table.load().routes().len(), 2, "the table still follows the routes");
+        assert!(bound.load().is_empty(), "a late update binds nothing: {:?}", bound.load());
+        assert!(std::net::TcpStream::connect(first).is_err(), "{first} still accepts");
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("every accept loop ended after StopAccepting");
+        drop(commands);
+        running.await.expect("the publisher ends when its commands close");
+    }
+}

@@ -175,12 +175,15 @@ pub struct Listeners {
     running: HashMap<String, Running>,
     /// Route name -> bound address, for the admin API.
     bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
+    /// Set by [`Listeners::stop_accepting`] (shutdown): from then on nothing
+    /// is bound again, whatever routes a late reconcile brings.
+    closed: bool,
 }
 
 impl Listeners {
     /// An empty set.
     pub fn new(ctx: ListenerContext) -> Self {
-        Self { ctx, running: HashMap::new(), bound: Arc::default() }
+        Self { ctx, running: HashMap::new(), bound: Arc::default(), closed: false }
     }
 
     /// Route name -> bound address, updated by every reconcile.
@@ -190,7 +193,11 @@ impl Listeners {
 
     /// Makes the running listeners match `table`: stops those of removed or
     /// moved routes first (freeing their ports), then binds new ones. Returns
-    /// the routes that could not be bound; the others run.
+    /// the routes that could not be bound; the others run. After
+    /// [`Listeners::stop_accepting`] it binds nothing: a node that is
+    /// shutting down still applies routes its Raft log delivers (for the
+    /// connections it drains), but a listener bound then would never stop,
+    /// and the drain would wait for its accept loop forever.
     pub fn reconcile(&mut self, table: &RoutingTable) -> Vec<BindError> {
         let stale: Vec<String> = self
             .running
@@ -207,7 +214,7 @@ impl Listeners {
         let mut errors = Vec::new();
         for route in table.routes() {
             let name = &route.spec.name;
-            if self.running.contains_key(name) {
+            if self.closed || self.running.contains_key(name) {
                 continue;
             }
             match bind(route.listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
@@ -246,8 +253,10 @@ impl Listeners {
         errors
     }
 
-    /// Stops accepting on every listener (shutdown); connections keep running.
+    /// Stops accepting on every listener for good (shutdown); connections
+    /// keep running.
     pub fn stop_accepting(&mut self) {
+        self.closed = true;
         for r in self.running.values() {
             r.stop_accepting();
         }

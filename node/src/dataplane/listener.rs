@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use super::clock::Clock;
 use super::copy::CopyMode;
 use super::proxy;
+use super::stop::Stop;
 use super::table::RoutingTable;
 use crate::config::WorkerBalance;
 
@@ -354,15 +355,23 @@ async fn accept_loop(
             return;
         }
     };
-    // What this loop's connections share is this loop's own: a stop token
-    // (a CancellationToken locks its node on every clone, drop and poll),
-    // the context and the task tracker. Shared by the connections of every
-    // worker, each would be written from both cores for every connection.
+    // What this loop's connections share is this loop's own: a stop
+    // signal, the context and the task tracker. Shared by the connections
+    // of every worker, each would be written from both cores for every
+    // connection.
+    let hard_stop = Stop::new();
     let shared = Arc::new(proxy::ConnContext {
         clock: ctx.clock,
         copy_mode: ctx.copy_mode,
-        hard_stop: conns.child_token(),
+        hard_stop: hard_stop.clone(),
         hops: Arc::clone(&ctx.hops),
+    });
+    // The connections wait on `hard_stop`, which is cheap to poll (see
+    // `stop`); this task turns the cancellation of `conns` (the drain
+    // deadline) into it, and ends with the loop.
+    let relay = tokio::spawn(async move {
+        conns.cancelled().await;
+        hard_stop.stop();
     });
     let tracker = TaskTracker::new();
     loop {
@@ -411,6 +420,7 @@ async fn accept_loop(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+    relay.abort();
 }
 
 #[cfg(test)]

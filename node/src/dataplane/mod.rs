@@ -12,6 +12,7 @@
 //! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
+//! - [`stop`]: the hard stop of a listener's connections, cheap to wait on.
 //! - [`workers`]: thread-per-core data-plane runtimes.
 
 pub mod backend;
@@ -24,5 +25,6 @@ pub mod peers;
 pub mod proxy;
 pub mod proxy_v2;
 pub mod splice;
+pub mod stop;
 pub mod table;
 pub mod workers;

@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::backend::ConnectResult;
 use super::clock::Clock;
 use super::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
+use super::stop::Stop;
 use super::table::{RouteEntry, RouteGuard, Target};
 use crate::cluster::hop::HopClient;
 
@@ -30,7 +30,7 @@ pub struct ConnContext {
     pub clock: Clock,
     pub copy_mode: CopyMode,
     /// Ends the connection at once (drain deadline).
-    pub hard_stop: CancellationToken,
+    pub hard_stop: Stop,
     /// Opens peer hops.
     pub hops: Arc<HopClient>,
 }
@@ -46,8 +46,8 @@ pub async fn serve(
     let ConnContext { clock, copy_mode, ref hard_stop, ref hops } = *ctx;
     let name = route.spec.name.as_str();
     // One wait for the whole connection, polled by both phases: each new
-    // wait would register with the token again.
-    let stopped = hard_stop.cancelled();
+    // wait would register with the signal again.
+    let stopped = hard_stop.stopped();
     tokio::pin!(stopped);
     let candidates = route.candidates(peer);
     let mut connected = None;

@@ -1,0 +1,154 @@
+//! The hard stop of a listener's connections, waited on cheaply.
+//!
+//! Every connection waits for its listener's hard stop (the drain deadline)
+//! for its whole life, and that wait is polled on every wake-up of the
+//! connection's task: two per keep-alive request. A tokio-util
+//! `CancellationToken` answers each of those polls with two mutex
+//! acquisitions (its tree node, then its `Notify`'s waiter list), on a lock
+//! the connections of both workers share. [`Stop::stopped`] registers the
+//! task's waker once and then answers with one atomic load, going back to
+//! the lock only if the task's waker changes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+
+use tokio::sync::Notify;
+
+/// A one-way stop signal shared by a listener's connections. Cloning shares
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// A signal not yet given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the signal: every [`Stop::stopped`] completes, now and later.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// Whether the signal was given.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+
+    /// Completes once the signal is given. Polling it costs one atomic load
+    /// while the task's waker stays the one it registered.
+    pub async fn stopped(&self) {
+        // Created before the flag is read: a `stop` between the two still
+        // completes it, as a `Notified` receives every `notify_waiters`
+        // from its creation on, polled or not (so no `enable`, which would
+        // take the waiter list's lock once more per connection).
+        let mut notified = std::pin::pin!(self.inner.notify.notified());
+        let mut registered: Option<Waker> = None;
+        std::future::poll_fn(|cx| {
+            if self.is_stopped() {
+                return Poll::Ready(());
+            }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            let polled = notified.as_mut().poll(cx);
+            if polled.is_pending() {
+                registered = Some(cx.waker().clone());
+            }
+            polled
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn woken(c: &Arc<Counter>) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn stop_wakes_the_latest_waker_and_completes_every_wait() {
+        let stop = Stop::new();
+        let (first, second) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        let mut wait = std::pin::pin!(stop.stopped());
+        let mut other = std::pin::pin!(stop.stopped());
+        let (w1, w2) = (Waker::from(Arc::clone(&first)), Waker::from(Arc::clone(&second)));
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&w1)).is_pending(), "the same waker again");
+        // The task moved to another waker: that one must be woken, not the first.
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        assert!(other.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(!stop.is_stopped());
+        stop.stop();
+        assert!(stop.is_stopped());
+        assert_eq!(woken(&second), 1, "the waker registered last is woken");
+        assert_eq!(woken(&first), 1, "the other wait's waker is woken");
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
+        assert!(other.as_mut().poll(&mut Context::from_waker(&w1)).is_ready());
+        // A wait that starts after the signal completes at once.
+        let mut late = std::pin::pin!(stop.stopped());
+        assert!(late.as_mut().poll(&mut Context::from_waker(&w1)).is_ready());
+    }
+
+    #[test]
+    fn a_stop_between_creation_and_first_poll_is_not_lost() {
+        let stop = Stop::new();
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut wait = std::pin::pin!(stop.stopped());
+        stop.stop();
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+    }
+
+    #[tokio::test]
+    async fn connections_on_another_runtime_see_the_stop() {
+        let stop = Stop::new();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (s, (tx, rx)) = (stop.clone(), tokio::sync::oneshot::channel());
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let waits: Vec<_> = (0..3)
+                    .map(|_| {
+                        let s = s.clone();
+                        tokio::spawn(async move { s.stopped().await })
+                    })
+                    .collect();
+                let _ = tx.send(());
+                for w in waits {
+                    w.await.expect("wait task");
+                }
+            })
+        });
+        rx.await.expect("waits started");
+        tokio::task::yield_now().await;
+        stop.stop();
+        tokio::task::spawn_blocking(move || thread.join().expect("runtime thread")).await.expect("join");
+    }
+}

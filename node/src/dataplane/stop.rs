@@ -118,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_between_creation_and_first_poll_is_not_lost() {
+    fn a_stop_given_before_the_first_poll_completes_the_wait() {
         let stop = Stop::new();
         let counter = Arc::new(Counter::default());
         let waker = Waker::from(Arc::clone(&counter));
@@ -149,6 +149,10 @@ mod tests {
         rx.await.expect("waits started");
         tokio::task::yield_now().await;
         stop.stop();
-        tokio::task::spawn_blocking(move || thread.join().expect("runtime thread")).await.expect("join");
+        let joined = tokio::task::spawn_blocking(move || thread.join().expect("runtime thread"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), joined)
+            .await
+            .expect("every wait on the other runtime ended within 5 s of the stop")
+            .expect("join");
     }
 }

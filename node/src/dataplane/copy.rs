@@ -198,28 +198,13 @@ pub async fn copy_bidirectional(
     }
 }
 
-/// Waits for `sleep`, polling tokio's timer only when its answer can have
-/// changed. A registered `Sleep` holds the task's waker and wakes it at the
-/// deadline, so polling it again on every wake-up of a busy connection (two
-/// per request of a keep-alive connection) only re-checks that waker: about
-/// 1% of ferryd's CPU per keep-alive request (docs/benchmarks.md). It is
-/// polled again when it has fired (`is_elapsed`, one atomic load) or when the
-/// task's waker changed. `unconstrained`: tokio's cooperative budget could
-/// otherwise make a poll return `Pending` without registering the waker,
-/// and this future would then wait for a wake that never comes.
-fn idle_timer(mut sleep: Pin<&mut Sleep>) -> impl Future<Output = ()> + '_ {
-    let mut registered: Option<Waker> = None;
-    std::future::poll_fn(move |cx| {
-        let current = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if current && !sleep.is_elapsed() {
-            return Poll::Pending;
-        }
-        let polled = std::pin::pin!(tokio::task::unconstrained(sleep.as_mut())).poll(cx);
-        if polled.is_pending() && !current {
-            registered = Some(cx.waker().clone());
-        }
-        polled
-    })
+/// Waits for `sleep`, polling tokio's timer only when it has fired
+/// (`is_elapsed`, one atomic load) or the task's waker changed
+/// ([`super::lazy::poll_when`]): polling it on every wake-up of a busy
+/// connection cost about 1% of ferryd's CPU per keep-alive request
+/// (docs/benchmarks.md).
+fn idle_timer(sleep: Pin<&mut Sleep>) -> impl Future<Output = ()> + '_ {
+    super::lazy::poll_when(sleep, Sleep::is_elapsed)
 }
 
 /// Bytes of the small reads of a direction, into a buffer on the task: a
@@ -359,6 +344,7 @@ pub(crate) async fn wait_for_data(src: &TcpStream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::lazy::CountingWaker;
     use tokio::net::TcpListener;
 
     async fn pair() -> io::Result<(TcpStream, TcpStream)> {
@@ -576,21 +562,9 @@ mod tests {
         got
     }
 
-    /// Counts its wake-ups.
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn the_idle_timer_wakes_the_latest_waker_once_due() {
-        let counter = || std::sync::Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
-        let (a, b) = (counter(), counter());
-        let (waker_a, waker_b) =
-            (Waker::from(std::sync::Arc::clone(&a)), Waker::from(std::sync::Arc::clone(&b)));
+        let ((a, waker_a), (b, waker_b)) = (CountingWaker::new(), CountingWaker::new());
         let sleep = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(sleep);
         let mut timer = std::pin::pin!(idle_timer(sleep.as_mut()));
@@ -601,11 +575,11 @@ mod tests {
         assert!(timer.as_mut().poll(&mut Context::from_waker(&waker_b)).is_pending());
         tokio::time::advance(Duration::from_secs(4)).await;
         tokio::task::yield_now().await;
-        assert_eq!((a.0.load(Relaxed), b.0.load(Relaxed)), (0, 0), "not due yet");
+        assert_eq!((a.count(), b.count()), (0, 0), "not due yet");
         assert!(timer.as_mut().poll(&mut Context::from_waker(&waker_b)).is_pending());
         tokio::time::advance(Duration::from_secs(2)).await;
         tokio::task::yield_now().await;
-        assert_eq!((a.0.load(Relaxed), b.0.load(Relaxed)), (0, 1), "due: the latest waker, once");
+        assert_eq!((a.count(), b.count()), (0, 1), "due: the latest waker, once");
         assert!(timer.as_mut().poll(&mut Context::from_waker(&waker_b)).is_ready());
     }
 

@@ -12,7 +12,8 @@
 //! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
-//! - [`stop`]: the hard stop of a listener's connections, cheap to wait on.
+//! - [`stop`]: the hard stop of a listener's connections, cheap to wait on;
+//!   [`lazy`]: polling a future only when its answer can have changed.
 //! - [`workers`]: thread-per-core data-plane runtimes.
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod balance;
 pub mod checker;
 pub mod clock;
 pub mod copy;
+pub(crate) mod lazy;
 pub mod listener;
 pub mod peers;
 pub mod proxy;

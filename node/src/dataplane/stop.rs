@@ -9,10 +9,8 @@
 //! task's waker once and then answers with one atomic load, going back to
 //! the lock only if the task's waker changes.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -47,59 +45,35 @@ impl Stop {
     }
 
     /// Completes once the signal is given. Polling it costs one atomic load
-    /// while the task's waker stays the one it registered.
+    /// while the task's waker stays the one it registered
+    /// ([`super::lazy::poll_when`]).
     pub async fn stopped(&self) {
         // Created before the flag is read: a `stop` between the two still
         // completes it, as a `Notified` receives every `notify_waiters`
         // from its creation on, polled or not (so no `enable`, which would
         // take the waiter list's lock once more per connection).
-        let mut notified = std::pin::pin!(self.inner.notify.notified());
-        let mut registered: Option<Waker> = None;
-        std::future::poll_fn(|cx| {
-            if self.is_stopped() {
-                return Poll::Ready(());
-            }
-            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                return Poll::Pending;
-            }
-            let polled = notified.as_mut().poll(cx);
-            if polled.is_pending() {
-                registered = Some(cx.waker().clone());
-            }
-            polled
-        })
-        .await;
+        let notified = std::pin::pin!(self.inner.notify.notified());
+        if self.is_stopped() {
+            return;
+        }
+        super::lazy::poll_when(notified, |_| self.is_stopped()).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Context, Wake};
+    use std::future::Future;
+    use std::task::Context;
 
     use super::*;
-
-    /// Counts its wakes.
-    #[derive(Default)]
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn woken(c: &Arc<Counter>) -> usize {
-        c.0.load(Ordering::SeqCst)
-    }
+    use crate::dataplane::lazy::CountingWaker;
 
     #[test]
     fn stop_wakes_the_latest_waker_and_completes_every_wait() {
         let stop = Stop::new();
-        let (first, second) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        let ((first, w1), (second, w2)) = (CountingWaker::new(), CountingWaker::new());
         let mut wait = std::pin::pin!(stop.stopped());
         let mut other = std::pin::pin!(stop.stopped());
-        let (w1, w2) = (Waker::from(Arc::clone(&first)), Waker::from(Arc::clone(&second)));
         assert!(wait.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
         assert!(wait.as_mut().poll(&mut Context::from_waker(&w1)).is_pending(), "the same waker again");
         // The task moved to another waker: that one must be woken, not the first.
@@ -108,8 +82,8 @@ mod tests {
         assert!(!stop.is_stopped());
         stop.stop();
         assert!(stop.is_stopped());
-        assert_eq!(woken(&second), 1, "the waker registered last is woken");
-        assert_eq!(woken(&first), 1, "the other wait's waker is woken");
+        assert_eq!(second.count(), 1, "the waker registered last is woken");
+        assert_eq!(first.count(), 1, "the other wait's waker is woken");
         assert!(wait.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
         assert!(other.as_mut().poll(&mut Context::from_waker(&w1)).is_ready());
         // A wait that starts after the signal completes at once.
@@ -120,8 +94,7 @@ mod tests {
     #[test]
     fn a_stop_given_before_the_first_poll_completes_the_wait() {
         let stop = Stop::new();
-        let counter = Arc::new(Counter::default());
-        let waker = Waker::from(Arc::clone(&counter));
+        let (_, waker) = CountingWaker::new();
         let mut wait = std::pin::pin!(stop.stopped());
         stop.stop();
         assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: every unit and integration test in the workspace, a smoke
+# The test suite: every unit and integration test in the workspace, the
+# benchmark report's tests (when python3 is installed), a smoke
 # run of the quick-start script (ops/local-cluster.sh --no-wait), then the
 # partition suite (jepsen-lite test --quick) against real nodes in network
 # namespaces.
@@ -15,6 +16,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 cargo test -j2 --workspace --locked
+
+echo "==> benchmark report tests (ops/bench/test_*.py)"
+if command -v python3 >/dev/null; then
+    python3 -B -m unittest discover -s ops/bench -p 'test_*.py'
+else
+    echo "bench-report: skipped: python3 is not installed (the benchmarks need it too)"
+fi
 
 echo "==> quick-start smoke run"
 out=$(PROFILE=debug ops/local-cluster.sh --no-wait 2>&1) || { echo "$out"; echo "quick-start: 0 passed, 1 failed"; exit 1; }

@@ -19,6 +19,7 @@ Connection: close there) holding the raw files written by l4.sh:
 """
 
 import json
+import math
 import os
 import re
 import sys
@@ -331,6 +332,79 @@ def round_pairs(res, load="wrk_close"):
     return out
 
 
+# Figures compared round by round: (key, label, load, better, value of a
+# round's entry for that load).
+ROUND_FIGURES = [
+    ("ka_rps", "keep-alive req/s", "wrk_ka", "hi", lambda e: e.get("rps")),
+    ("ka_p99_ms", "keep-alive p99", "wrk_ka", "lo", lambda e: e.get("p99_ms")),
+    ("cpu_per_100k_req", "CPU per keep-alive request", "wrk_ka", "lo",
+     lambda e: e["proxy_cpu_s"] / e["requests"] if e.get("proxy_cpu_s") is not None and e.get("requests") else None),
+    ("close_cps", "Connection: close conn/s", "wrk_close", "hi", lambda e: e.get("rps")),
+    ("close_p99_ms", "Connection: close p99", "wrk_close", "lo", lambda e: e.get("p99_ms")),
+    ("cpu_per_1k_conn", "CPU per connection", "wrk_close", "lo",
+     lambda e: e["proxy_cpu_s"] / e["requests"] if e.get("proxy_cpu_s") is not None and e.get("requests") else None),
+]
+
+
+def median_ci(vals, level=0.95):
+    """A distribution-free confidence interval for the median of `vals`:
+    the order statistics x(j) and x(n+1-j) for the largest j whose coverage,
+    1 - 2 P(B < j) with B ~ Binomial(n, 1/2), is at least `level`. Returns
+    (low, high, coverage), or None when there are too few values (n < 6
+    at 95%)."""
+    xs = sorted(v for v in vals if v is not None)
+    n = len(xs)
+    best = None
+    below = 0  # P(B < j) * 2**n
+    for j in range(1, n // 2 + 1):
+        below += math.comb(n, j - 1)
+        coverage = 1.0 - 2.0 * below / 2 ** n
+        if coverage < level:
+            break
+        best = (xs[j - 1], xs[n - j], coverage)
+    return best
+
+
+def round_ratios(res):
+    """For each figure of ROUND_FIGURES: ferry against the HAProxy variant
+    with the better median over the rounds, round by round. The variant is
+    chosen once per figure: taking the better of two noisy variants in each
+    round would favour HAProxy by the noise alone."""
+    out = []
+    for key, label, load, better, fn in ROUND_FIGURES:
+        per = {}
+        for s in ["ferry"] + HAPROXIES:
+            rounds = res.get(s, {}).get("churn", [])
+            per[s] = [fn(r[load]) if r.get("status") == "ok" and isinstance(r.get(load), dict)
+                      and "error" not in r[load] else None for r in rounds]
+        meds = [(median(per[h]), h) for h in HAPROXIES if median(per[h]) is not None]
+        if not meds or median(per["ferry"]) is None:
+            continue
+        _, variant = max(meds) if better == "hi" else min(meds)
+        ratios = [f / h for f, h in zip(per["ferry"], per[variant]) if f is not None and h]
+        if not ratios:
+            continue
+        ahead = sum(1 for x in ratios if (x >= 1.0 if better == "hi" else x <= 1.0))
+        ci = median_ci(ratios)
+        verdict = "too few rounds"
+        if ci is not None:
+            lo, hi, _ = ci
+            if (lo > 1.0 and better == "hi") or (hi < 1.0 and better == "lo"):
+                verdict = "ferry ahead"
+            elif (hi < 1.0 and better == "hi") or (lo > 1.0 and better == "lo"):
+                verdict = "ferry behind"
+            else:
+                verdict = "level (no difference these rounds can show)"
+        out.append({
+            "key": key, "label": label, "better": "higher" if better == "hi" else "lower",
+            "variant": variant, "ratios": ratios, "median": median(ratios),
+            "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "ci_coverage": ci[2] if ci else None, "ferry_ahead_or_level": ahead, "n": len(ratios),
+            "verdict": verdict,
+        })
+    return out
+
+
 def fmt(v):
     if v is None:
         return "-"
@@ -426,14 +500,18 @@ def build_table(res, meta):
         what = "HTTP rows (keep-alive and Connection: close)" if ka_too else "Connection: close rows"
         lines.append(f"  {what}: median of {n_rounds} rounds, run after the repetitions with")
         lines.append("  every proxy up at once and loaded one at a time, every setup following every other equally often.")
-        for load, unit in (("wrk_ka", "req/s (keep-alive)"), ("wrk_close", "conn/s")):
-            pairs = round_pairs(res, load)
-            if pairs:
-                ratios = [f / b for _, f, b, _ in pairs]
-                ahead = sum(1 for x in ratios if x >= 1.0)
-                lines.append(f"  Same round, ferry / better HAProxy {unit}: " +
-                             " ".join(f"{x:.2f}" for x in ratios) +
-                             f" (median {median(ratios):.2f}; ferry ahead in {ahead} of {len(ratios)})")
+        rr = round_ratios(res)
+        if rr:
+            lines.append("  Same round, ferry / the HAProxy variant with the better median over the rounds; the")
+            lines.append("  median ratio with a distribution-free interval (order statistics, coverage shown).")
+            lines.append("  'ahead' or 'behind' only when the whole interval is on one side of 1.00x.")
+            w = max(len(r["label"]) for r in rr)
+            for r in rr:
+                ci = "" if r["ci_low"] is None else \
+                    f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({100 * r['ci_coverage']:.1f}%)"
+                lines.append(f"    {r['label'].ljust(w)} vs {r['variant']}: median {r['median']:.2f}x{ci}, "
+                             f"ferry ahead or level in {r['ferry_ahead_or_level']} of {r['n']}: {r['verdict']}")
+                lines.append(f"    {''.ljust(w)}    rounds: " + " ".join(f"{x:.2f}" for x in r["ratios"]))
     notes = []
     for s in shown:
         st = res.get(s, {}).get("status", "not run")
@@ -508,7 +586,8 @@ def main():
                  for n, fv, bv, name in round_pairs(res, "wrk_close")]
         ka_pairs = [{"round": n, "ferry_rps": fv, "best_haproxy_rps": bv, "best_haproxy": name}
                     for n, fv, bv, name in round_pairs(res, "wrk_ka")]
-        json.dump({"meta": meta, "figures": summary, "churn_pairs": pairs, "ka_pairs": ka_pairs, "setups": res},
+        json.dump({"meta": meta, "figures": summary, "round_ratios": round_ratios(res),
+                   "churn_pairs": pairs, "ka_pairs": ka_pairs, "setups": res},
                   f, indent=2)
         f.write("\n")
     sys.stdout.write(text)

@@ -314,22 +314,11 @@ def figures(res):
     return out
 
 
-def round_pairs(res, load="wrk_close"):
-    """Round by round: (round, ferry's figure, best HAProxy's, its name);
-    the figure is requests/s of `load` (connections/s for wrk_close)."""
-    rounds = {}
-    for s in ["ferry"] + HAPROXIES:
-        for i, r in enumerate(res.get(s, {}).get("churn", [])):
-            v = r.get(load, {}).get("rps") if r.get("status") == "ok" else None
-            if v is not None:
-                rounds.setdefault(i + 1, {})[s] = v
-    out = []
-    for n in sorted(rounds):
-        hs = [(rounds[n][h], h) for h in HAPROXIES if h in rounds[n]]
-        if "ferry" in rounds[n] and hs:
-            best, name = max(hs)
-            out.append((n, rounds[n]["ferry"], best, name))
-    return out
+def cpu_per_request(e):
+    """Proxy CPU seconds per request of one wrk load (per connection for
+    Connection: close)."""
+    cpu, n = e.get("proxy_cpu_s"), e.get("requests")
+    return cpu / n if cpu is not None and n else None
 
 
 # Figures compared round by round: (key, label, load, better, value of a
@@ -337,12 +326,10 @@ def round_pairs(res, load="wrk_close"):
 ROUND_FIGURES = [
     ("ka_rps", "keep-alive req/s", "wrk_ka", "hi", lambda e: e.get("rps")),
     ("ka_p99_ms", "keep-alive p99", "wrk_ka", "lo", lambda e: e.get("p99_ms")),
-    ("cpu_per_100k_req", "CPU per keep-alive request", "wrk_ka", "lo",
-     lambda e: e["proxy_cpu_s"] / e["requests"] if e.get("proxy_cpu_s") is not None and e.get("requests") else None),
+    ("cpu_per_100k_req", "CPU per keep-alive request", "wrk_ka", "lo", cpu_per_request),
     ("close_cps", "Connection: close conn/s", "wrk_close", "hi", lambda e: e.get("rps")),
     ("close_p99_ms", "Connection: close p99", "wrk_close", "lo", lambda e: e.get("p99_ms")),
-    ("cpu_per_1k_conn", "CPU per connection", "wrk_close", "lo",
-     lambda e: e["proxy_cpu_s"] / e["requests"] if e.get("proxy_cpu_s") is not None and e.get("requests") else None),
+    ("cpu_per_1k_conn", "CPU per connection", "wrk_close", "lo", cpu_per_request),
 ]
 
 
@@ -582,12 +569,7 @@ def main():
     with open(txt_out, "w", encoding="utf-8") as f:
         f.write(text)
     with open(json_out, "w", encoding="utf-8") as f:
-        pairs = [{"round": n, "ferry_cps": fv, "best_haproxy_cps": bv, "best_haproxy": name}
-                 for n, fv, bv, name in round_pairs(res, "wrk_close")]
-        ka_pairs = [{"round": n, "ferry_rps": fv, "best_haproxy_rps": bv, "best_haproxy": name}
-                    for n, fv, bv, name in round_pairs(res, "wrk_ka")]
-        json.dump({"meta": meta, "figures": summary, "round_ratios": round_ratios(res),
-                   "churn_pairs": pairs, "ka_pairs": ka_pairs, "setups": res},
+        json.dump({"meta": meta, "figures": summary, "round_ratios": round_ratios(res), "setups": res},
                   f, indent=2)
         f.write("\n")
     sys.stdout.write(text)

@@ -8,14 +8,14 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: ops/bench/l4.sh [--quick] [--skip-ferry] [--ferry-splice] [--build] [--keep-tmp] [--help]
+Usage: ops/bench/l4.sh [--quick] [--skip-ferry] [--ferry-splice] [--build] [--pin] [--keep-tmp] [--help]
 
 Benchmarks four setups forwarding to the same loopback upstreams
 (iperf3 server on 127.0.0.1:5201, nginx on 127.0.0.1:8080), one after another:
 
   DIRECT          client straight to the upstream
   ferry           target/release/ferryd (config: ops/bench/ferryd.toml)
-  haproxy         HAProxy mode tcp, nbthread 2
+  haproxy         HAProxy mode tcp, one thread per CPU it may use (nbthread)
   haproxy-splice  same + option splice-request + option splice-response
 
 Figures per setup: iperf3 throughput (1 and 4 streams), wrk keep-alive req/s
@@ -29,6 +29,11 @@ Options (each has an environment-variable equivalent):
   --ferry-splice FERRY_SPLICE=1  add a fifth setup, ferry-splice: ferryd with
                                [node] copy = "splice" (same ports, run after ferry)
   --build        BUILD=1       run 'cargo build --release -j2 -p ferry-node' first
+  --pin          PIN=1         proxies on CPU 0, clients and upstreams on the
+                               other CPUs (taskset), so that a proxy never waits
+                               behind the load generator for a CPU; each proxy
+                               then runs one thread (ferryd sizes its workers to
+                               its CPUs, HAProxy gets nbthread 1)
   --keep-tmp     KEEP_TMP=1    keep the temp dir (configs, logs, raw outputs)
   -h, --help                   this text
 
@@ -82,6 +87,7 @@ for arg in "$@"; do
         --skip-ferry) SKIP_FERRY=1 ;;
         --ferry-splice) FERRY_SPLICE=1 ;;
         --build) BUILD=1 ;;
+        --pin) PIN=1 ;;
         --keep-tmp) KEEP_TMP=1 ;;
         *) usage >&2; die "unknown argument: $arg" ;;
     esac
@@ -117,6 +123,7 @@ SKIP_FERRY=${SKIP_FERRY:-0}
 FERRY_SPLICE=${FERRY_SPLICE:-0}
 [[ "$SKIP_FERRY" == 1 ]] && FERRY_SPLICE=0
 BUILD=${BUILD:-0}
+PIN=${PIN:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
 
@@ -126,6 +133,7 @@ for v in DURATION IPERF_DURATION WRK_DURATION WRK_THREADS WRK_CONNS WARMUP SETTL
 done
 (( IPERF_DURATION > 0 && WRK_DURATION > 0 && CLOSE_DURATION > 0 )) || die "durations must be > 0"
 (( REPEAT >= 1 )) || die "REPEAT must be >= 1"
+[[ "$PIN" == 0 || "$PIN" == 1 ]] || die "PIN must be 0 or 1 (got '$PIN')"
 
 UP_IPERF_PORT=5201
 UP_HTTP_PORT=8080
@@ -315,6 +323,18 @@ HAP_MAXCONN=$(( (NOFILE - 300) * 2 / 5 ))
 (( HAP_MAXCONN > 20000 )) && HAP_MAXCONN=20000
 HAP_MAXPIPES=$(( HAP_MAXCONN / 4 ))
 
+# CPU pinning (PIN=1): the proxy under test on CPU 0, everything else
+# (clients, upstreams) on the rest. PROXY_ON and LOAD_ON prefix commands.
+PROXY_ON=() LOAD_ON=() PIN_DESC="none"
+HAP_THREADS=$(nproc)
+if [[ "$PIN" == 1 ]]; then
+    (( $(nproc) >= 2 )) || die "PIN=1 needs at least 2 CPUs, this machine has $(nproc)"
+    command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
+    PROXY_ON=(taskset -c 0) LOAD_ON=(taskset -c "1-$(( $(nproc) - 1 ))")
+    PIN_DESC="proxies on CPU 0, clients and upstreams on CPUs 1-$(( $(nproc) - 1 ))"
+    HAP_THREADS=1
+fi
+
 # ---------------------------------------------------------------- ferryd
 if [[ "$SKIP_FERRY" != 1 ]]; then
     if [[ "$BUILD" == 1 || ! -x "$FERRYD" ]]; then
@@ -382,14 +402,14 @@ sed -e "s|@DIR@|$TMP/nginx|g" -e "s|@PORT@|$UP_HTTP_PORT|g" \
     "$SCRIPT_DIR/nginx.conf.in" >"$TMP/nginx/nginx.conf"
 nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
     || die "nginx config test failed (see $TMP/nginx/nginx.conf)"
-nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
+${LOAD_ON[@]+"${LOAD_ON[@]}"} nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
     >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_listen "$NGINX_PID" "$UP_HTTP_PORT" nginx "$TMP/nginx/error.log" || die "nginx upstream did not start"
 http_check "$UP_HTTP_PORT" || die "nginx upstream does not answer"
 
-iperf3 -s -B 127.0.0.1 -p "$UP_IPERF_PORT" --rcv-timeout 10000 >"$TMP/iperf3-server.log" 2>&1 &
+${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -s -B 127.0.0.1 -p "$UP_IPERF_PORT" --rcv-timeout 10000 >"$TMP/iperf3-server.log" 2>&1 &
 IPERF_PID=$!
 PIDS+=("$IPERF_PID")
 wait_listen "$IPERF_PID" "$UP_IPERF_PORT" "iperf3 server" "$TMP/iperf3-server.log" || die "iperf3 server did not start"
@@ -407,7 +427,7 @@ start_ferry() {     # start_ferry DIR [SPLICE(0|1)]
         cp "$SCRIPT_DIR/ferryd.toml" "$TMP/ferryd.toml"
     fi
     cp "$TMP/ferryd.toml" "$dir/ferryd.toml"
-    RUST_LOG=${RUST_LOG:-warn} "$FERRYD_RUN" --config "$TMP/ferryd.toml" --log-format text >"$dir/proxy.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-warn} ${PROXY_ON[@]+"${PROXY_ON[@]}"} "$FERRYD_RUN" --config "$TMP/ferryd.toml" --log-format text >"$dir/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     local deadline=$((SECONDS + READY_TIMEOUT))
@@ -432,14 +452,14 @@ start_ferry() {     # start_ferry DIR [SPLICE(0|1)]
 start_haproxy() {   # start_haproxy DIR IPERF_PORT HTTP_PORT SPLICE(0|1)
     local dir=$1 iport=$2 hport=$3 splice=$4 cfg=$1/haproxy.cfg opts=""
     [[ "$splice" == 1 ]] && opts=$'    option splice-request\n    option splice-response'
-    SPLICE_OPTS=$opts awk -v maxconn="$HAP_MAXCONN" -v maxpipes="$HAP_MAXPIPES" -v ip="$iport" -v hp="$hport" \
+    SPLICE_OPTS=$opts awk -v maxconn="$HAP_MAXCONN" -v maxpipes="$HAP_MAXPIPES" -v threads="$HAP_THREADS" -v ip="$iport" -v hp="$hport" \
         -v uip="$UP_IPERF_PORT" -v uhp="$UP_HTTP_PORT" '
         /^@SPLICE@$/ { if (ENVIRON["SPLICE_OPTS"] != "") print ENVIRON["SPLICE_OPTS"]; next }
-        { gsub(/@MAXCONN@/, maxconn); gsub(/@MAXPIPES@/, maxpipes); gsub(/@IPERF_PORT@/, ip); gsub(/@HTTP_PORT@/, hp);
+        { gsub(/@MAXCONN@/, maxconn); gsub(/@MAXPIPES@/, maxpipes); gsub(/@NBTHREAD@/, threads); gsub(/@IPERF_PORT@/, ip); gsub(/@HTTP_PORT@/, hp);
           gsub(/@UP_IPERF_PORT@/, uip); gsub(/@UP_HTTP_PORT@/, uhp); print }' \
         "$SCRIPT_DIR/haproxy.cfg.in" >"$cfg"
     haproxy -q -c -f "$cfg" >"$dir/check.log" 2>&1 || { warn "haproxy config check failed:"; cat "$dir/check.log" >&2; return 1; }
-    haproxy -db -f "$cfg" >"$dir/proxy.log" 2>&1 &
+    ${PROXY_ON[@]+"${PROXY_ON[@]}"} haproxy -db -f "$cfg" >"$dir/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_listen "$PROXY_PID" "$iport" haproxy "$dir/proxy.log" && wait_listen "$PROXY_PID" "$hport" haproxy "$dir/proxy.log"
@@ -542,10 +562,10 @@ measure() {
     local dir=$1 tag=$2 load=$3 iport=$4 hport=$5 attempt pct best=0 best_pct="" f ok=1
     for ((attempt = 1; ; attempt++)); do
         case "$load" in
-            iperf1) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
-            iperf4) run_load "$dir" "$tag" "$load" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
-            wrk_ka) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
-            wrk_close) run_load "$dir" "$tag" "$load" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${CLOSE_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
+            iperf1) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
+            iperf4) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
+            wrk_ka) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
+            wrk_close) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${CLOSE_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
         esac
         echo "$attempt" >"$dir/$load.attempts"
         pct=$(foreign_pct "$dir/$load.foreign")
@@ -600,7 +620,7 @@ run_setup() {
     # buffers the allocator kept from the loads.
     if [[ -n "$PROXY_PID" ]]; then
         local irc=0
-        timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) python3 "$SCRIPT_DIR/idle_conns.py" --port "$hport" \
+        timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} python3 "$SCRIPT_DIR/idle_conns.py" --port "$hport" \
             --count "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$PROXY_PID" --upstream-port "$UP_HTTP_PORT" \
             >"$dir/idle.out" 2>"$dir/idle.err" || irc=$?
         if (( irc != 0 )); then
@@ -612,7 +632,7 @@ run_setup() {
         sleep "$SETTLE"
     fi
     if (( WARMUP > 0 )); then
-        timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+        timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
             "http://127.0.0.1:$hport/" >/dev/null 2>&1 || warn "$tag: warm-up wrk failed"
     fi
     local loads=(iperf1 iperf4 wrk_ka wrk_close)
@@ -718,9 +738,9 @@ rounds_phase() {
     for ((i = 0; i < ${#names[@]}; i++)); do
         http_check "${hports[i]}" || { warn "${names[i]}: no 'ok' answer before the rounds"; pids[i]=dead; continue; }
         if (( WARMUP > 0 )); then
-            timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+            timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
                 "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: keep-alive warm-up failed"
-            timeout --foreground -k 5 $(( WARMUP + 30 )) wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+            timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
                 -H 'Connection: close' "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: churn warm-up failed"
         fi
     done
@@ -787,6 +807,8 @@ rounds_phase() {
     echo "rounds=$ROUNDS"
     echo "close_duration=$CLOSE_DURATION"
     echo "ferry_splice=$FERRY_SPLICE"
+    echo "pin=$PIN_DESC"
+    echo "haproxy_threads=$HAP_THREADS"
     echo "loadavg_start=$loadavg"
     echo "cpu_busy_pct_start=$busy_start"
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"

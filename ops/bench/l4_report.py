@@ -562,6 +562,7 @@ def main():
         f"CPU busy before start {meta.get('cpu_busy_pct_start', '?')}%; "
         f"loadavg start {meta.get('loadavg_start', '')} end {meta.get('loadavg_end', '')}; "
         f"repetitions {meta.get('repeat', '1')}, rounds {meta.get('rounds', meta.get('churn_rounds', '0'))} (median shown)\n"
+        f"CPU pinning: {meta.get('pin', 'none')}; HAProxy nbthread {meta.get('haproxy_threads', '2')}\n"
         f"{meta.get('versions', '')}\n"
     )
     table, summary = build_table(res, meta)

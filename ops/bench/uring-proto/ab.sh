@@ -89,7 +89,7 @@ sed -e "s|\"127.0.0.1:17948\"|\"127.0.0.1:$ADMIN\"|" -e "s|\"127.0.0.1:18080\"|\
 "$FERRYD" --check-config "$TMP/ferryd.toml" >/dev/null || die "ferryd config $TMP/ferryd.toml is invalid"
 ! grep -qE '"127\.0\.0\.1:(17948|18080|8080|15201|5201)"' "$TMP/ferryd.toml" \
     || die "ops/bench/ferryd.toml has addresses this script does not rewrite"
-sed -e "s|@MAXCONN@|4000|g" -e "s|@MAXPIPES@|400|g" -e "/^@SPLICE@$/d" -e "s|@IPERF_PORT@|$HAP_IPERF|g" \
+sed -e "s|@MAXCONN@|4000|g" -e "s|@MAXPIPES@|400|g" -e "s|@NBTHREAD@|$(nproc)|g" -e "/^@SPLICE@$/d" -e "s|@IPERF_PORT@|$HAP_IPERF|g" \
     -e "s|@HTTP_PORT@|$HAP|g" -e "s|@UP_IPERF_PORT@|$UP_IPERF|g" -e "s|@UP_HTTP_PORT@|$UP|g" \
     "$ROOT/ops/bench/haproxy.cfg.in" >"$TMP/haproxy.cfg"
 haproxy -q -c -f "$TMP/haproxy.cfg" >/dev/null || die "haproxy config $TMP/haproxy.cfg is invalid"

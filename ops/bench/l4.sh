@@ -324,14 +324,17 @@ HAP_MAXCONN=$(( (NOFILE - 300) * 2 / 5 ))
 HAP_MAXPIPES=$(( HAP_MAXCONN / 4 ))
 
 # CPU pinning (PIN=1): the proxy under test on CPU 0, everything else
-# (clients, upstreams) on the rest. PROXY_ON and LOAD_ON prefix commands.
-PROXY_ON=() LOAD_ON=() PIN_DESC="none"
+# (clients, upstreams) on the rest. PROXY_ON and LOAD_ON prefix commands;
+# unpinned they are env(1), which execs the command as it is (so $! stays
+# the command's PID either way).
+PROXY_ON=(env) LOAD_ON=(env) PIN_DESC="none"
 HAP_THREADS=$(nproc)
 if [[ "$PIN" == 1 ]]; then
-    (( $(nproc) >= 2 )) || die "PIN=1 needs at least 2 CPUs, this machine has $(nproc)"
+    last_cpu=$(( $(nproc) - 1 ))
+    (( last_cpu >= 1 )) || die "PIN=1 needs at least 2 CPUs, this machine has $(nproc)"
     command -v taskset >/dev/null || die "PIN=1 needs taskset (util-linux)"
-    PROXY_ON=(taskset -c 0) LOAD_ON=(taskset -c "1-$(( $(nproc) - 1 ))")
-    PIN_DESC="proxies on CPU 0, clients and upstreams on CPUs 1-$(( $(nproc) - 1 ))"
+    PROXY_ON=(taskset -c 0) LOAD_ON=(taskset -c "1-$last_cpu")
+    PIN_DESC="proxies on CPU 0, clients and upstreams on CPUs 1-$last_cpu"
     HAP_THREADS=1
 fi
 
@@ -402,14 +405,14 @@ sed -e "s|@DIR@|$TMP/nginx|g" -e "s|@PORT@|$UP_HTTP_PORT|g" \
     "$SCRIPT_DIR/nginx.conf.in" >"$TMP/nginx/nginx.conf"
 nginx -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
     || die "nginx config test failed (see $TMP/nginx/nginx.conf)"
-${LOAD_ON[@]+"${LOAD_ON[@]}"} nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
+"${LOAD_ON[@]}" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' \
     >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_listen "$NGINX_PID" "$UP_HTTP_PORT" nginx "$TMP/nginx/error.log" || die "nginx upstream did not start"
 http_check "$UP_HTTP_PORT" || die "nginx upstream does not answer"
 
-${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -s -B 127.0.0.1 -p "$UP_IPERF_PORT" --rcv-timeout 10000 >"$TMP/iperf3-server.log" 2>&1 &
+"${LOAD_ON[@]}" iperf3 -s -B 127.0.0.1 -p "$UP_IPERF_PORT" --rcv-timeout 10000 >"$TMP/iperf3-server.log" 2>&1 &
 IPERF_PID=$!
 PIDS+=("$IPERF_PID")
 wait_listen "$IPERF_PID" "$UP_IPERF_PORT" "iperf3 server" "$TMP/iperf3-server.log" || die "iperf3 server did not start"
@@ -427,7 +430,7 @@ start_ferry() {     # start_ferry DIR [SPLICE(0|1)]
         cp "$SCRIPT_DIR/ferryd.toml" "$TMP/ferryd.toml"
     fi
     cp "$TMP/ferryd.toml" "$dir/ferryd.toml"
-    RUST_LOG=${RUST_LOG:-warn} ${PROXY_ON[@]+"${PROXY_ON[@]}"} "$FERRYD_RUN" --config "$TMP/ferryd.toml" --log-format text >"$dir/proxy.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-warn} "${PROXY_ON[@]}" "$FERRYD_RUN" --config "$TMP/ferryd.toml" --log-format text >"$dir/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     local deadline=$((SECONDS + READY_TIMEOUT))
@@ -459,7 +462,7 @@ start_haproxy() {   # start_haproxy DIR IPERF_PORT HTTP_PORT SPLICE(0|1)
           gsub(/@UP_IPERF_PORT@/, uip); gsub(/@UP_HTTP_PORT@/, uhp); print }' \
         "$SCRIPT_DIR/haproxy.cfg.in" >"$cfg"
     haproxy -q -c -f "$cfg" >"$dir/check.log" 2>&1 || { warn "haproxy config check failed:"; cat "$dir/check.log" >&2; return 1; }
-    ${PROXY_ON[@]+"${PROXY_ON[@]}"} haproxy -db -f "$cfg" >"$dir/proxy.log" 2>&1 &
+    "${PROXY_ON[@]}" haproxy -db -f "$cfg" >"$dir/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_listen "$PROXY_PID" "$iport" haproxy "$dir/proxy.log" && wait_listen "$PROXY_PID" "$hport" haproxy "$dir/proxy.log"
@@ -562,10 +565,10 @@ measure() {
     local dir=$1 tag=$2 load=$3 iport=$4 hport=$5 attempt pct best=0 best_pct="" f ok=1
     for ((attempt = 1; ; attempt++)); do
         case "$load" in
-            iperf1) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
-            iperf4) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
-            wrk_ka) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
-            wrk_close) run_load "$dir" "$tag" "$load" ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${CLOSE_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
+            iperf1) run_load "$dir" "$tag" "$load" "${LOAD_ON[@]}" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 1 -J --connect-timeout 3000 || ok=0 ;;
+            iperf4) run_load "$dir" "$tag" "$load" "${LOAD_ON[@]}" iperf3 -c 127.0.0.1 -p "$iport" -t "$IPERF_DURATION" -P 4 -J --connect-timeout 3000 || ok=0 ;;
+            wrk_ka) run_load "$dir" "$tag" "$load" "${LOAD_ON[@]}" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" "http://127.0.0.1:$hport/" || ok=0 ;;
+            wrk_close) run_load "$dir" "$tag" "$load" "${LOAD_ON[@]}" wrk --latency -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${CLOSE_DURATION}s" -H 'Connection: close' "http://127.0.0.1:$hport/" || ok=0 ;;
         esac
         echo "$attempt" >"$dir/$load.attempts"
         pct=$(foreign_pct "$dir/$load.foreign")
@@ -620,7 +623,7 @@ run_setup() {
     # buffers the allocator kept from the loads.
     if [[ -n "$PROXY_PID" ]]; then
         local irc=0
-        timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} python3 "$SCRIPT_DIR/idle_conns.py" --port "$hport" \
+        timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) "${LOAD_ON[@]}" python3 "$SCRIPT_DIR/idle_conns.py" --port "$hport" \
             --count "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$PROXY_PID" --upstream-port "$UP_HTTP_PORT" \
             >"$dir/idle.out" 2>"$dir/idle.err" || irc=$?
         if (( irc != 0 )); then
@@ -632,7 +635,7 @@ run_setup() {
         sleep "$SETTLE"
     fi
     if (( WARMUP > 0 )); then
-        timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+        timeout --foreground -k 5 $(( WARMUP + 30 )) "${LOAD_ON[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
             "http://127.0.0.1:$hport/" >/dev/null 2>&1 || warn "$tag: warm-up wrk failed"
     fi
     local loads=(iperf1 iperf4 wrk_ka wrk_close)
@@ -738,9 +741,9 @@ rounds_phase() {
     for ((i = 0; i < ${#names[@]}; i++)); do
         http_check "${hports[i]}" || { warn "${names[i]}: no 'ok' answer before the rounds"; pids[i]=dead; continue; }
         if (( WARMUP > 0 )); then
-            timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+            timeout --foreground -k 5 $(( WARMUP + 30 )) "${LOAD_ON[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
                 "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: keep-alive warm-up failed"
-            timeout --foreground -k 5 $(( WARMUP + 30 )) ${LOAD_ON[@]+"${LOAD_ON[@]}"} wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
+            timeout --foreground -k 5 $(( WARMUP + 30 )) "${LOAD_ON[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
                 -H 'Connection: close' "http://127.0.0.1:${hports[i]}/" >/dev/null 2>&1 || warn "${names[i]}: churn warm-up failed"
         fi
     done

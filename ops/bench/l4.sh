@@ -46,13 +46,16 @@ Environment:
   SETTLE=1            seconds of pause between loads
   REPEAT=1            repetitions of the whole set (interleaved); the table shows
                       the median of each figure over the repetitions
-  ROUNDS=4            rounds of the two wrk loads (keep-alive, then Connection:
-                      close), run after the repetitions with every proxy up at
-                      once and loaded one at a time, in an order that changes
-                      each round so that every setup follows every other
-                      equally often (with 4 setups: once per 4 rounds); their
-                      rows are medians over the rounds (0 = measure them in
-                      each repetition instead). CHURN_ROUNDS is its older name
+  ROUNDS=4            rounds of the four loads (iperf3 1 and 4 streams, wrk
+                      keep-alive, wrk Connection: close), run after the
+                      repetitions with every proxy up at once and loaded one
+                      at a time, in an order that changes each round so that
+                      every setup follows every other equally often (with 4
+                      setups: once per 4 rounds); their rows are medians over
+                      the rounds, and the report compares ferry with HAProxy
+                      round by round. The repetitions then measure only the
+                      idle connections (0 = measure every load in each
+                      repetition instead). CHURN_ROUNDS is its older name
   CLOSE_DURATION      seconds per Connection: close load (default WRK_DURATION)
   WAIT_IDLE=0         before each setup, wait up to this many seconds for the
                       machine to be idle (< 15% CPU busy), e.g. while someone
@@ -634,15 +637,16 @@ run_setup() {
         kill -0 "$PROXY_PID" 2>/dev/null || { setup_failed "$dir" "proxy died during the idle connections test"; return 1; }
         sleep "$SETTLE"
     fi
-    if (( WARMUP > 0 )); then
+    local loads=(iperf1 iperf4 wrk_ka wrk_close)
+    # With rounds, every load is measured there and a repetition holds only
+    # the idle connections (ferry-splice, which shares ferry's ports, keeps
+    # measuring its loads here).
+    (( ROUNDS > 0 )) && [[ "$kind" != ferry-splice ]] && loads=()
+    if (( WARMUP > 0 && ${#loads[@]} > 0 )); then
         timeout --foreground -k 5 $(( WARMUP + 30 )) "${LOAD_ON[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WARMUP}s" \
             "http://127.0.0.1:$hport/" >/dev/null 2>&1 || warn "$tag: warm-up wrk failed"
     fi
-    local loads=(iperf1 iperf4 wrk_ka wrk_close)
-    # With rounds, the wrk loads are measured there (ferry-splice, which
-    # shares ferry's ports, keeps measuring them here).
-    (( ROUNDS > 0 )) && [[ "$kind" != ferry-splice ]] && loads=(iperf1 iperf4)
-    for load in "${loads[@]}"; do
+    for load in ${loads[@]+"${loads[@]}"}; do
         measure "$dir" "$tag" "$load" "$iport" "$hport" || { ok=0; break; }
     done
     if [[ -n "$PROXY_PID" ]] && kill -0 "$PROXY_PID" 2>/dev/null; then
@@ -708,32 +712,33 @@ for ((REP = 1; REP <= REPEAT; REP++)); do
 done
 
 # ---------------------------------------------------------------- rounds
-# The wrk loads are the most variable on a small shared machine: the
-# machine's speed drifts 10-20% within minutes, so one run per repetition
-# compares setups measured at different speeds; and Connection: close (a
-# new connection per request) leaves tens of thousands of TIME_WAIT sockets
-# that the next load works among. So both are measured last, with every
-# proxy up at once (an idle proxy costs nothing) and loaded one at a time,
-# keep-alive for WRK_DURATION then Connection: close for CLOSE_DURATION, in
-# an order that changes each round (below); raw files in $RAW/NAME/cROUND.
-# The report shows the median of each setup over the rounds and, round by
-# round, ferry against the better HAProxy variant of the same round.
+# The loads vary a lot on a small shared machine: its speed drifts 10-20%
+# within minutes, so one run per repetition compares setups measured at
+# different speeds; and Connection: close (a new connection per request)
+# leaves tens of thousands of TIME_WAIT sockets that the next load works
+# among. So every load is measured here, with every proxy up at once (an
+# idle proxy costs nothing) and loaded one at a time: iperf3 with 1 then 4
+# streams for IPERF_DURATION, wrk keep-alive for WRK_DURATION, then
+# Connection: close for CLOSE_DURATION, in an order of setups that changes
+# each round (below); raw files in $RAW/NAME/cROUND. The report shows the
+# median of each setup over the rounds and, round by round, ferry against
+# the better HAProxy variant.
 rounds_phase() {
-    local names=() hports=() pids=() i j r name dir pid others
-    names+=(direct); hports+=("$UP_HTTP_PORT"); pids+=("")
+    local names=() hports=() iports=() pids=() i j r name dir pid others load ok
+    names+=(direct); hports+=("$UP_HTTP_PORT"); iports+=("$UP_IPERF_PORT"); pids+=("")
     if [[ "$SKIP_FERRY" != 1 ]]; then
         mkdir -p "$RAW/ferry/churn"
         start_ferry "$RAW/ferry/churn" 0 || abort_ferry "$RAW/ferry/churn" "ferryd did not start for the rounds"
-        names+=(ferry); hports+=("$FERRY_HTTP_PORT"); pids+=("$PROXY_PID")
+        names+=(ferry); hports+=("$FERRY_HTTP_PORT"); iports+=("$FERRY_IPERF_PORT"); pids+=("$PROXY_PID")
     fi
     mkdir -p "$RAW/haproxy/churn" "$RAW/haproxy-splice/churn"
     if start_haproxy "$RAW/haproxy/churn" "$HAP_IPERF_PORT" "$HAP_HTTP_PORT" 0; then
-        names+=(haproxy); hports+=("$HAP_HTTP_PORT"); pids+=("$PROXY_PID")
+        names+=(haproxy); hports+=("$HAP_HTTP_PORT"); iports+=("$HAP_IPERF_PORT"); pids+=("$PROXY_PID")
     else
         warn "haproxy did not start for the rounds"
     fi
     if start_haproxy "$RAW/haproxy-splice/churn" "$HAPS_IPERF_PORT" "$HAPS_HTTP_PORT" 1; then
-        names+=(haproxy-splice); hports+=("$HAPS_HTTP_PORT"); pids+=("$PROXY_PID")
+        names+=(haproxy-splice); hports+=("$HAPS_HTTP_PORT"); iports+=("$HAPS_IPERF_PORT"); pids+=("$PROXY_PID")
     else
         warn "haproxy-splice did not start for the rounds"
     fi
@@ -758,7 +763,7 @@ rounds_phase() {
         first+=("$lo"); lo=$(( lo + 1 ))
         (( ${#first[@]} < n )) && { first+=("$hi"); hi=$(( hi - 1 )); }
     done
-    log "=== rounds: ${names[*]} up at once; $ROUNDS rounds of keep-alive (${WRK_DURATION}s) then Connection: close (${CLOSE_DURATION}s)"
+    log "=== rounds: ${names[*]} up at once; $ROUNDS rounds of iperf3 1 and 4 streams (${IPERF_DURATION}s each), keep-alive (${WRK_DURATION}s), Connection: close (${CLOSE_DURATION}s)"
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((j = 0; j < n; j++)); do
             i=$(( (first[j] + r - 1) % n ))
@@ -770,8 +775,11 @@ rounds_phase() {
             IDLE_PROXIES=(${others[@]+"${others[@]}"})
             PROXY_PID=$pid
             wait_idle
-            if measure "$dir" "$name [round $r/$ROUNDS]" wrk_ka "" "${hports[i]}" \
-                && sleep "$SETTLE" && measure "$dir" "$name [round $r/$ROUNDS]" wrk_close "" "${hports[i]}"; then
+            ok=1
+            for load in iperf1 iperf4 wrk_ka wrk_close; do
+                measure "$dir" "$name [round $r/$ROUNDS]" "$load" "${iports[i]}" "${hports[i]}" || { ok=0; break; }
+            done
+            if (( ok )); then
                 echo ok >"$dir/status"
             else
                 echo "failed: the proxy died during the load (see $RAW/$name/churn/proxy.log)" >"$dir/status"

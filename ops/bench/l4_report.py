@@ -6,8 +6,9 @@ Usage: l4_report.py RAW_DIR JSON_OUT TXT_OUT
 RAW_DIR holds meta.txt (key=value lines) and one folder per setup (direct,
 ferry, haproxy, haproxy-splice), with a "status" file if the setup was
 skipped, one folder per repetition (r1, r2, ...) and one per round (c1, c2,
-...: the two wrk loads; runs before 2026-11-22 02:50 UTC hold only
-Connection: close there) holding the raw files written by l4.sh:
+...: the loads measured in rounds; runs before 2026-12-06 05:00 UTC hold only
+the two wrk loads there, runs before 2026-11-22 02:50 UTC only
+Connection: close) holding the raw files written by l4.sh:
   status                     "ok", "failed: why" or "skipped: why"
   iperf1.out / iperf4.out    iperf3 -J output (1 and 4 streams)
   wrk_ka.out / wrk_close.out wrk --latency output (keep-alive / Connection: close)
@@ -26,6 +27,9 @@ import sys
 
 SETUPS = ["direct", "ferry", "ferry-splice", "haproxy", "haproxy-splice"]
 HAPROXIES = ["haproxy", "haproxy-splice"]
+# Rows that say how to read the others (background load, whether the proxy
+# was the bottleneck): shown for every setup, never given a ratio.
+INDICATORS = {"foreign_pct", "iperf4_busy_pct"}
 
 
 def read(path, default=None):
@@ -209,6 +213,8 @@ def median(vals):
 # Rows measured in the rounds when l4.sh ran them (ROUNDS > 0), and the load
 # each comes from.
 ROUND_ROWS = {
+    "iperf1_gbps": "iperf1", "iperf4_gbps": "iperf4", "cpu_per_gb": "iperf4", "iperf4_busy_pct": "iperf4",
+    "foreign_pct": "iperf4",
     "ka_rps": "wrk_ka", "ka_p99_ms": "wrk_ka", "cpu_per_100k_req": "wrk_ka",
     "close_cps": "wrk_close", "close_p99_ms": "wrk_close", "cpu_per_1k_conn": "wrk_close",
 }
@@ -265,6 +271,10 @@ def figures(res):
         c = [v for v in c if v is not None]
         return max(c) if c else None
 
+    def busy_pct(s, load):
+        cpu, wall = g(s, load, "proxy_cpu_s"), g(s, load, "seconds")
+        return 100.0 * cpu / wall if cpu is not None and wall else None
+
     def foreign_pct(s):
         c = [g(s, k, "foreign_cpu_cores") for k in ("iperf1", "iperf4", "wrk_ka", "wrk_close")]
         c = [v for v in c if v is not None]
@@ -284,6 +294,7 @@ def figures(res):
         ("close_cps", "HTTP Connection: close", "conn/s", "hi", lambda s: g(s, "wrk_close", "rps")),
         ("close_p99_ms", "HTTP Connection: close p99", "ms", "lo", lambda s: g(s, "wrk_close", "p99_ms")),
         ("cpu_per_gb", "proxy CPU per GB (iperf3)", "cpu-s/GB", "lo", cpu_per_gb),
+        ("iperf4_busy_pct", "proxy CPU use, iperf3 4 streams", "% core", "lo", lambda s: busy_pct(s, "iperf4")),
         ("cpu_per_1k_conn", "proxy CPU per 1000 conns", "cpu-s", "lo",
          lambda s: per(s, "wrk_close", "requests", 1000.0)),
         ("cpu_per_100k_req", "proxy CPU per 100k ka reqs", "cpu-s", "lo",
@@ -298,6 +309,12 @@ def figures(res):
     for key, label, unit, better, fn in rows:
         vals, per_rep = {}, {}
         for s in SETUPS:
+            if key == "hwm_mib":
+                # A peak, over every run: the loads may have run in rounds.
+                e = res.get(s, {})
+                per_rep[s] = [fn(r) for r in e.get("reps", []) + e.get("churn", []) if r.get("status") == "ok"]
+                vals[s] = max((v for v in per_rep[s] if v is not None), default=None)
+                continue
             per_rep[s] = [fn(r) for r in ok_runs(res, s, key)]
             vals[s] = median(per_rep[s])
         out.append((key, label, unit, better, vals, per_rep))
@@ -321,16 +338,35 @@ def cpu_per_request(e):
     return cpu / n if cpu is not None and n else None
 
 
-# Figures compared round by round: (key, label, load, better, value of a
-# round's entry for that load).
+def cpu_per_byte(r):
+    """Proxy CPU seconds per byte over a round's two iperf3 loads."""
+    cpu = [r[k].get("proxy_cpu_s") for k in ("iperf1", "iperf4")]
+    b = [r[k].get("bytes") for k in ("iperf1", "iperf4")]
+    return sum(cpu) / sum(b) if None not in cpu and None not in b and sum(b) else None
+
+
+# Figures compared round by round: (key, label, loads, better, value of a
+# round, given that each of its loads ran and parsed).
 ROUND_FIGURES = [
-    ("ka_rps", "keep-alive req/s", "wrk_ka", "hi", lambda e: e.get("rps")),
-    ("ka_p99_ms", "keep-alive p99", "wrk_ka", "lo", lambda e: e.get("p99_ms")),
-    ("cpu_per_100k_req", "CPU per keep-alive request", "wrk_ka", "lo", cpu_per_request),
-    ("close_cps", "Connection: close conn/s", "wrk_close", "hi", lambda e: e.get("rps")),
-    ("close_p99_ms", "Connection: close p99", "wrk_close", "lo", lambda e: e.get("p99_ms")),
-    ("cpu_per_1k_conn", "CPU per connection", "wrk_close", "lo", cpu_per_request),
+    ("iperf1_gbps", "iperf3 1 stream", ("iperf1",), "hi", lambda r: r["iperf1"].get("gbps")),
+    ("iperf4_gbps", "iperf3 4 streams", ("iperf4",), "hi", lambda r: r["iperf4"].get("gbps")),
+    ("cpu_per_gb", "CPU per GB", ("iperf1", "iperf4"), "lo", cpu_per_byte),
+    ("ka_rps", "keep-alive req/s", ("wrk_ka",), "hi", lambda r: r["wrk_ka"].get("rps")),
+    ("ka_p99_ms", "keep-alive p99", ("wrk_ka",), "lo", lambda r: r["wrk_ka"].get("p99_ms")),
+    ("cpu_per_100k_req", "CPU per keep-alive request", ("wrk_ka",), "lo", lambda r: cpu_per_request(r["wrk_ka"])),
+    ("close_cps", "Connection: close conn/s", ("wrk_close",), "hi", lambda r: r["wrk_close"].get("rps")),
+    ("close_p99_ms", "Connection: close p99", ("wrk_close",), "lo", lambda r: r["wrk_close"].get("p99_ms")),
+    ("cpu_per_1k_conn", "CPU per connection", ("wrk_close",), "lo", lambda r: cpu_per_request(r["wrk_close"])),
 ]
+
+
+def round_value(r, loads, fn):
+    """fn(r) for a round that is ok and whose loads all parsed, else None."""
+    if r.get("status") != "ok":
+        return None
+    if not all(isinstance(r.get(k), dict) and "error" not in r[k] for k in loads):
+        return None
+    return fn(r)
 
 
 def median_ci(vals, level=0.95):
@@ -358,12 +394,10 @@ def round_ratios(res):
     chosen once per figure: taking the better of two noisy variants in each
     round would favour HAProxy by the noise alone."""
     out = []
-    for key, label, load, better, fn in ROUND_FIGURES:
+    for key, label, loads, better, fn in ROUND_FIGURES:
         per = {}
         for s in ["ferry"] + HAPROXIES:
-            rounds = res.get(s, {}).get("churn", [])
-            per[s] = [fn(r[load]) if r.get("status") == "ok" and isinstance(r.get(load), dict)
-                      and "error" not in r[load] else None for r in rounds]
+            per[s] = [round_value(r, loads, fn) for r in res.get(s, {}).get("churn", [])]
         meds = [(median(per[h]), h) for h in HAPROXIES if median(per[h]) is not None]
         if not meds or median(per["ferry"]) is None:
             continue
@@ -428,12 +462,12 @@ def build_table(res, meta):
     for key, label, unit, better, vals, per_rep in rows:
         label = label.replace("N idle", f"{idle_n} idle")
         bh, bh_name = best_haproxy(better, vals)
-        if key == "foreign_pct":  # a validity indicator, not a figure to compare
+        if key in INDICATORS:  # read beside the figures, not compared
             bh, bh_name = None, None
         f = vals.get("ferry")
         r_h = f / bh if f is not None and bh else None
         d = vals.get("direct")
-        r_d = f / d if f is not None and d and key != "foreign_pct" else None
+        r_d = f / d if f is not None and d and key not in INDICATORS else None
         cells = [label, unit, "higher" if better == "hi" else "lower"]
         for s in shown:
             st = res.get(s, {}).get("status", "")
@@ -449,7 +483,7 @@ def build_table(res, meta):
         cells.append(rh_cell)
         cells.append("-" if r_d is None else f"{r_d:.2f}x")
         fs, hs = vals.get("ferry-splice"), vals.get("haproxy-splice")
-        r_s = fs / hs if fs is not None and hs and key != "foreign_pct" else None
+        r_s = fs / hs if fs is not None and hs and key not in INDICATORS else None
         if with_fs:
             cells.append("-" if r_s is None else f"{r_s:.2f}x")
         table.append(cells)
@@ -475,6 +509,8 @@ def build_table(res, meta):
     if with_fs:
         lines.append("  ferry-splice = ferryd with [node] copy = \"splice\"; ferry-spl/hap-spl = ferry-splice / haproxy-splice.")
     lines.append("  GB = 1e9 bytes received by iperf3 (both runs). CPU = proxy utime+stime from /proc/PID/stat.")
+    lines.append("  Proxy CPU use = its CPU seconds over the 4-stream load's seconds: well under the CPUs the proxy")
+    lines.append("  may use means the proxy was not what limited that throughput (the load generator was).")
     lines.append("  Peak RSS = max(VmHWM, 5 Hz VmRSS samples).")
     lines.append("  Background CPU = CPU used by processes the script did not start, mean over the four loads")
     lines.append("  (should be ~0; if not, another job was running and the figures are noisy; loads that saw")
@@ -483,8 +519,13 @@ def build_table(res, meta):
     lines.append("  '-' = not applicable/not measured, 'skip' = setup skipped, 'FAIL' = setup failed.")
     n_rounds = meta.get("rounds", meta.get("churn_rounds", "0"))
     if n_rounds not in ("", "0"):
-        ka_too = any("wrk_ka" in r for e in res.values() for r in e.get("churn", []))
-        what = "HTTP rows (keep-alive and Connection: close)" if ka_too else "Connection: close rows"
+        in_rounds = {k for e in res.values() for r in e.get("churn", []) for k in r}
+        if "iperf4" in in_rounds:
+            what = "Throughput, HTTP and CPU rows"
+        elif "wrk_ka" in in_rounds:
+            what = "HTTP rows (keep-alive and Connection: close)"
+        else:
+            what = "Connection: close rows"
         lines.append(f"  {what}: median of {n_rounds} rounds, run after the repetitions with")
         lines.append("  every proxy up at once and loaded one at a time, every setup following every other equally often.")
         rr = round_ratios(res)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tests of l4_report.py's round-by-round statistics.
+"""Tests of l4_report.py: the round-by-round statistics and where each row's
+values come from.
 
 Run: python3 -m unittest discover -s ops/bench -p 'test_*.py'
 (ops/test.sh does, when python3 is installed).
@@ -22,6 +23,17 @@ def rounds(rps, p99=None, cpu_s=None, requests=100_000):
         e = {"rps": v, "p99_ms": (p99 or rps)[i], "requests": requests,
              "proxy_cpu_s": None if cpu_s is None else cpu_s[i]}
         out.append({"status": "ok", "wrk_ka": dict(e), "wrk_close": dict(e)})
+    return {"status": "ok", "reps": [], "churn": out}
+
+
+def iperf_rounds(gbps1, gbps4, cpu_s, seconds=10.0):
+    """One setup's rounds with the two iperf3 loads (equal CPU in each)."""
+    out = []
+    for g1, g4, c in zip(gbps1, gbps4, cpu_s):
+        r = {"status": "ok"}
+        for load, g in (("iperf1", g1), ("iperf4", g4)):
+            r[load] = {"gbps": g, "bytes": g * 1e9 / 8 * seconds, "seconds": seconds, "proxy_cpu_s": c}
+        out.append(r)
     return {"status": "ok", "reps": [], "churn": out}
 
 
@@ -87,8 +99,66 @@ class RoundRatios(unittest.TestCase):
         r = by_key(res)["ka_rps"]
         self.assertEqual(r["n"], 7)
 
+    def test_throughput_and_cpu_per_gb_are_compared_round_by_round(self):
+        # ferry moves 10% more in every round for the same CPU: ahead on
+        # both throughputs and on CPU per GB (lower is better).
+        res = {"ferry": iperf_rounds([11.0] * 8, [22.0] * 8, [5.0] * 8),
+               "haproxy": iperf_rounds([10.0] * 8, [20.0] * 8, [5.0] * 8)}
+        r = by_key(res)
+        self.assertEqual(r["iperf1_gbps"]["verdict"], "ferry ahead")
+        self.assertEqual(r["iperf4_gbps"]["verdict"], "ferry ahead")
+        self.assertEqual(r["cpu_per_gb"]["verdict"], "ferry ahead")
+        self.assertAlmostEqual(r["cpu_per_gb"]["median"], 30 / 33)
+        self.assertNotIn("ka_rps", r, "no wrk loads in these rounds, no HTTP rows")
+
+    def test_cpu_per_gb_needs_both_iperf_loads_of_the_round(self):
+        res = {"ferry": iperf_rounds([11.0] * 8, [22.0] * 8, [5.0] * 8),
+               "haproxy": iperf_rounds([10.0] * 8, [20.0] * 8, [5.0] * 8)}
+        res["ferry"]["churn"][2]["iperf1"] = {"error": "unparseable output"}
+        r = by_key(res)
+        self.assertEqual(r["iperf4_gbps"]["n"], 8)
+        self.assertEqual(r["iperf1_gbps"]["n"], 7)
+        self.assertEqual(r["cpu_per_gb"]["n"], 7)
+
     def test_no_rounds_no_rows(self):
         self.assertEqual(R.round_ratios({"ferry": rounds([]), "haproxy": rounds([])}), [])
+
+
+class Table(unittest.TestCase):
+    def test_rows_come_from_the_rounds_when_they_measured_the_load(self):
+        res = {"ferry": iperf_rounds([11.0] * 8, [22.0] * 8, [5.0] * 8),
+               "haproxy": iperf_rounds([10.0] * 8, [20.0] * 8, [5.0] * 8)}
+        # A repetition that measured iperf3 itself (an older layout) is not
+        # mixed in once the rounds have the load.
+        res["ferry"]["reps"] = [{"status": "ok", "iperf4": {"gbps": 1.0, "bytes": 1, "seconds": 10.0}}]
+        rows = {k: (vals, per) for k, _, _, _, vals, per in R.figures(res)}
+        self.assertEqual(rows["iperf4_gbps"][0]["ferry"], 22.0)
+        self.assertEqual(len(rows["iperf4_gbps"][1]["ferry"]), 8)
+        # proxy CPU use: 5 s of CPU over a 10 s load
+        self.assertEqual(rows["iperf4_busy_pct"][0]["haproxy"], 50.0)
+
+    def test_rows_fall_back_to_the_repetitions_without_rounds(self):
+        res = {"ferry": {"status": "ok", "churn": [],
+                         "reps": [{"status": "ok", "iperf4": {"gbps": g, "bytes": 1, "seconds": 10.0}}
+                                  for g in (1.0, 3.0, 2.0)]}}
+        rows = {k: vals for k, _, _, _, vals, _ in R.figures(res)}
+        self.assertEqual(rows["iperf4_gbps"]["ferry"], 2.0)
+
+    def test_peak_rss_is_the_highest_over_repetitions_and_rounds(self):
+        res = {"ferry": {"status": "ok",
+                         "reps": [{"status": "ok", "hwm_kib": 10240}],
+                         "churn": [{"status": "ok", "iperf4": {"proxy_rss_max_kib": 20480}},
+                                   {"status": "ok", "wrk_ka": {"proxy_rss_max_kib": 15360}}]}}
+        rows = {k: vals for k, _, _, _, vals, _ in R.figures(res)}
+        self.assertEqual(rows["hwm_mib"]["ferry"], 20.0)
+
+    def test_indicator_rows_get_no_ratio(self):
+        res = {"ferry": iperf_rounds([11.0] * 8, [22.0] * 8, [5.0] * 8),
+               "haproxy": iperf_rounds([10.0] * 8, [20.0] * 8, [4.0] * 8)}
+        _, summary = R.build_table(res, {"rounds": "8"})
+        rows = {r["key"]: r for r in summary}
+        self.assertIsNone(rows["iperf4_busy_pct"]["ferry_over_best_haproxy"])
+        self.assertIsNotNone(rows["iperf4_gbps"]["ferry_over_best_haproxy"])
 
 
 if __name__ == "__main__":

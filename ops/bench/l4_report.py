@@ -220,13 +220,38 @@ ROUND_ROWS = {
 }
 
 
+# Peaks: the highest value over every run, repetitions and rounds alike
+# (the loads may have run in either), rather than a median.
+PEAK_ROWS = {"hwm_mib"}
+
+
 def ok_runs(res, s, key):
-    """The repetitions (or rounds, for ROUND_ROWS whose load the rounds
-    measured) of setup s that ran."""
+    """The runs of setup s that ran and give row `key` its values: the
+    repetitions, or the rounds for ROUND_ROWS whose load the rounds
+    measured, or both for PEAK_ROWS."""
     e = res.get(s, {})
     rounds = e.get("churn", [])
-    src = "churn" if key in ROUND_ROWS and any(ROUND_ROWS[key] in r for r in rounds) else "reps"
-    return [r for r in e.get(src, []) if r.get("status") == "ok"]
+    if key in PEAK_ROWS:
+        runs = e.get("reps", []) + rounds
+    elif key in ROUND_ROWS and any(ROUND_ROWS[key] in r for r in rounds):
+        runs = rounds
+    else:
+        runs = e.get("reps", [])
+    return [r for r in runs if r.get("status") == "ok"]
+
+
+def peak(vals):
+    return max((v for v in vals if v is not None), default=None)
+
+
+def cpu_per_gb(run):
+    """Proxy CPU seconds per GB over a run's two iperf3 loads."""
+    loads = [run.get(k) or {} for k in ("iperf1", "iperf4")]
+    cpu = [e.get("proxy_cpu_s") for e in loads]
+    b = [e.get("bytes") for e in loads]
+    if None in cpu or None in b or not sum(b):
+        return None
+    return sum(cpu) / (sum(b) / 1e9)
 
 
 def figures(res):
@@ -246,13 +271,6 @@ def figures(res):
         if cpu is None or not n:
             return None
         return cpu / (n / scale)
-
-    def cpu_per_gb(s):
-        cpu = [g(s, k, "proxy_cpu_s") for k in ("iperf1", "iperf4")]
-        b = [g(s, k, "bytes") for k in ("iperf1", "iperf4")]
-        if None in cpu or None in b or not sum(b):
-            return None
-        return sum(cpu) / (sum(b) / 1e9)
 
     def mib(v):
         return None if v is None else v / 1024.0
@@ -309,14 +327,8 @@ def figures(res):
     for key, label, unit, better, fn in rows:
         vals, per_rep = {}, {}
         for s in SETUPS:
-            if key == "hwm_mib":
-                # A peak, over every run: the loads may have run in rounds.
-                e = res.get(s, {})
-                per_rep[s] = [fn(r) for r in e.get("reps", []) + e.get("churn", []) if r.get("status") == "ok"]
-                vals[s] = max((v for v in per_rep[s] if v is not None), default=None)
-                continue
             per_rep[s] = [fn(r) for r in ok_runs(res, s, key)]
-            vals[s] = median(per_rep[s])
+            vals[s] = (peak if key in PEAK_ROWS else median)(per_rep[s])
         out.append((key, label, unit, better, vals, per_rep))
         if key == "close_p99_ms":
             # A total, not a median: any error is worth seeing.
@@ -338,19 +350,12 @@ def cpu_per_request(e):
     return cpu / n if cpu is not None and n else None
 
 
-def cpu_per_byte(r):
-    """Proxy CPU seconds per byte over a round's two iperf3 loads."""
-    cpu = [r[k].get("proxy_cpu_s") for k in ("iperf1", "iperf4")]
-    b = [r[k].get("bytes") for k in ("iperf1", "iperf4")]
-    return sum(cpu) / sum(b) if None not in cpu and None not in b and sum(b) else None
-
-
 # Figures compared round by round: (key, label, loads, better, value of a
 # round, given that each of its loads ran and parsed).
 ROUND_FIGURES = [
     ("iperf1_gbps", "iperf3 1 stream", ("iperf1",), "hi", lambda r: r["iperf1"].get("gbps")),
     ("iperf4_gbps", "iperf3 4 streams", ("iperf4",), "hi", lambda r: r["iperf4"].get("gbps")),
-    ("cpu_per_gb", "CPU per GB", ("iperf1", "iperf4"), "lo", cpu_per_byte),
+    ("cpu_per_gb", "CPU per GB", ("iperf1", "iperf4"), "lo", cpu_per_gb),
     ("ka_rps", "keep-alive req/s", ("wrk_ka",), "hi", lambda r: r["wrk_ka"].get("rps")),
     ("ka_p99_ms", "keep-alive p99", ("wrk_ka",), "lo", lambda r: r["wrk_ka"].get("p99_ms")),
     ("cpu_per_100k_req", "CPU per keep-alive request", ("wrk_ka",), "lo", lambda r: cpu_per_request(r["wrk_ka"])),

@@ -177,7 +177,7 @@ impl Node {
         let (commands, rx) = mpsc::channel(16);
         let member = match &config.cluster {
             None => {
-                let errors = publisher.apply_routes(config.routes.clone());
+                let errors = publisher.apply_routes(config.routes.clone(), true);
                 if !errors.is_empty() {
                     hard_stop.cancel();
                     return Err(StartError::Listen(errors));
@@ -207,7 +207,7 @@ impl Node {
                     None => PeerDirectory::alone(me),
                 }));
                 let routes = member.replica.state().routes.values().map(|r| r.spec.clone()).collect();
-                for e in publisher.apply_routes(routes) {
+                for e in publisher.apply_routes(routes, false) {
                     warn!("{e}");
                 }
                 Some(member)
@@ -309,7 +309,10 @@ impl Node {
             return Err(ApplyError::Invalid(ConfigErrors(errors)));
         }
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::ApplyRoutes { routes, reply }).await.map_err(|_| ApplyError::Stopped)?;
+        self.commands
+            .send(Command::ApplyRoutes { routes, all_or_nothing: true, reply })
+            .await
+            .map_err(|_| ApplyError::Stopped)?;
         let errors = rx.await.map_err(|_| ApplyError::Stopped)?;
         if errors.is_empty() { Ok(()) } else { Err(ApplyError::Bind(errors)) }
     }

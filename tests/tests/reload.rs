@@ -80,3 +80,37 @@ async fn moving_a_route_frees_its_old_port_for_another() -> anyhow::Result<()> {
     assert_eq!(greet(elsewhere).await?, "a");
     Ok(())
 }
+
+/// A route moved to an address it cannot bind rejects the whole change:
+/// before, its old listener was stopped first and the route was left
+/// listening nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_cannot_bind_rejects_the_change_and_the_old_listener_keeps_serving() -> anyhow::Result<()>
+{
+    let (a, b) = (Greeter::start("a").await?, Greeter::start("b").await?);
+    let node = TestNode::start(vec![route("web", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    let addr = node.route_addr("web")?;
+    let mut old = Session::open(addr).await?;
+    let before = node.node().table().generation;
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let busy = taken.local_addr()?;
+    let moved = route("web", "weighted", &[("a", a.addr, 1)], json!({"listen": busy.to_string()}))?;
+    let added = route("new", "weighted", &[("b", b.addr, 1)], json!({}))?;
+    let err = node.node().apply_routes(vec![moved, added]).await.expect_err("the busy address is refused");
+    assert!(err.to_string().contains(&format!("route \"web\": cannot listen on {busy}")), "{err}");
+
+    assert_eq!(node.node().table().generation, before, "the table was not rebuilt");
+    assert_eq!(node.route_addr("web")?, addr, "the route still listens where it did");
+    assert!(node.route_addr("new").is_err(), "nothing of the rejected change was applied");
+    assert_eq!(greet(addr).await?, "a", "the old listener serves new connections");
+    assert_eq!(old.echo(b"still here").await?, b"still here");
+
+    // Once the address is free the same change applies.
+    drop(taken);
+    let moved = route("web", "weighted", &[("a", a.addr, 1)], json!({"listen": busy.to_string()}))?;
+    node.node().apply_routes(vec![moved]).await?;
+    assert_eq!(node.route_addr("web")?, busy);
+    assert_eq!(greet(busy).await?, "a");
+    Ok(())
+}

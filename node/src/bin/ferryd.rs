@@ -279,8 +279,9 @@ async fn reload(args: &Args, path: &Path, running: &Config, node: &Node) {
         }
         Err(ApplyError::Bind(errors)) => {
             metrics.with_label_values(&["error"]).inc();
+            error!(file = %path.display(), "reload rejected; the running configuration stays");
             for e in errors {
-                error!("reload: {e}");
+                error!("{e}");
             }
         }
         Err(e) => {

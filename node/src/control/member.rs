@@ -464,7 +464,10 @@ async fn feed(
         let routes: Vec<RouteSpec> = rx.borrow_and_update().routes.values().map(|r| r.spec.clone()).collect();
         if last.as_ref() != Some(&routes) {
             let (reply, done) = oneshot::channel();
-            if publisher.send(PublisherCommand::ApplyRoutes { routes: routes.clone(), reply }).await.is_err()
+            if publisher
+                .send(PublisherCommand::ApplyRoutes { routes: routes.clone(), all_or_nothing: false, reply })
+                .await
+                .is_err()
             {
                 return;
             }

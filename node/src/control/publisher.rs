@@ -25,8 +25,11 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug)]
 pub enum Command {
     /// Replace the configured routes (already validated); replies with the
-    /// routes whose listener could not be bound.
-    ApplyRoutes { routes: Vec<RouteSpec>, reply: oneshot::Sender<Vec<BindError>> },
+    /// routes whose listener could not be bound. With `all_or_nothing` (a
+    /// reload or an admin change on a standalone node) a route that cannot
+    /// be bound rejects the whole set and nothing changes; without it (a
+    /// committed Raft entry, which must be applied) the others are applied.
+    ApplyRoutes { routes: Vec<RouteSpec>, all_or_nothing: bool, reply: oneshot::Sender<Vec<BindError>> },
     /// Replace the peer directory (membership changed); the table is
     /// rebuilt when it differs from the current one.
     SetPeers { peers: Arc<PeerDirectory> },
@@ -69,11 +72,21 @@ impl Publisher {
         info!(peers = self.peers.peers().len(), generation = self.table.load().generation, "peers applied");
     }
 
-    /// Replaces the routes, publishes the table and reconciles listeners.
-    pub fn apply_routes(&mut self, routes: Vec<RouteSpec>) -> Vec<BindError> {
+    /// Replaces the routes, publishes the table and reconciles listeners;
+    /// returns the routes that could not be bound. New and moved routes are
+    /// bound before anything changes, so with `all_or_nothing` a route that
+    /// cannot be bound leaves the table and every listener as they were.
+    pub fn apply_routes(&mut self, routes: Vec<RouteSpec>, all_or_nothing: bool) -> Vec<BindError> {
+        let listens: Vec<(String, std::net::SocketAddr)> =
+            routes.iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect();
+        let plan = self.listeners.plan(&listens);
+        if all_or_nothing && !plan.errors.is_empty() {
+            info!(routes = routes.len(), "routes rejected: a listener cannot be bound; nothing changed");
+            return plan.errors;
+        }
         self.specs = routes.into_iter().map(Arc::new).collect();
         self.publish();
-        let errors = self.listeners.reconcile(&self.table.load());
+        let errors = self.listeners.commit(plan);
         info!(routes = self.specs.len(), generation = self.table.load().generation, "routes applied");
         errors
     }
@@ -95,8 +108,8 @@ impl Publisher {
             let wake = next_end.map(|ms| self.clock.instant(ms));
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(Command::ApplyRoutes { routes, reply }) => {
-                        let _ = reply.send(self.apply_routes(routes));
+                    Some(Command::ApplyRoutes { routes, all_or_nothing, reply }) => {
+                        let _ = reply.send(self.apply_routes(routes, all_or_nothing));
                     }
                     Some(Command::SetPeers { peers }) => self.set_peers(peers),
                     Some(Command::StopAccepting { reply }) => {
@@ -170,7 +183,10 @@ mod tests {
             let commands = commands.clone();
             async move {
                 let (reply, done) = oneshot::channel();
-                commands.send(Command::ApplyRoutes { routes, reply }).await.expect("publisher runs");
+                commands
+                    .send(Command::ApplyRoutes { routes, all_or_nothing: true, reply })
+                    .await
+                    .expect("publisher runs");
                 done.await.expect("publisher replies")
             }
         };

@@ -88,12 +88,18 @@ impl Registry {
                 backends.push(Arc::clone(backend));
                 live_backends.insert(key);
             }
-            let listen = ListenAddr::parse(&spec.listen)
-                .map_or(SocketAddr::new(self.bind_addr, 0), |l| l.resolve(self.bind_addr));
+            let listen = self.listen_addr(spec);
             inputs.push(RouteInput { spec: Arc::clone(spec), listen, state, backends });
         }
         self.retire(&live_routes, &live_backends);
         inputs
+    }
+
+    /// The address `spec` listens on: its `listen` resolved against the
+    /// node's bind address (validated specs always parse).
+    pub fn listen_addr(&self, spec: &RouteSpec) -> SocketAddr {
+        ListenAddr::parse(&spec.listen)
+            .map_or(SocketAddr::new(self.bind_addr, 0), |l| l.resolve(self.bind_addr))
     }
 
     fn retire(&mut self, live_routes: &HashSet<String>, live_backends: &HashSet<BackendKey>) {

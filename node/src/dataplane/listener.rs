@@ -169,6 +169,28 @@ impl std::fmt::Display for BindError {
     }
 }
 
+/// A reconcile prepared by [`Listeners::plan`] and not yet committed.
+/// Dropping it closes the sockets it bound.
+#[derive(Debug)]
+pub struct Plan {
+    /// Running listeners to stop.
+    stale: Vec<String>,
+    /// Routes to start, with their sockets bound.
+    ready: Vec<(String, SocketAddr, Bound)>,
+    /// Routes to bind once `stale` has stopped (their address overlaps one of those).
+    deferred: Vec<(String, SocketAddr)>,
+    /// Routes that could not be bound.
+    pub errors: Vec<BindError>,
+}
+
+/// True when a listener bound to `held` keeps `wanted` from being bound:
+/// the same port on the same or a wildcard address.
+fn overlaps(held: SocketAddr, wanted: SocketAddr) -> bool {
+    held.port() == wanted.port()
+        && wanted.port() != 0
+        && (held.ip() == wanted.ip() || held.ip().is_unspecified() || wanted.ip().is_unspecified())
+}
+
 /// The set of running listeners.
 #[derive(Debug)]
 pub struct Listeners {
@@ -192,66 +214,101 @@ impl Listeners {
         Arc::clone(&self.bound)
     }
 
-    /// Makes the running listeners match `table`: stops those of removed or
-    /// moved routes first (freeing their ports), then binds new ones. Returns
-    /// the routes that could not be bound; the others run. After
-    /// [`Listeners::stop_accepting`] it binds nothing: a node that is
-    /// shutting down still applies routes its Raft log delivers (for the
-    /// connections it drains), but a listener bound then would never stop,
-    /// and the drain would wait for its accept loop forever.
+    /// Makes the running listeners match `table`: binds what it can, stops
+    /// the listeners of removed or moved routes, and reports the routes
+    /// that could not be bound (the others run). See [`Listeners::plan`].
     pub fn reconcile(&mut self, table: &RoutingTable) -> Vec<BindError> {
+        let routes: Vec<(String, SocketAddr)> =
+            table.routes().iter().map(|r| (r.spec.name.clone(), r.listen)).collect();
+        let plan = self.plan(&routes);
+        self.commit(plan)
+    }
+
+    /// First half of a reconcile, which changes nothing that runs: binds
+    /// the listening sockets of new and moved routes (their accept queues
+    /// fill until [`Listeners::commit`] starts their loops) and notes which
+    /// running listeners would stop. A caller that wants all or nothing (a
+    /// reload) drops a plan with [`Plan::errors`], which closes its sockets
+    /// and leaves every running listener as it was.
+    ///
+    /// A route that moves onto an address one of the stopping listeners
+    /// holds (two routes swapping ports, a route taking a removed route's
+    /// port) cannot be bound before that listener stops: it is bound by
+    /// `commit`, right after.
+    pub fn plan(&self, routes: &[(String, SocketAddr)]) -> Plan {
         let stale: Vec<String> = self
             .running
             .iter()
-            .filter(|(name, r)| table.get(name).is_none_or(|route| route.listen != r.requested))
+            .filter(|(name, r)| routes.iter().all(|(n, listen)| n != *name || *listen != r.requested))
             .map(|(name, _)| name.clone())
             .collect();
+        let mut plan = Plan { stale, ready: Vec::new(), deferred: Vec::new(), errors: Vec::new() };
+        if self.closed {
+            return plan;
+        }
+        for (name, listen) in routes {
+            if self.running.get(name).is_some_and(|r| r.requested == *listen) {
+                continue;
+            }
+            let held =
+                plan.stale.iter().filter_map(|n| self.running.get(n)).any(|r| overlaps(r.bound, *listen));
+            if held {
+                plan.deferred.push((name.clone(), *listen));
+                continue;
+            }
+            match bind(*listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
+                Ok(sockets) => plan.ready.push((name.clone(), *listen, sockets)),
+                Err(error) => plan.errors.push(BindError { route: name.clone(), addr: *listen, error }),
+            }
+        }
+        plan
+    }
+
+    /// Second half of a reconcile: stops the plan's stale listeners, starts
+    /// accepting on its bound sockets, binds its deferred addresses, and
+    /// returns every route that is not listening (the plan's errors and any
+    /// deferred bind that failed).
+    pub fn commit(&mut self, plan: Plan) -> Vec<BindError> {
+        let Plan { stale, ready, deferred, mut errors } = plan;
         for name in stale {
             if let Some(r) = self.running.remove(&name) {
                 info!(route = %name, addr = %r.bound, drain_ms = self.ctx.drain.as_millis() as u64, "listener stopped");
                 self.retire(r);
             }
         }
-        let mut errors = Vec::new();
-        for route in table.routes() {
-            let name = &route.spec.name;
-            if self.closed || self.running.contains_key(name) {
-                continue;
+        for (name, listen, sockets) in ready {
+            self.start(name, listen, sockets);
+        }
+        for (name, listen) in deferred {
+            if self.closed {
+                break;
             }
-            match bind(route.listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
-                Ok((sockets, dups)) => {
-                    let bound = sockets.first().and_then(|l| l.local_addr().ok()).unwrap_or(route.listen);
-                    let stop = CancellationToken::new();
-                    let conns = self.ctx.hard_stop.child_token();
-                    for (worker, (socket, runtime)) in sockets.into_iter().zip(&self.ctx.runtimes).enumerate()
-                    {
-                        self.ctx.tracker.spawn_on(
-                            accept_loop(
-                                socket,
-                                worker,
-                                name.clone(),
-                                self.ctx.clone(),
-                                stop.clone(),
-                                conns.clone(),
-                            ),
-                            runtime,
-                        );
-                    }
-                    info!(route = %name, addr = %bound, "listening");
-                    self.running.insert(
-                        name.clone(),
-                        Running { requested: route.listen, bound, stop, conns, sockets: dups },
-                    );
-                }
-                Err(error) => {
-                    warn!(route = %name, addr = %route.listen, %error, "cannot listen");
-                    errors.push(BindError { route: name.clone(), addr: route.listen, error });
-                }
+            match bind(listen, self.ctx.runtimes.len(), self.ctx.reuse_port) {
+                Ok(sockets) => self.start(name, listen, sockets),
+                Err(error) => errors.push(BindError { route: name, addr: listen, error }),
             }
+        }
+        for e in &errors {
+            warn!(route = %e.route, addr = %e.addr, error = %e.error, "cannot listen");
         }
         let bound = self.running.iter().map(|(n, r)| (n.clone(), r.bound)).collect();
         self.bound.store(Arc::new(bound));
         errors
+    }
+
+    /// Starts one accept loop per worker on `sockets`, route `name`.
+    fn start(&mut self, name: String, requested: SocketAddr, (sockets, dups): Bound) {
+        let bound = sockets.first().and_then(|l| l.local_addr().ok()).unwrap_or(requested);
+        let stop = CancellationToken::new();
+        let conns = self.ctx.hard_stop.child_token();
+        for (worker, (socket, runtime)) in sockets.into_iter().zip(&self.ctx.runtimes).enumerate() {
+            self.ctx.tracker.spawn_on(
+                accept_loop(socket, worker, name.clone(), self.ctx.clone(), stop.clone(), conns.clone()),
+                runtime,
+            );
+        }
+        info!(route = %name, addr = %bound, "listening");
+        self.running.insert(name, Running { requested, bound, stop, conns, sockets: dups });
     }
 
     /// Stops accepting on every listener for good (shutdown); connections

@@ -13,6 +13,9 @@ use std::path::Path;
 use ferry_client::FieldError;
 use ferry_client::route::{RouteSpec, listen_conflicts, validate_routes};
 use serde::{Deserialize, Serialize};
+use serde_path_to_error::Segment;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::dataplane::copy::CopyMode;
 use crate::telemetry::tracing::LogFormat;
@@ -375,15 +378,26 @@ impl Config {
         Self::parse(&text)
     }
 
-    /// Parses TOML text, without validating it. A syntax or type error names
-    /// the field path and the line.
+    /// Parses TOML text, without validating it. A syntax error is one line;
+    /// otherwise every unknown field and wrongly typed value is reported,
+    /// one line each naming the field path and the line (see [`parse_part`]).
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigErrors(vec![toml_error("", &e, text)]))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            ConfigErrors(vec![toml_error(&path, e.inner(), text)])
-        })
+        let mut root = DeTable::parse(text).map_err(|e| ConfigErrors(vec![toml_error("", &e, text)]))?;
+        let mut errors = Vec::new();
+        // Each route on its own: a problem in one hides none in another.
+        let routes = match root.get_mut().remove("routes") {
+            None => Some(Vec::new()),
+            Some(value) => parse_routes(value, text, &mut errors),
+        };
+        let config = parse_part::<Config>(root, "", text).map_err(|e| errors.extend(e));
+        match (config, routes) {
+            (Ok(config), Some(routes)) if errors.is_empty() => Ok(Config { routes, ..config }),
+            _ => {
+                // In the order of the file.
+                errors.sort_by_key(|(at, _)| *at);
+                Err(ConfigErrors(errors.into_iter().map(|(_, e)| e).collect()))
+            }
+        }
     }
 
     /// Checks everything that parsing cannot: values, uniqueness, limits.
@@ -544,16 +558,173 @@ fn validate_cluster(c: &ClusterSection, gossip: bool, errors: &mut Vec<FieldErro
     }
 }
 
+/// A problem and where it is in the file (byte offset), to report them in order.
+type Located = (usize, FieldError);
+
+/// Most problems reported for one part of the file (a route, or the rest).
+const MAX_PART_ERRORS: usize = 64;
+
+/// `[[routes]]`, each route parsed on its own; `None` if any has a problem
+/// (pushed to `errors`).
+fn parse_routes(
+    value: Spanned<DeValue<'_>>,
+    text: &str,
+    errors: &mut Vec<Located>,
+) -> Option<Vec<RouteSpec>> {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        let msg = format!("expected an array of tables ([[routes]]){}", at(span.clone(), text));
+        errors.push((span.start, FieldError::new("routes", msg)));
+        return None;
+    };
+    let mut routes = Some(Vec::with_capacity(items.len()));
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let span = item.span();
+        let parsed = match item.into_inner() {
+            DeValue::Table(t) => parse_part::<RouteSpec>(Spanned::new(span, t), &path, text),
+            other => Err(vec![(
+                span.start,
+                FieldError::new(
+                    path,
+                    format!("expected a table, got {}{}", other.type_str(), at(span.clone(), text)),
+                ),
+            )]),
+        };
+        match parsed {
+            Ok(route) => {
+                routes = routes.map(|mut r| {
+                    r.push(route);
+                    r
+                })
+            }
+            Err(e) => {
+                errors.extend(e);
+                routes = None;
+            }
+        }
+    }
+    routes
+}
+
+/// Deserializes `table` as a `T`, reporting every problem rather than the
+/// first: after each error the offending key is taken out of the table
+/// and the rest deserialized again. When that leaves a required field
+/// missing (its problem is already reported), a placeholder of each TOML
+/// type in turn stands in for it until one deserializes; placeholders
+/// never reach a caller, since a reported problem fails the parse. It
+/// stops early only on a problem it cannot take out (a missing field, a
+/// wrongly typed array element). Paths are prefixed with `prefix`.
+fn parse_part<T: serde::de::DeserializeOwned>(
+    mut table: Spanned<DeTable<'_>>,
+    prefix: &str,
+    text: &str,
+) -> Result<T, Vec<Located>> {
+    let mut errors = Vec::new();
+    // Path (as printed) of every key taken out, with its table's segments.
+    let mut removed: Vec<(String, Vec<Segment>, String)> = Vec::new();
+    // Path of every placeholder put in, and the next kind to try.
+    let mut placeholders: Vec<(String, usize)> = Vec::new();
+    for _ in 0..MAX_PART_ERRORS * 4 {
+        let e = match serde_path_to_error::deserialize::<_, T>(toml::de::Deserializer::from(table.clone())) {
+            Ok(value) if errors.is_empty() => return Ok(value),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let rel = e.path().to_string();
+        let rel = if rel == "." { String::new() } else { rel };
+        let message = e.inner().message();
+        // A placeholder of the wrong type, or a required field taken out:
+        // (re)place it.
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+        let retry = placeholders.iter().position(|(p, _)| *p == rel).or_else(|| {
+            let field = missing?;
+            let (path, _, _) = removed.iter().find(|(p, _, k)| k == field && *p == join_path(&rel, field))?;
+            placeholders.push((path.clone(), 0));
+            Some(placeholders.len() - 1)
+        });
+        if let Some(i) = retry {
+            let (path, kind) = &mut placeholders[i];
+            let Some((_, parents, key)) = removed.iter().find(|(p, _, _)| *p == *path) else { break };
+            let Some(value) = placeholder(*kind) else { break };
+            *kind += 1;
+            let parents: Vec<&Segment> = parents.iter().collect();
+            match table_at(table.get_mut(), &parents) {
+                Some(t) => t.insert(Spanned::new(0..0, key.clone().into()), Spanned::new(0..0, value)),
+                None => break,
+            };
+            continue;
+        }
+        if errors.len() == MAX_PART_ERRORS {
+            break;
+        }
+        let pos = e.inner().span().map_or(0, |s| s.start);
+        errors.push((pos, toml_error(&join_path(prefix, &rel), e.inner(), text)));
+        let segments: Vec<&Segment> = e.path().iter().collect();
+        let Some((Segment::Map { key }, parents)) = segments.split_last() else { break };
+        if table_at(table.get_mut(), parents).and_then(|t| t.remove(key.as_str())).is_none() {
+            break;
+        }
+        removed.push((rel.clone(), parents.iter().map(|s| (*s).clone()).collect(), key.clone()));
+    }
+    Err(errors)
+}
+
+/// `a.b` from `a` and `b`; `a[0]` from `a` and `[0]`.
+fn join_path(prefix: &str, rel: &str) -> String {
+    match (prefix.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if rel.starts_with('[') => format!("{prefix}{rel}"),
+        (false, false) => format!("{prefix}.{rel}"),
+    }
+}
+
+/// Stand-ins for a required field, one of each TOML type its value may be.
+fn placeholder(kind: usize) -> Option<DeValue<'static>> {
+    Some(match kind {
+        0 => DeValue::String("".into()),
+        1 => DeValue::Boolean(false),
+        2 => DeValue::Array(Default::default()),
+        3 => DeValue::Table(DeTable::new()),
+        _ => return None,
+    })
+}
+
+/// The table at `path` under `table`, if there is one.
+fn table_at<'t, 'i>(table: &'t mut DeTable<'i>, path: &[&Segment]) -> Option<&'t mut DeTable<'i>> {
+    match path.split_first() {
+        None => Some(table),
+        Some((Segment::Map { key }, rest)) => value_table_at(table.get_mut(key.as_str())?.get_mut(), rest),
+        Some(_) => None,
+    }
+}
+
+fn value_table_at<'t, 'i>(value: &'t mut DeValue<'i>, path: &[&Segment]) -> Option<&'t mut DeTable<'i>> {
+    match (value, path.split_first()) {
+        (DeValue::Table(t), _) => table_at(t, path),
+        (DeValue::Array(a), Some((Segment::Seq { index }, rest))) => {
+            value_table_at(a.get_mut(*index)?.get_mut(), rest)
+        }
+        _ => None,
+    }
+}
+
+/// ` (line L, column C)` of the byte range `span` in `text`.
+fn at(span: std::ops::Range<usize>, text: &str) -> String {
+    let before = text.get(..span.start.min(text.len())).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+    format!(" (line {line}, column {col})")
+}
+
 /// A parse error as one line: `path: message (line L, column C)`.
 fn toml_error(path: &str, e: &toml::de::Error, text: &str) -> FieldError {
-    let mut msg = e.message().trim().replace('\n', " ");
-    if let Some(span) = e.span() {
-        let before = &text[..span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
-        msg = format!("{msg} (line {line}, column {col})");
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => FieldError::new(path, format!("{msg}{}", at(span, text))),
+        None => FieldError::new(path, msg),
     }
-    FieldError::new(path, msg)
 }
 
 #[cfg(test)]
@@ -610,6 +781,43 @@ max_connect_attempts = 3
         assert!(e[0].starts_with("routes[0].backends[0]"), "{e:?}");
         assert!(e[0].contains("unknown field `wieght`"), "{e:?}");
         assert!(e[0].contains("line 20"), "{e:?}");
+    }
+
+    /// Parsing stopped at the first problem before: a file with several
+    /// got one line.
+    #[test]
+    fn every_unknown_field_and_bad_type_is_reported_once() {
+        let text = GOOD
+            .replace("name = \"n1\"", "name = \"n1\"\nnmae = \"x\"")
+            .replace("  weight = 3", "  weight = \"heavy\"\n  wieght = 4")
+            .replace("connect_timeout_ms = 1000", "connect_timeout_ms = \"1s\"")
+            + "\n[[routes]]\nname = \"b\"\nlisten = 7\nbalanse = \"random\"\n";
+        let e = errors(&text);
+        let has = |prefix: &str, text: &str| e.iter().any(|l| l.starts_with(prefix) && l.contains(text));
+        assert!(has("node.nmae: unknown field `nmae`", "(line 4,"), "{e:#?}");
+        assert!(has("routes[0].connect_timeout_ms: invalid type: string \"1s\"", "line"), "{e:#?}");
+        assert!(has("routes[0].backends[0].weight: invalid type: string \"heavy\"", "line"), "{e:#?}");
+        assert!(has("routes[0].backends[0].wieght: unknown field `wieght`", "line"), "{e:#?}");
+        assert!(has("routes[1].listen: invalid type: integer `7`", "line"), "{e:#?}");
+        assert!(has("routes[1].balanse: unknown field `balanse`", "line"), "{e:#?}");
+        assert_eq!(e.len(), 6, "one line per problem: {e:#?}");
+        let lines: Vec<usize> =
+            e.iter().filter_map(|l| l.rsplit_once("(line ")?.1.split_once(',')?.0.parse().ok()).collect();
+        assert!(lines.is_sorted() && lines.len() == 6, "in the order of the file: {e:#?}");
+    }
+
+    #[test]
+    fn a_bad_required_field_is_not_reported_again_as_missing_and_hides_nothing() {
+        let e = errors(&GOOD.replace("  addr = \"127.0.0.1:9001\"", "  addr = 9001\n  port = 1"));
+        assert!(e[0].starts_with("routes[0].backends[0].addr: invalid type: integer `9001`"), "{e:#?}");
+        assert!(e[1].starts_with("routes[0].backends[0].port: unknown field `port`"), "{e:#?}");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        let e = errors("[[routes]]\nname = 1\nlisten = []\nbackends = 2\nx = 1");
+        assert_eq!(e.len(), 4, "{e:#?}");
+        let e = errors("routes = 3");
+        assert_eq!(e, ["routes: expected an array of tables ([[routes]]) (line 1, column 10)"]);
+        let e = errors("routes = [1]");
+        assert_eq!(e, ["routes[0]: expected a table, got integer (line 1, column 11)"]);
     }
 
     #[test]

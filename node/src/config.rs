@@ -301,8 +301,8 @@ pub struct TelemetrySection {
     #[serde(default)]
     pub log_format: LogFormat,
     /// OTLP gRPC collector, e.g. `http://127.0.0.1:4317`. When unset,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used; when both are unset traces are
-    /// not exported.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used; when both are unset, or this is
+    /// `""`, traces are not exported.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
 }
@@ -419,14 +419,9 @@ impl Config {
             ));
         }
         if let Some(ep) = &self.telemetry.otlp_endpoint
-            && !ep.starts_with("http://")
+            && let Err(e) = crate::telemetry::tracing::check_otlp_endpoint(ep)
         {
-            // ferryd is built without TLS for the exporter (lean build): say
-            // so at load instead of failing when the exporter starts.
-            errors.push(FieldError::new(
-                "telemetry.otlp_endpoint",
-                format!("expected an http:// URL (OTLP over TLS is not built in), got {ep:?}"),
-            ));
+            errors.push(FieldError::new("telemetry.otlp_endpoint", e));
         }
         if self.admin.request_timeout_ms == 0 {
             errors.push(FieldError::new("admin.request_timeout_ms", "must be greater than 0"));
@@ -979,6 +974,9 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("telemetry.otlp_endpoint: expected an http:// URL"), "{e:?}");
         assert!(errors("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"").is_empty());
+        assert!(errors("[telemetry]\notlp_endpoint = \"\"").is_empty(), "empty: export nothing");
+        let e = errors("[telemetry]\notlp_endpoint = \"http://bad host:1\"");
+        assert!(e[0].starts_with("telemetry.otlp_endpoint: invalid URL \"http://bad host:1\""), "{e:?}");
     }
 
     #[test]

@@ -323,6 +323,44 @@ async fn check_config_prints_ok_or_the_problems_without_binding() -> Result<()> 
     Ok(())
 }
 
+/// Before, `--check-config` accepted endpoints the exporter then refused
+/// (ferryd --config exited 1 at start-up), never looked at the
+/// environment's, and `--otlp-endpoint ''` could not turn a bad one off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_endpoints_are_checked_at_load_from_the_file_the_flag_and_the_environment() -> Result<()> {
+    let dir = TempDir::new("otlp")?;
+    let path = dir.file("ferryd.toml");
+    write_config(&path, &config(free_addr()?, 1000, &[]))?;
+    let p = path.to_str().context("utf-8")?;
+    let check = async |name: &str, args: &[&str], env: &[(&str, &str)]| -> Result<(Option<i32>, String)> {
+        let mut f = common::Ferryd::spawn_with_env(&dir, name, args, env)?;
+        let status = f.wait_exit(WAIT).await?;
+        Ok((status.code(), f.stderr()))
+    };
+    const ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+    let (code, stderr) =
+        check("flag", &["--check-config", p, "--otlp-endpoint", "http://bad host:1"], &[]).await?;
+    ensure!(code == Some(2), "bad flag: expected exit 2, got {code:?}:\n{stderr}");
+    ensure!(stderr.contains("telemetry.otlp_endpoint: invalid URL \"http://bad host:1\""), "{stderr}");
+
+    for bad in ["notaurl", "https://collector:4317", "http://"] {
+        let (code, stderr) = check("env", &["--check-config", p], &[(ENV, bad)]).await?;
+        ensure!(code == Some(2), "{ENV}={bad}: expected exit 2, got {code:?}:\n{stderr}");
+        ensure!(stderr.contains(&format!("{ENV}: ")) && stderr.contains(bad), "{ENV}={bad}:\n{stderr}");
+        // Not only --check-config: the daemon refuses it before binding.
+        let (code, stderr) = check("env-run", &["--config", p], &[(ENV, bad)]).await?;
+        ensure!(code == Some(2), "--config with {ENV}={bad}: expected exit 2, got {code:?}:\n{stderr}");
+    }
+    // An explicit endpoint (or "" for none) wins over the environment's.
+    for flag in ["", "http://127.0.0.1:4317"] {
+        let (code, stderr) =
+            check("override", &["--check-config", p, "--otlp-endpoint", flag], &[(ENV, "notaurl")]).await?;
+        ensure!(code == Some(0), "--otlp-endpoint {flag:?} over a bad {ENV}: got {code:?}:\n{stderr}");
+    }
+    Ok(())
+}
+
 // --------------------------------------------------------------- arguments
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,6 +629,33 @@ async fn sigint_shuts_down_with_exit_0() -> Result<()> {
     let status = d.proc.wait_exit(Duration::from_secs(5)).await?;
     ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{}", d.proc.stderr());
     ensure!(TcpStream::connect(a).await.is_err(), "route port still accepting after exit");
+    Ok(())
+}
+
+/// The README promises failed exports are logged; before, the SDK was
+/// built without its internal logs and a missing collector was silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_otlp_collector_neither_blocks_nor_goes_unlogged() -> Result<()> {
+    let closed = free_addr()?;
+    let endpoint = format!("http://{closed}");
+    let admin = free_addr()?;
+    let mut d =
+        Daemon::start("otlp-missing", admin, &config(admin, 1000, &[]), &["--otlp-endpoint", &endpoint])
+            .await?;
+    // Admin requests are traced: these spans have nowhere to go.
+    for _ in 0..3 {
+        let (code, _) = http_get(admin, "/v1/status").await?;
+        ensure!(code == 200, "/v1/status answered {code} with the collector missing");
+    }
+    // Shutdown flushes the spans, and the export fails.
+    d.proc.signal(Signal::SIGTERM)?;
+    let status = d.proc.wait_exit(Duration::from_secs(10)).await?;
+    let stderr = d.proc.stderr();
+    ensure!(status.code() == Some(0), "expected exit 0, got {status}:\n{stderr}");
+    ensure!(
+        stderr.lines().any(|l| l.contains("ERROR") && l.contains("ExportError")),
+        "no failed export in the log:\n{stderr}"
+    );
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use ferry_node::Node;
 use ferry_node::config::{Config, ConfigErrors};
 use ferry_node::node::ApplyError;
 use ferry_node::telemetry::tracing::{self as telemetry, LogFormat, TracingOptions};
-use ferry_node::telemetry::tracing::{init as init_tracing, otlp_enabled};
+use ferry_node::telemetry::tracing::{OTLP_ENDPOINT_ENV, check_otlp_endpoint, init as init_tracing};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -39,7 +39,8 @@ struct Args {
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
     /// OTLP gRPC collector for traces, e.g. http://127.0.0.1:4317; overrides
-    /// `[telemetry] otlp_endpoint` and OTEL_EXPORTER_OTLP_ENDPOINT.
+    /// `[telemetry] otlp_endpoint` and OTEL_EXPORTER_OTLP_ENDPOINT ("" turns
+    /// export off).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
     /// Node name, unique in the cluster; overrides `[node] name`.
@@ -95,7 +96,22 @@ impl Args {
         if let Some(e) = &self.otlp_endpoint {
             config.telemetry.otlp_endpoint = Some(e.clone());
         }
-        config.validate()
+        // The environment's endpoint is used only when neither the file nor
+        // the flag sets one: check it then, with the same rules.
+        let env_problem = match (&config.telemetry.otlp_endpoint, std::env::var(OTLP_ENDPOINT_ENV)) {
+            (None, Ok(ep)) => {
+                check_otlp_endpoint(&ep).err().map(|e| ferry_client::FieldError::new(OTLP_ENDPOINT_ENV, e))
+            }
+            _ => None,
+        };
+        match (config.validate(), env_problem) {
+            (Ok(config), None) => Ok(config),
+            (Ok(_), Some(p)) => Err(ConfigErrors(vec![p])),
+            (Err(mut e), p) => {
+                e.0.extend(p);
+                Err(e)
+            }
+        }
     }
 
     /// `--name`, `--data-dir`, `--join`, `--bootstrap-expect`,
@@ -198,9 +214,6 @@ async fn run(args: Args, path: Option<PathBuf>, config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(endpoint) = otlp_enabled(&opts) {
-        info!(%endpoint, "exporting traces over OTLP");
-    }
     let code = serve(&args, path.as_deref(), &config).await;
     telemetry::TracingGuard::shutdown(guard);
     code

@@ -80,6 +80,29 @@ pub struct TracingOptions {
     pub node_name: String,
 }
 
+/// Checks an OTLP endpoint as the exporter will use it: an `http://` URL
+/// with a host (ferryd is built without TLS for the exporter, so `https://`
+/// is refused here rather than when the exporter starts). An empty string
+/// means "export nothing" and is accepted.
+pub fn check_otlp_endpoint(endpoint: &str) -> Result<(), String> {
+    let endpoint = endpoint.trim();
+    if endpoint.is_empty() {
+        return Ok(());
+    }
+    let uri: axum::http::Uri = endpoint.parse().map_err(|e| format!("invalid URL {endpoint:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!("expected an http:// URL (OTLP over TLS is not built in), got {endpoint:?}"));
+        }
+        _ => return Err(format!("expected an http:// URL such as http://127.0.0.1:4317, got {endpoint:?}")),
+    }
+    match uri.host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err(format!("no host in {endpoint:?}")),
+    }
+}
+
 /// Returns the OTLP endpoint [`init`] will export to, if any: the explicit
 /// option wins, else `OTEL_EXPORTER_OTLP_ENDPOINT` when set and non-empty.
 pub fn otlp_enabled(opts: &TracingOptions) -> Option<String> {
@@ -231,6 +254,24 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
+
+    #[test]
+    fn otlp_endpoints_are_http_urls_with_a_host() {
+        for ok in ["http://127.0.0.1:4317", "http://collector:4317/", "http://[::1]:4317", "", "  "] {
+            assert_eq!(check_otlp_endpoint(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, says) in [
+            ("http://bad host:1", "invalid URL"),
+            ("http://", "invalid URL"),
+            ("notaurl", "expected an http:// URL"),
+            ("127.0.0.1:4317", "expected an http:// URL"),
+            ("https://collector:4317", "TLS is not built in"),
+            ("ftp://collector:4317", "expected an http:// URL"),
+        ] {
+            let e = check_otlp_endpoint(bad).expect_err(bad);
+            assert!(e.contains(says) && e.contains(bad), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn log_format_parses() {

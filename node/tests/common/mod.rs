@@ -78,12 +78,18 @@ pub struct Ferryd {
 impl Ferryd {
     /// Spawns `ferryd ARGS`, output into `dir/{name}.stdout|stderr`.
     pub fn spawn(dir: &TempDir, name: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn_with_env(dir, name, args, &[])
+    }
+
+    /// [`Ferryd::spawn`] with `env` added to its environment.
+    pub fn spawn_with_env(dir: &TempDir, name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let stdout = dir.file(&format!("{name}.stdout"));
         let stderr = dir.file(&format!("{name}.stderr"));
         let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)

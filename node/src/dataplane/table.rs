@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use ferry_client::RouteSpec;
@@ -37,6 +37,8 @@ use crate::telemetry::metrics::Metrics;
 pub struct RouteState {
     pub name: String,
     active: AtomicU64,
+    /// The balancer's rotation, kept across table rebuilds.
+    cursor: Arc<AtomicUsize>,
     pub m: RouteMetrics,
 }
 
@@ -60,6 +62,7 @@ impl RouteState {
         Self {
             name: name.to_string(),
             active: AtomicU64::new(0),
+            cursor: Arc::default(),
             m: RouteMetrics {
                 active: metrics.proxy_active_connections.with_label_values(&[name]),
                 bytes_up: metrics.proxy_bytes_total.with_label_values(&[name, "upstream"]),
@@ -272,7 +275,9 @@ fn build_route(
         // but a backend on a down or unknown node cannot be reached at all.
         mask = weights.iter().zip(&reachable).map(|((_, w), r)| *r && *w > 0).collect();
     }
-    let balancer = Balancer::build(spec.balance, spec.hash_key, spec.vnodes, &weights, mask, prev_ring);
+    let cursor = Arc::clone(&input.state.cursor);
+    let balancer =
+        Balancer::build(spec.balance, spec.hash_key, spec.vnodes, &weights, mask, prev_ring, cursor);
     let has_suspect = targets.iter().any(|t| matches!(t, Target::Peer { suspect: true, .. }));
     RouteEntry {
         listen: input.listen,
@@ -375,6 +380,38 @@ mod tests {
         let t2 = RoutingTable::build(2, vec![input(s, &metrics)], &t1, &none, 0);
         let ring = |t: &RoutingTable| Arc::clone(t.get("h").and_then(|r| r.balancer.ring()).expect("ring"));
         assert!(Arc::ptr_eq(&ring(&t1), &ring(&t2)));
+    }
+
+    /// Before, every rebuild (any health change anywhere) started the
+    /// rotation again at the first backend.
+    #[test]
+    fn round_robin_and_weighted_carry_their_rotation_across_rebuilds() {
+        let metrics = Metrics::new().expect("metrics");
+        for balance in ["round_robin", "weighted"] {
+            let s = spec(serde_json::json!({
+                "name": "rr", "listen": "127.0.0.1:0", "balance": balance,
+                "backends": [{"id": "a", "addr": "127.0.0.1:1"}, {"id": "b", "addr": "127.0.0.1:2"},
+                             {"id": "c", "addr": "127.0.0.1:3"}]
+            }));
+            let first = input(s, &metrics);
+            let (state, backends, spec) =
+                (Arc::clone(&first.state), first.backends.clone(), Arc::clone(&first.spec));
+            let mut table = RoutingTable::build(1, vec![first], &RoutingTable::default(), &standalone(), 0);
+            let mut picks = Vec::new();
+            for generation in 2..8 {
+                let client = SocketAddr::from(([127, 0, 0, 1], 1));
+                picks.push(table.get("rr").expect("route").candidates(client).as_slice()[0]);
+                // One pick per table: a rebuild between every two connections.
+                let again = RouteInput {
+                    spec: Arc::clone(&spec),
+                    listen: "127.0.0.1:0".parse().expect("addr"),
+                    state: Arc::clone(&state),
+                    backends: backends.clone(),
+                };
+                table = RoutingTable::build(generation, vec![again], &table, &standalone(), 0);
+            }
+            assert_eq!(picks, [0, 1, 2, 0, 1, 2], "{balance}");
+        }
     }
 
     fn directory(states: &[(u64, &str, PeerState)]) -> Arc<PeerDirectory> {

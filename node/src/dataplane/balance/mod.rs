@@ -5,7 +5,11 @@
 //! A `Balancer` is built with the routing table over the route's *eligible*
 //! backends (healthy and weight > 0; all backends of weight > 0 in panic
 //! mode) and is immutable afterwards but for one atomic cursor, so picks take
-//! no lock.
+//! no lock. The cursor belongs to the route, not the balancer: the rotation
+//! of round robin and weighted carries on across the rebuilds every health
+//! change causes, rather than starting again at the first backend (which,
+//! on a route with little traffic and frequent rebuilds, would send most
+//! connections there).
 //!
 //! - [`ring`]: consistent hashing; failover walks the ring.
 //! - [`swrr`]: smooth weighted round robin; failover rotates through the rest.
@@ -97,12 +101,14 @@ pub struct Balancer {
     eligible: Vec<u32>,
     /// `mask[i]`: backend `i` is eligible.
     mask: Vec<bool>,
-    cursor: AtomicUsize,
+    /// The route's rotation, shared with the balancers built before and after.
+    cursor: Arc<AtomicUsize>,
 }
 
 impl Balancer {
     /// Builds the balancer for backends `(id, weight)` of which `mask` marks
-    /// the eligible ones. `prev_ring` is reused when its inputs are unchanged.
+    /// the eligible ones. `prev_ring` is reused when its inputs are unchanged;
+    /// `cursor` is the route's rotation (see the module doc).
     pub fn build(
         balance: Balance,
         hash_key: HashKey,
@@ -110,6 +116,7 @@ impl Balancer {
         backends: &[(String, u32)],
         mask: Vec<bool>,
         prev_ring: Option<&Arc<HashRing>>,
+        cursor: Arc<AtomicUsize>,
     ) -> Self {
         let eligible: Vec<u32> = (0..backends.len() as u32).filter(|&i| mask[i as usize]).collect();
         let weights = || eligible.iter().map(|&i| backends[i as usize].1).collect::<Vec<u32>>();
@@ -134,7 +141,7 @@ impl Balancer {
                     .collect(),
             },
         };
-        Self { kind, eligible, mask, cursor: AtomicUsize::new(0) }
+        Self { kind, eligible, mask, cursor }
     }
 
     /// The ring, for reuse by the next table.
@@ -246,7 +253,7 @@ mod tests {
     }
 
     fn build(balance: Balance, ws: &[u32], mask: Vec<bool>) -> Balancer {
-        Balancer::build(balance, HashKey::ClientIp, 100, &backends(ws), mask, None)
+        Balancer::build(balance, HashKey::ClientIp, 100, &backends(ws), mask, None, Arc::default())
     }
 
     fn client(i: u32) -> SocketAddr {
@@ -328,6 +335,7 @@ mod tests {
             &backends(&[1, 1]),
             vec![true; 2],
             None,
+            Arc::default(),
         );
         let ip = [10, 0, 0, 1];
         let firsts: std::collections::HashSet<u32> =
@@ -361,6 +369,7 @@ mod tests {
             &backends(&[1, 2]),
             vec![true, false],
             Some(ring),
+            Arc::default(),
         );
         assert!(Arc::ptr_eq(ring, b.ring().expect("ring")));
     }

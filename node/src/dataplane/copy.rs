@@ -75,7 +75,10 @@ pub enum CopyMode {
 /// Bytes a direction may count locally before adding them to the route's
 /// shared counter: one contended atomic per 256 KiB instead of per chunk.
 const FLUSH_BYTES: u64 = 256 * 1024;
-/// ...and the longest it may wait, so trickling connections still show.
+/// ...and about the longest they may wait, so trickling connections and a
+/// burst followed by silence still show: a move this long after the last
+/// flush flushes at once, and the copy's timer flushes what a connection
+/// moved in its last second (see [`copy_bidirectional`]).
 const FLUSH_MS: u64 = 1_000;
 
 /// Byte accounting and idle tracking of one direction. Its own atomics are
@@ -129,6 +132,17 @@ impl<'a> Activity<'a> {
         }
     }
 
+    /// [`Activity::flush`] from the copy's timer at `now_ms`; true if there
+    /// was anything to count (which then counts as a flush at `now_ms`).
+    fn flush_pending(&self, now_ms: u64) -> bool {
+        if self.total.load(Relaxed) == self.flushed.load(Relaxed) {
+            return false;
+        }
+        self.flushed_at_ms.store(now_ms, Relaxed);
+        self.flush();
+        true
+    }
+
     /// Records a buffer or pipe allocation.
     pub fn allocated(&self) {
         self.buffers.fetch_add(1, Relaxed);
@@ -136,6 +150,14 @@ impl<'a> Activity<'a> {
 
     fn total(&self) -> u64 {
         self.total.load(Relaxed)
+    }
+}
+
+impl Drop for Activity<'_> {
+    /// A copy cut short (the end of a shutdown drain drops it) still counts
+    /// every byte it moved.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -171,9 +193,17 @@ pub async fn copy_bidirectional(
         }
     };
     tokio::pin!(both);
+    // One timer per connection serves the idle timeout and the byte
+    // counters. While the connection is active (it moved or flushed bytes
+    // in the last FLUSH_MS) it fires every FLUSH_MS and flushes; once a
+    // second passes with neither, it waits for the idle deadline. A move
+    // after that is more than FLUSH_MS from the last flush and flushes at
+    // once, so no byte waits much longer than FLUSH_MS to be counted. A
+    // connection shorter than FLUSH_MS never sees it fire.
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let mut wake_ms = FLUSH_MS.min(idle_ms);
     let end = loop {
-        let deadline = start + Duration::from_millis(last.load(Relaxed)) + idle;
-        let sleep = tokio::time::sleep_until(deadline);
+        let sleep = tokio::time::sleep_until(start + Duration::from_millis(wake_ms));
         tokio::pin!(sleep);
         tokio::select! {
             r = &mut both => break match r {
@@ -181,10 +211,15 @@ pub async fn copy_bidirectional(
                 Err(e) => CopyEnd::Error(e),
             },
             () = idle_timer(sleep.as_mut()) => {
-                let idle_since = start + Duration::from_millis(last.load(Relaxed));
-                if Instant::now() >= idle_since + idle {
+                let now = start.elapsed().as_millis() as u64;
+                let flushed = up_activity.flush_pending(now) | down_activity.flush_pending(now);
+                let last_ms = last.load(Relaxed);
+                let idle_at = last_ms.saturating_add(idle_ms);
+                if now >= idle_at {
                     break CopyEnd::IdleTimeout;
                 }
+                let active = flushed || now < last_ms + FLUSH_MS;
+                wake_ms = if active { (now + FLUSH_MS).min(idle_at) } else { idle_at };
             }
         }
     };
@@ -378,6 +413,50 @@ mod tests {
         a.flush();
         assert_eq!(counter.get(), 116 + FLUSH_BYTES, "flush is exact and idempotent");
         assert_eq!(a.total(), 116 + FLUSH_BYTES);
+    }
+
+    /// Before, bytes short of a batch waited for the next move: a burst
+    /// followed by silence showed nothing until the connection closed, and
+    /// a copy cut short (end of a drain) never counted them.
+    #[tokio::test]
+    async fn a_burst_then_silence_is_counted_within_about_a_second_and_a_cut_copy_counts_all()
+    -> io::Result<()> {
+        for mode in MODES {
+            let (mut client, mut c_side) = pair().await?;
+            let (mut s_side, mut server) = pair().await?;
+            let (u, d) = counters();
+            let (up, down) = (u.clone(), d.clone());
+            let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
+            let copy = tokio::spawn(async move {
+                let counters = CopyCounters { upstream: &u, downstream: &d };
+                tokio::select! {
+                    _ = copy_bidirectional(&mut c_side, &mut s_side, Duration::from_secs(60), counters, mode) => {}
+                    _ = cut_rx => {}
+                }
+            });
+            client.write_all(&[7; 100]).await?;
+            let mut got = [0u8; 100];
+            server.read_exact(&mut got).await?;
+            server.write_all(&[8; 30]).await?;
+            client.read_exact(&mut got[..30]).await?;
+            // Silence, the connection open: the counters catch up on their own.
+            let t0 = Instant::now();
+            while (up.get(), down.get()) != (100, 30) {
+                assert!(
+                    t0.elapsed() < Duration::from_millis(2 * FLUSH_MS + 500),
+                    "{mode:?}: after a burst and silence the counters show {:?}",
+                    (up.get(), down.get())
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // A few bytes, then the copy is dropped before any timer.
+            client.write_all(&[9; 5]).await?;
+            server.read_exact(&mut got[..5]).await?;
+            let _ = cut.send(());
+            copy.await.map_err(io::Error::other)?;
+            assert_eq!((up.get(), down.get()), (105, 30), "{mode:?}: every byte counted after the cut");
+        }
+        Ok(())
     }
 
     #[tokio::test]

@@ -293,6 +293,21 @@ fn default_request_timeout_ms() -> u64 {
     5_000
 }
 
+impl AdminSection {
+    /// The bearer token of `token_file`: the whole file, trimmed; `None`
+    /// without a file. An unreadable or empty file is an error.
+    pub fn read_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.token_file else { return Ok(None) };
+        let token =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!("{} is empty", path.display()));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
 /// `[telemetry]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -422,6 +437,9 @@ impl Config {
             && let Err(e) = crate::telemetry::tracing::check_otlp_endpoint(ep)
         {
             errors.push(FieldError::new("telemetry.otlp_endpoint", e));
+        }
+        if let Err(e) = self.admin.read_token() {
+            errors.push(FieldError::new("admin.token_file", e));
         }
         if self.admin.request_timeout_ms == 0 {
             errors.push(FieldError::new("admin.request_timeout_ms", "must be greater than 0"));
@@ -977,6 +995,31 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
         assert!(errors("[telemetry]\notlp_endpoint = \"\"").is_empty(), "empty: export nothing");
         let e = errors("[telemetry]\notlp_endpoint = \"http://bad host:1\"");
         assert!(e[0].starts_with("telemetry.otlp_endpoint: invalid URL \"http://bad host:1\""), "{e:?}");
+    }
+
+    /// Before, these were found by `Node::start` after the route
+    /// listeners were bound: `--check-config` said ok and `--config` exited 1.
+    #[test]
+    fn an_unreadable_or_empty_token_file_is_a_config_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("ferry-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (empty, good, missing) = (dir.join("empty"), dir.join("good"), dir.join("missing"));
+        std::fs::write(&empty, " \n")?;
+        std::fs::write(&good, "s3cret\n")?;
+        let with =
+            |p: &std::path::Path| errors(&format!("[admin]\ntoken_file = {:?}", p.display().to_string()));
+        assert_eq!(with(&empty), [format!("admin.token_file: {} is empty", empty.display())]);
+        let e = with(&missing);
+        assert!(
+            e.len() == 1 && e[0].starts_with(&format!("admin.token_file: cannot read {}", missing.display())),
+            "{e:?}"
+        );
+        assert!(with(&good).is_empty());
+        let mut admin = Config::default().admin;
+        admin.token_file = Some(good);
+        assert_eq!(admin.read_token()?, Some("s3cret".to_string()), "trimmed");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]

@@ -68,17 +68,10 @@ fn unsafe_stale_reads() -> Result<bool, StartError> {
     }
 }
 
-/// Reads `[admin] token_file`: the whole file, trimmed, must be non-empty.
+/// Reads `[admin] token_file` (checked by validation too; read again here,
+/// before anything is bound, for the value).
 fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
-    let Some(path) = &config.admin.token_file else { return Ok(None) };
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| StartError::Token(format!("cannot read {}: {e}", path.display())))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        return Err(StartError::Token(format!("{} is empty", path.display())));
-    }
-    Ok(Some(token))
+    config.admin.read_token().map_err(StartError::Token)
 }
 
 /// Why new routes were not (fully) applied.
@@ -87,7 +80,7 @@ pub enum ApplyError {
     /// Nothing changed.
     #[error("{0}")]
     Invalid(ConfigErrors),
-    /// Applied, but these routes have no listener.
+    /// These routes could not be bound, and nothing changed.
     #[error("{}", join_lines(.0))]
     Bind(Vec<BindError>),
     /// The node is shutting down.
@@ -139,6 +132,7 @@ impl Node {
     /// leaving nothing running, if any of them cannot be bound.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
         let unsafe_stale_reads = unsafe_stale_reads()?;
+        let token = admin_token(config)?;
         let metrics = Metrics::new()?;
         let clock = Clock::new();
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
@@ -229,7 +223,7 @@ impl Node {
             replica: member.as_ref().map(|m| Arc::clone(&m.replica)),
             member: member.as_ref().map(|m| m.handle.clone()),
             leave: leave.clone(),
-            token: admin_token(config)?,
+            token,
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
             unsafe_stale_reads,
         };

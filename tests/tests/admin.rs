@@ -58,3 +58,30 @@ async fn metrics_expose_the_documented_families() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Before, a standalone node answered these reads with 200 and the values
+/// were never looked at; a cluster node refused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_reads_refuse_bad_query_values_naming_the_field() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let node = TestNode::start(vec![route("web", "weighted", &[("a", a.addr, 1)], json!({}))?]).await?;
+    for path in ["/v1/routes", "/v1/routes/web"] {
+        for (query, field) in [
+            ("consistency=bogus", "consistency"),
+            ("index=1&wait=bogus", "wait"),
+            ("wait=5s", "wait"),
+            ("index=x", "query"),
+            ("colour=blue", "query"),
+        ] {
+            let (code, body) = node.get(&format!("{path}?{query}")).await?;
+            assert_eq!(code, 400, "{path}?{query}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body)?;
+            assert_eq!(body["error"]["code"], "bad_request", "{path}?{query}");
+            assert_eq!(body["error"]["fields"][0]["path"], field, "{path}?{query}: {body}");
+        }
+        for ok in ["consistency=stale", "consistency=linearizable", "index=1&wait=1s"] {
+            assert_eq!(node.get(&format!("{path}?{ok}")).await?.0, 200, "{path}?{ok}");
+        }
+    }
+    Ok(())
+}

@@ -55,6 +55,32 @@ pub struct ReadParams {
     pub wait: Option<String>,
 }
 
+impl ReadParams {
+    /// Checks the values: whether the read may be stale, and the wait given.
+    /// A standalone node (whose reads are all local) checks them too, so a
+    /// bad value is refused whatever the mode.
+    pub fn check(&self) -> Result<(bool, Option<Duration>), ApiError> {
+        let stale = match self.consistency.as_deref() {
+            None | Some("linearizable") => false,
+            Some("stale") => true,
+            Some(other) => {
+                return Err(ApiError::field(
+                    "consistency",
+                    format!("expected linearizable or stale, got {other:?}"),
+                ));
+            }
+        };
+        let wait = match &self.wait {
+            None => None,
+            Some(_) if self.index.is_none() => return Err(ApiError::field("wait", "goes with index")),
+            Some(w) => Some(parse_duration(w).ok_or_else(|| {
+                ApiError::field("wait", format!("expected a duration like 30s, 500ms or 5m, got {w:?}"))
+            })?),
+        };
+        Ok((stale, wait))
+    }
+}
+
 /// `?cas=N` of a write.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,29 +190,12 @@ impl AdminState {
     /// then through the read barrier unless `consistency=stale`.
     pub async fn read_state(&self, params: &ReadParams) -> Result<std::sync::Arc<ClusterState>, ApiError> {
         let replica = self.cluster()?;
-        let stale = match params.consistency.as_deref() {
-            None | Some("linearizable") => false,
-            Some("stale") => true,
-            Some(other) => {
-                return Err(ApiError::field(
-                    "consistency",
-                    format!("expected linearizable or stale, got {other:?}"),
-                ));
-            }
-        };
+        let (stale, wait) = params.check()?;
         if let Some(after) = params.index {
-            let wait = match &params.wait {
-                None => DEFAULT_WAIT,
-                Some(w) => parse_duration(w).ok_or_else(|| {
-                    ApiError::field("wait", format!("expected a duration like 30s, 500ms or 5m, got {w:?}"))
-                })?,
-            }
-            .min(MAX_WAIT);
+            let wait = wait.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
             let mut rx = replica.subscribe();
             // At the timeout the answer is the current state, index unchanged.
             let _ = tokio::time::timeout(wait, rx.wait_for(|s| s.index > after)).await;
-        } else if params.wait.is_some() {
-            return Err(ApiError::field("wait", "goes with index"));
         }
         if !stale && !self.unsafe_stale_reads {
             replica.read_barrier(self.deadline()).await?;

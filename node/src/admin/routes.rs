@@ -21,6 +21,7 @@ use crate::dataplane::table::{RoutingTable, Target};
 pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
     let table = s.table.load();
     if s.replica.is_none() {
+        q.check()?;
         let routes: Vec<RouteStatus> =
             table.routes().iter().map(|r| s.status_of(&r.spec, None, &table)).collect();
         return Ok(with_index(Json(routes).into_response(), table.generation));
@@ -40,6 +41,7 @@ pub async fn get(
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route named {name:?}"));
     let table = s.table.load();
     if s.replica.is_none() {
+        q.check()?;
         let r = table.get(&name).ok_or_else(not_found)?;
         return Ok(with_index(Json(s.status_of(&r.spec, None, &table)).into_response(), table.generation));
     }

@@ -114,3 +114,25 @@ async fn a_route_that_cannot_bind_rejects_the_change_and_the_old_listener_keeps_
     assert_eq!(greet(busy).await?, "a");
     Ok(())
 }
+
+/// Before, moving a route closed its established connections at the end of
+/// the drain, as if the route had been removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_route_keeps_its_connections_past_the_drain() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let node = TestNode::with_config(|c| {
+        c.node.drain_timeout_ms = 200;
+        c.routes = vec![route("x", "weighted", &[("a", a.addr, 1)], json!({})).expect("route")];
+    })
+    .await?;
+    let old = node.route_addr("x")?;
+    let mut held = Session::open(old).await?;
+    let elsewhere = ferry_tests::backend::closed_port()?;
+    let x = route("x", "weighted", &[("a", a.addr, 1)], json!({"listen": elsewhere.to_string()}))?;
+    node.node().apply_routes(vec![x]).await?;
+    assert!(tokio::net::TcpStream::connect(old).await.is_err(), "the old address stops accepting");
+    assert_eq!(greet(elsewhere).await?, "a");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(held.echo(b"after the drain").await?, b"after the drain", "still open three drains later");
+    Ok(())
+}

@@ -4,9 +4,11 @@
 //! A listener looks its route up in the current table for every accepted
 //! connection, so a changed route takes effect for new connections while
 //! running ones keep the entry they started with. A listener whose route is
-//! removed, or whose address changes, stops accepting at once (freeing its
-//! port for a new listener) and its connections may drain for the grace
-//! period before they are closed.
+//! removed stops accepting at once (freeing its port for a new listener) and
+//! its connections may drain for the grace period before they are closed. A
+//! listener whose route moves to another address stops accepting too, but
+//! its connections belong to a route that still exists: they run on until
+//! they end (or the node shuts down), as they would on an unchanged route.
 //!
 //! With dedicated workers each route has one `SO_REUSEPORT` socket per
 //! worker, and the kernel picks the socket by a hash of the connection's
@@ -173,8 +175,9 @@ impl std::fmt::Display for BindError {
 /// Dropping it closes the sockets it bound.
 #[derive(Debug)]
 pub struct Plan {
-    /// Running listeners to stop.
-    stale: Vec<String>,
+    /// Running listeners to stop, and whether their route moved (its
+    /// connections keep running) rather than went (they drain).
+    stale: Vec<(String, bool)>,
     /// Routes to start, with their sockets bound.
     ready: Vec<(String, SocketAddr, Bound)>,
     /// Routes to bind once `stale` has stopped (their address overlaps one of those).
@@ -236,11 +239,11 @@ impl Listeners {
     /// port) cannot be bound before that listener stops: it is bound by
     /// `commit`, right after.
     pub fn plan(&self, routes: &[(String, SocketAddr)]) -> Plan {
-        let stale: Vec<String> = self
+        let stale: Vec<(String, bool)> = self
             .running
             .iter()
             .filter(|(name, r)| routes.iter().all(|(n, listen)| n != *name || *listen != r.requested))
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| (name.clone(), routes.iter().any(|(n, _)| n == name)))
             .collect();
         let mut plan = Plan { stale, ready: Vec::new(), deferred: Vec::new(), errors: Vec::new() };
         if self.closed {
@@ -250,8 +253,11 @@ impl Listeners {
             if self.running.get(name).is_some_and(|r| r.requested == *listen) {
                 continue;
             }
-            let held =
-                plan.stale.iter().filter_map(|n| self.running.get(n)).any(|r| overlaps(r.bound, *listen));
+            let held = plan
+                .stale
+                .iter()
+                .filter_map(|(n, _)| self.running.get(n))
+                .any(|r| overlaps(r.bound, *listen));
             if held {
                 plan.deferred.push((name.clone(), *listen));
                 continue;
@@ -270,8 +276,12 @@ impl Listeners {
     /// deferred bind that failed).
     pub fn commit(&mut self, plan: Plan) -> Vec<BindError> {
         let Plan { stale, ready, deferred, mut errors } = plan;
-        for name in stale {
-            if let Some(r) = self.running.remove(&name) {
+        for (name, moved) in stale {
+            let Some(r) = self.running.remove(&name) else { continue };
+            if moved {
+                info!(route = %name, addr = %r.bound, "listener moved: stopped accepting here, its connections run on");
+                r.stop_accepting();
+            } else {
                 info!(route = %name, addr = %r.bound, drain_ms = self.ctx.drain.as_millis() as u64, "listener stopped");
                 self.retire(r);
             }

@@ -234,8 +234,9 @@ pub struct NodeSection {
     /// shutdown, may keep flowing before they are closed.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
-    /// How connections move bytes: `userspace` (read/write) or `splice`
-    /// (zero-copy through a kernel pipe).
+    /// How connections move bytes: `userspace` (read/write, the default),
+    /// `splice` (through a kernel pipe), or `auto` (userspace, splice once a
+    /// direction is bulk).
     #[serde(default)]
     pub copy: CopyMode,
     /// Data-plane worker threads, each with its own event loop and its own
@@ -1033,6 +1034,7 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
     fn empty_file_is_a_node_without_routes() -> Result<(), ConfigErrors> {
         let c = Config::parse("")?.validate()?;
         assert!(c.routes.is_empty());
+        assert_eq!(c.node.copy, CopyMode::Userspace, "the benchmark's fastest mode is the default");
         assert_eq!(c.admin.addr, default_admin_addr());
         Ok(())
     }

@@ -136,3 +136,27 @@ async fn a_moved_route_keeps_its_connections_past_the_drain() -> anyhow::Result<
     assert_eq!(held.echo(b"after the drain").await?, b"after the drain", "still open three drains later");
     Ok(())
 }
+
+/// A route moving onto an address its own listener holds can only be bound
+/// after that listener stops; when that bind fails, the previous routes
+/// come back. Here 0.0.0.0:P cannot be bound while another socket listens
+/// on 127.0.0.2:P.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_fails_after_the_old_listener_stopped_puts_the_old_routes_back() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    // A fixed port, as in a real file: the old address is bound again.
+    let fixed = ferry_tests::backend::closed_port()?;
+    let x = route("x", "weighted", &[("a", a.addr, 1)], json!({"listen": fixed.to_string()}))?;
+    let node = TestNode::start(vec![x]).await?;
+    let addr = node.route_addr("x")?;
+    assert_eq!(addr, fixed);
+    let _other = std::net::TcpListener::bind(("127.0.0.2", addr.port()))?;
+    let wildcard = format!("0.0.0.0:{}", addr.port());
+    let moved = route("x", "weighted", &[("a", a.addr, 1)], json!({"listen": wildcard}))?;
+    let err = node.node().apply_routes(vec![moved]).await.expect_err("the wildcard address is refused");
+    assert!(err.to_string().contains(&format!("route \"x\": cannot listen on {wildcard}")), "{err}");
+    assert_eq!(node.route_addr("x")?, addr, "the route listens where it did");
+    assert_eq!(node.node().table().get("x").map(|r| r.listen), Some(addr), "the table has the old route");
+    assert_eq!(greet(addr).await?, "a");
+    Ok(())
+}

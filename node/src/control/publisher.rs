@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::registry::Registry;
 use crate::dataplane::clock::Clock;
@@ -84,9 +84,29 @@ impl Publisher {
             info!(routes = routes.len(), "routes rejected: a listener cannot be bound; nothing changed");
             return plan.errors;
         }
-        self.specs = routes.into_iter().map(Arc::new).collect();
+        let previous = std::mem::replace(&mut self.specs, routes.into_iter().map(Arc::new).collect());
         self.publish();
         let errors = self.listeners.commit(plan);
+        if all_or_nothing && !errors.is_empty() {
+            // A route moving onto an address one of its own stopping
+            // listeners held is bound only after that listener stopped, and
+            // that bind failed (another socket holds an overlapping address,
+            // or took the port in between): put the previous routes back,
+            // so that a rejected change is still no change.
+            self.specs = previous;
+            self.publish();
+            let listens: Vec<(String, std::net::SocketAddr)> =
+                self.specs.iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect();
+            let plan = self.listeners.plan(&listens);
+            for e in self.listeners.commit(plan) {
+                warn!("restoring the previous routes: {e}");
+            }
+            info!(
+                routes = self.specs.len(),
+                "routes rejected: a listener cannot be bound; the previous routes are back"
+            );
+            return errors;
+        }
         info!(routes = self.specs.len(), generation = self.table.load().generation, "routes applied");
         errors
     }

@@ -337,7 +337,7 @@ async fn otlp_endpoints_are_checked_at_load_from_the_file_the_flag_and_the_envir
         let status = f.wait_exit(WAIT).await?;
         Ok((status.code(), f.stderr()))
     };
-    const ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    const ENV: &str = ferry_node::telemetry::tracing::OTLP_ENDPOINT_ENV;
 
     let (code, stderr) =
         check("flag", &["--check-config", p, "--otlp-endpoint", "http://bad host:1"], &[]).await?;

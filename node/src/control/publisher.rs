@@ -77,9 +77,7 @@ impl Publisher {
     /// bound before anything changes, so with `all_or_nothing` a route that
     /// cannot be bound leaves the table and every listener as they were.
     pub fn apply_routes(&mut self, routes: Vec<RouteSpec>, all_or_nothing: bool) -> Vec<BindError> {
-        let listens: Vec<(String, std::net::SocketAddr)> =
-            routes.iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect();
-        let plan = self.listeners.plan(&listens);
+        let plan = self.listeners.plan(&self.listens(&routes));
         if all_or_nothing && !plan.errors.is_empty() {
             info!(routes = routes.len(), "routes rejected: a listener cannot be bound; nothing changed");
             return plan.errors;
@@ -95,9 +93,7 @@ impl Publisher {
             // so that a rejected change is still no change.
             self.specs = previous;
             self.publish();
-            let listens: Vec<(String, std::net::SocketAddr)> =
-                self.specs.iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect();
-            let plan = self.listeners.plan(&listens);
+            let plan = self.listeners.plan(&self.listens(self.specs.iter().map(AsRef::as_ref)));
             for e in self.listeners.commit(plan) {
                 warn!("restoring the previous routes: {e}");
             }
@@ -109,6 +105,14 @@ impl Publisher {
         }
         info!(routes = self.specs.len(), generation = self.table.load().generation, "routes applied");
         errors
+    }
+
+    /// `(name, listen address)` of each route, for the listeners.
+    fn listens<'a>(
+        &self,
+        routes: impl IntoIterator<Item = &'a RouteSpec>,
+    ) -> Vec<(String, std::net::SocketAddr)> {
+        routes.into_iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect()
     }
 
     /// Builds and swaps in a new table from the current routes and health.

@@ -129,24 +129,25 @@ impl<'a> Activity<'a> {
         }
     }
 
-    /// Adds the bytes not yet counted to the route's counter.
-    pub fn flush(&self) {
+    /// Adds the bytes not yet counted to the route's counter; true if
+    /// there were any.
+    pub fn flush(&self) -> bool {
         let total = self.total.load(Relaxed);
         let before = self.flushed.swap(total, Relaxed);
         if total > before {
             self.counter.inc_by(total - before);
         }
+        total > before
     }
 
-    /// [`Activity::flush`] from the copy's timer at `now_ms`; true if there
-    /// was anything to count (which then counts as a flush at `now_ms`).
+    /// [`Activity::flush`] from the copy's timer at `now_ms`; a flush that
+    /// counted anything counts as one at `now_ms`.
     fn flush_pending(&self, now_ms: u64) -> bool {
-        if self.total.load(Relaxed) == self.flushed.load(Relaxed) {
-            return false;
+        let flushed = self.flush();
+        if flushed {
+            self.flushed_at_ms.store(now_ms, Relaxed);
         }
-        self.flushed_at_ms.store(now_ms, Relaxed);
-        self.flush();
-        true
+        flushed
     }
 
     /// Records a buffer or pipe allocation.

@@ -217,17 +217,8 @@ impl Listeners {
         Arc::clone(&self.bound)
     }
 
-    /// Makes the running listeners match `table`: binds what it can, stops
-    /// the listeners of removed or moved routes, and reports the routes
-    /// that could not be bound (the others run). See [`Listeners::plan`].
-    pub fn reconcile(&mut self, table: &RoutingTable) -> Vec<BindError> {
-        let routes: Vec<(String, SocketAddr)> =
-            table.routes().iter().map(|r| (r.spec.name.clone(), r.listen)).collect();
-        let plan = self.plan(&routes);
-        self.commit(plan)
-    }
-
-    /// First half of a reconcile, which changes nothing that runs: binds
+    /// First half of a reconcile (making the running listeners match the
+    /// routes `(name, listen address)`), which changes nothing that runs: binds
     /// the listening sockets of new and moved routes (their accept queues
     /// fill until [`Listeners::commit`] starts their loops) and notes which
     /// running listeners would stop. A caller that wants all or nothing (a

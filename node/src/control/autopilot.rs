@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::server::MEMBERSHIP_TIMEOUT;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{AUTOPILOT_CHANGES, Metrics};
 
 /// A learner within this many entries of the leader's last log index
 /// counts as caught up.
@@ -170,6 +170,9 @@ pub async fn run(
     metrics: Metrics,
     stop: CancellationToken,
 ) {
+    for change in AUTOPILOT_CHANGES {
+        metrics.autopilot_changes_total.with_label_values(&[change]);
+    }
     let mut view_rx = gossip.subscribe();
     let mut raft_rx = raft.metrics();
     let mut tick = tokio::time::interval(TICK);
@@ -253,6 +256,19 @@ mod tests {
     use ferry_gossip::{MemberStatus, NodeIdentity};
 
     use super::*;
+
+    #[test]
+    fn every_change_label_is_exported_at_start() {
+        let info = NodeInfo::default();
+        let changes = [
+            Change::AddLearner { id: 1, info },
+            Change::Promote { id: 1 },
+            Change::Remove { id: 1, voter: true, why: "left" },
+        ];
+        for c in changes {
+            assert!(AUTOPILOT_CHANGES.contains(&c.label()), "{} is not in AUTOPILOT_CHANGES", c.label());
+        }
+    }
 
     const CFG: AutopilotConfig = AutopilotConfig {
         max_voters: 5,

@@ -156,6 +156,9 @@ async fn export_metrics(handle: GossipHandle, m: Metrics, stop: CancellationToke
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_packets = [0u64; 8];
     let mut last_probe_failures = 0u64;
+    for (direction, result, _) in stats.snapshot().packet_rows() {
+        m.gossip_packets_total.with_label_values(&[direction, result]);
+    }
     loop {
         let counts = view.borrow_and_update().counts();
         for state in MemberState::ALL {

@@ -34,7 +34,7 @@ use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::{ClusterSection, Config};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, REFUSED_REASONS};
 
 /// A learner must be alive in gossip this long before autopilot promotes it.
 const AUTOPILOT_STABILIZATION: Duration = Duration::from_secs(2);
@@ -408,6 +408,9 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
     let mut rx = raft.metrics();
     let (mut leader, mut snapshot) = (None, None);
     let mut refused = [0u64; 4];
+    for reason in REFUSED_REASONS {
+        m.cluster_refused_total.with_label_values(&[reason]);
+    }
     let (mut proposals, mut proposed, mut rounds, mut reads) = (0u64, 0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -437,9 +440,7 @@ async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop
         (proposals, proposed, rounds, reads) =
             (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads);
         let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];
-        for ((reason, new), old) in
-            ["cluster_id", "version", "malformed", "oversized"].iter().zip(now).zip(&mut refused)
-        {
+        for ((reason, new), old) in REFUSED_REASONS.iter().zip(now).zip(&mut refused) {
             if new > *old {
                 m.cluster_refused_total.with_label_values(&[reason]).inc_by(new - *old);
                 *old = new;

@@ -23,6 +23,15 @@ pub const CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
 /// `upstream` is client→backend, `downstream` is backend→client.
 pub const DIRECTIONS: [&str; 2] = ["upstream", "downstream"];
 
+/// Values of the `result` label of `ferry_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
+/// Values of the `reason` label of `ferry_cluster_messages_refused_total`.
+pub const REFUSED_REASONS: [&str; 4] = ["cluster_id", "version", "malformed", "oversized"];
+
+/// Values of the `change` label of `ferry_autopilot_changes_total`.
+pub const AUTOPILOT_CHANGES: [&str; 3] = ["add_learner", "promote", "remove"];
+
 /// Buckets of `ferry_proxy_connect_seconds`, suited to connect latency on a LAN.
 pub const CONNECT_BUCKETS: [f64; 15] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -317,6 +326,15 @@ impl Metrics {
         let build_info =
             gauge_vec(&r, "ferry_build_info", "Build information; the value is always 1", &["version"])?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Series whose labels are known up front exist from the start, at
+        // 0: an alert on their rate sees a 0, not an absent series.
+        for result in RELOAD_RESULTS {
+            config_reloads_total.with_label_values(&[result]);
+        }
+        // The standard process_* metrics (CPU, memory, descriptors, start
+        // time), as every Prometheus client exports them.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
         Ok(Self {
             registry: r,

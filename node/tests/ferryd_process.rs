@@ -323,6 +323,20 @@ async fn check_config_prints_ok_or_the_problems_without_binding() -> Result<()> 
     Ok(())
 }
 
+/// Before, `ferryd` alone said `--config <FILE>` was required, though
+/// `--data-dir` alone is a valid way to run a cluster node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_arguments_print_the_usage_with_every_mode() -> Result<()> {
+    let dir = TempDir::new("no-args")?;
+    let (status, _, stderr) = run_to_exit(&dir, "none", &[]).await?;
+    ensure!(status.code() == Some(2), "expected exit 2, got {status}:\n{stderr}");
+    for mode in ["ferryd --config FILE", "ferryd --data-dir DIR", "ferryd --check-config FILE"] {
+        ensure!(stderr.contains(mode), "usage lacks {mode:?}:\n{stderr}");
+    }
+    ensure!(!stderr.contains("required arguments were not provided"), "clap's message:\n{stderr}");
+    Ok(())
+}
+
 /// Before, `--check-config` accepted endpoints the exporter then refused
 /// (ferryd --config exited 1 at start-up), never looked at the
 /// environment's, and `--otlp-endpoint ''` could not turn a bad one off.

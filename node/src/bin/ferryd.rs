@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ferry_node::Node;
 use ferry_node::config::{Config, ConfigErrors};
 use ferry_node::node::ApplyError;
@@ -17,17 +17,24 @@ use ferry_node::telemetry::tracing::{OTLP_ENDPOINT_ENV, check_otlp_endpoint, ini
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-/// A ferry node: an L4 (TCP) load balancer configured from a TOML file.
+/// The three ways to run ferryd, shown by `--help` and when none is given.
+const USAGE: &str = "\
+ferryd --config FILE [OPTIONS]
+       ferryd --data-dir DIR [--bind IP] [--name NAME] (--bootstrap-expect N | --join HOST[:PORT],...) [OPTIONS]
+       ferryd --check-config FILE";
+
+/// A ferry node: an L4 (TCP) load balancer, configured from a TOML file or,
+/// for a cluster node, from flags alone.
 ///
 /// SIGHUP re-reads the file (routes only); SIGTERM or SIGINT stops accepting,
 /// drains open connections for `[node] drain_timeout_ms` and exits 0; a second
 /// signal closes the remaining connections at once.
 #[derive(Debug, Parser)]
-#[command(name = "ferryd", version)]
+#[command(name = "ferryd", version, override_usage = USAGE)]
 struct Args {
     /// Configuration file to run with (optional when `--data-dir` is given:
     /// flags and defaults then make the whole configuration).
-    #[arg(long, value_name = "FILE", required_unless_present_any = ["check_config", "data_dir"])]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Validate FILE, print every problem (exit 2) or "ok" (exit 0), and exit.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -156,6 +163,17 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.config.is_none() && args.check_config.is_none() && args.data_dir.is_none() {
+        // Either a file or a data dir is enough to run: say so, rather than
+        // clap's "--config is required".
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give a configuration file (--config FILE), a data dir to run a cluster node from \
+                 flags (--data-dir DIR), or a file to check (--check-config FILE)",
+            )
+            .exit();
+    }
     if let Some(path) = &args.check_config {
         return match args.load(Some(path)) {
             Ok(c) => {

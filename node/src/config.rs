@@ -367,6 +367,53 @@ impl Default for AdminSection {
     }
 }
 
+/// What [`Config::parse_all`] made of a file: the configuration as far as it
+/// could be read (a value with a problem left out, so its default, or a
+/// stand-in for a required one, takes its place), and every problem.
+#[derive(Debug)]
+pub struct Parsed {
+    /// `None` when the file could not be read or parsed as TOML at all.
+    pub config: Option<Config>,
+    /// Parse problems, in the order of the file.
+    pub problems: Vec<FieldError>,
+}
+
+impl Parsed {
+    /// The configuration, if the file had no problem.
+    pub fn into_result(self) -> Result<Config, ConfigErrors> {
+        match self.config {
+            Some(c) if self.problems.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(self.problems)),
+        }
+    }
+
+    /// `config`, changed by `edit` (flag overrides), then validated: every
+    /// parse problem and every validation problem at once. A validation
+    /// problem at or under a field that had a parse problem is left out: it
+    /// is about the stand-in, and the parse problem already names the field.
+    pub fn validate(self, edit: impl FnOnce(&mut Config) -> Vec<FieldError>) -> Result<Config, ConfigErrors> {
+        let Some(mut config) = self.config else { return Err(ConfigErrors(self.problems)) };
+        let mut problems = self.problems;
+        let parsed_clean = problems.is_empty();
+        let mut more = edit(&mut config);
+        match config.validate() {
+            Ok(config) if parsed_clean && more.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(ConfigErrors(e)) => more.extend(e),
+        }
+        more.retain(|m| !problems.iter().any(|p| is_at_or_under(&m.path, &p.path)));
+        problems.extend(more);
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// Whether field path `path` is `parent` or inside it (`a.b` and `a[0]`
+/// are inside `a`; `ab` is not).
+fn is_at_or_under(path: &str, parent: &str) -> bool {
+    !parent.is_empty()
+        && path.strip_prefix(parent).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 /// Every problem found in a configuration, one per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<FieldError>);
@@ -388,31 +435,52 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and parses `path`, without validating it.
     pub fn read(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))])
-        })?;
-        Self::parse(&text)
+        Self::read_all(path).into_result()
     }
 
-    /// Parses TOML text, without validating it. A syntax error is one line;
-    /// otherwise every unknown field and wrongly typed value is reported,
-    /// one line each naming the field path and the line (see [`parse_part`]).
+    /// Parses TOML text, without validating it; see [`Config::parse_all`].
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let mut root = DeTable::parse(text).map_err(|e| ConfigErrors(vec![toml_error("", &e, text)]))?;
+        Self::parse_all(text).into_result()
+    }
+
+    /// Reads `path` and parses as much of it as it can: [`Config::parse_all`].
+    pub fn read_all(path: &Path) -> Parsed {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse_all(&text),
+            Err(e) => Parsed {
+                config: None,
+                problems: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))],
+            },
+        }
+    }
+
+    /// Parses TOML text, without validating it, reporting every problem
+    /// rather than the first. A syntax error is one line and nothing else
+    /// can be read. Otherwise every unknown field, wrongly typed value and
+    /// missing required field is reported, one line each naming the field
+    /// path and the line (see [`parse_part`]), and what parsed is still
+    /// returned, so that validation can report the file's other problems
+    /// in the same run ([`Parsed::validate`]).
+    pub fn parse_all(text: &str) -> Parsed {
+        let mut root = match DeTable::parse(text) {
+            Ok(root) => root,
+            Err(e) => return Parsed { config: None, problems: vec![toml_error("", &e, text)] },
+        };
         let mut errors = Vec::new();
         // Each route on its own: a problem in one hides none in another.
         let routes = match root.get_mut().remove("routes") {
             None => Some(Vec::new()),
             Some(value) => parse_routes(value, text, &mut errors),
         };
-        let config = parse_part::<Config>(root, "", text).map_err(|e| errors.extend(e));
-        match (config, routes) {
-            (Ok(config), Some(routes)) if errors.is_empty() => Ok(Config { routes, ..config }),
-            _ => {
-                // In the order of the file.
-                errors.sort_by_key(|(at, _)| *at);
-                Err(ConfigErrors(errors.into_iter().map(|(_, e)| e).collect()))
-            }
+        let (config, e) = parse_part::<Config>(root, "", text);
+        errors.extend(e);
+        // In the order of the file.
+        errors.sort_by_key(|(at, _)| *at);
+        Parsed {
+            // A route that could not be read at all leaves the others
+            // unchecked: their paths would name the wrong index.
+            config: config.map(|c| Config { routes: routes.unwrap_or_default(), ..c }),
+            problems: errors.into_iter().map(|(_, e)| e).collect(),
         }
     }
 
@@ -578,8 +646,8 @@ type Located = (usize, FieldError);
 /// Most problems reported for one part of the file (a route, or the rest).
 const MAX_PART_ERRORS: usize = 64;
 
-/// `[[routes]]`, each route parsed on its own; `None` if any has a problem
-/// (pushed to `errors`).
+/// `[[routes]]`, each route parsed on its own (problems pushed to
+/// `errors`); `None` if a route could not be read at all.
 fn parse_routes(
     value: Spanned<DeValue<'_>>,
     text: &str,
@@ -595,27 +663,23 @@ fn parse_routes(
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         let span = item.span();
-        let parsed = match item.into_inner() {
+        let (route, e) = match item.into_inner() {
             DeValue::Table(t) => parse_part::<RouteSpec>(Spanned::new(span, t), &path, text),
-            other => Err(vec![(
-                span.start,
-                FieldError::new(
-                    path,
-                    format!("expected a table, got {}{}", other.type_str(), at(span.clone(), text)),
-                ),
-            )]),
+            other => (
+                None,
+                vec![(
+                    span.start,
+                    FieldError::new(
+                        path,
+                        format!("expected a table, got {}{}", other.type_str(), at(span.clone(), text)),
+                    ),
+                )],
+            ),
         };
-        match parsed {
-            Ok(route) => {
-                routes = routes.map(|mut r| {
-                    r.push(route);
-                    r
-                })
-            }
-            Err(e) => {
-                errors.extend(e);
-                routes = None;
-            }
+        errors.extend(e);
+        match (route, &mut routes) {
+            (Some(route), Some(routes)) => routes.push(route),
+            _ => routes = None,
         }
     }
     routes
@@ -623,17 +687,18 @@ fn parse_routes(
 
 /// Deserializes `table` as a `T`, reporting every problem rather than the
 /// first: after each error the offending key is taken out of the table
-/// and the rest deserialized again. When that leaves a required field
-/// missing (its problem is already reported), a placeholder of each TOML
-/// type in turn stands in for it until one deserializes; placeholders
-/// never reach a caller, since a reported problem fails the parse. It
-/// stops early only on a problem it cannot take out (a missing field, a
-/// wrongly typed array element). Paths are prefixed with `prefix`.
+/// and the rest deserialized again. A required field that is missing, or
+/// was taken out, is reported once, and a placeholder of each TOML type in
+/// turn stands in for it until one deserializes. Returns the value (with
+/// defaults and placeholders where problems were, for validation to look
+/// at the rest) unless it stopped early on a problem it cannot take out
+/// (a wrongly typed array element), and the problems. Paths are prefixed
+/// with `prefix`.
 fn parse_part<T: serde::de::DeserializeOwned>(
     mut table: Spanned<DeTable<'_>>,
     prefix: &str,
     text: &str,
-) -> Result<T, Vec<Located>> {
+) -> (Option<T>, Vec<Located>) {
     let mut errors = Vec::new();
     // Path (as printed) of every key taken out, with its table's segments.
     let mut removed: Vec<(String, Vec<Segment>, String)> = Vec::new();
@@ -641,8 +706,7 @@ fn parse_part<T: serde::de::DeserializeOwned>(
     let mut placeholders: Vec<(String, usize)> = Vec::new();
     for _ in 0..MAX_PART_ERRORS * 4 {
         let e = match serde_path_to_error::deserialize::<_, T>(toml::de::Deserializer::from(table.clone())) {
-            Ok(value) if errors.is_empty() => return Ok(value),
-            Ok(_) => break,
+            Ok(value) => return (Some(value), errors),
             Err(e) => e,
         };
         let rel = e.path().to_string();
@@ -653,8 +717,17 @@ fn parse_part<T: serde::de::DeserializeOwned>(
         let missing = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
         let retry = placeholders.iter().position(|(p, _)| *p == rel).or_else(|| {
             let field = missing?;
-            let (path, _, _) = removed.iter().find(|(p, _, k)| k == field && *p == join_path(&rel, field))?;
-            placeholders.push((path.clone(), 0));
+            let path = join_path(&rel, field);
+            if !removed.iter().any(|(p, _, k)| k == field && *p == path) {
+                // Missing from the file: report it, then stand a
+                // placeholder in as for a field taken out.
+                let span = e.inner().span();
+                let pos = span.as_ref().map_or(0, |s| s.start);
+                let line = span.map_or_else(String::new, |s| at(s, text));
+                errors.push((pos, FieldError::new(join_path(prefix, &path), format!("is required{line}"))));
+                removed.push((path.clone(), e.path().iter().cloned().collect(), field.to_string()));
+            }
+            placeholders.push((path, 0));
             Some(placeholders.len() - 1)
         });
         if let Some(i) = retry {
@@ -681,7 +754,7 @@ fn parse_part<T: serde::de::DeserializeOwned>(
         }
         removed.push((rel.clone(), parents.iter().map(|s| (*s).clone()).collect(), key.clone()));
     }
-    Err(errors)
+    (None, errors)
 }
 
 /// `a.b` from `a` and `b`; `a[0]` from `a` and `[0]`.
@@ -732,13 +805,23 @@ fn at(span: std::ops::Range<usize>, text: &str) -> String {
     format!(" (line {line}, column {col})")
 }
 
-/// A parse error as one line: `path: message (line L, column C)`.
+/// A parse error as one line: `path: message (line L, column C)`. A
+/// message that does not show the value it is about (`invalid socket
+/// address syntax`, `duplicate key`) gets it quoted from the file.
 fn toml_error(path: &str, e: &toml::de::Error, text: &str) -> FieldError {
-    let msg = e.message().trim().replace('\n', " ");
-    match e.span() {
-        Some(span) => FieldError::new(path, format!("{msg}{}", at(span, text))),
-        None => FieldError::new(path, msg),
+    let mut msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return FieldError::new(path, msg) };
+    let value = text.get(span.clone()).map(str::trim).unwrap_or("");
+    let bare = value.trim_matches(['"', '\'']);
+    let shown = msg.contains(&format!("\"{bare}\"")) || msg.contains(&format!("`{bare}`"));
+    if !value.is_empty() && value.len() <= 80 && !value.contains('\n') && !shown {
+        if msg == "duplicate key" {
+            msg = format!("duplicate key `{bare}`");
+        } else {
+            msg = format!("{msg}: {value}");
+        }
     }
+    FieldError::new(path, format!("{msg}{}", at(span, text)))
 }
 
 #[cfg(test)]
@@ -771,8 +854,9 @@ max_connect_attempts = 3
   fall = 2
 "#;
 
+    /// Every problem of `text`, as `ferryd --check-config` reports them.
     fn errors(text: &str) -> Vec<String> {
-        match Config::parse(text).and_then(Config::validate) {
+        match Config::parse_all(text).validate(|_| Vec::new()) {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
@@ -814,7 +898,10 @@ max_connect_attempts = 3
         assert!(has("routes[0].backends[0].wieght: unknown field `wieght`", "line"), "{e:#?}");
         assert!(has("routes[1].listen: invalid type: integer `7`", "line"), "{e:#?}");
         assert!(has("routes[1].balanse: unknown field `balanse`", "line"), "{e:#?}");
-        assert_eq!(e.len(), 6, "one line per problem: {e:#?}");
+        // A validation problem, reported with the parse problems since
+        // they no longer hide it.
+        assert!(has("routes[1].backends: a route needs at least one backend", ""), "{e:#?}");
+        assert_eq!(e.len(), 7, "one line per problem: {e:#?}");
         let lines: Vec<usize> =
             e.iter().filter_map(|l| l.rsplit_once("(line ")?.1.split_once(',')?.0.parse().ok()).collect();
         assert!(lines.is_sorted() && lines.len() == 6, "in the order of the file: {e:#?}");
@@ -832,6 +919,44 @@ max_connect_attempts = 3
         assert_eq!(e, ["routes: expected an array of tables ([[routes]]) (line 1, column 10)"]);
         let e = errors("routes = [1]");
         assert_eq!(e, ["routes[0]: expected a table, got integer (line 1, column 11)"]);
+    }
+
+    #[test]
+    fn parse_problems_hide_no_validation_problem() {
+        // Before, the two parse problems were reported alone, and the three
+        // validation problems only once they were fixed.
+        let text = GOOD
+            .replace("name = \"n1\"", "name = \"n 1\"\ndrain_timeout_ms = \"x\"")
+            .replace("connect_timeout_ms = 1000", "connect_timeout_ms = 0")
+            .replace("weight = 3", "weight = 999\n  colour = 1");
+        let e = errors(&text);
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(e[0].starts_with("node.drain_timeout_ms: invalid type: string \"x\""), "{e:#?}");
+        assert!(e[1].starts_with("routes[0].backends[0].colour: unknown field `colour`"), "{e:#?}");
+        assert!(e[2].starts_with("node.name: invalid name \"n 1\""), "{e:#?}");
+        assert_eq!(e[3], "routes[0].connect_timeout_ms: must be greater than 0");
+        assert_eq!(e[4], "routes[0].backends[0].weight: must be between 0 and 256, got 999");
+    }
+
+    #[test]
+    fn a_problem_about_a_stand_in_is_not_reported() {
+        // `listen` and `backends` are missing or wrongly typed: the stand-ins
+        // put in their place must not add "no backends" or a bad address.
+        let e = errors("[[routes]]\nname = \"web\"\nbackends = 2\nconnect_timeout_ms = 0");
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].starts_with("routes[0].listen: is required (line 1, column 1)"), "{e:#?}");
+        assert!(e[1].starts_with("routes[0].backends: invalid type: integer `2`"), "{e:#?}");
+        assert_eq!(e[2], "routes[0].connect_timeout_ms: must be greater than 0");
+    }
+
+    #[test]
+    fn messages_quote_the_value_or_key_they_are_about() {
+        let e = errors("[admin]\naddr = \"x\"");
+        assert_eq!(e, ["admin.addr: invalid socket address syntax: \"x\" (line 2, column 8)"]);
+        let e = errors("[node]\nbind_addr = \"1.2.3\"");
+        assert_eq!(e, ["node.bind_addr: invalid IP address syntax: \"1.2.3\" (line 2, column 13)"]);
+        let e = errors("[node]\nname = \"a\"\nname = \"b\"");
+        assert_eq!(e, ["duplicate key `name` (line 3, column 1)"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ferry_node::Node;
-use ferry_node::config::{Config, ConfigErrors};
+use ferry_node::config::{Config, ConfigErrors, Parsed};
 use ferry_node::node::ApplyError;
 use ferry_node::telemetry::tracing::{self as telemetry, LogFormat, TracingOptions};
 use ferry_node::telemetry::tracing::{OTLP_ENDPOINT_ENV, check_otlp_endpoint, init as init_tracing};
@@ -76,13 +76,22 @@ struct Args {
 }
 
 impl Args {
-    /// Reads the file (if any), applies flag overrides, validates.
+    /// Reads the file (if any), applies flag overrides, validates: every
+    /// problem of the file, the flags and the environment at once.
     fn load(&self, path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let mut config = match path {
-            Some(p) => Config::read(p)?,
-            None => Config::default(),
+        let parsed = match path {
+            Some(p) => Config::read_all(p),
+            None => Parsed { config: Some(Config::default()), problems: Vec::new() },
         };
-        self.apply_cluster_flags(&mut config, path.is_none())?;
+        parsed.validate(|config| self.apply_overrides(config, path.is_none()))
+    }
+
+    /// The flags' overrides, and the problems with flags and environment.
+    fn apply_overrides(&self, config: &mut Config, no_file: bool) -> Vec<ferry_client::FieldError> {
+        let mut problems = Vec::new();
+        if let Err(ConfigErrors(e)) = self.apply_cluster_flags(config, no_file) {
+            problems.extend(e);
+        }
         if let Some(ip) = self.bind {
             config.node.bind_addr = ip;
             config.admin.addr.set_ip(ip);
@@ -105,20 +114,12 @@ impl Args {
         }
         // The environment's endpoint is used only when neither the file nor
         // the flag sets one: check it then, with the same rules.
-        let env_problem = match (&config.telemetry.otlp_endpoint, std::env::var(OTLP_ENDPOINT_ENV)) {
-            (None, Ok(ep)) => {
-                check_otlp_endpoint(&ep).err().map(|e| ferry_client::FieldError::new(OTLP_ENDPOINT_ENV, e))
-            }
-            _ => None,
-        };
-        match (config.validate(), env_problem) {
-            (Ok(config), None) => Ok(config),
-            (Ok(_), Some(p)) => Err(ConfigErrors(vec![p])),
-            (Err(mut e), p) => {
-                e.0.extend(p);
-                Err(e)
-            }
+        if let (None, Ok(ep)) = (&config.telemetry.otlp_endpoint, std::env::var(OTLP_ENDPOINT_ENV))
+            && let Err(e) = check_otlp_endpoint(&ep)
+        {
+            problems.push(ferry_client::FieldError::new(OTLP_ENDPOINT_ENV, e));
         }
+        problems
     }
 
     /// `--name`, `--data-dir`, `--join`, `--bootstrap-expect`,

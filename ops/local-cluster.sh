@@ -7,6 +7,10 @@
 #   ops/local-cluster.sh            build (release), start, demo, wait
 #   ops/local-cluster.sh --no-wait  start, demo, stop (used by the tests)
 #
+# While it waits, a node that exits (a leave, a kill -9, a crash) is
+# reported with the command that restarts it; the rest keeps running until
+# Ctrl-C, so the failures the README suggests can be tried one by one.
+#
 # Layout: node i runs on 127.0.0.i (i = 1, 2, 3) with the same ports:
 # admin API 7948, cluster (Raft) 7947, gossip (UDP) 7946, route "demo"
 # :7000. The nodes form the cluster through gossip (bootstrap_expect = 3).
@@ -21,7 +25,7 @@ wait_for_ctrl_c=1
 for arg in "$@"; do
     case "$arg" in
         --no-wait) wait_for_ctrl_c=0 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
         *) echo "local-cluster.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -37,17 +41,6 @@ command -v cargo >/dev/null || { echo "local-cluster.sh: cargo not found: instal
 echo "==> building ferryd and ferry-backend ($profile)"
 cargo build -j2 "${cargo_flags[@]}" -p ferry-node -p ferry-tests --bins
 bin=target/$profile
-
-run_dir=${FERRY_RUN_DIR:-$(mktemp -d -t ferry-local.XXXXXX)}
-mkdir -p "$run_dir"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    echo "==> stopped; logs and data are in $run_dir"
-}
-trap cleanup EXIT
-trap 'exit 0' INT TERM
 
 # http METHOD IP:PORT PATH [BODY]: prints "STATUS BODY" (bash only, no curl).
 http() {
@@ -74,6 +67,18 @@ for port in 9001 9002; do
         exit 1
     fi
 done
+
+# Only now, with the ports free, is there anything to keep.
+run_dir=${FERRY_RUN_DIR:-$(mktemp -d -t ferry-local.XXXXXX)}
+mkdir -p "$run_dir"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    echo "==> stopped; logs and data are in $run_dir"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
 
 for i in 1 2 3; do
     cat > "$run_dir/n$i.toml" <<TOML
@@ -123,6 +128,7 @@ done
 "$bin/ferry-backend" --name backend-b --listen 127.0.0.1:9002 2>"$run_dir/backend-b.log" & pids+=($!)
 for i in 1 2 3; do
     "$bin/ferryd" --config "$run_dir/n$i.toml" 2>"$run_dir/n$i.log" & pids+=($!)
+    echo "$!" > "$run_dir/n$i.pid"
 done
 
 # Ready when every node listens on the demo route (seeded, replicated, applied).
@@ -141,8 +147,10 @@ if [ "$ready" != 1 ]; then
     exit 1
 fi
 
+# The leader's id, and its name from the member list.
 leader=$(http GET 127.0.0.1:7948 /v1/status | grep -o '"leader_id":[0-9]*' | cut -d: -f2)
-echo "==> cluster is up: nodes 127.0.0.1-3 (admin :7948, raft :7947, gossip :7946); leader is node ${leader:-?}"
+leader_name=$(http GET 127.0.0.1:7948 /v1/members | grep -o "\"id\":${leader:-x},\"name\":\"[^\"]*\"" | cut -d'"' -f6)
+echo "==> cluster is up: nodes n1-n3 on 127.0.0.1-3 (admin :7948, raft :7947, gossip :7946); leader is ${leader_name:-?} (id ${leader:-?})"
 
 # balance N: N connections round the three nodes' :7000; prints who answered.
 balance() {
@@ -179,9 +187,28 @@ cat <<TXT
     curl -s http://127.0.0.2:7948/v1/routes/demo            # config, revision, live health
     curl -s -X PUT http://127.0.0.3:7948/v1/routes/demo/backends/a/weight -d '{"weight": 1}'
     exec 3<>/dev/tcp/127.0.0.2/7000; head -1 <&3            # one connection via node 2
+    kill -9 \$(cat $run_dir/n1.pid)                          # a node dies: the others keep serving
     logs and data: $run_dir
 TXT
 if [ "$wait_for_ctrl_c" = 1 ]; then
     echo "==> running; Ctrl-C stops everything"
-    wait "${pids[2]}"
+    # pids: backend-a, backend-b, n1, n2, n3. Report each node that exits
+    # (and how to start it again); keep everything else up until Ctrl-C.
+    running=(1 2 3)
+    while true; do
+        still=()
+        for i in "${running[@]}"; do
+            pid=${pids[$((i + 1))]}
+            if kill -0 "$pid" 2>/dev/null; then
+                still+=("$i")
+            else
+                status=0
+                wait "$pid" || status=$?
+                echo "==> n$i (127.0.0.$i) exited with status $status; the others keep running. Its log: $run_dir/n$i.log"
+                echo "    start it again: $bin/ferryd --config $run_dir/n$i.toml 2>>$run_dir/n$i.log &"
+            fi
+        done
+        running=("${still[@]}")
+        sleep 1
+    done
 fi

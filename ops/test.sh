@@ -36,6 +36,35 @@ else
     exit 1
 fi
 
+echo "==> quick start: a node that dies leaves the rest running"
+# The script waits for Ctrl-C; kill -9 node 1 and check that the script
+# says so, that node 2 still serves the demo route, and that SIGTERM then
+# stops everything it started.
+if ops/local-cluster.sh --help | grep -q 'set -euo'; then
+    echo "quick-start: --help prints the script's code"; echo "quick-start: 0 passed, 1 failed"; exit 1
+fi
+qs_dir=$(mktemp -d -t ferry-qs.XXXXXX)
+PROFILE=debug FERRY_RUN_DIR="$qs_dir/run" ops/local-cluster.sh >"$qs_dir/out" 2>&1 &
+qs_pid=$!
+qs_fail() {
+    cat "$qs_dir/out"; echo "quick-start: $1"; echo "quick-start: 0 passed, 1 failed"
+    kill -TERM "$qs_pid" 2>/dev/null; wait "$qs_pid" 2>/dev/null; exit 1
+}
+for _ in $(seq 1 120); do grep -q "running; Ctrl-C" "$qs_dir/out" && break; sleep 0.5; done
+grep -q "running; Ctrl-C" "$qs_dir/out" || qs_fail "the demo did not reach its wait"
+n1=$(cat "$qs_dir/run/n1.pid")
+n2=$(cat "$qs_dir/run/n2.pid")
+kill -9 "$n1"
+for _ in $(seq 1 20); do grep -q "n1 (127.0.0.1) exited" "$qs_dir/out" && break; sleep 0.5; done
+grep -q "n1 (127.0.0.1) exited" "$qs_dir/out" || qs_fail "the exit of n1 was not reported"
+kill -0 "$qs_pid" 2>/dev/null && kill -0 "$n2" 2>/dev/null || qs_fail "the demo stopped when n1 died"
+answer=$(exec 3<>/dev/tcp/127.0.0.2/7000 && head -1 <&3) || true
+[[ "$answer" == backend-* ]] || qs_fail "node 2 no longer serves the demo route after n1 died (got '$answer')"
+kill -TERM "$qs_pid"; wait "$qs_pid" || true
+kill -0 "$n2" 2>/dev/null && qs_fail "n2 still runs after the script stopped"
+rm -rf "$qs_dir"
+echo "quick-start: a dead node: 1 passed, 0 failed"
+
 echo "==> partition suite (jepsen-lite test --quick)"
 if [ "$(id -u)" != 0 ]; then
     echo "jepsen-lite: skipped: needs root (network namespaces, iptables); run ops/test.sh as root"

@@ -1,6 +1,7 @@
 //! ferry-client: the admin-API contract shared by `ferryd` and its clients.
 //!
 //! # Layout
+//! - [`addr`]: a backend's address: an IP literal or a host name, with a port.
 //! - [`route`]: the route schema (TOML `[[routes]]` and API bodies), defaults
 //!   and validation with field paths.
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
@@ -11,12 +12,14 @@
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
 
+pub mod addr;
 pub mod api;
 pub mod chaos;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod route;
 
+pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};
 
 use std::fmt;

@@ -121,6 +121,17 @@ pub struct BackendStatus {
     pub ejected_for_ms: Option<u64>,
     /// Open connections to this backend.
     pub active_connections: u64,
+    /// The addresses this node connects to, in the order it tries them: the
+    /// IP of `addr`, or what its host name resolves to (empty while it does
+    /// not resolve, and then `healthy` is false). Null when another node
+    /// connects to the backend (its `node`), which resolves it.
+    #[serde(default)]
+    pub resolved: Option<Vec<String>>,
+    /// Why the last lookup of `addr`'s host name failed (it may still be
+    /// in use: the last good answer is kept through a few failures); null
+    /// after a success and for an IP address.
+    #[serde(default)]
+    pub resolve_error: Option<String>,
 }
 
 /// The body of every error response: `{"error": {"code": …, "message": …}}`.

@@ -255,6 +255,25 @@ pub struct NodeSection {
     /// required with `[cluster]`.
     #[serde(default)]
     pub data_dir: Option<std::path::PathBuf>,
+    /// How often each backend host name is looked up again (HAProxy's
+    /// `hold valid`). A per-node setting: the replicated routes do not
+    /// carry it.
+    #[serde(default = "default_resolve_interval_ms")]
+    pub resolve_interval_ms: u64,
+    /// Longest wait for one lookup; a hung resolver never holds up the
+    /// other names.
+    #[serde(default = "default_resolve_timeout_ms")]
+    pub resolve_timeout_ms: u64,
+}
+
+impl NodeSection {
+    /// How backend host names are resolved.
+    pub fn resolve_settings(&self) -> crate::control::resolver::ResolveSettings {
+        crate::control::resolver::ResolveSettings {
+            interval: std::time::Duration::from_millis(self.resolve_interval_ms),
+            timeout: std::time::Duration::from_millis(self.resolve_timeout_ms),
+        }
+    }
 }
 
 /// `[node] worker_balance`.
@@ -339,6 +358,12 @@ fn default_workers() -> usize {
 fn default_drain_timeout_ms() -> u64 {
     30_000
 }
+fn default_resolve_interval_ms() -> u64 {
+    crate::control::resolver::DEFAULT_INTERVAL_MS
+}
+fn default_resolve_timeout_ms() -> u64 {
+    crate::control::resolver::DEFAULT_TIMEOUT_MS
+}
 fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7948))
 }
@@ -353,6 +378,8 @@ impl Default for NodeSection {
             workers: default_workers(),
             worker_balance: WorkerBalance::default(),
             data_dir: None,
+            resolve_interval_ms: default_resolve_interval_ms(),
+            resolve_timeout_ms: default_resolve_timeout_ms(),
         }
     }
 }
@@ -495,6 +522,12 @@ impl Config {
         }
         if self.node.drain_timeout_ms == 0 {
             errors.push(FieldError::new("node.drain_timeout_ms", "must be greater than 0"));
+        }
+        if self.node.resolve_interval_ms == 0 {
+            errors.push(FieldError::new("node.resolve_interval_ms", "must be greater than 0"));
+        }
+        if self.node.resolve_timeout_ms == 0 {
+            errors.push(FieldError::new("node.resolve_timeout_ms", "must be greater than 0"));
         }
         if !ferry_client::route::valid_name(&self.node.name) {
             errors.push(FieldError::new(

@@ -24,6 +24,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::control::member::{Member, MemberError, MemberHandle};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
+use crate::control::resolver::SystemResolver;
 use crate::dataplane::clock::Clock;
 use crate::dataplane::listener::{BindError, ListenerContext, Listeners, WorkerLoads};
 use crate::dataplane::peers::{PeerDirectory, SelfNode};
@@ -161,7 +162,8 @@ impl Node {
         let bound = listeners.bound();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
         let mut publisher =
-            Publisher::new(registry, listeners, Arc::clone(&table), peers, clock, metrics.clone());
+            Publisher::new(registry, listeners, Arc::clone(&table), peers, clock, metrics.clone())
+                .with_resolver(Arc::new(SystemResolver::new()), config.node.resolve_settings());
 
         let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
             .await
@@ -171,7 +173,7 @@ impl Node {
         let (commands, rx) = mpsc::channel(16);
         let member = match &config.cluster {
             None => {
-                let errors = publisher.apply_routes(config.routes.clone(), true);
+                let errors = publisher.apply_routes(config.routes.clone(), true).await;
                 if !errors.is_empty() {
                     hard_stop.cancel();
                     return Err(StartError::Listen(errors));
@@ -196,12 +198,14 @@ impl Node {
                 // this node cannot bind is reported, not fatal: the cluster
                 // may fix it.
                 let me = SelfNode { id: member.handle.node_id, name: config.node.name.clone() };
-                publisher.set_peers(Arc::new(match &member.handle.gossip {
-                    Some(g) => crate::control::gossip::peer_directory(me, &g.view()),
-                    None => PeerDirectory::alone(me),
-                }));
+                publisher
+                    .set_peers(Arc::new(match &member.handle.gossip {
+                        Some(g) => crate::control::gossip::peer_directory(me, &g.view()),
+                        None => PeerDirectory::alone(me),
+                    }))
+                    .await;
                 let routes = member.replica.state().routes.values().map(|r| r.spec.clone()).collect();
-                for e in publisher.apply_routes(routes, false) {
+                for e in publisher.apply_routes(routes, false).await {
                     warn!("{e}");
                 }
                 Some(member)

@@ -201,8 +201,14 @@ impl AdminState {
             .map(|(i, b)| {
                 let state = live.and_then(|r| r.backends.get(i));
                 let target = live.and_then(|r| r.targets.get(i)).copied();
-                let reachable = target != Some(Target::Unreachable);
                 let local = target.is_none_or(|t| t == Target::Local);
+                let resolved = live.and_then(|r| r.resolved.get(i)).filter(|_| local);
+                let reachable = match target {
+                    Some(Target::Unreachable) => false,
+                    // A backend of this node needs an address.
+                    Some(Target::Local) => resolved.is_some_and(|r| !r.addrs.is_empty()),
+                    _ => true,
+                };
                 BackendStatus {
                     id: b.id.clone(),
                     addr: b.addr.clone(),
@@ -219,6 +225,8 @@ impl AdminState {
                     .to_string(),
                     ejected_for_ms: state.and_then(|st| st.ejected_for(now)),
                     active_connections: state.map_or(0, |st| st.active()),
+                    resolved: resolved.map(|r| r.addrs.iter().map(ToString::to_string).collect()),
+                    resolve_error: resolved.and_then(|r| r.error.as_deref().map(str::to_string)),
                 }
             })
             .collect();

@@ -35,6 +35,7 @@ use tracing::debug;
 use crate::dataplane::backend::{BackendState, ConnectResult};
 use crate::dataplane::clock::Clock;
 use crate::dataplane::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
+use crate::dataplane::proxy::connect_any;
 use crate::dataplane::proxy_v2::{HopHeader, ReadError, read_header};
 use crate::dataplane::table::{RouteEntry, RoutingTable};
 use crate::telemetry::metrics::Metrics;
@@ -343,20 +344,18 @@ impl HopServer {
         }
         let permit = Arc::clone(&self.limit).try_acquire_owned().map_err(|_| HopStatus::Overloaded)?;
         let backend = Arc::clone(&route.backends[idx]);
-        let connected = tokio::time::timeout(route.connect_timeout, TcpStream::connect(backend.addr)).await;
-        let result = match &connected {
-            Ok(Ok(_)) => ConnectResult::Ok,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => ConnectResult::Refused,
-            Ok(Err(_)) => ConnectResult::Error,
-            Err(_) => ConnectResult::Timeout,
-        };
+        // The owner resolved the backend's name (if it has one): its
+        // addresses are tried in turn, as for a local client. A name that
+        // does not resolve here has none: a connect error.
+        let connected = connect_any(&route.resolved[idx].addrs, route.connect_timeout).await;
+        let result = connected.as_ref().map_or_else(|(kind, _)| *kind, |_| ConnectResult::Ok);
         // The owner's own record of its backend, as for a local client.
         backend.record_connect(result, self.clock.now_ms(), route.eject);
         match connected {
-            Ok(Ok(stream)) => Ok((route, backend, stream, permit)),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Err(HopStatus::BackendRefused),
-            Ok(Err(_)) => Err(HopStatus::BackendError),
-            Err(_) => Err(HopStatus::BackendTimeout),
+            Ok(stream) => Ok((route, backend, stream, permit)),
+            Err((ConnectResult::Refused, _)) => Err(HopStatus::BackendRefused),
+            Err((ConnectResult::Timeout, _)) => Err(HopStatus::BackendTimeout),
+            Err(_) => Err(HopStatus::BackendError),
         }
     }
 
@@ -408,6 +407,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::control::names::Names;
     use crate::control::registry::Registry;
     use crate::dataplane::peers::{Peer, PeerDirectory, PeerState, SelfNode};
 
@@ -421,7 +421,8 @@ mod tests {
     }
 
     /// An owner "n1" whose route `web` has a backend of its own (`mine`, a
-    /// live listener), one of `n2`'s, one without node, and one that refuses.
+    /// live listener), one of `n2`'s, one without node, one that refuses,
+    /// and one whose host name the owner has not resolved.
     async fn owner() -> Owner {
         let metrics = Metrics::new().expect("metrics");
         let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -434,7 +435,8 @@ mod tests {
                 {"id": "mine", "addr": backend.local_addr().expect("addr").to_string(), "node": "n1"},
                 {"id": "theirs", "addr": "127.0.0.1:9", "node": "2"},
                 {"id": "plain", "addr": "127.0.0.1:9"},
-                {"id": "dead", "addr": closed_addr.to_string(), "node": "1"}
+                {"id": "dead", "addr": closed_addr.to_string(), "node": "1"},
+                {"id": "unresolved", "addr": "nonexistent.invalid:80", "node": "n1"}
             ]
         }))
         .expect("route");
@@ -448,7 +450,7 @@ mod tests {
             }],
         ));
         let mut registry = Registry::new(metrics.clone(), Arc::new(Notify::new()), [127, 0, 0, 1].into());
-        let inputs = registry.inputs(&[Arc::new(spec)], &peers);
+        let inputs = registry.inputs(&[Arc::new(spec)], &peers, &Names::default());
         let table = RoutingTable::build(1, inputs, &RoutingTable::default(), &peers, 0);
         let server = HopServer::new(
             HopServerConfig {
@@ -511,6 +513,9 @@ mod tests {
             (header("web", "theirs", CLUSTER), HopStatus::NotOwner),
             (header("web", "plain", CLUSTER), HopStatus::NotOwner),
             (header("web", "dead", CLUSTER), HopStatus::BackendRefused),
+            // The owner resolves its backends' names; one without an address
+            // is a connect error, and the forwarding node fails over.
+            (header("web", "unresolved", CLUSTER), HopStatus::BackendError),
         ];
         for (bytes, want) in cases {
             let (mut fwd, mut conn) = tokio::io::duplex(1024);
@@ -526,6 +531,7 @@ mod tests {
         }
         assert_eq!(hops(&o.metrics, "in", "not_owner"), 2);
         assert_eq!(hops(&o.metrics, "in", "backend_refused"), 1);
+        assert_eq!(hops(&o.metrics, "in", "backend_error"), 1);
     }
 
     #[tokio::test]

@@ -4,12 +4,16 @@
 //! - [`publisher`]: the task that rebuilds, swaps and reconciles.
 //! - [`member`]: this node as a Raft member (storage, bootstrap, seeding).
 //! - [`replica`]: writes with leader forwarding, linearizable reads.
+//! - [`resolver`]: looking up backend host names (bounded, in parallel);
+//!   [`names`]: what each name resolves to, and the hold rule.
 
 pub mod autopilot;
 pub mod bootstrap;
 pub mod gossip;
 pub mod member;
+pub mod names;
 pub mod node_id;
 pub mod publisher;
 pub mod registry;
 pub mod replica;
+pub mod resolver;

@@ -3,18 +3,31 @@
 //!
 //! Inputs: `Command`s (a new set of routes from a reload or the Raft log; a
 //! new peer directory from membership; stop accepting at shutdown), health
-//! transitions (a `Notify` woken by checks and ejections), and the end of
-//! the earliest ejection.
+//! transitions (a `Notify` woken by checks and ejections), the end of the
+//! earliest ejection, and the answers for backend host names.
 //! The data plane never waits on this task: it only reads the last table.
+//!
+//! # Host names
+//! Names are resolved here, never by a connection. A name new to this node
+//! (a new route, a changed `addr`, a backend that became this node's) is
+//! looked up before the table that uses it is published, all new names in
+//! parallel and each within `resolve_timeout_ms`, so a route is served
+//! resolved from its first connection (Envoy warms a DNS cluster the same
+//! way). Every name is looked up again every `resolve_interval_ms` on tasks
+//! of its own, while this task goes on; an answer that changes the
+//! addresses or the error rebuilds the table, the same answer does not
+//! (`control::names` has the hold rule).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use ferry_client::RouteSpec;
+use ferry_client::{HostPort, RouteSpec};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::names::{self, Names};
 use super::registry::Registry;
+use super::resolver::{Answer, Lookups, Resolve, ResolveSettings, SystemResolver};
 use crate::dataplane::clock::Clock;
 use crate::dataplane::listener::{BindError, Listeners};
 use crate::dataplane::peers::PeerDirectory;
@@ -47,10 +60,17 @@ pub struct Publisher {
     peers: Arc<PeerDirectory>,
     clock: Clock,
     metrics: Metrics,
+    /// What each backend host name resolves to.
+    names: Names,
+    /// The periodic lookups running.
+    lookups: Lookups,
+    resolver: Arc<dyn Resolve>,
+    settings: ResolveSettings,
 }
 
 impl Publisher {
-    /// A publisher with no routes yet and the directory `peers`.
+    /// A publisher with no routes yet and the directory `peers`, resolving
+    /// with the system resolver and the default settings.
     pub fn new(
         registry: Registry,
         listeners: Listeners,
@@ -59,16 +79,44 @@ impl Publisher {
         clock: Clock,
         metrics: Metrics,
     ) -> Self {
-        Self { registry, listeners, table, specs: Vec::new(), peers, clock, metrics }
+        let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
+        let settings = ResolveSettings::default();
+        Self {
+            registry,
+            listeners,
+            table,
+            specs: Vec::new(),
+            peers,
+            clock,
+            metrics,
+            names: Names::default(),
+            lookups: Lookups::new(Arc::clone(&resolver), settings.timeout),
+            resolver,
+            settings,
+        }
+    }
+
+    /// Resolves host names with `resolver` and `settings` (`[node]
+    /// resolve_interval_ms`, `resolve_timeout_ms`). Call before any route
+    /// is applied.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>, settings: ResolveSettings) -> Self {
+        self.lookups = Lookups::new(Arc::clone(&resolver), settings.timeout);
+        self.resolver = resolver;
+        self.settings = settings;
+        self
     }
 
     /// Replaces the peer directory and republishes if it changed.
-    pub fn set_peers(&mut self, peers: Arc<PeerDirectory>) {
+    pub async fn set_peers(&mut self, peers: Arc<PeerDirectory>) {
         if *peers == *self.peers {
             return;
         }
         self.peers = peers;
+        // A backend may have become this node's own: its name is ours to resolve.
+        let failed = self.resolve_new().await;
         self.publish();
+        self.count_failures(&failed);
+        self.forget_names();
         info!(peers = self.peers.peers().len(), generation = self.table.load().generation, "peers applied");
     }
 
@@ -76,14 +124,18 @@ impl Publisher {
     /// returns the routes that could not be bound. New and moved routes are
     /// bound before anything changes, so with `all_or_nothing` a route that
     /// cannot be bound leaves the table and every listener as they were.
-    pub fn apply_routes(&mut self, routes: Vec<RouteSpec>, all_or_nothing: bool) -> Vec<BindError> {
+    /// Host names new to this node are looked up before the table that
+    /// uses them is published (at most `resolve_timeout_ms`).
+    pub async fn apply_routes(&mut self, routes: Vec<RouteSpec>, all_or_nothing: bool) -> Vec<BindError> {
         let plan = self.listeners.plan(&self.listens(&routes));
         if all_or_nothing && !plan.errors.is_empty() {
             info!(routes = routes.len(), "routes rejected: a listener cannot be bound; nothing changed");
             return plan.errors;
         }
         let previous = std::mem::replace(&mut self.specs, routes.into_iter().map(Arc::new).collect());
+        let failed = self.resolve_new().await;
         self.publish();
+        self.count_failures(&failed);
         let errors = self.listeners.commit(plan);
         if all_or_nothing && !errors.is_empty() {
             // A route moving onto an address one of its own stopping
@@ -101,10 +153,84 @@ impl Publisher {
                 routes = self.specs.len(),
                 "routes rejected: a listener cannot be bound; the previous routes are back"
             );
+            self.forget_names();
             return errors;
         }
+        self.forget_names();
         info!(routes = self.specs.len(), generation = self.table.load().generation, "routes applied");
         errors
+    }
+
+    /// Looks up, in parallel, the host names the current routes use that
+    /// this node does not know yet, and records the answers; returns those
+    /// that failed (counted once the table has their backends).
+    async fn resolve_new(&mut self) -> Vec<HostPort> {
+        let wanted = names::wanted(self.specs.iter().map(AsRef::as_ref), &self.peers);
+        let new = self.names.start_new(&wanted);
+        if new.is_empty() {
+            return Vec::new();
+        }
+        let mut lookups = Lookups::new(Arc::clone(&self.resolver), self.settings.timeout);
+        for name in new {
+            lookups.spawn(name);
+        }
+        let mut failed = Vec::new();
+        while let Some((name, answer)) = lookups.next().await {
+            if answer.is_err() {
+                failed.push(name.clone());
+            }
+            self.record(&name, answer);
+        }
+        failed
+    }
+
+    /// Records an answer for `name`; true when the table must be rebuilt.
+    fn record(&mut self, name: &HostPort, answer: Answer) -> bool {
+        let interval_ms = self.settings.interval.as_millis() as u64;
+        let changed = self.names.record(name, answer, self.clock.now_ms(), interval_ms);
+        if changed {
+            let now = self.names.resolved(name);
+            match (&now.error, now.addrs.is_empty()) {
+                (None, _) => info!(name = %name, addrs = ?now.addrs, "host name resolved"),
+                (Some(e), false) => {
+                    warn!(name = %name, error = %e, addrs = ?now.addrs, "host name lookup failed; keeping its last answer")
+                }
+                (Some(e), true) => {
+                    warn!(name = %name, error = %e, "host name does not resolve; its backends are unhealthy")
+                }
+            }
+        }
+        changed
+    }
+
+    fn count_failures(&self, failed: &[HostPort]) {
+        for name in failed {
+            self.registry.count_resolve_failure(name);
+        }
+    }
+
+    /// Forgets the names the current routes no longer use.
+    fn forget_names(&mut self) {
+        let wanted = names::wanted(self.specs.iter().map(AsRef::as_ref), &self.peers);
+        self.names.retain(&wanted);
+    }
+
+    /// Starts the lookups that are due.
+    fn start_due_lookups(&mut self) {
+        for name in self.names.start_due(self.clock.now_ms()) {
+            self.lookups.spawn(name);
+        }
+    }
+
+    /// A periodic lookup ended: records it, and rebuilds if it changed.
+    fn lookup_done(&mut self, name: HostPort, answer: Answer) {
+        let failed = answer.is_err();
+        if self.record(&name, answer) {
+            self.publish();
+        }
+        if failed {
+            self.registry.count_resolve_failure(&name);
+        }
     }
 
     /// `(name, listen address)` of each route, for the listeners.
@@ -118,7 +244,7 @@ impl Publisher {
     /// Builds and swaps in a new table from the current routes and health.
     fn publish(&mut self) {
         let prev = self.table.load_full();
-        let inputs = self.registry.inputs(&self.specs, &self.peers);
+        let inputs = self.registry.inputs(&self.specs, &self.peers, &self.names);
         let next = RoutingTable::build(prev.generation + 1, inputs, &prev, &self.peers, self.clock.now_ms());
         self.metrics.table_generation.set(next.generation as i64);
         debug!(generation = next.generation, "routing table published");
@@ -130,12 +256,14 @@ impl Publisher {
         loop {
             let next_end = self.table.load().next_ejection_end(self.clock.now_ms());
             let wake = next_end.map(|ms| self.clock.instant(ms));
+            let resolve = self.names.next_due().map(|ms| self.clock.instant(ms));
+            let looking_up = !self.lookups.is_empty();
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::ApplyRoutes { routes, all_or_nothing, reply }) => {
-                        let _ = reply.send(self.apply_routes(routes, all_or_nothing));
+                        let _ = reply.send(self.apply_routes(routes, all_or_nothing).await);
                     }
-                    Some(Command::SetPeers { peers }) => self.set_peers(peers),
+                    Some(Command::SetPeers { peers }) => self.set_peers(peers).await,
                     Some(Command::StopAccepting { reply }) => {
                         self.listeners.stop_accepting();
                         let _ = reply.send(());
@@ -144,6 +272,8 @@ impl Publisher {
                 },
                 () = changed.notified() => self.publish(),
                 () = sleep_until_opt(wake), if wake.is_some() => self.publish(),
+                () = sleep_until_opt(resolve), if resolve.is_some() => self.start_due_lookups(),
+                Some((name, answer)) = self.lookups.next(), if looking_up => self.lookup_done(name, answer),
             }
         }
     }
@@ -154,6 +284,10 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         tokio::time::sleep_until(at).await;
     }
 }
+
+#[cfg(test)]
+#[path = "publisher/resolution_tests.rs"]
+mod resolution_tests;
 
 #[cfg(test)]
 mod tests {
@@ -174,13 +308,19 @@ mod tests {
         .expect("route json")
     }
 
-    /// A node that is shutting down still applies the routes its Raft log
-    /// delivers. Before the listeners were closed for good, a route applied
-    /// after `StopAccepting` bound a new listener whose accept loop never
-    /// ended, and the shutdown drain waited for it forever (a hang seen in
-    /// `cluster_api`, where a follower applied a route as it was stopped).
-    #[tokio::test]
-    async fn routes_applied_after_stop_accepting_bind_nothing_and_the_drain_ends() {
+    /// A publisher of a standalone node (no peers) in a test, on the
+    /// current runtime, and what reads its output.
+    pub(super) struct Harness {
+        pub(super) publisher: Publisher,
+        pub(super) table: Arc<ArcSwap<RoutingTable>>,
+        pub(super) bound: Arc<ArcSwap<std::collections::HashMap<String, std::net::SocketAddr>>>,
+        pub(super) tracker: TaskTracker,
+        pub(super) changed: Arc<Notify>,
+        pub(super) metrics: Metrics,
+    }
+
+    /// A publisher with no routes (see [`Harness`]).
+    pub(super) fn harness() -> Harness {
         let metrics = Metrics::new().expect("metrics");
         let (table, tracker) = (Arc::new(ArcSwap::from_pointee(RoutingTable::default())), TaskTracker::new());
         let listeners = Listeners::new(ListenerContext {
@@ -198,8 +338,25 @@ mod tests {
         let bound = listeners.bound();
         let changed = Arc::new(Notify::new());
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), "127.0.0.1".parse().expect("ip"));
-        let publisher =
-            Publisher::new(registry, listeners, Arc::clone(&table), Arc::default(), Clock::new(), metrics);
+        let publisher = Publisher::new(
+            registry,
+            listeners,
+            Arc::clone(&table),
+            Arc::default(),
+            Clock::new(),
+            metrics.clone(),
+        );
+        Harness { publisher, table, bound, tracker, changed, metrics }
+    }
+
+    /// A node that is shutting down still applies the routes its Raft log
+    /// delivers. Before the listeners were closed for good, a route applied
+    /// after `StopAccepting` bound a new listener whose accept loop never
+    /// ended, and the shutdown drain waited for it forever (a hang seen in
+    /// `cluster_api`, where a follower applied a route as it was stopped).
+    #[tokio::test]
+    async fn routes_applied_after_stop_accepting_bind_nothing_and_the_drain_ends() {
+        let Harness { publisher, table, bound, tracker, changed, .. } = harness();
         let (commands, rx) = mpsc::channel(4);
         let running = tokio::spawn(publisher.run(rx, changed));
 

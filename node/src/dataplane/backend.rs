@@ -2,12 +2,11 @@
 //! passive ejection.
 //!
 //! A `BackendState` outlives routing-table rebuilds: the registry hands the
-//! same `Arc` to every table while the route name, backend id, address and
-//! health-check settings stay the same, so health and connection counts carry
-//! across reloads. Every field is an atomic: the data plane updates it without
+//! same `Arc` to every table while the route name, backend id, configured
+//! address and health-check settings stay the same, so health and connection
+//! counts carry across reloads, and across new answers for a host name. Every field is an atomic: the data plane updates it without
 //! locks, and a health transition wakes the table publisher through `changed`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -55,7 +54,9 @@ pub struct EjectPolicy {
 pub struct BackendState {
     pub route: String,
     pub id: String,
-    pub addr: SocketAddr,
+    /// The configured `addr` (`IP:PORT` or `HOST:PORT`), for logs; the
+    /// addresses connected to are in the routing table.
+    pub addr: String,
     active: AtomicU64,
     check_up: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -80,12 +81,12 @@ struct BackendMetrics {
 
 impl BackendState {
     /// A backend that starts healthy (not ejected, check up).
-    pub fn new(route: &str, id: &str, addr: SocketAddr, changed: Arc<Notify>, metrics: &Metrics) -> Self {
+    pub fn new(route: &str, id: &str, addr: &str, changed: Arc<Notify>, metrics: &Metrics) -> Self {
         let conn = |r: &str| metrics.proxy_connections_total.with_label_values(&[route, id, r]);
         Self {
             route: route.to_string(),
             id: id.to_string(),
-            addr,
+            addr: addr.to_string(),
             active: AtomicU64::new(0),
             check_up: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
@@ -219,7 +220,7 @@ mod tests {
 
     fn backend() -> BackendState {
         let metrics = Metrics::new().expect("metrics");
-        BackendState::new("r", "a", "127.0.0.1:1".parse().expect("addr"), Arc::new(Notify::new()), &metrics)
+        BackendState::new("r", "a", "127.0.0.1:1", Arc::new(Notify::new()), &metrics)
     }
 
     const POLICY: EjectPolicy = EjectPolicy { after_failures: 3, backoff_ms: 1000 };

@@ -1,13 +1,22 @@
 //! Active health checks: a TCP connect to the backend every interval, with
 //! HAProxy's rise/fall hysteresis. One task per checked backend, ended by the
 //! backend's cancel token when the registry drops it.
+//!
+//! The backend's addresses come from the control plane on a watch channel
+//! (a host name's answer changes over time). A check tries them in turn,
+//! each within `timeout_ms`, and passes when one accepts, as a connection
+//! would. A backend with no address (its name does not resolve) is not
+//! checked: the check would say nothing the resolution has not said, and the
+//! backend is unhealthy already.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_client::HealthCheckSpec;
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::backend::BackendState;
@@ -44,26 +53,56 @@ impl Hysteresis {
     }
 }
 
-/// Spawns the check task of `backend`.
-pub fn spawn(backend: Arc<BackendState>, spec: HealthCheckSpec, pass: IntCounter, fail: IntCounter) {
+/// The addresses a check connects to, as the control plane last resolved
+/// them.
+pub type Addrs = watch::Receiver<Arc<[SocketAddr]>>;
+
+/// Spawns the check task of `backend`, checking `addrs`.
+pub fn spawn(
+    backend: Arc<BackendState>,
+    spec: HealthCheckSpec,
+    addrs: Addrs,
+    pass: IntCounter,
+    fail: IntCounter,
+) {
     tokio::spawn(async move {
         let cancel = backend.cancel.clone();
         tokio::select! {
-            () = run(&backend, spec, pass, fail) => {}
+            () = run(&backend, spec, addrs, pass, fail) => {}
             () = cancel.cancelled() => {}
         }
     });
 }
 
-async fn run(backend: &BackendState, spec: HealthCheckSpec, pass: IntCounter, fail: IntCounter) {
+/// True when one of `addrs` accepts a connection, each tried within `timeout`.
+async fn probe(addrs: &[SocketAddr], timeout: Duration) -> bool {
+    for &addr in addrs {
+        if matches!(tokio::time::timeout(timeout, TcpStream::connect(addr)).await, Ok(Ok(_))) {
+            return true;
+        }
+    }
+    false
+}
+
+async fn run(
+    backend: &BackendState,
+    spec: HealthCheckSpec,
+    addrs: Addrs,
+    pass: IntCounter,
+    fail: IntCounter,
+) {
     let mut state = Hysteresis::new(spec.rise, spec.fall);
     let timeout = Duration::from_millis(spec.timeout_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(spec.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let passed =
-            matches!(tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await, Ok(Ok(_)));
+        // Cloned, not borrowed: the borrow would block the sender across the probe.
+        let current = Arc::clone(&*addrs.borrow());
+        if current.is_empty() {
+            continue;
+        }
+        let passed = probe(&current, timeout).await;
         if passed {
             pass.inc()
         } else {
@@ -83,6 +122,37 @@ async fn run(backend: &BackendState, spec: HealthCheckSpec, pass: IntCounter, fa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::metrics::Metrics;
+    use tokio::sync::Notify;
+
+    /// The check follows the addresses the control plane sends: none, no
+    /// check; then a refusing address and an accepting one, a pass.
+    #[tokio::test]
+    async fn checks_follow_the_resolved_addresses() {
+        let metrics = Metrics::new().expect("metrics");
+        let backend =
+            Arc::new(BackendState::new("r", "a", "a.example:80", Arc::new(Notify::new()), &metrics));
+        let spec = HealthCheckSpec { interval_ms: 10, timeout_ms: 1_000, rise: 1, fall: 1 };
+        let counter = |r: &str| metrics.health_checks_total.with_label_values(&["r", "a", r]);
+        let (tx, rx) = watch::channel(Arc::<[SocketAddr]>::from([]));
+        spawn(Arc::clone(&backend), spec, rx, counter("pass"), counter("fail"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!((counter("pass").get(), counter("fail").get()), (0, 0), "no address, no check");
+
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let closed_addr = closed.local_addr().expect("addr");
+        drop(closed);
+        tx.send_replace(Arc::from([closed_addr, open.local_addr().expect("addr")]));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while counter("pass").get() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no passing check");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counter("fail").get(), 0, "the refusing first address failed the check");
+        assert!(backend.check_up());
+        backend.cancel.cancel();
+    }
 
     #[test]
     fn fall_then_rise() {

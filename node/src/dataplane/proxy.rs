@@ -8,6 +8,14 @@
 //!
 //! A backend another node owns is connected through that node (a peer hop,
 //! `cluster::hop`); a refused or failed hop counts as a failed connect.
+//!
+//! A backend addressed by a host name may have several addresses (the
+//! routing table holds them; connections never resolve). They are tried in
+//! turn, in the resolver's order, each within the route's connect timeout,
+//! as one attempt at that backend: it fails, and counts one failure towards
+//! ejection, only when every address failed. So an IPv6 address that
+//! refuses before an IPv4 one that accepts (`localhost`) is a success, and
+//! `max_connect_attempts` still counts distinct backends.
 
 use std::io;
 use std::net::SocketAddr;
@@ -59,7 +67,9 @@ pub async fn serve(
         let t0 = Instant::now();
         let attempt = async {
             match route.targets[idx as usize] {
-                Target::Local => connect(backend.addr, route.connect_timeout).await,
+                Target::Local => {
+                    connect_any(&route.resolved[idx as usize].addrs, route.connect_timeout).await
+                }
                 Target::Peer { addr, .. } => {
                     let dst = client.local_addr().unwrap_or(route.listen);
                     hops.connect(addr, peer, dst, name, &backend.id, route.connect_timeout).await
@@ -108,6 +118,25 @@ pub async fn serve(
         }
         CopyEnd::Closed => {}
     }
+}
+
+/// Connects to the first of `addrs` that accepts, trying each in turn
+/// within `timeout`; the error is the last address's. No address is an
+/// error (such a backend is never a candidate). The stream has
+/// `TCP_NODELAY` set.
+pub(crate) async fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: std::time::Duration,
+) -> Result<TcpStream, (ConnectResult, io::Error)> {
+    // Built without allocating: it is only the answer when there is no address.
+    let mut last = Err((ConnectResult::Error, io::Error::from(io::ErrorKind::AddrNotAvailable)));
+    for &addr in addrs {
+        last = connect(addr, timeout).await;
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// Connects to `addr` within `timeout`, classifying failures. The stream
@@ -171,6 +200,33 @@ mod tests {
         match connect(addr, timeout).await {
             Err((ConnectResult::Refused, e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
             other => panic!("a closed port must be refused: {:?}", other.map(|_| ())),
+        }
+        Ok(())
+    }
+
+    /// The addresses of one backend are tried in turn: a refusing first
+    /// address (IPv6 `localhost` with an IPv4-only service) does not fail
+    /// the backend.
+    #[tokio::test]
+    async fn connect_any_tries_each_address_in_turn() -> io::Result<()> {
+        let timeout = std::time::Duration::from_secs(5);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let open = listener.local_addr()?;
+        let stream = connect_any(&[closed, open], timeout).await.map_err(|(_, e)| e)?;
+        assert_eq!(stream.peer_addr()?, open);
+        match connect_any(&[open, closed], timeout).await {
+            Ok(s) => assert_eq!(s.peer_addr()?, open, "the first that accepts wins"),
+            Err((_, e)) => return Err(e),
+        }
+        drop(listener);
+        match connect_any(&[open, closed], timeout).await {
+            Err((ConnectResult::Refused, _)) => {}
+            other => panic!("every address refused: {:?}", other.map(|_| ())),
+        }
+        match connect_any(&[], timeout).await {
+            Err((ConnectResult::Error, e)) => assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable),
+            other => panic!("no address: {:?}", other.map(|_| ())),
         }
         Ok(())
     }

@@ -15,6 +15,14 @@
 //! tried after every other candidate; `Down`, `Left` or unknown, never tried,
 //! not even in panic mode. The hash ring holds every backend whatever its
 //! node's state, so a failed node moves only the keys it held.
+//!
+//! # Backends addressed by a host name
+//! The control plane resolves names (`control::names`) and hands the
+//! addresses in as [`Resolved`]; the table holds them, so a connection
+//! reads its backend's addresses from the entry it already holds and never
+//! resolves. A local backend without an address (its name does not
+//! resolve) is unhealthy and, like an unreachable node's, not tried even in
+//! panic mode. The ring is keyed by backend id, so a new answer moves no key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -122,6 +130,19 @@ pub enum Target {
     Unreachable,
 }
 
+/// A backend's addresses as this node resolved them when the table was
+/// built.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolved {
+    /// Tried in turn by a connection (and by the active check). The one
+    /// address of an IP literal, or the answer for a host name: empty when
+    /// it does not resolve, and for a backend another node connects to.
+    pub addrs: Arc<[SocketAddr]>,
+    /// Why the last lookup of the backend's host name failed; `None` after
+    /// a success and for an IP literal.
+    pub error: Option<Arc<str>>,
+}
+
 /// One route as the data plane sees it.
 #[derive(Debug)]
 pub struct RouteEntry {
@@ -131,11 +152,14 @@ pub struct RouteEntry {
     pub backends: Vec<Arc<BackendState>>,
     /// `targets[i]`: how backend `i` is reached.
     pub targets: Vec<Target>,
+    /// `resolved[i]`: where backend `i` is, for a [`Target::Local`] one.
+    pub resolved: Vec<Resolved>,
     /// Some target is a suspect peer.
     has_suspect: bool,
     pub state: Arc<RouteState>,
     /// `healthy[i]`: backend `i` took new connections when the table was
-    /// built (false for an unreachable target).
+    /// built (false for an unreachable target, and for a local one without
+    /// an address).
     pub healthy: Vec<bool>,
     /// No backend was healthy, so every backend of weight > 0 is tried.
     pub panic_mode: bool,
@@ -172,6 +196,8 @@ pub struct RouteInput {
     pub state: Arc<RouteState>,
     /// One per `spec.backends`, same order.
     pub backends: Vec<Arc<BackendState>>,
+    /// One per `spec.backends`, same order: where the local ones are.
+    pub resolved: Vec<Resolved>,
 }
 
 /// Every route, by name.
@@ -262,7 +288,16 @@ fn build_route(
     let spec = input.spec;
     let weights: Vec<(String, u32)> = spec.backends.iter().map(|b| (b.id.clone(), b.weight)).collect();
     let targets: Vec<Target> = spec.backends.iter().map(|b| target(b.node.as_deref(), peers)).collect();
-    let reachable: Vec<bool> = targets.iter().map(|t| *t != Target::Unreachable).collect();
+    // A local backend needs an address; a peer's owner has its own.
+    let reachable: Vec<bool> = targets
+        .iter()
+        .zip(&input.resolved)
+        .map(|(t, r)| match t {
+            Target::Local => !r.addrs.is_empty(),
+            Target::Peer { .. } => true,
+            Target::Unreachable => false,
+        })
+        .collect();
     let healthy: Vec<bool> =
         input.backends.iter().zip(&reachable).map(|(b, r)| *r && b.healthy(now_ms)).collect();
     for (b, h) in input.backends.iter().zip(&healthy) {
@@ -272,7 +307,8 @@ fn build_route(
     let panic_mode = !mask.iter().any(|m| *m);
     if panic_mode {
         // Better to try backends that may be up than to refuse everything;
-        // but a backend on a down or unknown node cannot be reached at all.
+        // but a backend on a down or unknown node, or without an address,
+        // cannot be reached at all.
         mask = weights.iter().zip(&reachable).map(|((_, w), r)| *r && *w > 0).collect();
     }
     let cursor = Arc::clone(&input.state.cursor);
@@ -283,6 +319,7 @@ fn build_route(
         listen: input.listen,
         backends: input.backends,
         targets,
+        resolved: input.resolved,
         has_suspect,
         state: input.state,
         healthy,
@@ -310,17 +347,28 @@ mod tests {
         let backends = spec
             .backends
             .iter()
-            .map(|b| {
-                let addr = b.addr.parse().expect("addr");
-                Arc::new(BackendState::new(&spec.name, &b.id, addr, Arc::clone(&notify), metrics))
-            })
+            .map(|b| Arc::new(BackendState::new(&spec.name, &b.id, &b.addr, Arc::clone(&notify), metrics)))
             .collect();
         RouteInput {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state: Arc::new(RouteState::new(&spec.name, metrics)),
             backends,
+            resolved: resolved_literals(&spec),
             spec,
         }
+    }
+
+    /// `addr` (an IP literal) as its own answer.
+    fn resolved_literals_one(addr: &str) -> Resolved {
+        Resolved { addrs: Arc::from([addr.parse().expect("addr")]), error: None }
+    }
+
+    /// The one address of each backend, for specs whose addresses are IP
+    /// literals; a host name gets none.
+    fn resolved_literals(spec: &RouteSpec) -> Vec<Resolved> {
+        let one =
+            |addr: &str| addr.parse::<SocketAddr>().map(|_| resolved_literals_one(addr)).unwrap_or_default();
+        spec.backends.iter().map(|b| one(&b.addr)).collect()
     }
 
     fn standalone() -> Arc<PeerDirectory> {
@@ -407,6 +455,7 @@ mod tests {
                     listen: "127.0.0.1:0".parse().expect("addr"),
                     state: Arc::clone(&state),
                     backends: backends.clone(),
+                    resolved: resolved_literals(&spec),
                 };
                 table = RoutingTable::build(generation, vec![again], &table, &standalone(), 0);
             }
@@ -552,6 +601,79 @@ mod tests {
             }
         }
         assert!(moved > 500, "{moved}");
+    }
+
+    /// A local backend without an address (its name does not resolve) is
+    /// unhealthy and never tried, not even in panic mode; the route stays.
+    #[test]
+    fn a_backend_without_an_address_is_never_tried() {
+        let metrics = Metrics::new().expect("metrics");
+        let s = spec(serde_json::json!({
+            "name": "n", "listen": "127.0.0.1:0", "balance": "round_robin",
+            "backends": [{"id": "a", "addr": "127.0.0.1:1"}, {"id": "gone", "addr": "gone.invalid:80"}]
+        }));
+        let mut inp = input(s, &metrics);
+        inp.resolved = vec![resolved_literals_one("127.0.0.1:1"), Resolved::default()];
+        let (state, backends, spec) = (Arc::clone(&inp.state), inp.backends.clone(), Arc::clone(&inp.spec));
+        let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &standalone(), 0);
+        let r = t.get("n").expect("route");
+        assert_eq!((r.healthy.clone(), r.panic_mode), (vec![true, false], false));
+        assert_eq!(metrics.backend_healthy.with_label_values(&["n", "gone"]).get(), 0);
+        for port in 0..4u16 {
+            assert_eq!(r.candidates(SocketAddr::from(([10, 0, 0, 1], port))).as_slice(), &[0]);
+        }
+        // Panic mode: the other backend is down too; the one without an
+        // address is still not tried.
+        backends[0].set_check_up(false);
+        let again = RouteInput {
+            spec,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            state,
+            backends,
+            resolved: vec![resolved_literals_one("127.0.0.1:1"), Resolved::default()],
+        };
+        let t = RoutingTable::build(2, vec![again], &t, &standalone(), 0);
+        let r = t.get("n").expect("route");
+        assert!(r.panic_mode);
+        assert_eq!(r.candidates(SocketAddr::from(([10, 0, 0, 1], 1))).as_slice(), &[0]);
+    }
+
+    /// The ring is keyed by backend id: a new answer for a host name moves
+    /// no key.
+    #[test]
+    fn a_new_answer_moves_no_consistent_hash_key() {
+        let metrics = Metrics::new().expect("metrics");
+        let s = spec(serde_json::json!({
+            "name": "h", "listen": "127.0.0.1:0", "balance": "consistent_hash",
+            "backends": [{"id": "a", "addr": "a.example:80"}, {"id": "b", "addr": "b.example:80"},
+                         {"id": "c", "addr": "c.example:80"}]
+        }));
+        let with = |addrs: [&str; 3]| {
+            let mut inp = input(Arc::clone(&s), &metrics);
+            inp.resolved = addrs.iter().map(|a| resolved_literals_one(a)).collect();
+            inp
+        };
+        let t1 = RoutingTable::build(
+            1,
+            vec![with(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"])],
+            &RoutingTable::default(),
+            &standalone(),
+            0,
+        );
+        let t2 = RoutingTable::build(
+            2,
+            vec![with(["10.0.1.1:80", "10.0.0.3:80", "10.0.0.2:80"])],
+            &t1,
+            &standalone(),
+            0,
+        );
+        let (r1, r2) = (t1.get("h").expect("route"), t2.get("h").expect("route"));
+        assert!(Arc::ptr_eq(r1.balancer.ring().expect("ring"), r2.balancer.ring().expect("ring")));
+        for i in 0..2_000u32 {
+            let client = SocketAddr::from((i.to_be_bytes(), 1));
+            assert_eq!(r1.candidates(client).as_slice(), r2.candidates(client).as_slice(), "{client}");
+        }
+        assert_eq!(r2.resolved[0].addrs.as_ref(), &["10.0.1.1:80".parse::<SocketAddr>().expect("addr")]);
     }
 
     #[test]

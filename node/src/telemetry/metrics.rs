@@ -63,6 +63,12 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `ferry_backend_ejections_total{route,backend}`
     pub backend_ejections_total: IntCounterVec,
+    /// `ferry_backend_resolve_failures_total{route,backend}`: failed lookups
+    /// of the host name of a backend this node connects to.
+    pub backend_resolve_failures_total: IntCounterVec,
+    /// `ferry_backend_resolved_addresses{route,backend}`: addresses in use
+    /// for such a backend (0: its name does not resolve).
+    pub backend_resolved_addresses: IntGaugeVec,
     /// `ferry_health_checks_total{route,backend,result}`; result is one of [`CHECK_RESULTS`].
     pub health_checks_total: IntCounterVec,
     /// `ferry_config_reloads_total{result}` ("ok" / "error")
@@ -235,6 +241,18 @@ impl Metrics {
             "Times the backend was ejected from rotation",
             &["route", "backend"],
         )?;
+        let backend_resolve_failures_total = counter_vec(
+            &r,
+            "ferry_backend_resolve_failures_total",
+            "Failed lookups of the backend's host name (timeouts included)",
+            &["route", "backend"],
+        )?;
+        let backend_resolved_addresses = gauge_vec(
+            &r,
+            "ferry_backend_resolved_addresses",
+            "Addresses in use for the backend's host name (0: it does not resolve)",
+            &["route", "backend"],
+        )?;
         let health_checks_total = counter_vec(
             &r,
             "ferry_health_checks_total",
@@ -348,6 +366,8 @@ impl Metrics {
             proxy_idle_timeouts_total,
             backend_healthy,
             backend_ejections_total,
+            backend_resolve_failures_total,
+            backend_resolved_addresses,
             health_checks_total,
             config_reloads_total,
             table_generation,
@@ -404,6 +424,8 @@ impl Metrics {
         remove_matching(&self.backend_healthy, &m);
         remove_matching(&self.backend_ejections_total, &m);
         remove_matching(&self.health_checks_total, &m);
+        remove_matching(&self.backend_resolve_failures_total, &m);
+        remove_matching(&self.backend_resolved_addresses, &m);
     }
 
     /// Removes every series labelled with this (`route`, `backend`) pair,
@@ -417,6 +439,14 @@ impl Metrics {
         }
         remove_exact(&self.backend_healthy, &[route, backend]);
         remove_exact(&self.backend_ejections_total, &[route, backend]);
+        self.remove_backend_resolution(route, backend);
+    }
+
+    /// Removes the host-name series of this (`route`, `backend`) pair, e.g.
+    /// when its `addr` became an IP literal.
+    pub fn remove_backend_resolution(&self, route: &str, backend: &str) {
+        remove_exact(&self.backend_resolve_failures_total, &[route, backend]);
+        remove_exact(&self.backend_resolved_addresses, &[route, backend]);
     }
 }
 
@@ -473,6 +503,8 @@ mod tests {
         m.backend_healthy.with_label_values(&["web", "b1"]).set(1);
         m.backend_healthy.with_label_values(&["web", "b2"]).set(1);
         m.backend_ejections_total.with_label_values(&["web", "b1"]).inc();
+        m.backend_resolve_failures_total.with_label_values(&["web", "b1"]).inc();
+        m.backend_resolved_addresses.with_label_values(&["web", "b1"]).set(2);
 
         m.remove_backend("web", "b1");
         // Removing again (not found) is fine.
@@ -502,6 +534,8 @@ mod tests {
             m.backend_healthy.with_label_values(&[route, "b1"]).set(0);
             m.backend_ejections_total.with_label_values(&[route, "b1"]).inc();
             m.health_checks_total.with_label_values(&[route, "b1", "fail"]).inc();
+            m.backend_resolve_failures_total.with_label_values(&[route, "b1"]).inc();
+            m.backend_resolved_addresses.with_label_values(&[route, "b1"]).set(1);
         }
 
         m.remove_route("web");
@@ -509,13 +543,13 @@ mod tests {
 
         let out = text(&m);
         assert!(!out.contains(r#"route="web""#), "{out}");
-        // 10 families carry the route label; "db" must still be in each.
+        // 12 families carry the route label; "db" must still be in each.
         let db_families = out
             .lines()
             .filter(|l| !l.starts_with('#') && l.contains(r#"route="db""#))
             .map(|l| l.split('{').next().unwrap_or_default())
             .filter(|name| !name.ends_with("_bucket") && !name.ends_with("_sum"))
             .collect::<std::collections::BTreeSet<_>>();
-        assert_eq!(db_families.len(), 10, "{db_families:?}");
+        assert_eq!(db_families.len(), 12, "{db_families:?}");
     }
 }

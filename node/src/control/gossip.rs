@@ -2,7 +2,7 @@
 //! driver with this node's identity, keeps trying the `join` seeds until
 //! another member answers, and exports the gossip metrics.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::publisher::Command as PublisherCommand;
+use super::resolver::{self, Lookups, Resolve, SystemResolver};
 use crate::config::{ClusterSection, GossipSection, parse_seed};
 use crate::dataplane::peers::{Peer, PeerDirectory, PeerState, SelfNode};
 use crate::telemetry::metrics::Metrics;
@@ -107,7 +108,8 @@ async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken)
             return info!(attempts = attempt, "joined the gossip cluster");
         }
         attempt += 1;
-        let addrs = resolve(&seeds, handle.identity().gossip_addr).await;
+        let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
+        let addrs = resolve(resolver, &seeds, handle.identity().gossip_addr, SEED_LOOKUP_TIMEOUT).await;
         if addrs.is_empty() {
             warn!(seeds = ?seeds, "join: no seed address could be resolved");
         } else if let Err(e) = handle.join(addrs.clone()).await {
@@ -134,15 +136,34 @@ async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken)
     }
 }
 
-async fn resolve(seeds: &[String], own: SocketAddr) -> Vec<SocketAddr> {
+/// Longest wait for one seed's name: a seed whose lookup hangs must not
+/// hold up the join through the others.
+const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_millis(resolver::DEFAULT_TIMEOUT_MS);
+
+/// The gossip addresses of `seeds` (but `own`, and of `own`'s family):
+/// names looked up in parallel, each within `timeout`.
+async fn resolve(
+    resolver: Arc<dyn Resolve>,
+    seeds: &[String],
+    own: SocketAddr,
+    timeout: Duration,
+) -> Vec<SocketAddr> {
     let mut out = Vec::new();
+    let mut lookups = Lookups::new(resolver, timeout);
     for seed in seeds {
         let Ok((host, port)) = parse_seed(seed) else { continue };
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addrs) => out.extend(addrs.filter(|a| *a != own && a.is_ipv4() == own.is_ipv4())),
-            Err(e) => warn!(seed = %seed, error = %e, "join: cannot resolve seed"),
+        match host.parse::<IpAddr>() {
+            Ok(ip) => out.push(SocketAddr::new(ip, port)),
+            Err(_) => lookups.spawn(ferry_client::HostPort { host, port }),
         }
     }
+    while let Some((name, answer)) = lookups.next().await {
+        match answer {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => warn!(seed = %name, error = %e, "join: cannot resolve seed"),
+        }
+    }
+    out.retain(|a| *a != own && a.is_ipv4() == own.is_ipv4());
     out.sort_unstable();
     out.dedup();
     out
@@ -180,5 +201,47 @@ async fn export_metrics(handle: GossipHandle, m: Metrics, stop: CancellationToke
             _ = tick.tick() => {}
             r = view.changed() => if r.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::resolver::Lookup;
+
+    /// Answers `up.example` and never answers `hung.example`.
+    #[derive(Debug)]
+    struct OneHung;
+
+    impl Resolve for OneHung {
+        fn lookup(&self, host: &str, port: u16) -> Lookup {
+            let up = host == "up.example";
+            Box::pin(async move {
+                if up {
+                    Ok(vec![SocketAddr::from(([127, 0, 0, 2], port))])
+                } else {
+                    std::future::pending().await
+                }
+            })
+        }
+    }
+
+    /// Seeds were looked up one after the other with no time limit: one
+    /// whose lookup hung held up the join through every other seed.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_seed_lookup_holds_up_no_other_seed() {
+        let own = SocketAddr::from(([127, 0, 0, 1], 7946));
+        let seeds =
+            ["hung.example".to_string(), "up.example:7000".into(), "127.0.0.3".into(), "127.0.0.1".into()];
+        let started = tokio::time::Instant::now();
+        let timeout = Duration::from_millis(2_000);
+        let got =
+            tokio::time::timeout(Duration::from_secs(60), resolve(Arc::new(OneHung), &seeds, own, timeout))
+                .await
+                .expect("resolving the seeds ended");
+        assert_eq!(started.elapsed(), timeout);
+        let want: Vec<SocketAddr> =
+            vec![SocketAddr::from(([127, 0, 0, 2], 7000)), SocketAddr::from(([127, 0, 0, 3], 7946))];
+        assert_eq!(got, want, "the other seeds, without this node itself");
     }
 }

@@ -2,7 +2,7 @@
 //! body on the admin API both contain, with its defaults and its validation.
 //!
 //! Validation is a pure function returning every problem at once, each naming
-//! the field path (`routes[1].backends[0].addr: invalid socket address "x"`),
+//! the field path (`routes[1].backends[0].addr: invalid address "x": …`),
 //! so the file loader, the API and the CLI report the same messages.
 
 use std::collections::HashSet;
@@ -12,6 +12,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::FieldError;
+use crate::addr::BackendAddr;
 
 /// Largest backend weight (HAProxy's range is 0..=256 as well).
 pub const MAX_WEIGHT: u32 = 256;
@@ -92,7 +93,8 @@ pub struct RouteSpec {
 pub struct BackendSpec {
     /// Unique within the route.
     pub id: String,
-    /// `IP:PORT` of the backend (on the owning node when `node` is set).
+    /// `IP:PORT` or `HOST:PORT` of the backend (as seen from the owning
+    /// node when `node` is set); see [`BackendAddr`].
     pub addr: String,
     /// Relative share of traffic, 0 ..= 256; 0 takes no new connections.
     #[serde(default = "default_weight")]
@@ -309,15 +311,8 @@ impl RouteSpec {
                 errors
                     .push(FieldError::new(format!("{bpath}.id"), format!("duplicate backend id {:?}", b.id)));
             }
-            match b.addr.parse::<SocketAddr>() {
-                Ok(a) if a.port() == 0 => {
-                    errors.push(FieldError::new(format!("{bpath}.addr"), "port 0 is not a backend port"))
-                }
-                Ok(_) => {}
-                Err(_) => errors.push(FieldError::new(
-                    format!("{bpath}.addr"),
-                    format!("invalid socket address {:?}", b.addr),
-                )),
+            if let Err(msg) = BackendAddr::parse(&b.addr) {
+                errors.push(FieldError::new(format!("{bpath}.addr"), msg));
             }
             if b.weight > MAX_WEIGHT {
                 errors.push(FieldError::new(
@@ -474,13 +469,35 @@ mod tests {
             "routes[0].idle_timeout_ms: must be greater than 0",
             "routes[0].backends: every backend has weight 0: at least one must take traffic",
             "routes[0].backends[1].id: duplicate backend id \"a\"",
-            "routes[0].backends[1].addr: invalid socket address \"x\"",
+            "routes[0].backends[1].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)",
             "routes[1].name: duplicate route name \"web\"",
             "routes[1].listen: duplicate listen address \"127.0.0.1:7000\"",
         ];
         for e in expect {
             assert!(msgs.iter().any(|m| m == e), "missing {e:?} in {msgs:#?}");
         }
+    }
+
+    #[test]
+    fn backends_may_be_host_names_with_a_port() {
+        let mut r = route("web", "127.0.0.1:7000");
+        let b =
+            |id: &str, addr: &str| BackendSpec { id: id.into(), addr: addr.into(), weight: 1, node: None };
+        r.backends = vec![
+            b("name", "db-1.internal:5432"),
+            b("v6", "[::1]:80"),
+            b("bare", "host"),
+            b("zero", "host:0"),
+            b("under", "a_b:80"),
+        ];
+        assert_eq!(
+            messages(&[r]),
+            vec![
+                "routes[0].backends[2].addr: invalid address \"host\": the port is missing (expected IP:PORT or HOST:PORT)",
+                "routes[0].backends[3].addr: port 0 is not a backend port",
+                "routes[0].backends[4].addr: invalid host name \"a_b\" in \"a_b:80\": use letters, digits, hyphens and dots",
+            ]
+        );
     }
 
     #[test]

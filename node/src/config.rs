@@ -1009,9 +1009,48 @@ max_connect_attempts = 3
     }
 
     #[test]
+    fn backends_take_host_names_and_resolution_settings_are_per_node() -> Result<(), ConfigErrors> {
+        let c = Config::parse(&GOOD.replace("127.0.0.1:9001", "db-1.internal:5432"))?.validate()?;
+        assert_eq!(c.routes[0].backends[0].addr, "db-1.internal:5432");
+        assert_eq!((c.node.resolve_interval_ms, c.node.resolve_timeout_ms), (10_000, 2_000));
+        let set = GOOD.replace("[node]\n", "[node]\nresolve_interval_ms = 500\nresolve_timeout_ms = 100\n");
+        let c = Config::parse(&set)?.validate()?;
+        assert_eq!(
+            c.node.resolve_settings(),
+            crate::control::resolver::ResolveSettings {
+                interval: std::time::Duration::from_millis(500),
+                timeout: std::time::Duration::from_millis(100),
+            }
+        );
+        let zero = GOOD.replace("[node]\n", "[node]\nresolve_interval_ms = 0\nresolve_timeout_ms = 0\n");
+        assert_eq!(
+            errors(&zero),
+            vec![
+                "node.resolve_interval_ms: must be greater than 0",
+                "node.resolve_timeout_ms: must be greater than 0"
+            ]
+        );
+        let e = errors(&GOOD.replace("127.0.0.1:9001", "db-1.internal"));
+        assert_eq!(
+            e,
+            vec![
+                "routes[0].backends[0].addr: invalid address \"db-1.internal\": the port is missing (expected IP:PORT or HOST:PORT)"
+            ]
+        );
+        let e = errors(&GOOD.replace("127.0.0.1:9001", "db-1.internal:0"));
+        assert_eq!(e, vec!["routes[0].backends[0].addr: port 0 is not a backend port"]);
+        Ok(())
+    }
+
+    #[test]
     fn bad_address_is_one_line_naming_the_backend() {
         let e = errors(&GOOD.replace("127.0.0.1:9001", "x"));
-        assert_eq!(e, vec!["routes[0].backends[0].addr: invalid socket address \"x\""]);
+        assert_eq!(
+            e,
+            vec![
+                "routes[0].backends[0].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)"
+            ]
+        );
     }
 
     #[test]

@@ -225,7 +225,9 @@ async fn each_class_of_bad_config_exits_2_before_binding_with_one_line_per_probl
         (
             "bad-address",
             base.replace("127.0.0.1:9", "x"),
-            vec![Line::Exact("routes[0].backends[0].addr: invalid socket address \"x\"")],
+            vec![Line::Exact(
+                "routes[0].backends[0].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)",
+            )],
         ),
         (
             "all-weights-zero",
@@ -255,7 +257,9 @@ async fn each_class_of_bad_config_exits_2_before_binding_with_one_line_per_probl
                 second("web", l2)
             ),
             vec![
-                Line::Exact("routes[0].backends[0].addr: invalid socket address \"x\""),
+                Line::Exact(
+                    "routes[0].backends[0].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)",
+                ),
                 Line::Exact("routes[0].backends: every backend has weight 0: at least one must take traffic"),
                 Line::Exact("routes[0].connect_timeout_ms: must be greater than 0"),
                 Line::Exact("routes[0].idle_timeout_ms: must be greater than 0"),
@@ -310,7 +314,7 @@ async fn check_config_prints_ok_or_the_problems_without_binding() -> Result<()> 
             == [
                 format!("ferryd: {bad_s} is invalid:").as_str(),
                 "routes[0].connect_timeout_ms: must be greater than 0",
-                "routes[0].backends[0].addr: invalid socket address \"x\"",
+                "routes[0].backends[0].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)",
             ],
         "bad file: stderr:\n{stderr}"
     );
@@ -464,7 +468,7 @@ async fn bad_file_on_sighup_is_rejected_and_the_old_config_keeps_running() -> Re
     write_config(&d.config, &good.replace(&one.to_string(), "x"))?;
     d.proc.signal(Signal::SIGHUP)?;
 
-    let problem = "routes[0].backends[0].addr: invalid socket address \"x\"";
+    let problem = "routes[0].backends[0].addr: invalid address \"x\": the port is missing (expected IP:PORT or HOST:PORT)";
     let proc = &d.proc;
     poll("the rejected reload logged", WAIT, async || {
         let stderr = proc.stderr();

@@ -58,7 +58,10 @@ async fn invalid_routes_change_nothing() -> anyhow::Result<()> {
     let mut bad = route("web", "weighted", &[("a", a.addr, 1)], json!({}))?;
     bad.backends[0].addr = "nowhere".into();
     let err = node.node().apply_routes(vec![bad]).await.expect_err("invalid routes are refused");
-    assert_eq!(err.to_string(), "routes[0].backends[0].addr: invalid socket address \"nowhere\"");
+    assert_eq!(
+        err.to_string(),
+        "routes[0].backends[0].addr: invalid address \"nowhere\": the port is missing (expected IP:PORT or HOST:PORT)"
+    );
     assert_eq!(node.node().table().generation, before);
     assert_eq!(greet(node.route_addr("web")?).await?, "a");
     Ok(())

@@ -2,13 +2,14 @@
 //! mode). Enforcing them on traffic is not built yet: see the README.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use ferry_client::chaos::ChaosPolicy;
 use ferry_raft_store::Command;
 use serde::Serialize;
 
+use super::params::Path;
 use super::request::{Params, ReadParams, WriteParams, check_body, parse_body, with_index};
 use super::routes::commit;
 use super::{AdminState, ApiError};

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use ferry_client::api::RemoveResult;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::params::Path;
 use super::{AdminState, ApiError};
 use crate::cluster::message::MembershipChange;
 use crate::control::member::MemberHandle;
@@ -42,7 +43,9 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
     let member = s.membership()?;
-    let id: u64 = id.parse().ok().filter(|&id| id > 0).ok_or_else(|| {
+    // Digits only: `+5` is not node 5.
+    let digits = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+    let id: u64 = digits.then(|| id.parse().ok()).flatten().filter(|&id| id > 0).ok_or_else(|| {
         ApiError::field("id", format!("expected a node id (a positive integer), got {id:?}"))
     })?;
     if id == member.node_id {

@@ -1,6 +1,7 @@
 //! The admin HTTP API (axum): status, routes with live health, Prometheus
 //! metrics, liveness and readiness. Every error is JSON:
-//! `{"error":{"code":"not_found","message":"…"}}`.
+//! `{"error":{"code":"not_found","message":"…","fields":[…]}}`, with
+//! `X-Ferry-Index`.
 //!
 //! Handlers only read published snapshots (the routing table, bound
 //! addresses, atomics) or go through the replica; they never block the
@@ -9,10 +10,12 @@
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
-//! - [`request`]: parameters, auth, bodies, consistency, blocking queries.
+//! - [`params`]: query and path parameters, one rule for every endpoint.
+//! - [`request`]: auth, bodies, consistency, blocking queries.
 
 pub mod chaos;
 pub mod members;
+pub mod params;
 pub mod request;
 pub mod routes;
 
@@ -25,7 +28,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
@@ -83,10 +86,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let unavailable = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let status = self.status;
         let mut r = (self.status, Json(self.body)).into_response();
-        if unavailable {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         match self.index {
             Some(i) => request::with_index(r, i),
@@ -96,20 +103,25 @@ impl IntoResponse for ApiError {
 }
 
 /// The router, without a listener (tests call it directly).
+///
+/// Endpoints with query parameters take them through [`params::Params`];
+/// those without any are wrapped in [`params::no_params`], so an unknown
+/// parameter is a 400 on every endpoint.
 pub fn router(state: AdminState) -> Router {
+    let none = || middleware::from_fn(params::no_params);
     Router::new()
-        .route("/v1/status", get(status))
+        .route("/v1/status", get(status).route_layer(none()))
         .route("/v1/routes", get(routes::list))
         .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
         .route("/v1/routes/{name}/backends/{id}/weight", put(routes::put_weight))
-        .route("/v1/members", get(members::list))
-        .route("/v1/members/{id}/remove", post(members::remove))
-        .route("/v1/leave", post(members::leave))
+        .route("/v1/members", get(members::list).route_layer(none()))
+        .route("/v1/members/{id}/remove", post(members::remove).route_layer(none()))
+        .route("/v1/leave", post(members::leave).route_layer(none()))
         .route("/v1/chaos", get(chaos::list))
         .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))
-        .route("/metrics", get(metrics))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics).route_layer(none()))
+        .route("/health/live", get(live).route_layer(none()))
+        .route("/health/ready", get(ready).route_layer(none()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -128,6 +140,14 @@ pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationT
     let app = router(state);
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         warn!(error = %e, "admin server failed");
+    }
+}
+
+impl AdminState {
+    /// The config index answers carry: the applied index in cluster mode,
+    /// the routing-table generation on a standalone node.
+    pub fn index(&self) -> u64 {
+        self.replica.as_ref().map_or_else(|| self.table.load().generation, |r| r.state().index)
     }
 }
 
@@ -162,8 +182,7 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
     }
     // Every answer tells the config index it reflects.
     if !response.headers().contains_key(request::INDEX_HEADER) {
-        let index = state.replica.as_ref().map_or_else(|| state.table.load().generation, |r| r.state().index);
-        response = request::with_index(response, index);
+        response = request::with_index(response, state.index());
     }
     state.metrics.admin_requests_total.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
     response

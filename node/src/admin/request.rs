@@ -1,7 +1,7 @@
-//! What every admin request shares: query parameters (`?cas=`,
-//! `?consistency=`, `?index=&wait=`), the bearer token, bounded JSON bodies
+//! What every admin request shares: the bearer token, bounded JSON bodies
 //! parsed with field paths, the read barrier and blocking waits, and the
-//! mapping of cluster answers to HTTP.
+//! mapping of cluster answers to HTTP. Query and path parameters are in
+//! [`super::params`] (re-exported here).
 
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Json, Response};
 use ferry_client::FieldError;
 use ferry_client::api::WriteResult;
 use ferry_raft_store::{ClusterState, StateError};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+pub use super::params::{Params, ReadParams, WriteParams};
 use super::{AdminState, ApiError};
 use crate::control::replica::{Replica, ReplicaError};
 
@@ -27,67 +27,6 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const INDEX_HEADER: &str = "x-ferry-index";
 /// Header carrying a client's request id, for idempotent retries.
 pub const REQUEST_ID_HEADER: &str = "x-ferry-request-id";
-
-/// Query parameters; a bad query string is a JSON 400 naming the problem.
-#[derive(Debug)]
-pub struct Params<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Params(q.0))
-            .map_err(|e| ApiError::field("query", e.body_text()))
-    }
-}
-
-/// `?consistency=…&index=…&wait=…` of a read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    /// `linearizable` (default) or `stale`.
-    pub consistency: Option<String>,
-    /// Blocking query: answer once the config index passes this.
-    pub index: Option<u64>,
-    /// Blocking query: longest wait, e.g. `30s`, `500ms`, `5m`.
-    pub wait: Option<String>,
-}
-
-impl ReadParams {
-    /// Checks the values: whether the read may be stale, and the wait given.
-    /// A standalone node (whose reads are all local) checks them too, so a
-    /// bad value is refused whatever the mode.
-    pub fn check(&self) -> Result<(bool, Option<Duration>), ApiError> {
-        let stale = match self.consistency.as_deref() {
-            None | Some("linearizable") => false,
-            Some("stale") => true,
-            Some(other) => {
-                return Err(ApiError::field(
-                    "consistency",
-                    format!("expected linearizable or stale, got {other:?}"),
-                ));
-            }
-        };
-        let wait = match &self.wait {
-            None => None,
-            Some(_) if self.index.is_none() => return Err(ApiError::field("wait", "goes with index")),
-            Some(w) => Some(parse_duration(w).ok_or_else(|| {
-                ApiError::field("wait", format!("expected a duration like 30s, 500ms or 5m, got {w:?}"))
-            })?),
-        };
-        Ok((stale, wait))
-    }
-}
-
-/// `?cas=N` of a write.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WriteParams {
-    /// Expected revision; 0 = must not exist.
-    pub cas: Option<u64>,
-}
 
 impl ApiError {
     fn bad_request(fields: Vec<FieldError>) -> Self {
@@ -165,12 +104,9 @@ impl AdminState {
     /// 401 unless the request carries the configured bearer token.
     pub fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.token else { return Ok(()) };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| bearer_token(v.as_bytes())).unwrap_or(b"");
+        if constant_time_eq(given, expected.as_bytes()) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -213,20 +149,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// `30s`, `500ms`, `5m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
-        _ => None,
+/// The token of `Authorization: Bearer <token>`. The scheme is
+/// case-insensitive and may be followed by several spaces (RFC 9110
+/// §11.1, §11.4); the token itself is compared exactly.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
     }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let end = rest.iter().rposition(|b| *b != b' ' && *b != b'\t')?;
+    rest.get(start..=end)
 }
 
-/// Parses a JSON body, naming the field of the first problem.
+/// Parses a JSON body, naming the field of the first problem: a value's
+/// path (`backends[0].addr`), a missing or repeated field by its own path
+/// (`backends[0].weight`), and `body` for what is about the body as a whole
+/// (malformed JSON, not an object, or data after the value).
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
@@ -235,11 +175,42 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
             format!("the body is limited to {MAX_BODY_BYTES} bytes"),
         ));
     }
+    // serde reads a struct from an array too, by position (`[5]` as
+    // `{"weight": 5}`); every body of this API is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::field("body", "expected a JSON object, got an array"));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::field(if path == "." { "" } else { &path }, e.inner().to_string())
-    })
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ApiError::field(&body_error_path(&e), e.inner().to_string()))?;
+    // One JSON value and nothing after it but whitespace: `{"weight":1}x`
+    // or `{"weight":1}{"weight":2}` are refused, not half read.
+    de.end().map_err(|e| ApiError::field("body", format!("{e} after the JSON value")))?;
+    Ok(value)
+}
+
+/// The field a body error is about (see [`parse_body`]).
+fn body_error_path(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    if !e.inner().is_data() {
+        // Syntax, end of input, I/O: the body is not JSON.
+        return "body".to_string();
+    }
+    let path = e.path().to_string();
+    let path = if path == "." || path.contains('?') { None } else { Some(path) };
+    // serde names the missing or repeated field in its message only:
+    // "missing field `weight`", "duplicate field `weight`".
+    let message = e.inner().to_string();
+    let named = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    match (path, named) {
+        (Some(p), Some(f)) => format!("{p}.{f}"),
+        (None, Some(f)) => f.to_string(),
+        (Some(p), None) => p,
+        (None, None) => "body".to_string(),
+    }
 }
 
 /// A named body (route, policy) must name the object of its path, and be
@@ -293,16 +264,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("s"), None);
-    }
-
-    #[test]
     fn token_comparison() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
@@ -318,5 +279,73 @@ mod tests {
         assert!(matches!(request_id(&h), Ok(Some(_))));
         h.insert(REQUEST_ID_HEADER, "xyz".parse().expect("header"));
         assert!(request_id(&h).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        for (value, token) in [
+            ("Bearer s3cret", Some("s3cret")),
+            ("bearer s3cret", Some("s3cret")),
+            ("BEARER s3cret", Some("s3cret")),
+            ("bEaReR   s3cret ", Some("s3cret")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearers3cret", None),
+            ("Basic s3cret", None),
+            ("s3cret", None),
+        ] {
+            assert_eq!(bearer_token(value.as_bytes()), token.map(str::as_bytes), "{value:?}");
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read through Debug only
+    struct Weight {
+        weight: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read through Debug only
+    struct Outer {
+        name: String,
+        items: Vec<Weight>,
+    }
+
+    /// The field path a body error names.
+    fn path_of<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> String {
+        match parse_body::<T>(&Bytes::copy_from_slice(body.as_bytes())) {
+            Ok(v) => format!("accepted {v:?}"),
+            Err(e) => e.body.error.fields.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(","),
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        for (body, path) in [
+            (r#"{"weight":1}garbage"#, "body"),
+            (r#"{"weight":1}{"weight":2}"#, "body"),
+            ("{\"weight\":1} \n\t x", "body"),
+            (r#"{"weight":"#, "body"),
+            (r#"{"weight":1"#, "body"),
+            ("", "body"),
+            ("not json", "body"),
+            ("[1]", "body"),
+            ("{}", "weight"),
+            (r#"{"weight":1,"weight":2}"#, "weight"),
+            (r#"{"weight":"heavy"}"#, "weight"),
+            (r#"{"weight":1,"bogus":2}"#, "bogus"),
+        ] {
+            assert_eq!(path_of::<Weight>(body), path, "{body:?}");
+        }
+        assert!(
+            path_of::<Weight>("{\"weight\":1}\n  ").starts_with("accepted"),
+            "trailing whitespace is fine"
+        );
+        assert_eq!(path_of::<Outer>(r#"{"name":"a","items":[{}]}"#), "items[0].weight");
+        assert_eq!(path_of::<Outer>(r#"{"name":"a","items":[{"weight":1,"weight":1}]}"#), "items[0].weight");
+        assert_eq!(path_of::<Outer>(r#"{"items":[]}"#), "name");
+        assert_eq!(path_of::<Outer>(r#"{"name":"a","items":[{"weight":-1}]}"#), "items[0].weight");
     }
 }

@@ -2,7 +2,7 @@
 //! writes through Raft (PUT, DELETE, backend weight) with compare-and-set.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use ferry_client::api::{BackendStatus, RouteStatus};
@@ -11,6 +11,7 @@ use ferry_raft_store::{Command, Request};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use super::params::Path;
 use super::request::{
     Params, ReadParams, WriteParams, check_body, parse_body, request_id, with_index, written,
 };

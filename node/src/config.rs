@@ -307,10 +307,36 @@ pub struct AdminSection {
     /// answer 503 past it, never hang).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Longest wait for a whole request head, and for the next request on
+    /// an idle keep-alive connection; the connection is then closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Longest wait for a whole request body once its head has arrived;
+    /// then 408 and the connection is closed.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Most admin connections open at once; one more gets a 503 and is
+    /// closed at once.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
+
+/// Longest `[admin]` timeout accepted: an hour.
+pub const MAX_ADMIN_TIMEOUT_MS: u64 = 3_600_000;
+/// Most `[admin] max_connections` accepted.
+pub const MAX_ADMIN_CONNECTIONS: u64 = 65_536;
 
 fn default_request_timeout_ms() -> u64 {
     5_000
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_admin_max_connections() -> usize {
+    512
 }
 
 impl AdminSection {
@@ -390,6 +416,9 @@ impl Default for AdminSection {
             addr: default_admin_addr(),
             token_file: None,
             request_timeout_ms: default_request_timeout_ms(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_connections: default_admin_max_connections(),
         }
     }
 }
@@ -543,8 +572,19 @@ impl Config {
         if let Err(e) = self.admin.read_token() {
             errors.push(FieldError::new("admin.token_file", e));
         }
-        if self.admin.request_timeout_ms == 0 {
-            errors.push(FieldError::new("admin.request_timeout_ms", "must be greater than 0"));
+        // Upper bounds keep deadlines (now + timeout) and the connection
+        // semaphore far from overflow.
+        for (field, value, max) in [
+            ("admin.request_timeout_ms", self.admin.request_timeout_ms, MAX_ADMIN_TIMEOUT_MS),
+            ("admin.header_timeout_ms", self.admin.header_timeout_ms, MAX_ADMIN_TIMEOUT_MS),
+            ("admin.body_timeout_ms", self.admin.body_timeout_ms, MAX_ADMIN_TIMEOUT_MS),
+            ("admin.max_connections", self.admin.max_connections as u64, MAX_ADMIN_CONNECTIONS),
+        ] {
+            if value == 0 {
+                errors.push(FieldError::new(field, "must be greater than 0"));
+            } else if value > max {
+                errors.push(FieldError::new(field, format!("must be at most {max}, got {value}")));
+            }
         }
         if let Some(c) = &self.cluster {
             validate_cluster(c, self.gossip.is_some(), &mut errors);
@@ -1217,6 +1257,36 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
         admin.token_file = Some(good);
         assert_eq!(admin.read_token()?, Some("s3cret".to_string()), "trimmed");
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn admin_timeouts_and_connection_cap_are_positive_and_bounded() -> Result<(), ConfigErrors> {
+        let c = Config::parse("")?.validate()?;
+        let a = &c.admin;
+        assert_eq!((a.header_timeout_ms, a.body_timeout_ms, a.max_connections), (10_000, 10_000, 512));
+        let text = "[admin]\nheader_timeout_ms = 0\nbody_timeout_ms = 0\nmax_connections = 0\nrequest_timeout_ms = 0";
+        assert_eq!(
+            errors(text),
+            [
+                "admin.request_timeout_ms: must be greater than 0",
+                "admin.header_timeout_ms: must be greater than 0",
+                "admin.body_timeout_ms: must be greater than 0",
+                "admin.max_connections: must be greater than 0",
+            ]
+        );
+        let text = "[admin]\nheader_timeout_ms = 9223372036854775807\nmax_connections = 100000";
+        assert_eq!(
+            errors(text),
+            [
+                "admin.header_timeout_ms: must be at most 3600000, got 9223372036854775807",
+                "admin.max_connections: must be at most 65536, got 100000",
+            ]
+        );
+        assert!(
+            errors("[admin]\nheader_timeout_ms = 250\nbody_timeout_ms = 3600000\nmax_connections = 1")
+                .is_empty()
+        );
         Ok(())
     }
 

@@ -231,7 +231,8 @@ impl Node {
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
             unsafe_stale_reads,
         };
-        let admin_task = tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
+        let limits = admin::Limits::from(&config.admin);
+        let admin_task = tokio::spawn(admin::serve(admin_listener, state, limits, admin_stop.clone()));
         info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");
         Ok(Node {
             admin_addr,

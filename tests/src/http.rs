@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 client for the admin API: any method, headers and body,
 //! and the response's status, headers and body (one request per connection).
+//! [`Raw`] sends what a well-behaved client would not: partial, slow or
+//! malformed requests, several on one connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -111,7 +113,9 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(raw: &[u8]) -> anyhow::Result<Self> {
+    /// Parses a whole response (its body runs to the end of `raw`, or is
+    /// chunked).
+    pub fn parse(raw: &[u8]) -> anyhow::Result<Self> {
         let text = String::from_utf8_lossy(raw);
         let (head, body) = text.split_once("\r\n\r\n").context("response without a header end")?;
         let mut lines = head.lines();
@@ -172,5 +176,79 @@ fn dechunk(mut rest: &str) -> anyhow::Result<String> {
         }
         out.push_str(tail.get(..size).context("truncated chunk")?);
         rest = tail.get(size + 2..).context("truncated chunk end")?;
+    }
+}
+
+/// A connection to send raw bytes on and read answers from.
+#[derive(Debug)]
+pub struct Raw {
+    stream: TcpStream,
+    /// Read and not yet returned.
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self { stream: TcpStream::connect(addr).await?, buf: Vec::new() })
+    }
+
+    /// Sends `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        Ok(self.stream.write_all(bytes).await?)
+    }
+
+    /// Reads one answer, framed by its `Content-Length` (no body after a
+    /// HEAD request when `head`, nor on a 1xx), within `limit`.
+    pub async fn response(&mut self, head: bool, limit: Duration) -> anyhow::Result<Response> {
+        tokio::time::timeout(limit, self.next_response(head))
+            .await
+            .with_context(|| format!("no whole answer within {limit:?}"))?
+    }
+
+    async fn next_response(&mut self, head: bool) -> anyhow::Result<Response> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let mut r = Response::parse(&self.buf[..end + 4])?;
+                let len = match r.header("content-length") {
+                    _ if head || (100..200).contains(&r.status) => 0,
+                    Some(n) => n.parse::<usize>()?,
+                    None => 0,
+                };
+                if self.buf.len() >= end + 4 + len {
+                    r.body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).into_owned();
+                    self.buf.drain(..end + 4 + len);
+                    return Ok(r);
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(
+                n > 0,
+                "closed after {} bytes: {:?}",
+                self.buf.len(),
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Waits until the server closes the connection (end of stream or a
+    /// reset), within `limit`; returns what came before that and was not
+    /// read yet.
+    pub async fn closed(&mut self, limit: Duration) -> anyhow::Result<Vec<u8>> {
+        let read_all = async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_all)
+            .await
+            .with_context(|| format!("the server did not close the connection within {limit:?}"))?;
+        Ok(std::mem::take(&mut self.buf))
     }
 }

@@ -1,8 +1,13 @@
-//! The admin API: status, routes, JSON errors, metrics and health endpoints.
+//! The admin API: status, routes, JSON errors, metrics and health endpoints,
+//! and its HTTP layer: slow clients, the connection cap, and errors hyper
+//! makes before a request reaches the router.
+
+use std::time::{Duration, Instant};
 
 use ferry_tests::backend::Greeter;
 use ferry_tests::client::greet;
-use ferry_tests::http::{Request, Response};
+use ferry_tests::eventually;
+use ferry_tests::http::{Raw, Request, Response};
 use ferry_tests::node::{TestNode, route};
 use serde_json::json;
 
@@ -152,5 +157,225 @@ async fn unknown_query_parameters_and_bad_path_parameters_are_400_naming_them() 
         let body = json_error(path, &Request::get(path).send(addr).await?, 400, "bad_request")?;
         assert_eq!(body["error"]["fields"][0]["path"], "consistency", "{path}: {body}");
     }
+    Ok(())
+}
+
+/// The value of `family{labels}` in a Prometheus exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn rejected(text: &str, reason: &str) -> Option<f64> {
+    sample(text, &format!("ferry_admin_connections_rejected_total{{reason=\"{reason}\"}}"))
+}
+
+/// Before, nothing timed a client out: partial headers or a body short of
+/// its Content-Length held the connection (and a file descriptor) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_closed_within_the_timeouts_and_counted() -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(300);
+    let node = TestNode::with_config(|c| {
+        c.admin.header_timeout_ms = 300;
+        c.admin.body_timeout_ms = 300;
+    })
+    .await?;
+    let addr = node.node().admin_addr();
+    let (_, text) = node.get("/metrics").await?;
+    for reason in ["limit", "header_timeout", "body_timeout"] {
+        assert_eq!(rejected(&text, reason), Some(0.0), "{reason} is registered at 0");
+    }
+    let within = Duration::from_secs(2);
+
+    // Partial headers, and nothing at all: closed at the header timeout
+    // without an answer.
+    for partial in [&b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+        let started = Instant::now();
+        let mut c = Raw::connect(addr).await?;
+        c.send(partial).await?;
+        let rest = c.closed(within).await?;
+        assert!(rest.is_empty(), "an answer to a partial head: {:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            started.elapsed() >= timeout - Duration::from_millis(50),
+            "closed early: {:?}",
+            started.elapsed()
+        );
+    }
+
+    // Content-Length 100 and 1 byte: 408 JSON at the body timeout, closed.
+    let started = Instant::now();
+    let mut c = Raw::connect(addr).await?;
+    c.send(b"PUT /v1/routes/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await?;
+    let r = c.response(false, within).await?;
+    json_error("short body", &r, 408, "request_timeout")?;
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(50),
+        "answered early: {:?}",
+        started.elapsed()
+    );
+    c.closed(within).await?;
+
+    // A whole exchange on a keep-alive connection, then silence: an idle
+    // connection is closed at the header timeout too, but not counted.
+    let mut c = Raw::connect(addr).await?;
+    c.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    assert_eq!(c.response(false, within).await?.status, 200);
+    c.send(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    assert_eq!(c.response(false, within).await?.status, 200, "the connection is kept alive");
+    let started = Instant::now();
+    assert!(c.closed(within).await?.is_empty());
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(50),
+        "closed early: {:?}",
+        started.elapsed()
+    );
+
+    // Normal requests are unaffected; every slow client was counted.
+    let (code, text) = node.get("/metrics").await?;
+    assert_eq!(code, 200);
+    assert_eq!(rejected(&text, "header_timeout"), Some(2.0), "{text}");
+    assert_eq!(rejected(&text, "body_timeout"), Some(1.0));
+    assert_eq!(rejected(&text, "limit"), Some(0.0));
+    Ok(())
+}
+
+/// Before, there was no cap: 3,000 idle connections held 3,000 file
+/// descriptors (which the data plane shares).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_refused_at_once_and_a_freed_slot_serves_again() -> anyhow::Result<()> {
+    let a = Greeter::start("a").await?;
+    let node = TestNode::with_config(|c| {
+        c.admin.max_connections = 3;
+        c.routes = vec![route("web", "weighted", &[("a", a.addr, 1)], json!({})).expect("route")];
+    })
+    .await?;
+    let addr = node.node().admin_addr();
+    // Three idle connections take every slot (the default header timeout
+    // of 10 s keeps them).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Raw::connect(addr).await?);
+    }
+    let started = Instant::now();
+    let mut refusals = Vec::new();
+    for _ in 0..20 {
+        let req = Request::get("/v1/status").timeout(Duration::from_secs(2));
+        refusals.push(tokio::spawn(async move { req.send(addr).await }));
+    }
+    for r in refusals {
+        let r = r.await??;
+        json_error("over the cap", &r, 503, "too_many_connections")?;
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "refusals took {:?}", started.elapsed());
+    // Traffic does not go through the admin port.
+    assert_eq!(greet(node.route_addr("web")?).await?, "a");
+
+    // A freed slot serves a normal request again.
+    drop(held.pop());
+    eventually(Duration::from_secs(3), "a request on the freed slot", || async {
+        (Request::get("/v1/status").send(addr).await.ok()?.status == 200).then_some(())
+    })
+    .await?;
+    let (code, text) = node.get("/metrics").await?;
+    assert_eq!(code, 200, "{text}");
+    assert!(rejected(&text, "limit").is_some_and(|n| n >= 20.0), "{text}");
+    assert_eq!(sample(&text, "ferry_admin_connections"), Some(3.0), "two held and this one");
+    Ok(())
+}
+
+/// Before, errors that hyper answers itself (a garbage request line, a
+/// 100 KB URI, too many headers) had an empty body and no X-Ferry-Index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_hyper_answers_itself_are_the_json_error_body_with_the_index() -> anyhow::Result<()> {
+    let node = TestNode::start(vec![]).await?;
+    let addr = node.node().admin_addr();
+    let within = Duration::from_secs(5);
+
+    let long_uri = format!("GET /v1/routes/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 * 1024));
+    let many_headers = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..120).map(|i| format!("X-H{i}: 1\r\n")).collect::<String>()
+    );
+    for (case, raw, status, code, field) in [
+        ("garbage request line", "GARBAGE\r\n\r\n".to_string(), 400, "bad_request", "request"),
+        ("bad version", "GET / HTTP/9.9\r\n\r\n".to_string(), 400, "bad_request", "request"),
+        ("100 KB URI", long_uri, 414, "uri_too_long", "uri"),
+        ("120 headers", many_headers, 431, "headers_too_large", "headers"),
+    ] {
+        let mut c = Raw::connect(addr).await?;
+        c.send(raw.as_bytes()).await?;
+        let r = c.response(false, within).await?;
+        let body = json_error(case, &r, status, code)?;
+        assert_eq!(body["error"]["fields"][0]["path"], field, "{case}: {body}");
+        assert!(c.closed(within).await?.is_empty(), "{case}: more after the answer");
+    }
+
+    // On a keep-alive connection, after a GET and a HEAD (whose answer has
+    // a Content-Length and no body), hyper's 400 is still made JSON.
+    let mut c = Raw::connect(addr).await?;
+    c.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nHEAD /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    assert_eq!(c.response(false, within).await?.status, 200);
+    let head = c.response(true, within).await?;
+    assert_eq!(head.status, 200);
+    assert!(head.header("content-length").is_some_and(|n| n != "0"), "{:?}", head.headers);
+    c.send(b"NOT HTTP AT ALL\r\n\r\n").await?;
+    json_error("garbage after HEAD", &c.response(false, within).await?, 400, "bad_request")?;
+
+    // 100 Continue passes untouched, then the answer.
+    let mut c = Raw::connect(addr).await?;
+    c.send(b"PUT /v1/routes/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        .await?;
+    let cont = c.response(false, within).await?;
+    assert_eq!((cont.status, cont.body.as_str()), (100, ""));
+    c.send(b"{}").await?;
+    json_error("after 100 Continue", &c.response(false, within).await?, 409, "standalone")?;
+
+    Ok(())
+}
+
+/// At shutdown the admin port stops accepting, closes idle connections at
+/// once, lets a request in flight finish, and closes what is still running
+/// after the grace period (the request timeout). Before, a request that
+/// never finished held the shutdown forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_and_cuts_the_rest_at_the_grace_period() -> anyhow::Result<()> {
+    let node = TestNode::with_config(|c| {
+        c.admin.request_timeout_ms = 500;
+        c.admin.body_timeout_ms = 30_000;
+    })
+    .await?;
+    let addr = node.node().admin_addr();
+    let within = Duration::from_secs(5);
+    let mut idle = Raw::connect(addr).await?;
+    idle.send(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    assert_eq!(idle.response(false, within).await?.status, 200);
+    // Two requests in flight, each with half its body sent: the server is
+    // reading their bodies once it has said 100 Continue.
+    let head = b"PUT /v1/routes/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+    let (mut finishing, mut stuck) = (Raw::connect(addr).await?, Raw::connect(addr).await?);
+    for c in [&mut finishing, &mut stuck] {
+        c.send(head).await?;
+        assert_eq!(c.response(false, within).await?.status, 100);
+        c.send(b"{}").await?;
+    }
+
+    let started = Instant::now();
+    let shutdown = tokio::spawn(node.shutdown());
+    // The idle connection is closed as soon as the admin API stops.
+    assert!(idle.closed(within).await?.is_empty());
+    // New connections are refused from then on.
+    eventually(within, "the admin port closed", || async { Raw::connect(addr).await.is_err().then_some(()) })
+        .await?;
+    // A request in flight still gets its answer.
+    finishing.send(b"  ").await?;
+    let r = finishing.response(false, within).await?;
+    json_error("in flight at shutdown", &r, 409, "standalone")?;
+    // One that does not finish is closed at the end of the grace period.
+    assert!(stuck.closed(within).await?.is_empty());
+    tokio::time::timeout(within, shutdown).await???;
+    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
     Ok(())
 }

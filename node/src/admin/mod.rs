@@ -1,5 +1,6 @@
-//! The admin HTTP API (axum): status, routes with live health, Prometheus
-//! metrics, liveness and readiness. Every error is JSON:
+//! The admin HTTP API (axum router, ferry's own accept loop over hyper):
+//! status, routes with live health, Prometheus metrics, liveness and
+//! readiness. Every error, and every 4xx whatever produced it, is JSON:
 //! `{"error":{"code":"not_found","message":"…","fields":[…]}}`, with
 //! `X-Ferry-Index`.
 //!
@@ -7,6 +8,10 @@
 //! addresses, atomics) or go through the replica; they never block the
 //! data plane.
 //!
+//! - [`server`]: the accept loop: connection cap, header and body
+//!   timeouts, graceful shutdown.
+//! - [`service`]: each request's body read within the body timeout.
+//! - [`wire_errors`]: hyper's own error answers made JSON.
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
@@ -18,6 +23,11 @@ pub mod members;
 pub mod params;
 pub mod request;
 pub mod routes;
+pub mod server;
+mod service;
+pub mod wire_errors;
+
+pub use server::Limits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -135,12 +145,9 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API on `listener` until `stop` fires.
-pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationToken) {
-    let app = router(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        warn!(error = %e, "admin server failed");
-    }
+/// Serves the admin API on `listener` until `stop` fires (see [`server`]).
+pub async fn serve(listener: TcpListener, state: AdminState, limits: Limits, stop: CancellationToken) {
+    server::serve(listener, state, limits, stop).await;
 }
 
 impl AdminState {

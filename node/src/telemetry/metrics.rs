@@ -78,6 +78,11 @@ pub struct Metrics {
     /// `ferry_admin_requests_total{path,status}`; path is the matched route
     /// template, not the raw URI.
     pub admin_requests_total: IntCounterVec,
+    /// `ferry_admin_connections`: admin API connections open now.
+    pub admin_connections: IntGauge,
+    /// `ferry_admin_connections_rejected_total{reason}`: slow or refused
+    /// admin clients, by reason (`crate::admin::server::REJECT_REASONS`).
+    pub admin_connections_rejected_total: IntCounterVec,
     /// `ferry_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
     /// `ferry_raft_term`: the current Raft term (cluster mode).
@@ -341,6 +346,16 @@ impl Metrics {
             "Admin API requests by matched route template and status code",
             &["path", "status"],
         )?;
+        let admin_connections = gauge("ferry_admin_connections", "Admin API connections open now")?;
+        let admin_connections_rejected_total = counter_vec(
+            &r,
+            "ferry_admin_connections_rejected_total",
+            "Admin API clients refused (limit) or closed for being slow (header_timeout, body_timeout)",
+            &["reason"],
+        )?;
+        for reason in crate::admin::server::REJECT_REASONS {
+            admin_connections_rejected_total.with_label_values(&[reason]);
+        }
         let build_info =
             gauge_vec(&r, "ferry_build_info", "Build information; the value is always 1", &["version"])?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -388,6 +403,8 @@ impl Metrics {
             autopilot_changes_total,
             peer_hops_total,
             admin_requests_total,
+            admin_connections,
+            admin_connections_rejected_total,
             build_info,
         })
     }

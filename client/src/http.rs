@@ -267,9 +267,17 @@ fn parse(addr: SocketAddr, raw: &[u8]) -> Result<Response, ClientError> {
     for line in lines {
         let Some((k, v)) = line.split_once(':') else { continue };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        // A value that does not parse is a bad answer, not a 0 or a body
+        // read to the end.
+        let number = |v: &str| {
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| v.parse::<u64>().ok()).flatten().ok_or_else(|| bad(format!("bad {k} {v:?}")))
+        };
         match k.as_str() {
-            "x-ferry-index" => index = v.parse().unwrap_or(0),
-            "content-length" => length = v.parse::<usize>().ok(),
+            "x-ferry-index" => index = number(v)?,
+            "content-length" => {
+                length = Some(usize::try_from(number(v)?).map_err(|_| bad(format!("bad {k} {v:?}")))?)
+            }
             "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
             _ => {}
         }
@@ -388,5 +396,23 @@ mod tests {
         let r = parse(addr, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}");
         assert!(matches!(r, Err(ClientError::Transport { .. })));
         assert!(matches!(parse(addr, b"garbage"), Err(ClientError::Decode { .. })));
+    }
+
+    /// Before, an index that did not parse read as 0, and a bad length as
+    /// "read to the end".
+    #[test]
+    fn headers_that_do_not_parse_are_a_bad_answer() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let ok = parse(addr, b"HTTP/1.1 200 OK\r\nX-Ferry-Index: 12\r\ncontent-length: 2\r\n\r\n{}");
+        assert_eq!(ok.map(|r| (r.index, r.body)).ok(), Some((12, b"{}".to_vec())));
+        for head in ["x-ferry-index: 12abc", "x-ferry-index: -1", "content-length: 2x", "content-length: +2"]
+        {
+            let raw = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n{{}}");
+            let r = parse(addr, raw.as_bytes());
+            assert!(
+                matches!(&r, Err(ClientError::Decode { message, .. }) if message.contains("bad")),
+                "{head}"
+            );
+        }
     }
 }

@@ -189,7 +189,7 @@ impl Election {
     /// The cluster address of the leader this node knows, if any.
     fn leader_addr(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
+        let leader = crate::leader::known_leader(&m)?;
         m.membership_config.membership().get_node(&leader).map(|n| n.cluster_addr.clone())
     }
 

@@ -14,6 +14,7 @@
 //! - [`legacy`]: format version 1 of the types that changed since.
 //! - [`config`]: [`raft_config`] with ferry's snapshot policy.
 //! - [`election`]: the election timer that replaces openraft's.
+//! - [`leader`]: [`known_leader`], who leads as this node can truthfully say.
 //! - [`error`]: [`StoreError`], the error of the stores.
 //!
 //! # Use
@@ -38,6 +39,7 @@ pub mod command;
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod leader;
 pub mod legacy;
 pub mod log_store;
 pub mod recent;
@@ -52,6 +54,7 @@ use std::time::{Duration, Instant};
 pub use command::{Command, Request, Response, StateError, Target};
 pub use config::{RaftTimers, raft_config};
 pub use error::StoreError;
+pub use leader::{RaftMetrics, is_leader, known_leader};
 pub use log_store::LogStore;
 pub use recent::RECENT_CAPACITY;
 pub use state::{ClusterState, StoredPolicy, StoredRoute, check};

@@ -40,10 +40,41 @@ pub struct RaftStatus {
     pub node_id: u64,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
     pub role: String,
+    /// The leader this node knows: its own id exactly when `role` is
+    /// `leader`; null while it knows none (an election, or a node outside
+    /// the membership).
     pub leader_id: Option<u64>,
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The leader's node name, when known.
+    #[serde(default)]
+    pub leader_name: Option<String>,
+    /// On the leader: whether a majority of the voters (itself included)
+    /// was heard from within the contact timeout, so writes can commit now.
+    /// Null on every other role.
+    #[serde(default)]
+    pub quorum: Option<bool>,
+    /// Every other member of the Raft membership, with the last contact.
+    #[serde(default)]
+    pub peers: Vec<RaftPeer>,
+}
+
+/// One other Raft member, as this node last heard from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftPeer {
+    pub id: u64,
+    /// The node name; empty while not known.
+    pub name: String,
+    /// `voter` or `learner`.
+    pub raft: String,
+    /// Milliseconds since this node last heard from the peer: an answer to
+    /// a Raft RPC this node sent it, or an AppendEntries the peer sent as
+    /// leader. The leader hears from every member each heartbeat; a
+    /// follower hears from its leader only (another follower's value is
+    /// from its last election, or null). Null when never heard from since
+    /// this node started.
+    pub last_contact_ms: Option<u64>,
 }
 
 /// One element of `GET /v1/members`: a node known to Raft, to gossip, or

@@ -91,7 +91,7 @@ impl Gossip {
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let stopped = CancellationToken::new();
         let guard = stopped.clone().drop_guard();
-        tracing::info!(node = identity.id, gossip_addr = %identity.gossip_addr, cluster = %config.cluster_id, "gossip started");
+        tracing::info!(node = identity.id, name = %identity.name, gossip_addr = %identity.gossip_addr, cluster = %config.cluster_id, "gossip started");
         tokio::spawn(async move {
             let _guard = guard;
             driver.run(shutdown, command_rx).await;

@@ -9,6 +9,8 @@
 //! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
 //! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
 //! - [`network`]: openraft's [`Network`] factory and [`PeerClient`].
+//! - [`contacts`]: [`Contacts`], the last contact with each peer and the
+//!   log lines about peers becoming unreachable.
 //! - [`stats`]: [`TransportStats`], the counters telemetry exports.
 //!
 //! # Wiring
@@ -19,6 +21,7 @@
 //! `raft.shutdown()`.
 
 pub mod batcher;
+pub mod contacts;
 pub mod frame;
 pub mod hop;
 pub mod message;
@@ -27,6 +30,7 @@ pub mod server;
 pub mod stats;
 pub mod transport;
 
+pub use contacts::Contacts;
 pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};
 pub use hop::{HopClient, HopServer, HopServerConfig, HopStatus};
 pub use message::{ErrorCode, Message, WriteError};

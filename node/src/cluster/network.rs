@@ -7,6 +7,10 @@
 //! peer is backed off, a timeout or a broken exchange is retried, a batch over
 //! [`APPEND_BATCH_BYTES`] is split, and a Raft error from the peer is passed
 //! on as a remote error.
+//!
+//! Every outcome is reported to [`Contacts`]: the last contact per peer, the
+//! leader's quorum, and one log line per peer becoming unreachable instead
+//! of openraft's lines per failed RPC.
 
 use std::error::Error;
 use std::future::Future;
@@ -27,6 +31,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
+use crate::cluster::contacts::Contacts;
 use crate::cluster::frame::FrameError;
 use crate::cluster::message::{ErrorCode, Message};
 use crate::cluster::transport::{Transport, TransportError};
@@ -63,12 +68,25 @@ type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, NodeInfo, E>;
 pub struct Network {
     id: NodeId,
     transport: Arc<Transport>,
+    contacts: Arc<Contacts>,
 }
 
 impl Network {
-    /// The network of node `id` over `transport`.
+    /// The network of node `id` over `transport`, with a contact timeout of
+    /// [`DEFAULT_CONTACT_TIMEOUT`](crate::cluster::contacts::DEFAULT_CONTACT_TIMEOUT).
     pub fn new(id: NodeId, transport: Arc<Transport>) -> Self {
-        Self { id, transport }
+        Self { id, transport, contacts: Arc::new(Contacts::default()) }
+    }
+
+    /// Reports every RPC outcome to `contacts` instead.
+    pub fn with_contacts(mut self, contacts: Arc<Contacts>) -> Self {
+        self.contacts = contacts;
+        self
+    }
+
+    /// Where RPC outcomes are reported.
+    pub fn contacts(&self) -> &Arc<Contacts> {
+        &self.contacts
     }
 }
 
@@ -76,11 +94,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        self.contacts.learn_name(target, &node.name);
         PeerClient {
             id: self.id,
             target,
             addr: node.cluster_addr.clone(),
             transport: Arc::clone(&self.transport),
+            contacts: Arc::clone(&self.contacts),
             append_budget: APPEND_BATCH_BYTES,
         }
     }
@@ -93,6 +113,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     transport: Arc<Transport>,
+    contacts: Arc<Contacts>,
     /// Payload bytes a multi-entry AppendEntries may take now (see
     /// [`APPEND_BATCH_BYTES`]).
     append_budget: usize,
@@ -105,7 +126,8 @@ impl PeerClient {
     }
 
     async fn call(&self, msg: &Message, option: &RPCOption) -> Result<Message, TransportError> {
-        self.transport.call_timeout(&self.addr, msg, option.hard_ttl()).await
+        let outcome = Outcome::new(&self.contacts, self.target);
+        outcome.of(self.transport.call_timeout(&self.addr, msg, option.hard_ttl()).await)
     }
 
     fn error<E: Error>(&self, action: RPCTypes, e: TransportError) -> RpcError<E> {
@@ -152,6 +174,45 @@ impl PeerClient {
     }
 }
 
+/// Reports one RPC's outcome to [`Contacts`], also when openraft drops the
+/// RPC at its deadline before the transport answered (then it failed).
+struct Outcome<'a> {
+    contacts: &'a Contacts,
+    target: NodeId,
+    reported: bool,
+}
+
+impl<'a> Outcome<'a> {
+    fn new(contacts: &'a Contacts, target: NodeId) -> Self {
+        Self { contacts, target, reported: false }
+    }
+
+    /// Reports `result` and passes it on. A request refused before it was
+    /// sent (over the frame or batch budget) says nothing about the peer.
+    fn of(mut self, result: Result<Message, TransportError>) -> Result<Message, TransportError> {
+        self.reported = true;
+        match &result {
+            // A refusal from the peer is an answer too, unless it came from
+            // a node of another cluster or version at that address.
+            Ok(_) => self.contacts.answered(self.target),
+            Err(e @ TransportError::Remote { .. }) if !e.is_unreachable() => {
+                self.contacts.answered(self.target)
+            }
+            Err(e) if e.is_too_large() => {}
+            Err(e) => self.contacts.failed(self.target, e),
+        }
+        result
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.contacts.failed(self.target, &"no answer before openraft's deadline for the RPC");
+        }
+    }
+}
+
 /// Longest pause between retries to an unreachable peer. openraft's default
 /// is a constant 500 ms: a peer that restarts in that gap hears nothing for
 /// its lease plus election timeout, campaigns with a higher term and deposes
@@ -191,7 +252,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // halved budget is set first and stays unless an answer comes.
         let budget = self.append_budget;
         self.append_budget = (budget / 2).max(MIN_APPEND_BATCH_BYTES);
-        let result = self.transport.call_within(&self.addr, &msg, option.hard_ttl(), budget).await;
+        let outcome = Outcome::new(&self.contacts, self.target);
+        let result =
+            outcome.of(self.transport.call_within(&self.addr, &msg, option.hard_ttl(), budget).await);
         self.append_budget = match &result {
             Ok(_) => budget.saturating_mul(2).min(APPEND_BATCH_BYTES),
             Err(TransportError::Timeout { .. }) => self.append_budget,
@@ -235,12 +298,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[derive(Debug, Clone)]
 pub struct TransportPreVoter {
     transport: Arc<Transport>,
+    contacts: Arc<Contacts>,
 }
 
 impl TransportPreVoter {
     /// Asks peers through `transport`.
     pub fn new(transport: Arc<Transport>) -> Self {
-        Self { transport }
+        Self { transport, contacts: Arc::new(Contacts::default()) }
+    }
+
+    /// Reports every answer (or its absence) to `contacts`.
+    pub fn with_contacts(mut self, contacts: Arc<Contacts>) -> Self {
+        self.contacts = contacts;
+        self
     }
 }
 
@@ -252,9 +322,11 @@ impl PreVoter for TransportPreVoter {
         req: PreVoteRequest,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Option<bool>> + Send>> {
-        let transport = Arc::clone(&self.transport);
+        let (transport, contacts) = (Arc::clone(&self.transport), Arc::clone(&self.contacts));
         Box::pin(async move {
-            match transport.call_timeout(&node.cluster_addr, &Message::PreVote(req), timeout).await {
+            let outcome = Outcome::new(&contacts, target);
+            let answer = transport.call_timeout(&node.cluster_addr, &Message::PreVote(req), timeout).await;
+            match outcome.of(answer) {
                 Ok(Message::PreVoteResult(granted)) => Some(granted),
                 // A peer of a version before pre-vote cannot decode the
                 // request; it votes as it always did.

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::batcher::{Batcher, ReadRounds};
+use crate::cluster::contacts::Contacts;
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
@@ -87,6 +88,9 @@ pub struct ClusterServer {
     /// The election timer's state: touched when a leader is heard from or a
     /// vote granted, and asked for pre-votes ([`ferry_raft_store::election`]).
     election: Option<Arc<Election>>,
+    /// Told of every AppendEntries and snapshot a leader sends that this
+    /// node accepts (contact with the leader).
+    contacts: Option<Arc<Contacts>>,
     /// Client writes, batched while earlier ones are being appended.
     batcher: Batcher,
     /// Read-index rounds, shared by the reads that queue during one.
@@ -113,6 +117,7 @@ impl ClusterServer {
             config,
             hops: None,
             election: None,
+            contacts: None,
         }
     }
 
@@ -122,6 +127,19 @@ impl ClusterServer {
     pub fn with_election(mut self, election: Arc<Election>) -> Self {
         self.election = Some(election);
         self
+    }
+
+    /// Reports contact with the leader to `contacts` too.
+    pub fn with_contacts(mut self, contacts: Arc<Contacts>) -> Self {
+        self.contacts = Some(contacts);
+        self
+    }
+
+    /// Contact with the leader `vote` names.
+    fn heard_from(&self, vote: &ferry_raft_store::types::Vote) {
+        if let (Some(c), Some(leader)) = (&self.contacts, vote.leader_id().voted_for()) {
+            c.answered(leader);
+        }
     }
 
     fn touch(&self) {
@@ -169,9 +187,11 @@ impl ClusterServer {
         match msg {
             Message::Ping => Message::Pong,
             Message::AppendEntries(rpc) => {
+                let sender = rpc.vote;
                 let result = self.raft.append_entries(rpc).await;
                 if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
                     self.contact_on(conn);
+                    self.heard_from(&sender);
                 }
                 Message::AppendEntriesResult(result)
             }
@@ -187,6 +207,7 @@ impl ClusterServer {
                 let result = self.raft.install_snapshot(rpc).await;
                 if matches!(&result, Ok(r) if r.vote <= sender) {
                     self.contact_on(conn);
+                    self.heard_from(&sender);
                 }
                 Message::InstallSnapshotResult(result)
             }
@@ -230,9 +251,11 @@ impl ClusterServer {
         let membership = m.membership_config.membership();
         let is_voter = membership.voter_ids().any(|id| id == node_id);
         let known = membership.get_node(&node_id).is_some();
-        if m.current_leader != Some(m.id) {
+        if !ferry_raft_store::is_leader(&m) {
             return Err(
-                match m.current_leader.and_then(|l| membership.get_node(&l).map(|n| (l, n.clone()))) {
+                match ferry_raft_store::known_leader(&m)
+                    .and_then(|l| membership.get_node(&l).map(|n| (l, n.clone())))
+                {
                     Some((leader_id, leader)) => WriteError::ForwardToLeader { leader_id, leader },
                     None => WriteError::NoLeader,
                 },

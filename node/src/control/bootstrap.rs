@@ -128,7 +128,9 @@ async fn initialize(raft: &ferry_raft_store::types::Raft, view: &MemberView, ids
             (m.identity.id, info)
         })
         .collect();
-    info!(members = ?ids, "bootstrap: initializing a new cluster");
+    let named: Vec<String> =
+        members.iter().map(|(id, n)| crate::cluster::contacts::node_label(*id, &n.name)).collect();
+    info!(members = ?named, "bootstrap: initializing a new cluster");
     match raft.initialize(members).await {
         Ok(()) => Outcome::Initialized,
         Err(e) => {

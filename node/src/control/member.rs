@@ -26,7 +26,9 @@ use tracing::{info, warn};
 
 use super::autopilot::AutopilotConfig;
 use super::publisher::Command as PublisherCommand;
-use super::replica::Replica;
+use super::raft_watch::RaftWatch;
+use super::replica::{Replica, ReplicaParts};
+use crate::cluster::contacts::Contacts;
 use crate::cluster::hop::HopServer;
 use crate::cluster::message::{MembershipChange, Message};
 use crate::cluster::network::{Network, TransportPreVoter};
@@ -34,7 +36,7 @@ use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::{ClusterSection, Config};
-use crate::telemetry::metrics::{Metrics, REFUSED_REASONS};
+use crate::telemetry::metrics::Metrics;
 
 /// A learner must be alive in gossip this long before autopilot promotes it.
 const AUTOPILOT_STABILIZATION: Duration = Duration::from_secs(2);
@@ -113,7 +115,10 @@ impl Member {
             raft_config.replication_lag_threshold = n * 2;
             raft_config = raft_config.validate().map_err(|e| MemberError::Raft(e.to_string()))?;
         }
-        let network = Network::new(node_id, Arc::clone(&transport));
+        // A peer not heard from for an election timeout's upper bound is
+        // unreachable: by then a follower would have stopped waiting for it.
+        let contacts = Arc::new(Contacts::new(Duration::from_millis(cluster.election_timeout_max_ms)));
+        let network = Network::new(node_id, Arc::clone(&transport)).with_contacts(Arc::clone(&contacts));
         let raft = Raft::new(node_id, Arc::new(raft_config), network, log.clone(), sm)
             .await
             .map_err(|e| MemberError::Raft(e.to_string()))?;
@@ -132,18 +137,25 @@ impl Member {
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
         .with_hops(hops)
-        .with_election(Arc::clone(&election));
-        let mut tasks =
-            vec![
-                tokio::spawn(serve(listener, server.clone(), stop.child_token())),
-                tokio::spawn(election.run(
-                    TransportPreVoter::new(Arc::clone(&transport)),
-                    stop.child_token().cancelled_owned(),
-                )),
-            ];
-        let replica = Arc::new(Replica::new(node_id, raft.clone(), watch, server, Arc::clone(&transport)));
-        let raft_for_metrics = raft.clone();
-        info!(node_id, cluster_addr = %cluster.addr, "cluster member starting");
+        .with_election(Arc::clone(&election))
+        .with_contacts(Arc::clone(&contacts));
+        let mut tasks = vec![
+            tokio::spawn(serve(listener, server.clone(), stop.child_token())),
+            tokio::spawn(election.run(
+                TransportPreVoter::new(Arc::clone(&transport)).with_contacts(Arc::clone(&contacts)),
+                stop.child_token().cancelled_owned(),
+            )),
+        ];
+        let replica = Arc::new(Replica::new(ReplicaParts {
+            node_id,
+            name: config.node.name.clone(),
+            raft: raft.clone(),
+            watch,
+            server,
+            transport: Arc::clone(&transport),
+            contacts,
+        }));
+        info!(node_id, node = %config.node.name, cluster_addr = %cluster.addr, "cluster member starting");
 
         let gossip = match &config.gossip {
             Some(section) => Some(
@@ -225,12 +237,14 @@ impl Member {
             }
         }
         tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, stop.clone())));
-        tasks.push(tokio::spawn(export_metrics(
-            raft_for_metrics,
-            Arc::clone(&stats),
-            metrics.clone(),
-            stop.clone(),
-        )));
+        let watch = RaftWatch {
+            replica: Arc::clone(&replica),
+            stats: Arc::clone(&stats),
+            metrics: metrics.clone(),
+            gossip: gossip.clone(),
+            transport: Arc::clone(&transport),
+        };
+        tasks.push(tokio::spawn(super::raft_watch::run(watch, stop.clone())));
         let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport };
         Ok(Member { handle, replica, stats, stop, tasks })
     }
@@ -266,25 +280,27 @@ impl MemberHandle {
             .filter(|&&v| v != self.node_id && view.state_of(v).is_some_and(ferry_gossip::MemberState::is_up))
             .count();
         let remaining = voters.len() - usize::from(voters.contains(&self.node_id));
+        let node = self.replica.label();
         if !is_member {
-            info!("leave: not a Raft member");
+            info!(%node, "leave: not a Raft member");
         } else if remaining == 0 {
-            warn!("leave: this node is the last voter; it stays in the Raft membership");
+            warn!(%node, "leave: this node is the last voter; it stays in the Raft membership");
         } else if voters.contains(&self.node_id) && live_others <= remaining / 2 {
             warn!(
+                %node,
                 voters = voters.len(),
                 live_others, "leave: removing this voter would leave no live majority; it stays a voter"
             );
         } else {
             let change = MembershipChange::Remove { node_id: self.node_id };
             match self.replica.change_membership(change, deadline).await {
-                Ok(index) => info!(index, "leave: removed from the Raft membership"),
-                Err(e) => warn!(error = %e, "leave: could not leave the Raft membership"),
+                Ok(index) => info!(%node, index, "leave: removed from the Raft membership"),
+                Err(e) => warn!(%node, error = %e, "leave: could not leave the Raft membership"),
             }
         }
         match gossip.leave().await {
-            Ok(()) => info!("leave: left the gossip cluster"),
-            Err(e) => warn!(error = %e, "leave: gossip leave failed"),
+            Ok(()) => info!(%node, "leave: left the gossip cluster"),
+            Err(e) => warn!(%node, error = %e, "leave: gossip leave failed"),
         }
     }
 
@@ -327,17 +343,25 @@ impl MemberHandle {
                 let (id, addr, transport) = (row.id, row.cluster_addr.clone(), Arc::clone(&self.transport));
                 probes.spawn(async move {
                     match transport.call_timeout(&addr, &Message::NodeStatus, probe_timeout).await {
-                        Ok(Message::NodeStatusResult(s)) => (id, s.applied_index),
-                        _ => (id, None),
+                        Ok(Message::NodeStatusResult(s)) if s.node_id == id => (id, s.applied_index, s.name),
+                        _ => (id, None, String::new()),
                     }
                 });
             }
         }
         while let Some(joined) = probes.join_next().await {
-            if let Ok((id, applied)) = joined
+            if let Ok((id, applied, name)) = joined
                 && let Some(row) = rows.get_mut(&id)
             {
                 row.applied_index = applied;
+                self.replica.contacts().learn_name(id, &name);
+            }
+        }
+        // A static membership records only the first node's name: fill in
+        // the names learnt since (status probes, this one included).
+        for row in rows.values_mut().filter(|r| r.name.is_empty()) {
+            if let Some(name) = self.replica.name_of(&m, row.id) {
+                row.name = name;
             }
         }
         rows.into_values().collect()
@@ -402,57 +426,6 @@ async fn seed(replica: Arc<Replica>, routes: Vec<RouteSpec>, stop: CancellationT
 
 /// The request id of the seed write: the same on every attempt and node.
 const SEED_REQUEST_ID: u128 = 0x5eed_f3ff_0000_0000_0000_0000_0000_0001;
-
-/// Keeps the Raft and cluster-transport metrics current.
-async fn export_metrics(raft: Raft, stats: Arc<TransportStats>, m: Metrics, stop: CancellationToken) {
-    let mut rx = raft.metrics();
-    let (mut leader, mut snapshot) = (None, None);
-    let mut refused = [0u64; 4];
-    for reason in REFUSED_REASONS {
-        m.cluster_refused_total.with_label_values(&[reason]);
-    }
-    let (mut proposals, mut proposed, mut rounds, mut reads) = (0u64, 0u64, 0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        {
-            let r = rx.borrow_and_update();
-            m.raft_term.set(r.current_term as i64);
-            m.raft_applied_index.set(r.last_applied.map_or(0, |l| l.index) as i64);
-            m.raft_is_leader.set(i64::from(r.current_leader == Some(r.id)));
-            if r.current_leader.is_some() && r.current_leader != leader {
-                if leader.is_some() {
-                    m.raft_leader_changes_total.inc();
-                }
-                leader = r.current_leader;
-            }
-            if r.snapshot != snapshot {
-                if r.snapshot.is_some() {
-                    m.raft_snapshots_total.inc();
-                }
-                snapshot = r.snapshot;
-            }
-        }
-        let s = stats.snapshot();
-        m.raft_write_proposals_total.inc_by(s.write_proposals.saturating_sub(proposals));
-        m.raft_proposed_writes_total.inc_by(s.proposed_writes.saturating_sub(proposed));
-        m.raft_read_rounds_total.inc_by(s.read_rounds.saturating_sub(rounds));
-        m.raft_round_reads_total.inc_by(s.round_reads.saturating_sub(reads));
-        (proposals, proposed, rounds, reads) =
-            (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads);
-        let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];
-        for ((reason, new), old) in REFUSED_REASONS.iter().zip(now).zip(&mut refused) {
-            if new > *old {
-                m.cluster_refused_total.with_label_values(&[reason]).inc_by(new - *old);
-                *old = new;
-            }
-        }
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
 
 /// Republishes the routing table whenever the applied routes change.
 async fn feed(

@@ -14,13 +14,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_client::api::RaftPeer;
 pub use ferry_client::api::RaftStatus;
 use ferry_raft_store::types::Raft;
-use ferry_raft_store::{ClusterState, NodeId, Request, Response, StateWatch};
+use ferry_raft_store::{ClusterState, NodeId, RaftMetrics, Request, Response, StateWatch, known_leader};
 use openraft::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cluster::contacts::Contacts;
 use crate::cluster::message::{MembershipChange, Message, WriteError};
 use crate::cluster::server::ClusterServer;
 use crate::cluster::transport::Transport;
@@ -52,22 +54,40 @@ pub enum ReplicaError {
 #[derive(Clone)]
 pub struct Replica {
     node_id: NodeId,
+    /// This node's name (`[node] name`).
+    name: String,
     raft: Raft,
     watch: StateWatch,
     server: ClusterServer,
     transport: Arc<Transport>,
+    contacts: Arc<Contacts>,
+}
+
+/// What a [`Replica`] is made of.
+#[allow(missing_debug_implementations, reason = "openraft's Raft handle has no Debug")]
+pub struct ReplicaParts {
+    pub node_id: NodeId,
+    pub name: String,
+    pub raft: Raft,
+    pub watch: StateWatch,
+    pub server: ClusterServer,
+    pub transport: Arc<Transport>,
+    /// The contacts the node's Raft network and cluster server report to.
+    pub contacts: Arc<Contacts>,
 }
 
 impl Replica {
     /// A replica over a running Raft node.
-    pub fn new(
-        node_id: NodeId,
-        raft: Raft,
-        watch: StateWatch,
-        server: ClusterServer,
-        transport: Arc<Transport>,
-    ) -> Self {
-        Self { node_id, raft, watch, server, transport }
+    pub fn new(p: ReplicaParts) -> Self {
+        Self {
+            node_id: p.node_id,
+            name: p.name,
+            raft: p.raft,
+            watch: p.watch,
+            server: p.server,
+            transport: p.transport,
+            contacts: p.contacts,
+        }
     }
 
     /// The Raft handle.
@@ -228,9 +248,24 @@ impl Replica {
         }
     }
 
-    /// Raft's view of this node.
+    /// Raft's view of this node. The role and the leader come from one
+    /// snapshot of the metrics and agree: `leader_id` is this node exactly
+    /// when the role is `leader` ([`known_leader`]).
     pub fn status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow().clone();
+        let leader_id = known_leader(&m);
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let peers = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(&id, _)| RaftPeer {
+                id,
+                name: self.name_of(&m, id).unwrap_or_default(),
+                raft: if voters.contains(&id) { "voter" } else { "learner" }.to_string(),
+                last_contact_ms: self.contacts.since_contact(id).map(|d| d.as_millis() as u64),
+            })
+            .collect();
         RaftStatus {
             node_id: self.node_id,
             role: match m.state {
@@ -241,16 +276,43 @@ impl Replica {
                 ServerState::Shutdown => "shutdown",
             }
             .to_string(),
-            leader_id: m.current_leader,
+            leader_id,
             term: m.current_term,
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            leader_name: leader_id.and_then(|l| self.name_of(&m, l)),
+            quorum: (m.state == ServerState::Leader).then(|| self.contacts.quorum(self.node_id, &voters)),
+            peers,
         }
+    }
+
+    /// The name of node `id`: this node's own, the one in the Raft
+    /// membership, or one learnt from gossip or a status probe.
+    pub fn name_of(&self, m: &RaftMetrics, id: NodeId) -> Option<String> {
+        if id == self.node_id {
+            return Some(self.name.clone());
+        }
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+            .filter(|n| !n.is_empty())
+            .or_else(|| self.contacts.name(id))
+    }
+
+    /// This node as log lines name it: `name (id N)`.
+    pub fn label(&self) -> String {
+        crate::cluster::contacts::node_label(self.node_id, &self.name)
+    }
+
+    /// Where RPC outcomes and names are kept.
+    pub fn contacts(&self) -> &Arc<Contacts> {
+        &self.contacts
     }
 
     fn leader_addr(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
+        let leader = known_leader(&m)?;
         m.membership_config.membership().get_node(&leader).map(|n| n.cluster_addr.clone())
     }
 

@@ -93,6 +93,9 @@ pub struct Metrics {
     pub raft_applied_index: IntGauge,
     /// `ferry_raft_is_leader`: 1 on the leader.
     pub raft_is_leader: IntGauge,
+    /// `ferry_raft_has_quorum`: 1 on a leader that heard from a majority of
+    /// the voters within the contact timeout; 0 otherwise (followers too).
+    pub raft_has_quorum: IntGauge,
     /// `ferry_raft_write_seconds`: admin writes, proposal to answer.
     pub raft_write_seconds: Histogram,
     /// `ferry_raft_snapshots_total`: snapshots this node built or installed.
@@ -289,6 +292,10 @@ impl Metrics {
         let raft_applied_index =
             gauge("ferry_raft_applied_index", "Last Raft log index applied by this node")?;
         let raft_is_leader = gauge("ferry_raft_is_leader", "1 when this node is the Raft leader")?;
+        let raft_has_quorum = gauge(
+            "ferry_raft_has_quorum",
+            "1 when this node is the Raft leader and heard from a majority of the voters within the election timeout",
+        )?;
         let raft_snapshots_total =
             counter("ferry_raft_snapshots_total", "Raft snapshots this node built or installed")?;
         let raft_write_proposals_total = counter(
@@ -390,6 +397,7 @@ impl Metrics {
             raft_leader_changes_total,
             raft_applied_index,
             raft_is_leader,
+            raft_has_quorum,
             raft_write_seconds,
             raft_snapshots_total,
             raft_write_proposals_total,

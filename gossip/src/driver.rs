@@ -225,9 +225,14 @@ impl Driver {
                     tracing::debug!(node = id, member = member.id, "probe failed");
                 }
                 OwnedNotification::Rejoin(new) => {
-                    tracing::info!(node = id, incarnation = new.incarnation, "declared down; rejoined")
+                    tracing::info!(node = id, name = %new.name, incarnation = new.incarnation, "declared down; rejoined")
                 }
-                OwnedNotification::Defunct => tracing::warn!(node = id, "declared down and cannot rejoin"),
+                // After a leave foca reports itself defunct: that is the leave.
+                OwnedNotification::Defunct if self.left => tracing::debug!(node = id, "left the cluster"),
+                OwnedNotification::Defunct => {
+                    let name = &self.foca.identity().name;
+                    tracing::warn!(node = id, %name, "declared down and cannot rejoin")
+                }
                 other => tracing::trace!(node = id, notification = ?other, "foca"),
             }
         }

@@ -82,6 +82,12 @@ pub struct ClusterSection {
     /// Raft, when the remaining voters keep a quorum.
     #[serde(default = "default_dead_node_timeout_ms")]
     pub dead_node_timeout_ms: u64,
+    /// SIGTERM/SIGINT make the node leave the cluster (Raft, then gossip)
+    /// before it drains and exits, as `POST /v1/leave` does. Default false:
+    /// a stopped node keeps its place, peers see it down, and it resumes on
+    /// restart from the same data dir.
+    #[serde(default)]
+    pub leave_on_terminate: bool,
 }
 
 /// `[gossip]`: SWIM membership over UDP.
@@ -216,6 +222,7 @@ impl ClusterSection {
             snapshot_logs: default_snapshot_logs(),
             max_voters: default_max_voters(),
             dead_node_timeout_ms: default_dead_node_timeout_ms(),
+            leave_on_terminate: false,
         }
     }
 }
@@ -711,6 +718,13 @@ fn validate_cluster(c: &ClusterSection, gossip: bool, errors: &mut Vec<FieldErro
     } else if !has_self && c.node_id != 0 {
         err("initial_members", format!("must include this node ({}@{})", c.node_id, c.addr));
     }
+    if c.leave_on_terminate && !gossip {
+        err(
+            "leave_on_terminate",
+            "needs [gossip]: a static membership (initial_members) has no leave; a stopped node keeps its place"
+                .into(),
+        );
+    }
 }
 
 /// A problem and where it is in the file (byte offset), to report them in order.
@@ -1176,6 +1190,18 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
         assert_eq!(gossip.addr(&cluster), "127.0.0.4:7946".parse().expect("addr"));
         assert_eq!(gossip.profile, ferry_gossip::Profile::Lan);
         assert_eq!((cluster.max_voters, cluster.dead_node_timeout_ms), (5, 60_000));
+        assert!(!cluster.leave_on_terminate, "a stopped node keeps its place by default");
+        Ok(())
+    }
+
+    #[test]
+    fn leave_on_terminate_needs_gossip() -> Result<(), ConfigErrors> {
+        let c =
+            Config::parse(&GOSSIP.replace("[gossip]", "leave_on_terminate = true\n[gossip]"))?.validate()?;
+        assert!(c.cluster.expect("cluster").leave_on_terminate);
+        let e = errors(&format!("{CLUSTER}leave_on_terminate = true\n"));
+        let want = "cluster.leave_on_terminate: needs [gossip]";
+        assert!(e.iter().any(|l| l.starts_with(want)), "missing {want:?} in {e:#?}");
         Ok(())
     }
 

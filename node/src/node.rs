@@ -1,6 +1,12 @@
 //! The composition root: starts a node from a validated [`Config`] and owns
 //! its lifecycle (apply new routes, graceful shutdown).
 //!
+//! Stopping a cluster node ([`Node::shutdown`]) keeps its place in the
+//! cluster: it drains and exits, peers see it down, and it resumes its seat
+//! when it restarts from the same data dir (a restart is far more common than
+//! a departure). It leaves the cluster first (Raft, then gossip) only when
+//! asked to (`POST /v1/leave`) or with `[cluster] leave_on_terminate`.
+//!
 //! Servers take pre-bound listeners and one shutdown token, so tests run
 //! whole nodes in-process on port 0.
 
@@ -124,8 +130,12 @@ pub struct Node {
     metrics: Metrics,
     workers: Workers,
     member: Option<Member>,
+    /// The cluster port's hop server, told to refuse new hops on shutdown.
+    hops: Option<HopServer>,
     leave: CancellationToken,
     leave_timeout: Duration,
+    /// `[cluster] leave_on_terminate`: leave on every shutdown.
+    leave_on_terminate: bool,
 }
 
 impl Node {
@@ -171,6 +181,7 @@ impl Node {
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
 
         let (commands, rx) = mpsc::channel(16);
+        let mut hop_server = None;
         let member = match &config.cluster {
             None => {
                 let errors = publisher.apply_routes(config.routes.clone(), true).await;
@@ -191,6 +202,7 @@ impl Node {
                     },
                     &metrics,
                 );
+                hop_server = Some(hops.clone());
                 let member =
                     Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops).await?;
                 // Serve what this node last applied, from disk, before any
@@ -250,8 +262,10 @@ impl Node {
             metrics,
             workers,
             member,
+            hops: hop_server,
             leave,
             leave_timeout: Duration::from_millis(config.admin.request_timeout_ms),
+            leave_on_terminate: config.cluster.as_ref().is_some_and(|c| c.leave_on_terminate),
         })
     }
 
@@ -325,7 +339,10 @@ impl Node {
     }
 
     /// Stops accepting, lets open connections finish for the drain period,
-    /// closes the rest, then stops the admin API.
+    /// closes the rest, then stops the admin API and Raft. A cluster node
+    /// leaves the cluster first only after `POST /v1/leave` or with
+    /// `[cluster] leave_on_terminate`; otherwise it keeps its place (see the
+    /// module doc).
     pub async fn shutdown(self) -> ShutdownReport {
         self.shutdown_or(std::future::pending()).await
     }
@@ -335,9 +352,21 @@ impl Node {
     pub async fn shutdown_or(self, cut_short: impl std::future::Future<Output = ()>) -> ShutdownReport {
         self.draining.store(true, Relaxed);
         if let Some(member) = &self.member {
-            // Leave before the listeners close: peers stop sending this
-            // node traffic and Raft stops counting on it while it drains.
-            step("leave the cluster", member.handle.leave(self.leave_timeout)).await;
+            if self.leave.is_cancelled() || self.leave_on_terminate {
+                // Leave before the listeners close: peers stop sending this
+                // node traffic and Raft stops counting on it while it drains.
+                info!(node = %member.replica.label(), "leaving the cluster, then draining");
+                step("leave the cluster", member.handle.leave(self.leave_timeout)).await;
+            } else {
+                info!(
+                    node = %member.replica.label(),
+                    "stopping without leaving the cluster: peers see this node down until it restarts \
+                     (POST /v1/leave or [cluster] leave_on_terminate = true leave it)"
+                );
+            }
+        }
+        if let Some(hops) = &self.hops {
+            hops.stop_accepting();
         }
         let (reply, rx) = oneshot::channel();
         step("stop accepting", async {

@@ -2,7 +2,8 @@
 //! `--bootstrap-expect` in any start order, joins that autopilot turns into
 //! learners and voters (up to `max_voters`), `kill -9` seen as down by every
 //! survivor within the gossip profile's bound, a restart rejoining with a new
-//! incarnation, graceful leave (SIGTERM and `POST /v1/leave`), and autopilot
+//! incarnation, graceful leave (SIGTERM with `leave_on_terminate`, and
+//! `POST /v1/leave`), and autopilot
 //! removing a dead voter only while a live majority remains, and peer
 //! backends failing over at once when their node is killed under load.
 //!
@@ -143,7 +144,13 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     n.wait_roles(&[1, 2, 3], &[1, 2, 3], &[]).await?;
 
     let first = n.ip(1).to_string();
-    n.start(4, &["--join", &first])?;
+    let leaves = n.dir.file("n4.toml");
+    common::write_config(
+        &leaves,
+        &format!("[cluster]\naddr = \"{}:7947\"\nleave_on_terminate = true\n", n.ip(4)),
+    )?;
+    let leaves = leaves.to_str().context("path")?.to_string();
+    n.start(4, &["--config", &leaves, "--join", &first])?;
     n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
     n.start(5, &["--join", &first])?;
     n.start(6, &["--join", &first])?;
@@ -162,8 +169,8 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     let voter = 11 - learner;
     n.wait_roles(&[2, 6], &[1, 2, 3, 4, voter], &[learner]).await?;
 
-    // A voter leaves on SIGTERM: out of Raft, `left` in gossip, exit 0;
-    // the learner takes its place.
+    // A voter with `leave_on_terminate` leaves on SIGTERM: out of Raft,
+    // `left` in gossip, exit 0; the learner takes its place.
     n.proc(4)?.signal(nix::sys::signal::Signal::SIGTERM)?;
     let status = n.proc(4)?.wait_exit(SETTLE).await?;
     ensure!(status.success(), "n4 exited {status}");

@@ -28,7 +28,9 @@ ferryd --config FILE [OPTIONS]
 ///
 /// SIGHUP re-reads the file (routes only); SIGTERM or SIGINT stops accepting,
 /// drains open connections for `[node] drain_timeout_ms` and exits 0; a second
-/// signal closes the remaining connections at once.
+/// signal closes the remaining connections at once. A cluster node keeps its
+/// place on SIGTERM (it resumes on restart); `POST /v1/leave`, or
+/// `[cluster] leave_on_terminate = true`, makes it leave first.
 #[derive(Debug, Parser)]
 #[command(name = "ferryd", version, override_usage = USAGE)]
 struct Args {

@@ -67,7 +67,7 @@ pub enum HopStatus {
     BackendTimeout = 6,
     /// Connecting to the backend failed otherwise.
     BackendError = 7,
-    /// The owner serves its maximum number of hops.
+    /// The owner serves its maximum number of hops, or is draining.
     Overloaded = 8,
 }
 
@@ -292,6 +292,13 @@ impl HopServer {
             copy_mode: config.copy_mode,
             limit: Arc::new(Semaphore::new(config.max_hops.max(1))),
         }
+    }
+
+    /// Refuses every new hop from now on (answered `Overloaded`, so the
+    /// forwarding node fails over at once): the node is draining. Hops
+    /// already flowing are untouched.
+    pub fn stop_accepting(&self) {
+        self.limit.close();
     }
 
     /// Reads a hop header from `conn`, decides, connects to the backend and

@@ -7,23 +7,30 @@
 //!   receive the replicated config and serve traffic).
 //! - A member that left gracefully is removed at once; one that gossip has
 //!   held down for `dead_node_timeout` is removed. A voter is removed only
-//!   if the remaining voters still have a live majority.
+//!   if the remaining voters still have a live majority. A node that stops
+//!   without leaving (SIGTERM by default) is down, not left: restarted within
+//!   `dead_node_timeout` it is alive again (a new gossip incarnation, `since`
+//!   reset) and keeps its seat.
+//! - A member removed from Raft while gossip still held it up (a leave: Raft
+//!   first, then gossip) is not added back under that gossip incarnation
+//!   ([`Departed`]); a restart has a new incarnation and is added again.
 //!
 //! [`plan`] is a pure function of (Raft membership, replication progress,
-//! gossip view, now) returning at most one change; [`run`] executes one
+//! gossip view, departed members, now) returning at most one change; [`run`] executes one
 //! change at a time on the leader (openraft allows one membership change in
 //! flight). Members Raft knows but gossip never saw are left alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ferry_gossip::{GossipHandle, MemberState, MemberView};
 use ferry_raft_store::types::Raft;
-use ferry_raft_store::{NodeId, NodeInfo};
+use ferry_raft_store::{NodeId, NodeInfo, is_leader};
 use openraft::ChangeMembers;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::contacts::node_label;
 use crate::cluster::server::MEMBERSHIP_TIMEOUT;
 use crate::telemetry::metrics::{AUTOPILOT_CHANGES, Metrics};
 
@@ -34,6 +41,8 @@ const CATCH_UP_LAG: u64 = 16;
 const TICK: Duration = Duration::from_millis(500);
 /// Pause after a refused or failed change.
 const RETRY: Duration = Duration::from_secs(1);
+/// How many departed gossip identities are remembered; older ones fall out.
+const DEPARTED_CAPACITY: usize = 64;
 
 /// Autopilot settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +85,46 @@ pub struct Inputs<'a> {
     pub matched: &'a BTreeMap<NodeId, Option<u64>>,
     pub last_log_index: u64,
     pub view: &'a MemberView,
+    /// Gossip identities removed from Raft while up (see [`Departed`]).
+    pub departed: &'a Departed,
     pub now: Instant,
+}
+
+/// The gossip identities, `(id, incarnation)`, of members that left the
+/// Raft membership while gossip held them up. Every node keeps it from the
+/// membership changes it sees, leader or not, so a new leader knows it too:
+/// a leaving leader removes itself, then a follower takes over while the
+/// old leader is still alive in gossip for a moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Departed {
+    /// The membership seen last (none before the first observation).
+    last: Option<BTreeSet<NodeId>>,
+    gone: VecDeque<(NodeId, u64)>,
+}
+
+impl Departed {
+    /// Notes the members of `last` that are not in `nodes` and are up in
+    /// `view`, with their current gossip incarnation.
+    pub fn observe(&mut self, nodes: &BTreeMap<NodeId, NodeInfo>, view: &MemberView) {
+        let now: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        for &id in self.last.iter().flat_map(|last| last.difference(&now)) {
+            let Some(m) = view.get(id).filter(|m| m.state.is_up()) else { continue };
+            let key = (id, m.identity.incarnation);
+            if !self.gone.contains(&key) {
+                if self.gone.len() == DEPARTED_CAPACITY {
+                    self.gone.pop_front();
+                }
+                self.gone.push_back(key);
+            }
+        }
+        self.last = Some(now);
+    }
+
+    /// Whether node `id` left the membership under gossip incarnation
+    /// `incarnation`.
+    pub fn contains(&self, id: NodeId, incarnation: u64) -> bool {
+        self.gone.contains(&(id, incarnation))
+    }
 }
 
 /// The next change to make, if any: dead members first, then promotions,
@@ -140,8 +188,10 @@ fn add_learner(i: &Inputs<'_>) -> Option<Change> {
     i.view
         .members
         .values()
-        .filter(|m| m.state == MemberState::Alive && m.identity.id != 0)
+        // Never itself: a leader outside the membership removed itself.
+        .filter(|m| m.state == MemberState::Alive && m.identity.id != 0 && m.identity.id != i.self_id)
         .filter(|m| !i.nodes.contains_key(&m.identity.id))
+        .filter(|m| !i.departed.contains(m.identity.id, m.identity.incarnation))
         .find(|m| {
             let clash = i.nodes.values().any(|n| n.name == m.identity.name);
             if clash {
@@ -177,6 +227,7 @@ pub async fn run(
     let mut raft_rx = raft.metrics();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut departed = Departed::default();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -184,21 +235,23 @@ pub async fn run(
             r = view_rx.changed() => if r.is_err() { return },
             r = raft_rx.changed() => if r.is_err() { return },
         }
-        let change = {
+        let (change, names) = {
             let m = raft_rx.borrow_and_update().clone();
-            if m.current_leader != Some(m.id) {
-                continue;
-            }
             let membership = m.membership_config.membership();
-            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
             let nodes: BTreeMap<NodeId, NodeInfo> =
                 membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+            let view = view_rx.borrow_and_update().clone();
+            // Every node, leader or not, so that a new leader knows.
+            departed.observe(&nodes, &view);
+            if !is_leader(&m) {
+                continue;
+            }
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
             let matched: BTreeMap<NodeId, Option<u64>> = m
                 .replication
                 .as_ref()
                 .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index))).collect())
                 .unwrap_or_default();
-            let view = view_rx.borrow_and_update().clone();
             let inputs = Inputs {
                 self_id: m.id,
                 voters: &voters,
@@ -206,13 +259,18 @@ pub async fn run(
                 matched: &matched,
                 last_log_index: m.last_log_index.unwrap_or(0),
                 view: &view,
+                departed: &departed,
                 now: Instant::now(),
             };
-            plan(&inputs, &cfg)
+            (plan(&inputs, &cfg), (nodes, view))
         };
         let Some(change) = change else { continue };
-        info!(change = ?change, "autopilot: changing membership");
+        let node = change_node(&change, &names.0, &names.1);
         let label = change.label();
+        match &change {
+            Change::Remove { why, .. } => info!(change = label, %node, why, "autopilot: changing membership"),
+            _ => info!(change = label, %node, "autopilot: changing membership"),
+        }
         let result = match change {
             Change::AddLearner { id, info } => {
                 tokio::time::timeout(MEMBERSHIP_TIMEOUT, raft.add_learner(id, info, false)).await
@@ -235,18 +293,34 @@ pub async fn run(
         match result {
             Ok(Ok(resp)) => {
                 metrics.autopilot_changes_total.with_label_values(&[label]).inc();
-                info!(change = label, index = resp.log_id.index, "autopilot: membership changed");
+                info!(change = label, %node, index = resp.log_id.index, "autopilot: membership changed");
             }
             Ok(Err(e)) => {
-                warn!(change = label, error = %e, "autopilot: membership change refused");
+                warn!(change = label, %node, error = %e, "autopilot: membership change refused");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(RETRY) => {}
                 }
             }
-            Err(_) => warn!(change = label, "autopilot: membership change not committed in time"),
+            Err(_) => warn!(change = label, %node, "autopilot: membership change not committed in time"),
         }
     }
+}
+
+/// `name (id N)` of the node `change` is about, named by the membership or
+/// gossip.
+fn change_node(change: &Change, nodes: &BTreeMap<NodeId, NodeInfo>, view: &MemberView) -> String {
+    let id = match change {
+        Change::AddLearner { id, .. } | Change::Promote { id } | Change::Remove { id, .. } => *id,
+    };
+    let name = match change {
+        Change::AddLearner { info, .. } => Some(info.name.clone()),
+        _ => nodes.get(&id).map(|n| n.name.clone()),
+    }
+    .filter(|n| !n.is_empty())
+    .or_else(|| view.get(id).map(|m| m.identity.name.clone()))
+    .unwrap_or_default();
+    node_label(id, &name)
 }
 
 #[cfg(test)]
@@ -282,6 +356,7 @@ mod tests {
         nodes: BTreeMap<NodeId, NodeInfo>,
         matched: BTreeMap<NodeId, Option<u64>>,
         view: MemberView,
+        departed: Departed,
     }
 
     fn addr(id: u64, port: u16) -> SocketAddr {
@@ -306,6 +381,7 @@ mod tests {
                 nodes: BTreeMap::new(),
                 matched: BTreeMap::new(),
                 view: MemberView { local_id: 1, version: 1, members: BTreeMap::new() },
+                departed: Departed::default(),
             };
             for id in 1..=n {
                 w.voters.insert(id);
@@ -336,6 +412,7 @@ mod tests {
                 matched: &self.matched,
                 last_log_index: 100,
                 view: &self.view,
+                departed: &self.departed,
                 now: self.now,
             };
             plan(&i, &CFG)
@@ -421,6 +498,72 @@ mod tests {
         let mut w = World::new(3);
         w.view.members.remove(&3);
         assert_eq!(w.plan(), None, "gossip never saw node 3 (a static member)");
+    }
+
+    #[test]
+    fn a_voter_that_restarted_within_the_dead_node_timeout_keeps_its_seat() {
+        let mut w = World::new(3);
+        let old = w.view.get(3).expect("n3").identity.incarnation;
+        // Stopped without leaving: down (not left), for almost the timeout.
+        w.gossip(3, MemberState::Down, 29);
+        w.view.members.get_mut(&3).expect("n3").identity.incarnation = old;
+        assert_eq!(w.plan(), None, "down for less than dead_node_timeout");
+        // Back from the same data dir: same id, a new incarnation, alive
+        // since now. Later, the old down time is long past; nothing changes.
+        w.gossip(3, MemberState::Alive, 0);
+        w.view.members.get_mut(&3).expect("n3").identity.incarnation = old + 1;
+        assert_eq!(w.plan(), None);
+        w.now += Duration::from_secs(120);
+        assert_eq!(w.plan(), None, "alive again: its down time does not count");
+        assert!(w.voters.contains(&3));
+    }
+
+    #[test]
+    fn a_member_removed_while_alive_is_added_back_only_after_a_restart() {
+        let mut w = World::new(3);
+        w.departed.observe(&w.nodes, &w.view);
+        // n3 leaves: Raft first (alive in gossip a moment longer).
+        w.voters.remove(&3);
+        w.nodes.remove(&3);
+        w.departed.observe(&w.nodes, &w.view);
+        let left = w.view.get(3).expect("n3").identity.incarnation;
+        assert!(w.departed.contains(3, left));
+        assert_eq!(w.plan(), None, "a leaving member is not added back");
+        // It restarts from its data dir: a new incarnation.
+        w.view.members.get_mut(&3).expect("n3").identity.incarnation = left + 1;
+        assert!(matches!(w.plan(), Some(Change::AddLearner { id: 3, .. })), "{:?}", w.plan());
+
+        // The leader removing itself does not add itself back either.
+        let mut w = World::new(3);
+        w.voters.remove(&1);
+        w.nodes.remove(&1);
+        assert_eq!(w.plan(), None);
+
+        // A member removed while down is not remembered.
+        let mut w = World::new(3);
+        w.departed.observe(&w.nodes, &w.view);
+        w.gossip(2, MemberState::Down, 600);
+        w.voters.remove(&2);
+        w.nodes.remove(&2);
+        w.departed.observe(&w.nodes, &w.view);
+        w.gossip(2, MemberState::Alive, 0);
+        assert!(matches!(w.plan(), Some(Change::AddLearner { id: 2, .. })), "{:?}", w.plan());
+    }
+
+    #[test]
+    fn departed_identities_are_bounded() {
+        let mut d = Departed::default();
+        let mut w = World::new(1);
+        for id in 2..(DEPARTED_CAPACITY as u64 + 10) {
+            w.nodes.insert(id, info(id));
+            w.gossip(id, MemberState::Alive, 1);
+        }
+        d.observe(&w.nodes, &w.view);
+        w.nodes.retain(|id, _| *id == 1);
+        d.observe(&w.nodes, &w.view);
+        assert_eq!(d.gone.len(), DEPARTED_CAPACITY);
+        let last = DEPARTED_CAPACITY as u64 + 9;
+        assert!(d.contains(last, w.view.get(last).expect("member").identity.incarnation));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! * [`tracing`](self::tracing): logging and tracing setup — the global
 //!   `tracing` subscriber (env filter, text/JSON formatting to stderr) and the
 //!   optional OTLP/gRPC span exporter (see [`self::tracing::init`]).
+//! * [`raft_noise`]: the openraft log lines hidden by default.
 
 pub mod metrics;
+pub mod raft_noise;
 pub mod tracing;

@@ -24,6 +24,8 @@ use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use super::raft_noise;
+
 /// Standard OpenTelemetry variable consulted when no endpoint is configured.
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -207,7 +209,9 @@ fn is_exporter_internal(target: &str) -> bool {
 }
 
 /// Installs the global `tracing` subscriber: an `EnvFilter` from `RUST_LOG`
-/// (default `info`), a text or JSON fmt layer writing to stderr, and, when
+/// (default `info`; unless `RUST_LOG` names openraft, openraft at `warn`
+/// without its per-RPC failure lines, see [`raft_noise`](super::raft_noise)),
+/// a text or JSON fmt layer writing to stderr, and, when
 /// [`otlp_enabled`] returns an endpoint, an OpenTelemetry layer exporting
 /// spans over OTLP/gRPC (3 s timeout, batch processor, resource
 /// `service.name` and `ferry.node`).
@@ -220,12 +224,17 @@ pub fn init(opts: &TracingOptions) -> anyhow::Result<TracingGuard> {
     let provider =
         endpoint.as_deref().map(|ep| build_provider(ep, &opts.service_name, &opts.node_name)).transpose()?;
 
-    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let quiet_raft = raft_noise::applies(std::env::var("RUST_LOG").ok().as_deref());
+    let mut filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    if quiet_raft {
+        filter = filter.add_directive(raft_noise::DIRECTIVE.parse().context("openraft's log directive")?);
+    }
     let fmt_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt_layer = match opts.format {
         LogFormat::Text => fmt_layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => fmt_layer.json().boxed(),
-    };
+    }
+    .with_filter(quiet_raft.then_some(raft_noise::RaftNoise));
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(TRACER_NAME))

@@ -1,8 +1,9 @@
 //! Three real `ferryd` processes as a Raft cluster, for what only real
 //! processes can show: `kill -9` of the leader (a new leader, writes resume),
 //! of every node during a write load (nothing acknowledged is lost), a wiped
-//! node catching up, and a node without quorum (503 quickly, traffic keeps
-//! flowing).
+//! node catching up, a node without quorum (503 quickly, traffic keeps
+//! flowing), and every node named in status and members although the static
+//! membership records ids only.
 //!
 //! Layout as in the scripts and docs: node i runs on its own loopback
 //! address 127.0.N.i with the same admin, cluster and route ports as the
@@ -710,4 +711,39 @@ async fn a_follower_without_quorum_answers_503_and_keeps_forwarding() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_quorum_answers_503_and_keeps_forwarding() -> Result<()> {
     without_quorum("no-quorum-leader", false).await
+}
+
+// ------------------------------------------------------------------ names
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_members_name_every_node_of_a_static_cluster() -> Result<()> {
+    // initial_members records ids and addresses only: the names are learnt.
+    let c = Cluster::start("names", Opts::default()).await?;
+    let leader = c.leader(&Cluster::IDS).await?;
+    let want: Vec<String> = Cluster::IDS.iter().map(|id| format!("n{id}")).collect();
+    for id in Cluster::IDS {
+        poll(&format!("names in node {id}'s status and members"), WAIT, async || {
+            let raft = c.status(id).await?.raft.context("no raft status")?;
+            ensure!(raft.leader_name == Some(format!("n{leader}")), "leader_name in {raft:?}");
+            let mut names: Vec<String> = raft.peers.iter().map(|p| p.name.clone()).collect();
+            names.push(format!("n{id}"));
+            names.sort();
+            ensure!(names == want, "peers {:?}", raft.peers);
+            let r = c.send(id, "GET", "/v1/members", &[], None).await?;
+            let mut members: Vec<String> = r
+                .json()?
+                .as_array()
+                .context("members are not a list")?
+                .iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect();
+            members.sort();
+            ensure!(members == want, "members named {members:?}");
+            Ok(())
+        })
+        .await?;
+    }
+    let log = c.stderr(leader);
+    ensure!(log.contains("this node is the raft leader"), "no leader line:\n{log}");
+    Ok(())
 }

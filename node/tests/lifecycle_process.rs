@@ -448,6 +448,9 @@ async fn a_leave_of_the_leader_is_clean_and_autopilot_does_not_add_it_back() -> 
             w.len(),
             w.join("\n")
         );
+        // openraft's INFO state dump at start (1-3 thousand characters).
+        let longest = log.lines().map(str::len).max().unwrap_or(0);
+        ensure!(longest < 1_000, "n{i} logged a line of {longest} characters:\n{log}");
     }
     Ok(())
 }

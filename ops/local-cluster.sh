@@ -147,9 +147,9 @@ if [ "$ready" != 1 ]; then
     exit 1
 fi
 
-# The leader's id, and its name from the member list.
-leader=$(http GET 127.0.0.1:7948 /v1/status | grep -o '"leader_id":[0-9]*' | cut -d: -f2)
-leader_name=$(http GET 127.0.0.1:7948 /v1/members | grep -o "\"id\":${leader:-x},\"name\":\"[^\"]*\"" | cut -d'"' -f6)
+status=$(http GET 127.0.0.1:7948 /v1/status)
+leader=$(grep -o '"leader_id":[0-9]*' <<<"$status" | cut -d: -f2)
+leader_name=$(grep -o '"leader_name":"[^"]*"' <<<"$status" | cut -d'"' -f4)
 echo "==> cluster is up: nodes n1-n3 on 127.0.0.1-3 (admin :7948, raft :7947, gossip :7946); leader is ${leader_name:-?} (id ${leader:-?})"
 
 # balance N: N connections round the three nodes' :7000; prints who answered.

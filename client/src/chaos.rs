@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::FieldError;
-use crate::route::valid_name;
+use crate::route::{Rules, name_problem};
 
 /// Most toxics one policy may hold.
 pub const MAX_TOXICS: usize = 16;
@@ -180,15 +180,18 @@ impl ToxicKind {
 }
 
 impl ChaosPolicy {
-    /// Every problem with this policy, paths prefixed by `path` (for example
-    /// `policy`). An empty list means the policy is valid.
+    /// Every problem with this policy as new input (an API body), paths
+    /// prefixed by `path` (for example `policy`). An empty list means the
+    /// policy is valid.
     pub fn validate(&self, path: &str) -> Vec<FieldError> {
+        self.validate_with(Rules::Input, path)
+    }
+
+    /// Every problem with this policy under `rules` (see [`Rules`]).
+    pub fn validate_with(&self, rules: Rules, path: &str) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        if !valid_name(&self.name) {
-            errors.push(FieldError::new(
-                format!("{path}.name"),
-                format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.name),
-            ));
+        if let Some(msg) = name_problem("name", &self.name, rules) {
+            errors.push(FieldError::new(format!("{path}.name"), msg));
         }
         if self.toxics.is_empty() {
             errors.push(FieldError::new(format!("{path}.toxics"), "a policy needs at least one toxic"));
@@ -217,8 +220,8 @@ impl ChaosPolicy {
             let mut seen = HashSet::new();
             for (i, n) in names.iter().enumerate() {
                 let npath = format!("{path}.scope.{field}[{i}]");
-                if !valid_name(n) {
-                    errors.push(FieldError::new(npath, format!("invalid name {n:?}")));
+                if let Some(msg) = name_problem("name", n, rules) {
+                    errors.push(FieldError::new(npath, msg));
                 } else if !seen.insert(n.as_str()) {
                     errors.push(FieldError::new(npath, format!("duplicate name {n:?}")));
                 }
@@ -288,9 +291,17 @@ mod tests {
             "policy.toxics[2].kind.latency.latency_ms: must be at most 3600000, got 3600001",
             "policy.toxicity: must be between 0.0 and 1.0, got 1.5",
             "policy.scope.routes[1]: duplicate name \"web\"",
-            "policy.scope.nodes[0]: invalid name \"\"",
+            "policy.scope.nodes[0]: invalid name \"\": use 1 to 64 of A-Z a-z 0-9 _ - .",
         ];
         assert_eq!(msgs, expect);
+        // `.` and `..` cannot be a URL path segment: refused as new input,
+        // kept when stored (the rules it was written under).
+        let dots = policy(serde_json::json!({
+            "name": "..", "scope": {"routes": ["."]}, "toxics": [{"kind": {"refuse": {}}}]
+        }));
+        let paths: Vec<String> = dots.validate("policy").into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["policy.name", "policy.scope.routes[0]"]);
+        assert!(dots.validate_with(Rules::Stored, "policy").is_empty());
         let empty = policy(serde_json::json!({"name": "e", "toxics": []}));
         assert_eq!(empty.validate("p")[0].path, "p.toxics");
         let nan = ChaosPolicy { toxicity: f64::NAN, ..empty };

@@ -4,6 +4,9 @@
 //! - [`addr`]: a backend's address: an IP literal or a host name, with a port.
 //! - [`route`]: the route schema (TOML `[[routes]]` and API bodies), defaults
 //!   and validation with field paths.
+//! - [`name`]: names (routes, backends, policies, nodes) and the rules of
+//!   new input against stored objects.
+//! - [`listen`]: listen addresses and the collisions found before binding.
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
@@ -17,6 +20,8 @@ pub mod api;
 pub mod chaos;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod listen;
+pub mod name;
 pub mod route;
 
 pub use addr::{BackendAddr, HostPort};

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::FieldError;
 use crate::addr::BackendAddr;
+pub use crate::listen::{
+    ListenAddr, ReservedAddr, cluster_listen_conflict, listen_conflicts, reserved_conflict,
+};
+pub use crate::name::{Rules, name_problem, valid_name, valid_stored_name};
 
 /// Largest backend weight (HAProxy's range is 0..=256 as well).
 pub const MAX_WEIGHT: u32 = 256;
@@ -140,11 +144,13 @@ pub enum NodeRef<'a> {
 impl<'a> NodeRef<'a> {
     /// Parses a backend's `node`: digits only is a node id (> 0), anything
     /// else a node name; `None` when it is neither valid id nor valid name.
+    /// Names are read as stored ([`Rules::Stored`]): validation refuses new
+    /// `.` and `..`.
     pub fn parse(s: &'a str) -> Option<Self> {
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             return s.parse::<u64>().ok().filter(|id| *id > 0).map(NodeRef::Id);
         }
-        valid_name(s).then_some(NodeRef::Name(s))
+        valid_stored_name(s).then_some(NodeRef::Name(s))
     }
 }
 
@@ -212,50 +218,32 @@ impl Default for HealthCheckSpec {
     }
 }
 
-/// Where a route listens, once validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenAddr {
-    /// An explicit `IP:PORT`.
-    Addr(SocketAddr),
-    /// `:PORT`: the port on the node's bind address.
-    Port(u16),
-}
-
-impl ListenAddr {
-    /// Parses `IP:PORT` or `:PORT`.
-    pub fn parse(s: &str) -> Option<Self> {
-        if let Some(port) = s.strip_prefix(':') {
-            return port.parse().ok().map(ListenAddr::Port);
-        }
-        s.parse().ok().map(ListenAddr::Addr)
-    }
-
-    /// The socket address on a node whose bind address is `bind`.
-    pub fn resolve(self, bind: std::net::IpAddr) -> SocketAddr {
-        match self {
-            ListenAddr::Addr(a) => a,
-            ListenAddr::Port(p) => SocketAddr::new(bind, p),
-        }
-    }
-}
-
-/// True when `name` is a valid route, backend or policy name.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
 impl RouteSpec {
-    /// Every problem with this route on its own, paths prefixed by `path`
-    /// (for example `routes[1]`).
+    /// Every problem with this route as new input (an API body, a config
+    /// file), paths prefixed by `path` (for example `routes[1]`).
     pub fn validate(&self, path: &str, errors: &mut Vec<FieldError>) {
+        self.validate_with(Rules::Input, path, errors);
+    }
+
+    /// Every problem with this route under `rules` (see [`Rules`]).
+    pub fn validate_with(&self, rules: Rules, path: &str, errors: &mut Vec<FieldError>) {
         let mut err = |field: &str, msg: String| errors.push(FieldError::new(format!("{path}.{field}"), msg));
-        if !valid_name(&self.name) {
-            err("name", format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.name));
+        if let Some(msg) = name_problem("name", &self.name, rules) {
+            err("name", msg);
         }
-        if ListenAddr::parse(&self.listen).is_none() {
-            err("listen", format!("invalid listen address {:?}: expected IP:PORT or :PORT", self.listen));
+        match ListenAddr::parse(&self.listen) {
+            None => {
+                err("listen", format!("invalid listen address {:?}: expected IP:PORT or :PORT", self.listen))
+            }
+            // The OS would pick a port no client knows, and another on each node.
+            Some(l) if l.port() == 0 && rules == Rules::Input => err(
+                "listen",
+                format!(
+                    "invalid listen address {:?}: port 0 is not a listen port (clients must know it)",
+                    self.listen
+                ),
+            ),
+            Some(_) => {}
         }
         if self.connect_timeout_ms == 0 {
             err("connect_timeout_ms", "must be greater than 0".into());
@@ -302,11 +290,8 @@ impl RouteSpec {
         let mut ids = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             let bpath = format!("{path}.backends[{i}]");
-            if !valid_name(&b.id) {
-                errors.push(FieldError::new(
-                    format!("{bpath}.id"),
-                    format!("invalid id {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", b.id),
-                ));
+            if let Some(msg) = name_problem("id", &b.id, rules) {
+                errors.push(FieldError::new(format!("{bpath}.id"), msg));
             } else if !ids.insert(b.id.as_str()) {
                 errors
                     .push(FieldError::new(format!("{bpath}.id"), format!("duplicate backend id {:?}", b.id)));
@@ -320,11 +305,16 @@ impl RouteSpec {
                     format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
                 ));
             }
-            if let Some(node) = b.node.as_deref().filter(|n| NodeRef::parse(n).is_none()) {
+            let bad_node = |n: &&str| match NodeRef::parse(n) {
+                None => true,
+                Some(NodeRef::Name(name)) => rules == Rules::Input && !valid_name(name),
+                Some(NodeRef::Id(_)) => false,
+            };
+            if let Some(node) = b.node.as_deref().filter(bad_node) {
                 errors.push(FieldError::new(
                     format!("{bpath}.node"),
                     format!(
-                        "invalid node {node:?}: a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)"
+                        "invalid node {node:?}: a node name (1 to 64 of A-Z a-z 0-9 _ - ., not . or ..) or a node id (digits, > 0)"
                     ),
                 ));
             }
@@ -349,61 +339,24 @@ impl RouteSpec {
     }
 }
 
-/// Every problem with a set of routes: each route on its own, then duplicate
-/// names. Paths are `{prefix}[i]`. Listen-address conflicts depend on the
-/// node's bind address, so the node checks them (see [`listen_conflicts`]).
+/// Every problem with a set of new routes (a config file): each route on
+/// its own, then duplicate names. Paths are `{prefix}[i]`. Listen-address
+/// conflicts depend on the node's bind address, so the node checks them
+/// (see [`listen_conflicts`]).
 pub fn validate_routes(routes: &[RouteSpec], prefix: &str) -> Vec<FieldError> {
+    validate_routes_with(Rules::Input, routes, prefix)
+}
+
+/// [`validate_routes`] under `rules` (see [`Rules`]).
+pub fn validate_routes_with(rules: Rules, routes: &[RouteSpec], prefix: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
         let path = format!("{prefix}[{i}]");
-        r.validate(&path, &mut errors);
+        r.validate_with(rules, &path, &mut errors);
         if !names.insert(r.name.as_str()) {
             errors
                 .push(FieldError::new(format!("{path}.name"), format!("duplicate route name {:?}", r.name)));
-        }
-    }
-    errors
-}
-
-/// Routes whose listeners would collide on a node that binds `:PORT` on
-/// `bind` and serves its admin API on `admin`: the same port on the same IP,
-/// or on a wildcard IP and any other. Port 0 never collides (the OS picks).
-pub fn listen_conflicts(
-    routes: &[RouteSpec],
-    prefix: &str,
-    bind: std::net::IpAddr,
-    admin: Option<SocketAddr>,
-) -> Vec<FieldError> {
-    let overlap = |a: SocketAddr, b: SocketAddr| {
-        a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-    };
-    let mut errors = Vec::new();
-    let mut seen: Vec<(usize, SocketAddr)> = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
-        let Some(addr) = ListenAddr::parse(&r.listen).map(|l| l.resolve(bind)) else { continue };
-        if addr.port() == 0 {
-            continue;
-        }
-        let path = format!("{prefix}[{i}].listen");
-        if let Some(admin) = admin.filter(|a| a.port() != 0 && overlap(*a, addr)) {
-            errors.push(FieldError::new(
-                path.clone(),
-                format!("{:?} collides with the admin address {admin}", r.listen),
-            ));
-        }
-        match seen.iter().find(|(_, other)| overlap(*other, addr)) {
-            Some((j, _)) if routes[*j].listen == r.listen => {
-                errors.push(FieldError::new(path, format!("duplicate listen address {:?}", r.listen)))
-            }
-            Some((j, other)) => errors.push(FieldError::new(
-                path,
-                format!(
-                    "{:?} collides with {prefix}[{j}].listen {:?} ({other})",
-                    r.listen, routes[*j].listen
-                ),
-            )),
-            None => seen.push((i, addr)),
         }
     }
     errors
@@ -424,7 +377,13 @@ mod tests {
     fn messages(routes: &[RouteSpec]) -> Vec<String> {
         let bind = std::net::IpAddr::from([127, 0, 0, 1]);
         let mut errors = validate_routes(routes, "routes");
-        errors.extend(listen_conflicts(routes, "routes", bind, "127.0.0.1:7948".parse().ok()));
+        let admin = "127.0.0.1:7948".parse().expect("addr");
+        errors.extend(listen_conflicts(
+            routes,
+            "routes",
+            bind,
+            &[ReservedAddr::new(admin, "the admin address")],
+        ));
         errors.iter().map(ToString::to_string).collect()
     }
 
@@ -478,6 +437,23 @@ mod tests {
         }
     }
 
+    /// Port 0 was accepted: the OS picked a port no client knew, and
+    /// another one on every node.
+    #[test]
+    fn listen_port_zero_is_refused_as_input_and_kept_when_stored() {
+        let msgs = messages(&[route("a", "127.0.0.1:0"), route("b", ":0")]);
+        assert_eq!(
+            msgs,
+            vec![
+                "routes[0].listen: invalid listen address \"127.0.0.1:0\": port 0 is not a listen port (clients must know it)",
+                "routes[1].listen: invalid listen address \":0\": port 0 is not a listen port (clients must know it)",
+            ]
+        );
+        let mut errors = Vec::new();
+        route("a", "127.0.0.1:0").validate_with(Rules::Stored, "route", &mut errors);
+        assert!(errors.is_empty(), "a stored route keeps the rules it was written under: {errors:?}");
+    }
+
     #[test]
     fn backends_may_be_host_names_with_a_port() {
         let mut r = route("web", "127.0.0.1:7000");
@@ -500,17 +476,24 @@ mod tests {
         );
     }
 
+    /// `.` and `..` were accepted, and only `%2E%2E` reached them.
     #[test]
-    fn port_zero_listeners_do_not_collide() {
-        let msgs = messages(&[route("a", "127.0.0.1:0"), route("b", "127.0.0.1:0")]);
-        assert!(msgs.is_empty(), "{msgs:?}");
-    }
-
-    #[test]
-    fn listen_accepts_port_only_form() {
-        assert_eq!(ListenAddr::parse(":7000"), Some(ListenAddr::Port(7000)));
-        assert!(ListenAddr::parse("7000").is_none());
-        assert!(ListenAddr::parse("localhost:7000").is_none());
+    fn dot_names_are_refused_as_input_and_kept_when_stored() {
+        let mut r = route("..", "127.0.0.1:7000");
+        r.backends[0].id = ".".into();
+        r.backends[0].node = Some("..".into());
+        assert_eq!(
+            messages(&[r.clone()]),
+            vec![
+                "routes[0].name: invalid name \"..\": \".\" and \"..\" are reserved (no URL path can name them)",
+                "routes[0].backends[0].id: invalid id \".\": \".\" and \"..\" are reserved (no URL path can name them)",
+                "routes[0].backends[0].node: invalid node \"..\": a node name (1 to 64 of A-Z a-z 0-9 _ - ., not . or ..) or a node id (digits, > 0)",
+            ]
+        );
+        let mut errors = Vec::new();
+        r.validate_with(Rules::Stored, "route", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(validate_routes_with(Rules::Stored, &[r], "routes"), vec![]);
     }
 
     #[test]
@@ -541,8 +524,8 @@ mod tests {
         assert_eq!(
             messages(&[r]),
             vec![
-                "routes[0].backends[3].node: invalid node \"0\": a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)",
-                "routes[0].backends[4].node: invalid node \"b@d\": a node name (1 to 64 of A-Z a-z 0-9 _ - .) or a node id (digits, > 0)",
+                "routes[0].backends[3].node: invalid node \"0\": a node name (1 to 64 of A-Z a-z 0-9 _ - ., not . or ..) or a node id (digits, > 0)",
+                "routes[0].backends[4].node: invalid node \"b@d\": a node name (1 to 64 of A-Z a-z 0-9 _ - ., not . or ..) or a node id (digits, > 0)",
             ]
         );
     }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use ferry_client::FieldError;
-use ferry_client::route::{RouteSpec, listen_conflicts, validate_routes};
+use ferry_client::route::{ReservedAddr, RouteSpec, Rules, listen_conflicts, name_problem, validate_routes};
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 use toml::Spanned;
@@ -147,6 +147,10 @@ impl GossipSection {
 /// are resolved when joining, not here.
 pub fn parse_seed(s: &str) -> Result<(String, u16), String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
+        // Port 0 reaches nobody (it was accepted for an IP, not a name).
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(format!("expected an address a member listens on, got {s:?}"));
+        }
         return Ok((addr.ip().to_string(), addr.port()));
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -179,7 +183,10 @@ pub fn parse_member(s: &str) -> Result<(u64, SocketAddr), String> {
     if id == 0 {
         return Err(format!("node id 0 is reserved, in {s:?}"));
     }
-    let addr = addr.parse().map_err(|_| format!("invalid socket address {addr:?} in {s:?}"))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("invalid socket address {addr:?} in {s:?}"))?;
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(format!("{addr} is no address a peer can reach, in {s:?}"));
+    }
     Ok((id, addr))
 }
 
@@ -565,11 +572,8 @@ impl Config {
         if self.node.resolve_timeout_ms == 0 {
             errors.push(FieldError::new("node.resolve_timeout_ms", "must be greater than 0"));
         }
-        if !ferry_client::route::valid_name(&self.node.name) {
-            errors.push(FieldError::new(
-                "node.name",
-                format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", self.node.name),
-            ));
+        if let Some(msg) = name_problem("name", &self.node.name, Rules::Input) {
+            errors.push(FieldError::new("node.name", msg));
         }
         if let Some(ep) = &self.telemetry.otlp_endpoint
             && let Err(e) = crate::telemetry::tracing::check_otlp_endpoint(ep)
@@ -598,6 +602,27 @@ impl Config {
             if self.node.data_dir.is_none() {
                 errors.push(FieldError::new("node.data_dir", "is required with [cluster]"));
             }
+            // Peers learn it (gossip, the Raft membership, /v1/members) and
+            // keep it across this node's restarts: a port the OS picks anew
+            // at every start would be stale after the first.
+            if self.admin.addr.port() == 0 {
+                errors.push(FieldError::new(
+                    "admin.addr",
+                    format!(
+                        "must have a fixed port in cluster mode (peers advertise it), got {}",
+                        self.admin.addr
+                    ),
+                ));
+            }
+            let (a, b) = (c.addr, self.admin.addr);
+            if a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            {
+                errors.push(FieldError::new(
+                    "cluster.addr",
+                    format!("{a} collides with the admin address {b}"),
+                ));
+            }
         }
         match (&self.gossip, &self.cluster) {
             (Some(_), None) => errors.push(FieldError::new("gossip", "requires a [cluster] section")),
@@ -605,8 +630,25 @@ impl Config {
             (None, _) => {}
         }
         errors.extend(validate_routes(&self.routes, "routes"));
-        errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, Some(self.admin.addr)));
+        let reserved = self.reserved_addrs(self.admin.addr);
+        errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, &reserved));
         if errors.is_empty() { Ok(self) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// The addresses this node holds for itself, with its admin API on
+    /// `admin`: no route may listen on them. The admin address, and with
+    /// `[cluster]` the cluster address, and with `[gossip]` the gossip
+    /// address (UDP, so a TCP route could bind its port; a route there is
+    /// refused all the same, as the mistake it almost surely is).
+    pub fn reserved_addrs(&self, admin: SocketAddr) -> Vec<ReservedAddr> {
+        let mut reserved = vec![ReservedAddr::new(admin, "the admin address")];
+        if let Some(c) = &self.cluster {
+            reserved.push(ReservedAddr::new(c.addr, "the cluster address"));
+            if let Some(g) = &self.gossip {
+                reserved.push(ReservedAddr::new(g.addr(c), "the gossip address"));
+            }
+        }
+        reserved
     }
 
     /// [`Config::read`] then [`Config::validate`].
@@ -663,8 +705,8 @@ fn validate_cluster(c: &ClusterSection, gossip: bool, errors: &mut Vec<FieldErro
     if c.dead_node_timeout_ms < 1_000 {
         err("dead_node_timeout_ms", format!("must be at least 1000, got {}", c.dead_node_timeout_ms));
     }
-    if !ferry_client::route::valid_name(&c.cluster_id) {
-        err("cluster_id", format!("invalid name {:?}: use 1 to 64 of A-Z a-z 0-9 _ - .", c.cluster_id));
+    if let Some(msg) = name_problem("name", &c.cluster_id, Rules::Input) {
+        err("cluster_id", msg);
     }
     if c.heartbeat_ms == 0 {
         err("heartbeat_ms", "must be greater than 0".into());
@@ -1126,6 +1168,54 @@ max_connect_attempts = 3
         );
     }
 
+    /// Only the admin address was refused: a route on the cluster or
+    /// gossip port passed `--check-config` and failed at start (or, in a
+    /// cluster, on every node).
+    #[test]
+    fn routes_on_the_nodes_own_cluster_or_gossip_address_are_refused() {
+        let routes = "[[routes]]\nname = \"a\"\nlisten = \"127.0.0.4:7947\"\n[[routes.backends]]\nid = \"a\"\naddr = \"127.0.0.1:9001\"\n\
+                      [[routes]]\nname = \"b\"\nlisten = \":7946\"\n[[routes.backends]]\nid = \"a\"\naddr = \"127.0.0.1:9001\"\n\
+                      [[routes]]\nname = \"c\"\nlisten = \"0.0.0.0:7948\"\n[[routes.backends]]\nid = \"a\"\naddr = \"127.0.0.1:9001\"\n";
+        let e = errors(&format!("{GOSSIP}{routes}"));
+        assert_eq!(
+            e,
+            vec![
+                "routes[0].listen: \"127.0.0.4:7947\" collides with the cluster address 127.0.0.4:7947",
+                "routes[1].listen: \":7946\" collides with the gossip address 127.0.0.4:7946",
+                "routes[2].listen: \"0.0.0.0:7948\" collides with the admin address 127.0.0.1:7948",
+            ]
+        );
+        // Standalone, the same ports are free.
+        assert_eq!(errors(&routes.replace("0.0.0.0:7948", "0.0.0.0:7949")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_cluster_node_needs_a_fixed_admin_port_apart_from_its_cluster_address() {
+        let e = errors(&CLUSTER.replace("[cluster]", "[admin]\naddr = \"127.0.0.2:0\"\n[cluster]"));
+        assert_eq!(
+            e,
+            vec!["admin.addr: must have a fixed port in cluster mode (peers advertise it), got 127.0.0.2:0"]
+        );
+        let e = errors(&CLUSTER.replace("[cluster]", "[admin]\naddr = \"0.0.0.0:7947\"\n[cluster]"));
+        assert_eq!(e, vec!["cluster.addr: 127.0.0.2:7947 collides with the admin address 0.0.0.0:7947"]);
+    }
+
+    #[test]
+    fn dot_names_and_listen_port_zero_are_refused() {
+        let e =
+            errors(&GOOD.replace("name = \"n1\"", "name = \"..\"").replace("127.0.0.1:7000", "127.0.0.1:0"));
+        assert_eq!(
+            e,
+            vec![
+                "node.name: invalid name \"..\": \".\" and \"..\" are reserved (no URL path can name them)",
+                "routes[0].listen: invalid listen address \"127.0.0.1:0\": port 0 is not a listen port (clients must know it)",
+            ]
+        );
+        let e = errors(&GOOD.replace("name = \"web\"", "name = \".\""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("routes[0].name: invalid name \".\""), "{e:?}");
+    }
+
     #[test]
     fn port_only_listen_conflicts_with_the_same_resolved_address() {
         let text = GOOD.replace("[admin]", "bind_addr = \"127.0.0.1\"\n[admin]")
@@ -1212,6 +1302,13 @@ join = ["127.0.0.1", "127.0.0.2:8946", "ferry-1.example:7946"]
         assert_eq!(parse_seed("[::1]:9"), Ok(("::1".into(), 9)));
         assert_eq!(parse_seed("node-2.lan"), Ok(("node-2.lan".into(), 7946)));
         assert!(parse_seed("a b").is_err());
+        // Port 0 and an unspecified IP reach nobody: accepted before for an IP.
+        for bad in ["10.0.0.1:0", "node-2.lan:0", "0.0.0.0:7946", "[::]:7946"] {
+            assert!(parse_seed(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_member("1@127.0.0.1:0").is_err());
+        assert!(parse_member("1@0.0.0.0:7947").is_err());
+        assert_eq!(parse_member("1@127.0.0.1:7947"), Ok((1, "127.0.0.1:7947".parse().expect("addr"))));
         assert!(parse_seed("host:x").is_err());
         assert!(parse_seed("").is_err());
     }

@@ -312,12 +312,8 @@ impl Node {
             return Err(ApplyError::ClusterMode);
         }
         let mut errors = ferry_client::route::validate_routes(&routes, "routes");
-        errors.extend(ferry_client::route::listen_conflicts(
-            &routes,
-            "routes",
-            self.bind_addr,
-            Some(self.admin_addr),
-        ));
+        let reserved = [ferry_client::route::ReservedAddr::new(self.admin_addr, "the admin address")];
+        errors.extend(ferry_client::route::listen_conflicts(&routes, "routes", self.bind_addr, &reserved));
         if !errors.is_empty() {
             return Err(ApplyError::Invalid(ConfigErrors(errors)));
         }

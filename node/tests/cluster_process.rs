@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use common::{Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
 use ferry_client::api::Status;
 use serde_json::{Value, json};
@@ -46,7 +46,11 @@ fn next_net() -> u8 {
     (1 + n % 250) as u8
 }
 
-/// `count` distinct ports free on every address of `ips` right now.
+/// Every port [`free_ports`] handed out in this process.
+static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// `count` distinct ports free on every address of `ips` right now, never
+/// handed out before in this process.
 fn free_ports(ips: &[IpAddr], count: usize) -> Result<Vec<u16>> {
     let mut held = Vec::new();
     let mut ports = Vec::new();
@@ -59,7 +63,9 @@ fn free_ports(ips: &[IpAddr], count: usize) -> Result<Vec<u16>> {
         let rest: Result<Vec<_>, _> =
             ips[1..].iter().map(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port))).collect();
         held.push(first);
-        if let Ok(rest) = rest {
+        // Never the same port twice: writers take ports for routes at once.
+        let fresh = HANDED_OUT.lock().map_err(|_| anyhow!("port set poisoned"))?.insert(port);
+        if let (true, Ok(rest)) = (fresh, rest) {
             held.extend(rest);
             ports.push(port);
         }
@@ -142,6 +148,11 @@ snapshot_logs = {snapshot_logs}
 
     fn ip(&self, id: u64) -> IpAddr {
         ip(self.net, id)
+    }
+
+    /// Every node's address.
+    fn ips(&self) -> Vec<IpAddr> {
+        Self::IDS.iter().map(|id| self.ip(*id)).collect()
     }
 
     fn admin(&self, id: u64) -> SocketAddr {
@@ -300,6 +311,12 @@ fn ip(net: u8, id: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, net, id as u8))
 }
 
+/// `":PORT"` with a port free on every address of `ips`: a route's
+/// `listen` (port 0 is not one).
+fn any_listen(ips: &[IpAddr]) -> Result<String> {
+    Ok(format!(":{}", free_ports(ips, 1)?[0]))
+}
+
 /// A route body listening on `listen` on every node.
 fn route(name: &str, listen: &str, backend: SocketAddr) -> Value {
     json!({"name": name, "listen": listen, "backends": [{"id": "b1", "addr": backend.to_string()}]})
@@ -325,13 +342,20 @@ async fn killing_the_leader_elects_a_new_one_and_writes_resume() -> Result<()> {
     let survivors: Vec<u64> = Cluster::IDS.into_iter().filter(|id| *id != old).collect();
     let via = survivors[0];
     let before = written(
-        &c.send(via, "PUT", "/v1/routes/before", &[], Some(&route("before", ":0", nowhere()))).await?,
+        &c.send(
+            via,
+            "PUT",
+            "/v1/routes/before",
+            &[],
+            Some(&route("before", &any_listen(&c.ips())?, nowhere())),
+        )
+        .await?,
     )?;
 
     c.kill9(old)?;
     let killed = Instant::now();
     // Retried with one request id, as a client should: at most one apply.
-    let after = route("after", ":0", nowhere());
+    let after = route("after", &any_listen(&c.ips())?, nowhere());
     let id = [("X-Ferry-Request-Id", "af7e4")];
     let mut answers = Vec::new();
     let index = loop {
@@ -389,7 +413,7 @@ async fn a_write_sent_during_the_election_succeeds_on_either_survivor() -> Resul
     let mut writes = Vec::new();
     for &id in &survivors {
         let (admin, name) = (c.admin(id), format!("via{id}"));
-        let body = route(&name, ":0", nowhere()).to_string();
+        let body = route(&name, &any_listen(&c.ips())?, nowhere()).to_string();
         writes.push(tokio::spawn(async move {
             let r = http(admin, "PUT", &format!("/v1/routes/{name}"), &[], Some(&body), IO_TIMEOUT).await;
             (id, r, killed.elapsed())
@@ -437,6 +461,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() -> Result<()> {
     for _ in 0..WRITERS {
         let (acked, attempted, next, stop, failed, admins) =
             (acked.clone(), attempted.clone(), next.clone(), stop.clone(), failed.clone(), admins.clone());
+        let ips = c.ips();
         let (killing, healthy_failures) = (killing.clone(), healthy_failures.clone());
         writers.push(tokio::spawn(async move {
             while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(10) {
@@ -445,7 +470,14 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() -> Result<()> {
                     return;
                 }
                 let name = format!("d{n}");
-                let body = route(&name, ":0", nowhere()).to_string();
+                let listen = match any_listen(&ips) {
+                    Ok(listen) => listen,
+                    Err(e) => {
+                        healthy_failures.lock().expect("lock").push(format!("{name}: {e:#}"));
+                        continue;
+                    }
+                };
+                let body = route(&name, &listen, nowhere()).to_string();
                 attempted.lock().expect("lock").insert(name.clone());
                 let admin = admins[fastrand::usize(..admins.len())];
                 let path = format!("/v1/routes/{name}");
@@ -565,7 +597,7 @@ async fn wipe_node_3_and_rejoin(c: &mut Cluster, writes: u32) -> Result<()> {
                 "PUT",
                 &format!("/v1/routes/r{i}"),
                 &[],
-                Some(&route(&format!("r{i}"), ":0", nowhere())),
+                Some(&route(&format!("r{i}"), &any_listen(&c.ips())?, nowhere())),
             )
             .await?,
         )?;
@@ -664,7 +696,7 @@ async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
     }
 
     let limit = Duration::from_millis(TIMEOUT_MS) + MARGIN;
-    let body = route("new", ":0", nowhere());
+    let body = route("new", &any_listen(&c.ips())?, nowhere());
     for attempt in 0..3 {
         for (method, path, body) in [
             ("PUT", "/v1/routes/new", Some(&body)),

@@ -91,14 +91,17 @@ impl Daemon {
     }
 }
 
+/// A route of [`config`]: `(name, listen, [(backend id, addr)])`.
+type TestRoute<'a> = (&'a str, SocketAddr, &'a [(&'a str, SocketAddr)]);
+
 /// A `ferryd.toml` with node name `test`, the given drain timeout and
-/// routes on 127.0.0.1:0, each `(name, [(backend id, addr)])`.
-fn config(admin: SocketAddr, drain_ms: u64, routes: &[(&str, &[(&str, SocketAddr)])]) -> String {
+/// `routes`.
+fn config(admin: SocketAddr, drain_ms: u64, routes: &[TestRoute<'_>]) -> String {
     let mut s = String::new();
     let _ =
         writeln!(s, "[node]\nname = \"test\"\ndrain_timeout_ms = {drain_ms}\n\n[admin]\naddr = \"{admin}\"");
-    for (name, backends) in routes {
-        let _ = writeln!(s, "\n[[routes]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"");
+    for (name, listen, backends) in routes {
+        let _ = writeln!(s, "\n[[routes]]\nname = \"{name}\"\nlisten = \"{listen}\"");
         for (id, addr) in *backends {
             let _ = writeln!(s, "  [[routes.backends]]\n  id = \"{id}\"\n  addr = \"{addr}\"");
         }
@@ -420,13 +423,15 @@ async fn bad_arguments_exit_2() -> Result<()> {
 async fn sighup_applies_new_routes_and_keeps_established_connections() -> Result<()> {
     let (one, two) = (echo_server("one").await?, echo_server("two").await?);
     let admin = free_addr()?;
-    let mut d = Daemon::start("sighup", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let (la, lb) = (free_addr()?, free_addr()?);
+    let mut d =
+        Daemon::start("sighup", admin, &config(admin, 10_000, &[("a", la, &[("b1", one)])]), &[]).await?;
     let a = d.route_addr("a").await?;
 
     let mut established = Conn::open(a).await?;
     ensure!(established.ask("before").await? == "one: before", "route a does not reach backend one");
 
-    write_config(&d.config, &config(admin, 10_000, &[("a", &[("b2", two)]), ("b", &[("b1", one)])]))?;
+    write_config(&d.config, &config(admin, 10_000, &[("a", la, &[("b2", two)]), ("b", lb, &[("b1", one)])]))?;
     d.proc.signal(Signal::SIGHUP)?;
 
     // The new route listens and forwards.
@@ -459,7 +464,7 @@ async fn sighup_applies_new_routes_and_keeps_established_connections() -> Result
 async fn bad_file_on_sighup_is_rejected_and_the_old_config_keeps_running() -> Result<()> {
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let good = config(admin, 10_000, &[("a", &[("b1", one)])]);
+    let good = config(admin, 10_000, &[("a", free_addr()?, &[("b1", one)])]);
     let mut d = Daemon::start("sighup-bad", admin, &good, &[]).await?;
     let a = d.route_addr("a").await?;
     let mut established = Conn::open(a).await?;
@@ -512,7 +517,11 @@ async fn long_lived_connections_are_balanced_over_the_workers() -> Result<()> {
     const N: i64 = 400;
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let cfg = config(admin, 1_000, &[("a", &[("b1", one)])]).replacen("[node]\n", "[node]\nworkers = 2\n", 1);
+    let cfg = config(admin, 1_000, &[("a", free_addr()?, &[("b1", one)])]).replacen(
+        "[node]\n",
+        "[node]\nworkers = 2\n",
+        1,
+    );
     let d = Daemon::start("workers-balance", admin, &cfg, &[]).await?;
     let a = d.route_addr("a").await?;
     let mut conns = Vec::new();
@@ -549,8 +558,13 @@ async fn long_lived_connections_are_balanced_over_the_workers() -> Result<()> {
 async fn sigterm_stops_accepting_drains_and_exits_0_when_the_last_connection_closes() -> Result<()> {
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let mut d =
-        Daemon::start("sigterm-drain", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let mut d = Daemon::start(
+        "sigterm-drain",
+        admin,
+        &config(admin, 10_000, &[("a", free_addr()?, &[("b1", one)])]),
+        &[],
+    )
+    .await?;
     let a = d.route_addr("a").await?;
     let mut in_flight = Conn::open(a).await?;
     ensure!(in_flight.ask("before").await? == "one: before", "route a does not reach backend one");
@@ -591,8 +605,13 @@ async fn sigterm_stops_accepting_drains_and_exits_0_when_the_last_connection_clo
 async fn sigterm_closes_connections_that_outlive_the_drain_timeout_and_exits_0() -> Result<()> {
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let mut d =
-        Daemon::start("sigterm-timeout", admin, &config(admin, 500, &[("a", &[("b1", one)])]), &[]).await?;
+    let mut d = Daemon::start(
+        "sigterm-timeout",
+        admin,
+        &config(admin, 500, &[("a", free_addr()?, &[("b1", one)])]),
+        &[],
+    )
+    .await?;
     let a = d.route_addr("a").await?;
     let mut held = Conn::open(a).await?;
     ensure!(held.ask("hello").await? == "one: hello", "route a does not reach backend one");
@@ -614,8 +633,13 @@ async fn sigterm_closes_connections_that_outlive_the_drain_timeout_and_exits_0()
 async fn second_sigterm_cuts_the_drain_short() -> Result<()> {
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let mut d =
-        Daemon::start("sigterm-twice", admin, &config(admin, 30_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let mut d = Daemon::start(
+        "sigterm-twice",
+        admin,
+        &config(admin, 30_000, &[("a", free_addr()?, &[("b1", one)])]),
+        &[],
+    )
+    .await?;
     let a = d.route_addr("a").await?;
     let mut held = Conn::open(a).await?;
     ensure!(held.ask("hello").await? == "one: hello", "route a does not reach backend one");
@@ -640,7 +664,9 @@ async fn second_sigterm_cuts_the_drain_short() -> Result<()> {
 async fn sigint_shuts_down_with_exit_0() -> Result<()> {
     let one = echo_server("one").await?;
     let admin = free_addr()?;
-    let mut d = Daemon::start("sigint", admin, &config(admin, 10_000, &[("a", &[("b1", one)])]), &[]).await?;
+    let mut d =
+        Daemon::start("sigint", admin, &config(admin, 10_000, &[("a", free_addr()?, &[("b1", one)])]), &[])
+            .await?;
     let a = d.route_addr("a").await?;
     ensure!(ask_once(a, "hello").await? == "one: hello", "route a does not reach backend one");
 

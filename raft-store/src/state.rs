@@ -6,11 +6,17 @@
 //! the one validator, used by the node before proposing and by apply after
 //! commit. Apply never panics on any input, and a rejected command changes
 //! nothing but the memory of request ids.
+//!
+//! Objects are checked under [`Rules::Stored`]: the rules every version of
+//! ferry applied. A rule added for new input (the names `.` and `..`, listen
+//! port 0) is enforced before proposing, never here: a node that enforced it
+//! in apply would reject entries an older node (or itself, before an
+//! upgrade, replaying its log) had applied, and the states would diverge.
 
 use std::collections::BTreeMap;
 
 use ferry_client::chaos::ChaosPolicy;
-use ferry_client::route::{ListenAddr, MAX_WEIGHT};
+use ferry_client::route::{ListenAddr, MAX_WEIGHT, Rules};
 use ferry_client::{FieldError, RouteSpec};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +60,8 @@ pub struct StoredPolicy {
 }
 
 /// Whether `cmd` would be applied to `state`: `Ok` when it would change the
-/// config, the rejection otherwise.
+/// config, the rejection otherwise. New input is validated under
+/// [`Rules::Input`] before it reaches this (see the module doc).
 ///
 /// Order: the command's own fields (400), then the compare-and-set condition
 /// (409), then existence (404), then conflicts with other objects (400).
@@ -63,7 +70,7 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
         if errors.is_empty() { Ok(()) } else { Err(StateError::Invalid { errors }) }
     };
     if let Command::SeedRoutes { routes } = cmd {
-        invalid(ferry_client::route::validate_routes(routes, "routes"))?;
+        invalid(ferry_client::route::validate_routes_with(Rules::Stored, routes, "routes"))?;
         // Seeding is for a cluster that never had config: reporting the
         // current index tells the proposer it came too late.
         if state.index != 0 {
@@ -78,7 +85,7 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
     match cmd {
         Command::PutRoute { route, .. } => {
             let mut errors = Vec::new();
-            route.validate("route", &mut errors);
+            route.validate_with(Rules::Stored, "route", &mut errors);
             invalid(errors)?;
         }
         Command::SetBackendWeight { weight, .. } if *weight > MAX_WEIGHT => {
@@ -87,7 +94,7 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
                 format!("must be between 0 and {MAX_WEIGHT}, got {weight}"),
             )])?;
         }
-        Command::PutChaosPolicy { policy, .. } => invalid(policy.validate("policy"))?,
+        Command::PutChaosPolicy { policy, .. } => invalid(policy.validate_with(Rules::Stored, "policy"))?,
         _ => {}
     }
 
@@ -108,7 +115,7 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
             })?;
             b.weight = *weight;
             let mut errors = Vec::new();
-            spec.validate("route", &mut errors);
+            spec.validate_with(Rules::Stored, "route", &mut errors);
             invalid(errors)?;
         }
         Command::DeleteChaosPolicy { name, .. } if current == 0 => {
@@ -127,7 +134,7 @@ fn not_found_route(name: &str) -> StateError {
 /// conflicts after resolving addresses against its own bind address, which
 /// the replicated state cannot know. Port 0 never conflicts (the OS picks).
 fn listen_conflict(state: &ClusterState, route: &RouteSpec) -> Vec<FieldError> {
-    if ListenAddr::parse(&route.listen).is_some_and(|l| listen_port(l) == 0) {
+    if ListenAddr::parse(&route.listen).is_some_and(|l| l.port() == 0) {
         return Vec::new();
     }
     state
@@ -142,13 +149,6 @@ fn listen_conflict(state: &ClusterState, route: &RouteSpec) -> Vec<FieldError> {
         })
         .take(1)
         .collect()
-}
-
-fn listen_port(l: ListenAddr) -> u16 {
-    match l {
-        ListenAddr::Addr(a) => a.port(),
-        ListenAddr::Port(p) => p,
-    }
 }
 
 impl ClusterState {

@@ -72,8 +72,12 @@ pub fn node_ip(net: u8, id: u64) -> IpAddr {
 }
 
 /// `count` distinct ports, each free on every address of `ips` right now
-/// (the OS picks one on the first address; the others must accept it too).
+/// (the OS picks one on the first address; the others must accept it too),
+/// and never handed out before in this process: a test may take several
+/// before binding any (routes whose `listen` must differ).
 pub fn free_ports(ips: &[IpAddr], count: usize) -> anyhow::Result<Vec<u16>> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let mut held = Vec::new();
     let mut ports = Vec::new();
     let mut attempts = 0;
@@ -85,7 +89,8 @@ pub fn free_ports(ips: &[IpAddr], count: usize) -> anyhow::Result<Vec<u16>> {
         let rest: Result<Vec<_>, _> =
             ips[1..].iter().map(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port))).collect();
         held.push(first);
-        if let Ok(rest) = rest {
+        let fresh = HANDED_OUT.lock().map_err(|_| anyhow::anyhow!("port set poisoned"))?.insert(port);
+        if let (true, Ok(rest)) = (fresh, rest) {
             held.extend(rest);
             ports.push(port);
         }
@@ -202,17 +207,30 @@ snapshot_logs = {snapshot_logs}
         Ok(free_ports(&ips, 1)?[0])
     }
 
+    /// `":PORT"` with a port free on every node's address: a route's
+    /// `listen` (port 0 is not one).
+    pub fn listen(&self) -> anyhow::Result<String> {
+        Ok(format!(":{}", self.free_port()?))
+    }
+
     /// Starts every stopped node (from its data dir) and waits for a leader.
     pub async fn start_all(&mut self) -> anyhow::Result<u64> {
         for id in self.ids() {
             if self.nodes[id as usize - 1].is_none() {
-                let node = Node::start(&self.configs[id as usize - 1])
-                    .await
-                    .with_context(|| format!("starting node {id}"))?;
-                self.nodes[id as usize - 1] = Some(node);
+                self.start_node(id).await?;
             }
         }
         self.leader().await
+    }
+
+    /// Starts the stopped node `id` from its data dir, without waiting for
+    /// anything.
+    pub async fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let slot = self.nodes.get_mut(id as usize - 1).with_context(|| format!("no node {id}"))?;
+        anyhow::ensure!(slot.is_none(), "node {id} is running");
+        let config = &self.configs[id as usize - 1];
+        *slot = Some(Node::start(config).await.with_context(|| format!("starting node {id}"))?);
+        Ok(())
     }
 
     /// Gracefully stops node `id` (its Raft included).

@@ -14,7 +14,7 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Starts a node serving `routes` (use listen `127.0.0.1:0`).
+    /// Starts a node serving `routes` (made with [`route`]).
     pub async fn start(routes: Vec<RouteSpec>) -> anyhow::Result<Self> {
         Self::with_config(|c| c.routes = routes).await
     }
@@ -79,8 +79,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
     Ok((status, body.to_string()))
 }
 
-/// A route of `balance` over `backends` `(id, addr, weight)`, listening on an
-/// OS-chosen loopback port. `extra` JSON fields are merged in.
+/// `127.0.0.1:PORT` with a port free right now (bound by the OS, then
+/// released): a route's `listen` (port 0 is not one).
+pub fn free_listen() -> anyhow::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+/// A route of `balance` over `backends` `(id, addr, weight)`, listening on a
+/// loopback port free right now ([`free_listen`]). `extra` JSON fields are
+/// merged in.
 pub fn route(
     name: &str,
     balance: &str,
@@ -89,7 +96,7 @@ pub fn route(
 ) -> anyhow::Result<RouteSpec> {
     let mut v = serde_json::json!({
         "name": name,
-        "listen": "127.0.0.1:0",
+        "listen": free_listen()?,
         "balance": balance,
         "backends": backends.iter().map(|(id, addr, w)| serde_json::json!({
             "id": id, "addr": addr.to_string(), "weight": w

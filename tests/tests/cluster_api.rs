@@ -70,7 +70,7 @@ async fn write_on_a_follower_is_read_at_once_on_the_others() -> anyhow::Result<(
     // later, land before the other follower applied the write.
     for round in 0..10 {
         let name = format!("web{round}");
-        let body = route_json(&name, ":0", &[("a", nowhere())]);
+        let body = route_json(&name, &c.listen()?, &[("a", nowhere())]);
         let index = written(&c.put_route(writer, &body).await?)?;
         for &reader in &readers {
             let r = c.send(reader, Request::get(format!("/v1/routes/{name}"))).await?;
@@ -92,8 +92,9 @@ async fn compare_and_set_conflicts_are_409_with_the_current_revision() -> anyhow
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
-    let v1 = route_json("c", ":0", &[("a", nowhere())]);
-    let v2 = route_json("c", ":0", &[("a", nowhere()), ("b", SocketAddr::from(([127, 0, 0, 1], 10)))]);
+    let v1 = route_json("c", &c.listen()?, &[("a", nowhere())]);
+    let v2 =
+        route_json("c", &c.listen()?, &[("a", nowhere()), ("b", SocketAddr::from(([127, 0, 0, 1], 10)))]);
 
     let r1 = written(&c.send(f, Request::put("/v1/routes/c?cas=0", &v1)).await?)?;
     let again = c.send(leader, Request::put("/v1/routes/c?cas=0", &v1)).await?;
@@ -134,7 +135,7 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
     let before = index_everywhere(&c).await?;
-    let body = route_json("idem", ":0", &[("a", nowhere())]);
+    let body = route_json("idem", &c.listen()?, &[("a", nowhere())]);
     let put = |id: &str| Request::put("/v1/routes/idem", &body).header("X-Ferry-Request-Id", id);
 
     let id = "0192e7a6-7b6c-7d4e-8f00-0000000000a1";
@@ -186,8 +187,9 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
     let port = c.free_port()?;
     let good = route_json("good", &format!(":{port}"), &[("a", nowhere())]);
     written(&c.put_route(f, &good).await?)?;
+    let bad_listen = c.listen()?;
     let with = |edit: &dyn Fn(&mut Value)| {
-        let mut v = route_json("bad", ":0", &[("a", nowhere())]);
+        let mut v = route_json("bad", &bad_listen, &[("a", nowhere())]);
         edit(&mut v);
         v
     };
@@ -209,6 +211,26 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
         ),
         ("no backends", Request::put("/v1/routes/bad", &with(&|v| v["backends"] = json!([]))), "backends"),
         ("bad listen", Request::put("/v1/routes/bad", &with(&|v| v["listen"] = json!("7000"))), "listen"),
+        // Accepted before: the OS picked a port no client knew, another on each node.
+        (
+            "listen port 0",
+            Request::put("/v1/routes/bad", &with(&|v| v["listen"] = json!("127.0.0.1:0"))),
+            "listen",
+        ),
+        ("listen :0", Request::put("/v1/routes/bad", &with(&|v| v["listen"] = json!(":0"))), "listen"),
+        // Accepted before, and reachable only as %2E%2E.
+        ("name ..", Request::put("/v1/routes/%2E%2E", &with(&|v| v["name"] = json!(".."))), "name"),
+        ("name .", Request::put("/v1/routes/%2E", &with(&|v| v["name"] = json!("."))), "name"),
+        (
+            "backend id ..",
+            Request::put("/v1/routes/bad", &with(&|v| v["backends"][0]["id"] = json!(".."))),
+            "backends[0].id",
+        ),
+        (
+            "chaos policy ..",
+            Request::put("/v1/chaos/%2E%2E", &json!({"name": "..", "toxics": [{"kind": {"refuse": {}}}]})),
+            "name",
+        ),
         (
             "weight over 256",
             Request::put("/v1/routes/good/backends/a/weight", &json!({"weight": 300})),
@@ -310,9 +332,10 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
     c.shutdown().await
 }
 
-/// A body of exactly `len` bytes: a valid route padded with spaces.
-fn body_of(len: usize) -> Vec<u8> {
-    let mut body = route_json("bad", ":0", &[("a", nowhere())]).to_string().into_bytes();
+/// A body of exactly `len` bytes: a valid route on `listen` padded with
+/// spaces.
+fn body_of(len: usize, listen: &str) -> Vec<u8> {
+    let mut body = route_json("bad", listen, &[("a", nowhere())]).to_string().into_bytes();
     body.resize(len.max(body.len()), b' ');
     body
 }
@@ -321,8 +344,9 @@ fn body_of(len: usize) -> Vec<u8> {
 async fn oversized_bodies_get_a_json_413() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
+    let listen = c.listen()?;
     for len in [64 * 1024, 64 * 1024 + 1, 64 * 1024 + 2, 1024 * 1024] {
-        let r = c.send(leader, Request::new("PUT", "/v1/routes/bad").body(body_of(len))).await?;
+        let r = c.send(leader, Request::new("PUT", "/v1/routes/bad").body(body_of(len, &listen))).await?;
         if len <= 64 * 1024 {
             assert_eq!(r.status, 200, "body of {len} bytes: {}", r.body);
             continue;
@@ -339,7 +363,7 @@ async fn writes_need_the_bearer_token_and_reads_do_not() -> anyhow::Result<()> {
     let c = TestCluster::start(Options { token: Some(token.into()), ..Options::default() }).await?;
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
-    let body = route_json("auth", ":0", &[("a", nowhere())]);
+    let body = route_json("auth", &c.listen()?, &[("a", nowhere())]);
     let before = index_everywhere(&c).await?;
     let writes = || {
         vec![
@@ -405,7 +429,7 @@ async fn writes_need_the_bearer_token_and_reads_do_not() -> anyhow::Result<()> {
 async fn status_shows_one_leader_named_by_every_node() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
-    let index = written(&c.put_route(leader, &route_json("s", ":0", &[("a", nowhere())])).await?)?;
+    let index = written(&c.put_route(leader, &route_json("s", &c.listen()?, &[("a", nowhere())])).await?)?;
     c.converged(index).await?;
     let mut terms = Vec::new();
     let mut leaders = Vec::new();
@@ -434,7 +458,7 @@ async fn blocking_queries_return_on_a_write_or_at_the_timeout() -> anyhow::Resul
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
-    let start = written(&c.put_route(leader, &route_json("b0", ":0", &[("a", nowhere())])).await?)?;
+    let start = written(&c.put_route(leader, &route_json("b0", &c.listen()?, &[("a", nowhere())])).await?)?;
     c.converged(start).await?;
 
     // Nothing changes: the answer comes at the timeout, with the same index.
@@ -465,7 +489,8 @@ async fn blocking_queries_return_on_a_write_or_at_the_timeout() -> anyhow::Resul
             "node {node}: a blocking query answered before any write"
         );
         let written_at = Instant::now();
-        let index = written(&c.put_route(leader, &route_json(name, ":0", &[("a", nowhere())])).await?)?;
+        let index =
+            written(&c.put_route(leader, &route_json(name, &c.listen()?, &[("a", nowhere())])).await?)?;
         let r = tokio::time::timeout(Duration::from_secs(2), waiting).await.map_err(|_| {
             anyhow::anyhow!("node {node}: blocking query still waiting 2 s after a write")
         })???;
@@ -502,7 +527,7 @@ async fn chaos_policies_are_stored_and_replicated() -> anyhow::Result<()> {
 async fn every_api_response_carries_the_index() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
-    let index = written(&c.put_route(leader, &route_json("x", ":0", &[("a", nowhere())])).await?)?;
+    let index = written(&c.put_route(leader, &route_json("x", &c.listen()?, &[("a", nowhere())])).await?)?;
     c.converged(index).await?;
     let requests = [
         Request::get("/v1/status"),
@@ -511,7 +536,7 @@ async fn every_api_response_carries_the_index() -> anyhow::Result<()> {
         Request::get("/v1/routes/missing"),
         Request::get("/v1/routes?consistency=bogus"),
         Request::put("/v1/routes/y", &json!({"name": "z"})),
-        Request::put("/v1/routes/x?cas=1", &route_json("x", ":0", &[("a", nowhere())])),
+        Request::put("/v1/routes/x?cas=1", &route_json("x", &c.listen()?, &[("a", nowhere())])),
         Request::put("/v1/routes/x/backends/a/weight", &json!({"weight": 1000})),
         Request::get("/v1/chaos"),
         Request::get("/v1/chaos/missing"),
@@ -548,7 +573,7 @@ async fn the_typed_admin_client_writes_reads_and_reports_outcomes() -> anyhow::R
     let f = c.other_than(&[leader])?;
     let client = AdminClient::new(SocketAddr::new(c.ip(f), c.admin_port));
     let route: ferry_client::RouteSpec =
-        serde_json::from_value(route_json("typed", ":0", &[("a", nowhere()), ("b", nowhere())]))?;
+        serde_json::from_value(route_json("typed", &c.listen()?, &[("a", nowhere()), ("b", nowhere())]))?;
     let created = client.put_route(&route, WriteOpts { cas: Some(0), request_id: Some(42) }).await?;
     let again = client.put_route(&route, WriteOpts { cas: Some(0), request_id: Some(42) }).await?;
     assert_eq!(again, created, "the same request id answers the same");
@@ -606,9 +631,9 @@ async fn a_new_leader_replicates_a_log_of_large_entries() -> anyhow::Result<()> 
     let leader = c.leader().await?;
     let backends: Vec<(String, SocketAddr)> = (0..1500).map(|i| (format!("b{i}"), nowhere())).collect();
     let backends: Vec<(&str, SocketAddr)> = backends.iter().map(|(id, a)| (id.as_str(), *a)).collect();
-    let mut index = 0;
+    let (mut index, listen) = (0, c.listen()?);
     for round in 0..150u32 {
-        let mut body = route_json("big", ":0", &backends);
+        let mut body = route_json("big", &listen, &backends);
         body["backends"][0]["weight"] = json!(round % 5 + 1);
         index = written(&c.put_route(leader, &body).await?)?;
     }
@@ -616,8 +641,9 @@ async fn a_new_leader_replicates_a_log_of_large_entries() -> anyhow::Result<()> 
     c.stop(leader).await?;
     let survivor = c.other_than(&[leader])?;
     let started = Instant::now();
+    let after = c.listen()?;
     let index = eventually(Duration::from_secs(15), "a write committed after the leader stopped", || async {
-        let body = route_json("after", ":0", &[("a", nowhere())]);
+        let body = route_json("after", &after, &[("a", nowhere())]);
         let r =
             c.send(survivor, Request::put("/v1/routes/after", &body).timeout(Duration::from_secs(2))).await;
         written(&r.ok()?).ok()

@@ -75,7 +75,10 @@ async fn a_route_written_on_one_node_forwards_on_all_within_a_second() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_routes_seed_a_new_cluster_once() -> anyhow::Result<()> {
     let a = Greeter::start("a").await?;
-    let seed: RouteSpec = serde_json::from_value(route_json("seeded", ":0", &[("a", a.addr)]))?;
+    // The cluster's addresses are not known yet: a port free on loopback.
+    let port = ferry_tests::cluster::free_ports(&[std::net::IpAddr::from([127, 0, 0, 1])], 1)?[0];
+    let seed: RouteSpec =
+        serde_json::from_value(route_json("seeded", &format!(":{port}"), &[("a", a.addr)]))?;
     let mut c = TestCluster::start(Options { seed_routes: vec![seed], ..Options::default() }).await?;
 
     // Seeded once: the same revision everywhere, and it forwards everywhere.

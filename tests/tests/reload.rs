@@ -16,7 +16,8 @@ async fn changed_route_keeps_established_connections() -> anyhow::Result<()> {
     let mut old = Session::open(addr).await?;
     assert_eq!(old.backend, "a");
 
-    node.node().apply_routes(vec![route("web", "weighted", &[("b", b.addr, 1)], json!({}))?]).await?;
+    let same = json!({"listen": addr.to_string()});
+    node.node().apply_routes(vec![route("web", "weighted", &[("b", b.addr, 1)], same)?]).await?;
     assert_eq!(node.route_addr("web")?, addr, "same listen address: the listener stays");
     assert_eq!(greet(addr).await?, "b", "new connections use the new backends");
     assert_eq!(old.echo(b"still here").await?, b"still here", "the old connection keeps flowing");

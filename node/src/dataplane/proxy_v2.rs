@@ -24,7 +24,9 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ferry_client::route::valid_name;
+// Names of routes and backends as stored: a route written before `.` and
+// `..` were refused as new names must still hop.
+use ferry_client::route::valid_stored_name;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The 12-byte signature every v2 header starts with.
@@ -96,7 +98,7 @@ impl HopHeader {
     /// (which would make the receiver refuse it anyway).
     pub fn encode(&self) -> Result<Vec<u8>, ProxyV2Error> {
         for (t, what, v) in self.tlvs() {
-            if !valid_name(v) {
+            if !valid_stored_name(v) {
                 return Err(ProxyV2Error::BadValue(t, what));
             }
         }
@@ -204,7 +206,7 @@ impl HopHeader {
             let v = found[i].ok_or(ProxyV2Error::MissingTlv(t, what))?;
             std::str::from_utf8(v)
                 .ok()
-                .filter(|s| valid_name(s))
+                .filter(|s| valid_stored_name(s))
                 .map(str::to_string)
                 .ok_or(ProxyV2Error::BadValue(t, what))
         };

@@ -6,7 +6,6 @@
 //! so the file loader, the API and the CLI report the same messages.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};

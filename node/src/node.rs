@@ -170,6 +170,7 @@ impl Node {
             loads: Arc::clone(&loads),
         });
         let bound = listeners.bound();
+        let bind_failures = listeners.failures();
         let registry = Registry::new(metrics.clone(), Arc::clone(&changed), config.node.bind_addr);
         let mut publisher =
             Publisher::new(registry, listeners, Arc::clone(&table), peers, clock, metrics.clone())
@@ -203,12 +204,14 @@ impl Node {
                     &metrics,
                 );
                 hop_server = Some(hops.clone());
+                let failures = Arc::clone(&bind_failures);
                 let member =
-                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops).await?;
+                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops, failures)
+                        .await?;
                 // Serve what this node last applied, from disk, before any
                 // peer answers: traffic does not wait for a quorum. A route
-                // this node cannot bind is reported, not fatal: the cluster
-                // may fix it.
+                // this node cannot bind is reported (logged, in the API and
+                // the metrics) and retried, not fatal: the cluster may fix it.
                 let me = SelfNode { id: member.handle.node_id, name: config.node.name.clone() };
                 publisher
                     .set_peers(Arc::new(match &member.handle.gossip {
@@ -217,9 +220,7 @@ impl Node {
                     }))
                     .await;
                 let routes = member.replica.state().routes.values().map(|r| r.spec.clone()).collect();
-                for e in publisher.apply_routes(routes, false).await {
-                    warn!("{e}");
-                }
+                publisher.apply_routes(routes, false).await;
                 Some(member)
             }
         };

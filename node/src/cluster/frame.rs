@@ -24,6 +24,14 @@ use crate::cluster::message::Message;
 ///   `node` (raft-store format version 2). bincode is positional, so a
 ///   version-1 peer would misread them: the two refuse each other cleanly
 ///   instead, and a cluster is upgraded across this change all at once.
+///
+/// A new [`Message`] variant appended at the end keeps the version (the
+/// variant index of every other message is unchanged): a node that does not
+/// know it refuses that one frame as malformed and answers
+/// [`Message::Error`] (counted as `malformed` there), and the sender takes
+/// that as no answer. So a question appended this way (`BindFailures`) must
+/// be one a peer may leave unanswered. Changing the fields of an existing
+/// message, or of a type inside one, needs a new version.
 pub const WIRE_VERSION: u16 = 2;
 
 /// The largest payload accepted or sent: 8 MiB. Snapshot chunks are at most
@@ -250,6 +258,16 @@ mod tests {
             Message::ClientWriteResult(Ok(Response::Applied { index: 4, revision: 4 })),
             Message::ClientWriteResult(Err(WriteError::ForwardToLeader { leader_id: 1, leader: node })),
             Message::Error { code: crate::cluster::message::ErrorCode::WrongCluster, message: "x".into() },
+            Message::BindFailures,
+            Message::BindFailuresResult(crate::cluster::message::BindReport {
+                node_id: 2,
+                name: "n2".into(),
+                failures: vec![crate::cluster::message::BindFailure {
+                    route: "w1".into(),
+                    addr: "10.9.9.9:7000".into(),
+                    error: "Cannot assign requested address (os error 99)".into(),
+                }],
+            }),
         ]
     }
 
@@ -288,6 +306,16 @@ mod tests {
         let payload = [1, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
         let err = decode_payload(&payload, "ferry").expect_err("version 1");
         assert!(matches!(err, FrameError::WrongVersion { version: 1 }), "{err:?}");
+        // BindFailures (19), appended within version 2; BindFailuresResult
+        // (20) { node_id 2, "n", [] }.
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 19];
+        assert!(matches!(decode_payload(&payload, "ferry"), Ok(Message::BindFailures)));
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 20, 2, 1, b'n', 0];
+        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        assert!(
+            matches!(&msg, Message::BindFailuresResult(r) if r.node_id == 2 && r.name == "n" && r.failures.is_empty()),
+            "{msg:?}"
+        );
         // Error (10) { WrongCluster (1), "no" }
         let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 10, 1, 2, b'n', b'o'];
         let msg = decode_payload(&payload, "ferry").expect("decode fixture");

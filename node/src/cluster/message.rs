@@ -79,6 +79,52 @@ pub enum Message {
     PreVote(PreVoteRequest),
     /// The answer to [`Message::PreVote`]: granted or not.
     PreVoteResult(bool),
+    /// Which routes could the receiver not bind? Asked of every live member
+    /// by `GET /v1/routes` and `GET /v1/routes/{name}`. A node older than
+    /// this variant cannot decode it and refuses the frame as malformed;
+    /// the asker reports that node as not answering.
+    BindFailures,
+    /// The answer to [`Message::BindFailures`].
+    BindFailuresResult(BindReport),
+}
+
+/// A node's answer to [`Message::BindFailures`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindReport {
+    pub node_id: NodeId,
+    pub name: String,
+    /// Every route the node has no listener for, after its last attempt.
+    pub failures: Vec<BindFailure>,
+}
+
+impl BindReport {
+    /// The report of node `node_id` named `name`, whose listeners could not
+    /// bind `failures`.
+    pub fn new(
+        node_id: NodeId,
+        name: &str,
+        failures: &crate::dataplane::listen_failures::ListenFailures,
+    ) -> Self {
+        let failures = failures
+            .iter()
+            .map(|(route, f)| BindFailure {
+                route: route.clone(),
+                addr: f.addr.to_string(),
+                error: f.error.clone(),
+            })
+            .collect();
+        Self { node_id, name: name.to_string(), failures }
+    }
+}
+
+/// One route a node could not bind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindFailure {
+    pub route: String,
+    /// The address it tried (its `listen` resolved on that node).
+    pub addr: String,
+    /// The error of its last attempt.
+    pub error: String,
 }
 
 /// A node's answer to [`Message::NodeStatus`].
@@ -123,6 +169,8 @@ impl Message {
             Message::ChangeMembershipResult(_) => "change-membership-result",
             Message::PreVote(_) => "pre-vote",
             Message::PreVoteResult(_) => "pre-vote-result",
+            Message::BindFailures => "bind-failures",
+            Message::BindFailuresResult(_) => "bind-failures-result",
             Message::Error { .. } => "error",
         }
     }

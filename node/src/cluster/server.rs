@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{Request, Response};
@@ -35,8 +36,9 @@ use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
 use crate::cluster::hop::HopServer;
-use crate::cluster::message::{ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
+use crate::cluster::message::{BindReport, ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
+use crate::dataplane::listen_failures::ListenFailures;
 use crate::dataplane::proxy_v2::SIGNATURE;
 
 /// Limits of the cluster server.
@@ -95,6 +97,8 @@ pub struct ClusterServer {
     batcher: Batcher,
     /// Read-index rounds, shared by the reads that queue during one.
     reads: ReadRounds,
+    /// The routes this node could not bind ([`Message::BindFailures`]).
+    bind_failures: Arc<ArcSwap<ListenFailures>>,
 }
 
 impl ClusterServer {
@@ -118,7 +122,15 @@ impl ClusterServer {
             hops: None,
             election: None,
             contacts: None,
+            bind_failures: Arc::default(),
         }
+    }
+
+    /// Answers [`Message::BindFailures`] from `failures` (the node's
+    /// listeners'); without it, with none.
+    pub fn with_bind_failures(mut self, failures: Arc<ArcSwap<ListenFailures>>) -> Self {
+        self.bind_failures = failures;
+        self
     }
 
     /// Feeds `election` (the node's election timer): contact with a leader
@@ -218,6 +230,7 @@ impl ClusterServer {
             Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
             Message::ReadIndex => Message::ReadIndexResult(self.read_index().await),
             Message::NodeStatus => Message::NodeStatusResult(self.node_status().await),
+            Message::BindFailures => Message::BindFailuresResult(self.bind_report()),
             Message::ChangeMembership(change) => {
                 Message::ChangeMembershipResult(self.change_membership(change).await)
             }
@@ -240,6 +253,11 @@ impl ClusterServer {
             applied_index: m.last_applied.map(|l| l.index),
             bootstrap_expect: self.bootstrap_expect,
         }
+    }
+
+    /// This node's id, name and the routes it could not bind.
+    pub fn bind_report(&self) -> BindReport {
+        BindReport::new(self.raft.metrics().borrow().id, &self.node_name, &self.bind_failures.load())
     }
 
     /// Performs `change` if this node is the leader; otherwise names the

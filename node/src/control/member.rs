@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
 use ferry_gossip::GossipHandle;
 use ferry_raft_store::election::Election;
@@ -36,6 +37,7 @@ use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::{ClusterSection, Config};
+use crate::dataplane::listen_failures::ListenFailures;
 use crate::telemetry::metrics::Metrics;
 
 /// A learner must be alive in gossip this long before autopilot promotes it.
@@ -76,14 +78,15 @@ pub struct MemberHandle {
     pub replica: Arc<Replica>,
     /// Gossip, when the node has a `[gossip]` section.
     pub gossip: Option<GossipHandle>,
-    transport: Arc<Transport>,
+    pub(crate) transport: Arc<Transport>,
 }
 
 impl Member {
     /// Opens storage, starts Raft and the cluster server, bootstraps when
     /// this node is the lowest initial member of an uninitialized cluster,
     /// and starts feeding applied routes to `publisher`. The cluster port
-    /// serves peer hops with `hops`.
+    /// serves peer hops with `hops`, and tells peers the routes this node
+    /// could not bind from `bind_failures`.
     pub async fn start(
         config: &Config,
         cluster: &ClusterSection,
@@ -91,6 +94,7 @@ impl Member {
         publisher: mpsc::Sender<PublisherCommand>,
         metrics: &Metrics,
         hops: HopServer,
+        bind_failures: Arc<ArcSwap<ListenFailures>>,
     ) -> Result<Member, MemberError> {
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
@@ -137,6 +141,7 @@ impl Member {
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
         .with_hops(hops)
+        .with_bind_failures(bind_failures)
         .with_election(Arc::clone(&election))
         .with_contacts(Arc::clone(&contacts));
         let mut tasks = vec![
@@ -445,11 +450,9 @@ async fn feed(
             {
                 return;
             }
-            if let Ok(errors) = done.await {
-                for e in errors {
-                    warn!("{e}");
-                }
-            }
+            // Routes that cannot be bound are logged (once), reported and
+            // retried by the publisher.
+            let _ = done.await;
             last = Some(routes);
         }
         tokio::select! {

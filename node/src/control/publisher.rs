@@ -4,7 +4,10 @@
 //! Inputs: `Command`s (a new set of routes from a reload or the Raft log; a
 //! new peer directory from membership; stop accepting at shutdown), health
 //! transitions (a `Notify` woken by checks and ejections), the end of the
-//! earliest ejection, and the answers for backend host names.
+//! earliest ejection, the answers for backend host names, and, while a
+//! route could not be bound, a retry every [`BIND_RETRY`] (a route from
+//! the Raft log stays in the table whether or not this node can bind it;
+//! see `dataplane::listen_failures`).
 //! The data plane never waits on this task: it only reads the last table.
 //!
 //! # Host names
@@ -29,6 +32,7 @@ use super::names::{self, Names};
 use super::registry::Registry;
 use super::resolver::{Answer, Lookups, Resolve, ResolveSettings, SystemResolver};
 use crate::dataplane::clock::Clock;
+use crate::dataplane::listen_failures::BIND_RETRY;
 use crate::dataplane::listener::{BindError, Listeners};
 use crate::dataplane::peers::PeerDirectory;
 use crate::dataplane::table::RoutingTable;
@@ -66,6 +70,8 @@ pub struct Publisher {
     lookups: Lookups,
     resolver: Arc<dyn Resolve>,
     settings: ResolveSettings,
+    /// When to bind the routes that failed again (`None`: none failed).
+    retry_binds: Option<tokio::time::Instant>,
 }
 
 impl Publisher {
@@ -93,6 +99,7 @@ impl Publisher {
             lookups: Lookups::new(Arc::clone(&resolver), settings.timeout),
             resolver,
             settings,
+            retry_binds: None,
         }
     }
 
@@ -149,6 +156,7 @@ impl Publisher {
             for e in self.listeners.commit(plan) {
                 warn!("restoring the previous routes: {e}");
             }
+            self.binds_changed();
             info!(
                 routes = self.specs.len(),
                 "routes rejected: a listener cannot be bound; the previous routes are back"
@@ -157,6 +165,7 @@ impl Publisher {
             return errors;
         }
         self.forget_names();
+        self.binds_changed();
         info!(routes = self.specs.len(), generation = self.table.load().generation, "routes applied");
         errors
     }
@@ -233,6 +242,25 @@ impl Publisher {
         }
     }
 
+    /// Binds the routes that are not listening again (their table entries
+    /// are already there).
+    fn retry_binds(&mut self) {
+        let plan = self.listeners.plan(&self.listens(self.specs.iter().map(AsRef::as_ref)));
+        self.listeners.commit(plan);
+        self.binds_changed();
+    }
+
+    /// After a commit: `ferry_route_bind_failures` of every route, and the
+    /// next retry while any failed.
+    fn binds_changed(&mut self) {
+        let failures = self.listeners.failures().load_full();
+        for spec in &self.specs {
+            let failed = i64::from(failures.contains_key(&spec.name));
+            self.metrics.route_bind_failures.with_label_values(&[&spec.name]).set(failed);
+        }
+        self.retry_binds = (!failures.is_empty()).then(|| tokio::time::Instant::now() + BIND_RETRY);
+    }
+
     /// `(name, listen address)` of each route, for the listeners.
     fn listens<'a>(
         &self,
@@ -258,6 +286,7 @@ impl Publisher {
             let wake = next_end.map(|ms| self.clock.instant(ms));
             let resolve = self.names.next_due().map(|ms| self.clock.instant(ms));
             let looking_up = !self.lookups.is_empty();
+            let retry = self.retry_binds;
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::ApplyRoutes { routes, all_or_nothing, reply }) => {
@@ -266,6 +295,7 @@ impl Publisher {
                     Some(Command::SetPeers { peers }) => self.set_peers(peers).await,
                     Some(Command::StopAccepting { reply }) => {
                         self.listeners.stop_accepting();
+                        self.binds_changed();
                         let _ = reply.send(());
                     }
                     None => return,
@@ -274,6 +304,7 @@ impl Publisher {
                 () = sleep_until_opt(wake), if wake.is_some() => self.publish(),
                 () = sleep_until_opt(resolve), if resolve.is_some() => self.start_due_lookups(),
                 Some((name, answer)) = self.lookups.next(), if looking_up => self.lookup_done(name, answer),
+                () = sleep_until_opt(retry), if retry.is_some() => self.retry_binds(),
             }
         }
     }

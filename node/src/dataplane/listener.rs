@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 use super::clock::Clock;
 use super::copy::CopyMode;
+use super::listen_failures::{self, ListenFailures};
 use super::proxy;
 use super::stop::Stop;
 use super::table::RoutingTable;
@@ -201,6 +202,8 @@ pub struct Listeners {
     running: HashMap<String, Running>,
     /// Route name -> bound address, for the admin API.
     bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
+    /// Route name -> why it is not listening, after the last reconcile.
+    failures: Arc<ArcSwap<ListenFailures>>,
     /// Set by [`Listeners::stop_accepting`] (shutdown): from then on nothing
     /// is bound again, whatever routes a late reconcile brings.
     closed: bool,
@@ -209,12 +212,18 @@ pub struct Listeners {
 impl Listeners {
     /// An empty set.
     pub fn new(ctx: ListenerContext) -> Self {
-        Self { ctx, running: HashMap::new(), bound: Arc::default(), closed: false }
+        Self { ctx, running: HashMap::new(), bound: Arc::default(), failures: Arc::default(), closed: false }
     }
 
     /// Route name -> bound address, updated by every reconcile.
     pub fn bound(&self) -> Arc<ArcSwap<HashMap<String, SocketAddr>>> {
         Arc::clone(&self.bound)
+    }
+
+    /// Route name -> why it could not be bound, updated by every commit: the
+    /// routes of that reconcile that are not listening.
+    pub fn failures(&self) -> Arc<ArcSwap<ListenFailures>> {
+        Arc::clone(&self.failures)
     }
 
     /// First half of a reconcile (making the running listeners match the
@@ -289,11 +298,9 @@ impl Listeners {
                 Err(error) => errors.push(BindError { route: name, addr: listen, error }),
             }
         }
-        for e in &errors {
-            warn!(route = %e.route, addr = %e.addr, error = %e.error, "cannot listen");
-        }
         let bound = self.running.iter().map(|(n, r)| (n.clone(), r.bound)).collect();
         self.bound.store(Arc::new(bound));
+        self.failures.store(Arc::new(listen_failures::update(&self.failures.load(), &errors)));
         errors
     }
 
@@ -321,6 +328,7 @@ impl Listeners {
         }
         self.running.clear();
         self.bound.store(Arc::default());
+        self.failures.store(Arc::default());
     }
 
     fn retire(&self, r: Running) {

@@ -6,7 +6,8 @@
 //! - [`balance`]: candidate selection (hash ring, smooth WRR, …).
 //! - [`backend`]: per-backend live state, passive ejection.
 //! - [`checker`]: active TCP health checks.
-//! - [`listener`]: accept loops and their reconciliation.
+//! - [`listener`]: accept loops and their reconciliation;
+//!   [`listen_failures`]: the routes this node could not bind, and why.
 //! - [`peers`]: the peer directory: this node and its peers' state.
 //! - [`proxy`]: one connection: connect with failover, then copy.
 //! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
@@ -22,6 +23,7 @@ pub mod checker;
 pub mod clock;
 pub mod copy;
 pub(crate) mod lazy;
+pub mod listen_failures;
 pub mod listener;
 pub mod peers;
 pub mod proxy;

@@ -75,6 +75,10 @@ pub struct Metrics {
     pub config_reloads_total: IntCounterVec,
     /// `ferry_table_generation`
     pub table_generation: IntGauge,
+    /// `ferry_route_bind_failures{route}`: 1 while this node cannot bind
+    /// the route's listener (a cluster node keeps the route and retries),
+    /// 0 while it listens.
+    pub route_bind_failures: IntGaugeVec,
     /// `ferry_admin_requests_total{path,status}`; path is the matched route
     /// template, not the raw URI.
     pub admin_requests_total: IntCounterVec,
@@ -273,6 +277,12 @@ impl Metrics {
             "Configuration reloads by result (ok, error)",
             &["result"],
         )?;
+        let route_bind_failures = gauge_vec(
+            &r,
+            "ferry_route_bind_failures",
+            "1 while this node cannot bind the route's listener (retried), 0 while it listens",
+            &["route"],
+        )?;
         let table_generation =
             IntGauge::new("ferry_table_generation", "Generation of the routing table currently in use")?;
         r.register(Box::new(table_generation.clone()))?;
@@ -393,6 +403,7 @@ impl Metrics {
             health_checks_total,
             config_reloads_total,
             table_generation,
+            route_bind_failures,
             raft_term,
             raft_leader_changes_total,
             raft_applied_index,
@@ -439,6 +450,7 @@ impl Metrics {
         remove_exact(&self.proxy_connect_seconds, &[route]);
         remove_exact(&self.proxy_failovers_total, &[route]);
         remove_exact(&self.proxy_idle_timeouts_total, &[route]);
+        remove_exact(&self.route_bind_failures, &[route]);
         for dir in DIRECTIONS {
             remove_exact(&self.proxy_bytes_total, &[route, dir]);
         }
@@ -556,6 +568,7 @@ mod tests {
             m.proxy_failovers_total.with_label_values(&[route]).inc();
             m.proxy_rejected_total.with_label_values(&[route, "some-reason"]).inc();
             m.proxy_idle_timeouts_total.with_label_values(&[route]).inc();
+            m.route_bind_failures.with_label_values(&[route]).set(1);
             m.backend_healthy.with_label_values(&[route, "b1"]).set(0);
             m.backend_ejections_total.with_label_values(&[route, "b1"]).inc();
             m.health_checks_total.with_label_values(&[route, "b1", "fail"]).inc();
@@ -568,13 +581,13 @@ mod tests {
 
         let out = text(&m);
         assert!(!out.contains(r#"route="web""#), "{out}");
-        // 12 families carry the route label; "db" must still be in each.
+        // 13 families carry the route label; "db" must still be in each.
         let db_families = out
             .lines()
             .filter(|l| !l.starts_with('#') && l.contains(r#"route="db""#))
             .map(|l| l.split('{').next().unwrap_or_default())
             .filter(|name| !name.ends_with("_bucket") && !name.ends_with("_sum"))
             .collect::<std::collections::BTreeSet<_>>();
-        assert_eq!(db_families.len(), 12, "{db_families:?}");
+        assert_eq!(db_families.len(), 13, "{db_families:?}");
     }
 }

@@ -126,15 +126,48 @@ pub struct RouteStatus {
     /// Cluster mode: the index of the route's last change (for `?cas=`).
     #[serde(default)]
     pub revision: Option<u64>,
-    /// The address actually bound (port 0 resolved), or null when the node
-    /// could not bind it (see the node's log).
+    /// The address this node has bound, or null when it could not bind it
+    /// (then it is in `bind_failures`).
     pub listening: Option<String>,
+    /// Nodes that could not bind the route's listener, and why: this node,
+    /// and in cluster mode every live member, asked over the cluster port
+    /// (500 ms). A failed route is retried every 5 s on its node.
+    #[serde(default)]
+    pub bind_failures: Vec<BindFailure>,
+    /// Cluster mode: live members that did not answer that question in
+    /// time, so whether they listen is not known.
+    #[serde(default)]
+    pub bind_unknown: Vec<NodeName>,
     /// Open client connections on this route.
     pub active_connections: u64,
     /// True when no backend is healthy and the route tries all of them.
     pub panic_mode: bool,
     /// Live view of every backend.
     pub backends: Vec<BackendStatus>,
+}
+
+/// A node that could not bind a route's listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindFailure {
+    /// The node's id; null on a standalone node.
+    pub node_id: Option<u64>,
+    /// The node's name.
+    pub node: String,
+    /// The address it tried: `listen`, with `:PORT` on that node's bind
+    /// address.
+    pub addr: String,
+    /// Why, as that node's OS said (`Address already in use`, `Cannot
+    /// assign requested address`, ...).
+    pub error: String,
+}
+
+/// A cluster member, by id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeName {
+    pub node_id: u64,
+    /// Empty when this node does not know it (a static member that never
+    /// answered).
+    pub node: String,
 }
 
 /// Live view of one backend.

@@ -234,6 +234,8 @@ impl Node {
             started: std::time::Instant::now(),
             table: Arc::clone(&table),
             bound: Arc::clone(&bound),
+            bind_failures,
+            own_addrs: config.reserved_addrs(admin_addr).into(),
             metrics: metrics.clone(),
             draining: Arc::clone(&draining),
             clock,

@@ -17,7 +17,10 @@
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`params`]: query and path parameters, one rule for every endpoint.
 //! - [`request`]: auth, bodies, consistency, blocking queries.
+//! - [`binds`]: the listen check before proposing a route, and which nodes
+//!   could not bind which route.
 
+pub mod binds;
 pub mod chaos;
 pub mod members;
 pub mod params;
@@ -43,6 +46,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
 use ferry_client::api::{ErrorBody, Status};
+use ferry_client::route::ReservedAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, warn};
@@ -50,6 +54,7 @@ use tracing::{Instrument, warn};
 use crate::control::member::MemberHandle;
 use crate::control::replica::Replica;
 use crate::dataplane::clock::Clock;
+use crate::dataplane::listen_failures::ListenFailures;
 use crate::dataplane::table::RoutingTable;
 use crate::telemetry::metrics::Metrics;
 
@@ -60,6 +65,11 @@ pub struct AdminState {
     pub started: Instant,
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
+    /// Routes this node could not bind, and why.
+    pub bind_failures: Arc<ArcSwap<ListenFailures>>,
+    /// The addresses this node holds for itself (admin, cluster, gossip):
+    /// no route may listen on them.
+    pub own_addrs: Arc<[ReservedAddr]>,
     pub metrics: Metrics,
     pub draining: Arc<AtomicBool>,
     pub clock: Clock,
@@ -240,20 +250,27 @@ async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when not draining and every route has its listener.
+/// `/health/ready`: 200 when the node is not draining and, in cluster mode,
+/// has applied the cluster's config at least once (it applied a log entry,
+/// from a leader or from its own data dir at start); 503 with the reason
+/// otherwise. Routes this node could not bind are listed in the 200 body
+/// (and in `GET /v1/routes`), and do not make it unready: taking it out of
+/// rotation would also stop the routes it does serve, and the route is
+/// retried.
 async fn ready(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     if s.draining.load(Relaxed) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the node is shutting down"));
     }
-    let (table, bound) = (s.table.load(), s.bound.load());
-    let missing: Vec<&str> =
-        table.routes().iter().map(|r| r.spec.name.as_str()).filter(|n| !bound.contains_key(*n)).collect();
-    if !missing.is_empty() {
+    if let Some(replica) = &s.replica
+        && replica.raft().metrics().borrow().last_applied.is_none()
+    {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_listening",
-            format!("routes without a listener: {}", missing.join(", ")),
+            "not_joined",
+            "this node has not applied the cluster's config yet: no leader has replicated it here, \
+             and its data dir holds none (is it joining, or are its seeds and peers unreachable?)",
         ));
     }
-    Ok(Json(serde_json::json!({"status": "ready"})))
+    let failures = s.own_bind_report().failures;
+    Ok(Json(serde_json::json!({"status": "ready", "bind_failures": failures})))
 }

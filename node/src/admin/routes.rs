@@ -11,6 +11,7 @@ use ferry_raft_store::{Command, Request};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use super::binds::RouteBinds;
 use super::params::Path;
 use super::request::{
     Params, ReadParams, WriteParams, check_body, parse_body, request_id, with_index, written,
@@ -20,16 +21,17 @@ use crate::dataplane::table::{RoutingTable, Target};
 
 /// `GET /v1/routes`.
 pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
-    let table = s.table.load();
     if s.replica.is_none() {
         q.check()?;
+        let (table, binds) = (s.table.load(), s.route_binds().await);
         let routes: Vec<RouteStatus> =
-            table.routes().iter().map(|r| s.status_of(&r.spec, None, &table)).collect();
+            table.routes().iter().map(|r| s.status_of(&r.spec, None, &table, &binds)).collect();
         return Ok(with_index(Json(routes).into_response(), table.generation));
     }
-    let state = s.read_state(&q).await?;
+    let (state, binds) = s.read_with_binds(&q).await?;
+    let table = s.table.load();
     let routes: Vec<RouteStatus> =
-        state.routes.values().map(|r| s.status_of(&r.spec, Some(r.revision), &table)).collect();
+        state.routes.values().map(|r| s.status_of(&r.spec, Some(r.revision), &table, &binds)).collect();
     Ok(with_index(Json(routes).into_response(), state.index))
 }
 
@@ -40,16 +42,18 @@ pub async fn get(
     Params(q): Params<ReadParams>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route named {name:?}"));
-    let table = s.table.load();
     if s.replica.is_none() {
         q.check()?;
+        let (table, binds) = (s.table.load(), s.route_binds().await);
         let r = table.get(&name).ok_or_else(not_found)?;
-        return Ok(with_index(Json(s.status_of(&r.spec, None, &table)).into_response(), table.generation));
+        let status = s.status_of(&r.spec, None, &table, &binds);
+        return Ok(with_index(Json(status).into_response(), table.generation));
     }
-    let state = s.read_state(&q).await?;
+    let (state, binds) = s.read_with_binds(&q).await?;
+    let table = s.table.load();
     let stored = state.routes.get(&name).ok_or_else(|| with_index_err(not_found(), state.index))?;
     Ok(with_index(
-        Json(s.status_of(&stored.spec, Some(stored.revision), &table)).into_response(),
+        Json(s.status_of(&stored.spec, Some(stored.revision), &table, &binds)).into_response(),
         state.index,
     ))
 }
@@ -67,6 +71,9 @@ pub async fn put(
     let route: RouteSpec = parse_body(&body)?;
     let mut errors: Vec<FieldError> = Vec::new();
     route.validate("route", &mut errors);
+    if errors.is_empty() {
+        errors.extend(s.listen_problem(&route, &replica.state()));
+    }
     check_body("route", &route.name, &name, errors)?;
     let cmd = Command::PutRoute { route, cas: q.cas };
     commit(&s, replica, &headers, cmd).await
@@ -190,8 +197,15 @@ fn with_index_err(mut e: ApiError, index: u64) -> ApiError {
 }
 
 impl AdminState {
-    /// A route's config (and revision) with this node's live view of it.
-    fn status_of(&self, spec: &RouteSpec, revision: Option<u64>, table: &RoutingTable) -> RouteStatus {
+    /// A route's config (and revision) with this node's live view of it,
+    /// and which nodes could not bind it (`binds`).
+    fn status_of(
+        &self,
+        spec: &RouteSpec,
+        revision: Option<u64>,
+        table: &RoutingTable,
+        binds: &RouteBinds,
+    ) -> RouteStatus {
         let now = self.clock.now_ms();
         let bound = self.bound.load();
         let live = table.get(&spec.name).filter(|r| *r.spec == *spec);
@@ -235,6 +249,8 @@ impl AdminState {
             config: spec.clone(),
             revision,
             listening: bound.get(&spec.name).map(ToString::to_string),
+            bind_failures: binds.failures(&spec.name),
+            bind_unknown: binds.unknown.clone(),
             active_connections: live.map_or(0, |r| r.state.active()),
             panic_mode: live.is_some_and(|r| r.panic_mode),
             backends,

@@ -8,6 +8,8 @@
 //! - [`autopilot`]: the leader keeps Raft membership in step with gossip.
 //! - [`resolver`]: looking up backend host names (bounded, in parallel);
 //!   [`names`]: what each name resolves to, and the hold rule.
+//! - [`route_binds`]: the addresses members hold, and the routes each
+//!   member could not bind.
 
 pub mod autopilot;
 pub mod bootstrap;
@@ -20,3 +22,4 @@ pub mod raft_watch;
 pub mod registry;
 pub mod replica;
 pub mod resolver;
+pub mod route_binds;

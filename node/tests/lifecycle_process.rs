@@ -221,8 +221,9 @@ join = [{seeds}]
 
     /// PUT route `name` through node `i` (its own request id); the status.
     async fn put_route(&self, i: u8, name: &str, request_id: &str) -> Result<u16> {
+        let listen = format!(":{}", common::free_addr()?.port());
         let body = serde_json::json!({
-            "name": name, "listen": ":0", "backends": [{"id": "b", "addr": "127.0.0.1:9"}],
+            "name": name, "listen": listen, "backends": [{"id": "b", "addr": "127.0.0.1:9"}],
         })
         .to_string();
         let headers = [("X-Ferry-Request-Id", request_id)];
@@ -313,8 +314,11 @@ async fn a_rolling_restart_under_writes_loses_no_acknowledged_write_and_keeps_ev
                     return;
                 }
                 let name = format!("w{k}");
+                // A port free now: port 0 is refused, and every route
+                // needs its own.
+                let Ok(port) = common::free_addr().map(|a| a.port()) else { return };
                 let body = serde_json::json!({
-                    "name": name, "listen": ":0", "backends": [{"id": "b", "addr": "127.0.0.1:9"}],
+                    "name": name, "listen": format!(":{port}"), "backends": [{"id": "b", "addr": "127.0.0.1:9"}],
                 })
                 .to_string();
                 let id = format!("{:x}", 0xf00d_0000_u64 + u64::from(k));

@@ -14,7 +14,7 @@ use ferry_tests::client::greet;
 use ferry_tests::cluster::{Options, SETTLE, TestCluster};
 use ferry_tests::eventually;
 use ferry_tests::http::Request;
-use ferry_tests::node::TestNode;
+use ferry_tests::node::{TestNode, free_listen};
 use serde_json::{Value, json};
 
 const NOWHERE: &str = "nonexistent.invalid:80";
@@ -42,11 +42,11 @@ async fn a_name_that_resolves_takes_traffic_and_one_that_does_not_is_unhealthy()
     let a = Greeter::start("a").await?;
     let port = a.addr.port();
     let web: RouteSpec = serde_json::from_value(json!({
-        "name": "web", "listen": "127.0.0.1:0", "balance": "round_robin", "backends": backends(port)
+        "name": "web", "listen": free_listen()?, "balance": "round_robin", "backends": backends(port)
     }))?;
     // A route whose only backend never resolves is still a valid route.
     let dead: RouteSpec = serde_json::from_value(json!({
-        "name": "dead", "listen": "127.0.0.1:0", "backends": [{"id": "nx", "addr": NOWHERE}]
+        "name": "dead", "listen": free_listen()?, "backends": [{"id": "nx", "addr": NOWHERE}]
     }))?;
     let node = TestNode::with_config(|c| {
         c.node.resolve_interval_ms = 100;

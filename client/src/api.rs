@@ -207,7 +207,12 @@ pub struct ErrorBody {
 /// Machine-readable code plus a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// `not_found`, `bad_request`, `cas_mismatch`, `unavailable`, …
+    /// What went wrong, for programs. Among them:
+    /// - 400 `bad_request` (see `fields`), 404 `not_found`, 409
+    ///   `cas_mismatch` (see `current`);
+    /// - 409 `request_id_reused`: the `X-Ferry-Request-Id` was already used
+    ///   for another request (method, path, query or body); nothing was
+    ///   applied. A retry must repeat its request exactly.
     pub code: String,
     pub message: String,
     /// `cas_mismatch`: the object's current revision (0: it does not exist).

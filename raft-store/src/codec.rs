@@ -13,20 +13,31 @@
 //! - 2: a route's backends carry `node` (`Option<String>`, after `weight`).
 //!   bincode is positional, so version-1 bytes of every type that contains a
 //!   route are read through the version-1 types of [`crate::legacy`].
+//! - 3: each remembered request id keeps the digest of its command
+//!   ([`crate::recent::Remembered`]: id, `Option<u128>` digest, response;
+//!   was an `(id, response)` pair), so an id reused for another request is
+//!   refused. Version-1 and -2 bytes of the types that hold the memory (the
+//!   cluster state, a snapshot) are read through [`crate::legacy`], their
+//!   entries without a digest. Log entries, stored routes and the rest are
+//!   the same as in version 2. A new `StateError` variant
+//!   (`RequestIdReused`) is never stored.
 //!
-//! Every decoded type says, through [`Persisted`], how version 1 wrote it.
+//! Every decoded type says, through [`Persisted`], how versions 1 and 2
+//! wrote it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// A type stored with [`encode`] and read with [`decode`].
 pub trait Persisted: DeserializeOwned {
     /// The type as format version 1 wrote it: `Self` when its encoding did
     /// not change since, a type of [`crate::legacy`] when it did.
     type V1: DeserializeOwned + Into<Self>;
+    /// The type as format version 2 wrote it, likewise.
+    type V2: DeserializeOwned + Into<Self>;
 }
 
 /// Marks types whose encoding is the same in every format version.
@@ -34,6 +45,7 @@ macro_rules! unchanged_since_v1 {
     ($($t:ty),* $(,)?) => {
         $(impl $crate::codec::Persisted for $t {
             type V1 = $t;
+            type V2 = $t;
         })*
     };
 }
@@ -74,6 +86,7 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
     };
     match u16::from_be_bytes(*version) {
         FORMAT_VERSION => decode_body(body),
+        2 => decode_body::<T::V2>(body).map(Into::into),
         1 => decode_body::<T::V1>(body).map(Into::into),
         found => Err(CodecError::UnknownVersion { found }),
     }
@@ -97,14 +110,15 @@ mod tests {
     fn round_trip_and_errors() {
         let v = (7u64, String::from("x"), u128::MAX);
         let bytes = encode(&v).expect("encode");
-        assert_eq!(&bytes[..2], &[0, 2]);
+        assert_eq!(&bytes[..2], &[0, 3]);
         assert_eq!(decode::<(u64, String, u128)>(&bytes).expect("decode"), v);
         assert!(matches!(decode::<u64>(&[0]), Err(CodecError::Truncated { len: 1 })));
-        assert!(matches!(decode::<u64>(&[0, 3, 0]), Err(CodecError::UnknownVersion { found: 3 })));
+        assert!(matches!(decode::<u64>(&[0, 4, 0]), Err(CodecError::UnknownVersion { found: 4 })));
         assert!(matches!(decode::<u64>(&[0, 0, 0]), Err(CodecError::UnknownVersion { found: 0 })));
-        assert!(matches!(decode::<u8>(&[0, 2, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
+        assert!(matches!(decode::<u8>(&[0, 3, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
         assert!(matches!(decode::<String>(&bytes[..bytes.len() - 1]), Err(CodecError::Decode(_))));
-        // An unchanged type reads version 1 as it is.
+        // An unchanged type reads versions 1 and 2 as they are.
         assert_eq!(decode::<u8>(&[0, 1, 5]).expect("v1"), 5);
+        assert_eq!(decode::<u8>(&[0, 2, 5]).expect("v2"), 5);
     }
 }

@@ -164,6 +164,14 @@ pub enum StateError {
     /// The command is invalid; every problem names its field. HTTP 400.
     #[error("invalid: {}", join(errors))]
     Invalid { errors: Vec<FieldError> },
+    // New variants go last: bincode encodes the variant index.
+    /// The request id is remembered for another command: the id was reused
+    /// for a different request. Nothing was applied and nothing is
+    /// remembered of this one. HTTP 409. Never stored (the id keeps its
+    /// original entry); it crosses the cluster port in the answer to a
+    /// forwarded write.
+    #[error("request id {id:032x} was already used for another request")]
+    RequestIdReused { id: u128 },
 }
 
 fn join(errors: &[FieldError]) -> String {

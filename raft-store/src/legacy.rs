@@ -1,13 +1,19 @@
-//! Format version 1 of the persisted types whose encoding changed, and the
-//! [`Persisted`] impl of every persisted type: what [`codec::decode`]
-//! reads from bytes of version 1.
+//! Format versions 1 and 2 of the persisted types whose encoding changed,
+//! and the [`Persisted`] impl of every persisted type: what
+//! [`codec::decode`] reads from bytes of an older version.
 //!
 //! Version 2 added `node` to a route's backends. bincode is positional, so a
 //! version-1 route has one field fewer per backend, and every type that
 //! contains a route (a log entry, a stored route, the cluster state, a
 //! snapshot) is read through a copy of its version-1 layout here and
-//! converted, with `node: None`. These types only deserialize: nothing
-//! writes version 1 any more.
+//! converted, with `node: None`.
+//!
+//! Version 3 added the command digest to each remembered request id. The
+//! types that hold the memory (the cluster state, a snapshot) are read from
+//! versions 1 and 2 through copies of their layout here, whose memory is the
+//! `(id, response)` pairs of [`RecentRequestsV2`], converted with no digest.
+//!
+//! These types only deserialize: nothing writes versions 1 or 2 any more.
 //!
 //! [`codec::decode`]: crate::codec::decode
 
@@ -20,25 +26,46 @@ use serde::Deserialize;
 
 use crate::codec::{Persisted, unchanged_since_v1};
 use crate::command::{Command, Request, Response};
-use crate::recent::RecentRequests;
+use crate::recent::{RecentRequests, Remembered};
 use crate::snapshot::{SnapshotEnvelope, StoredSnapshot};
 use crate::state::{ClusterState, StoredPolicy, StoredRoute};
 use crate::state_machine::SmMeta;
 use crate::types::{Entry, LogId, NodeId, NodeInfo, StoredMembership, Vote};
 
+// `(u128, Response)`: a `recent/<seq>` key of the per-apply layout, only
+// ever written by versions 1 and 2 (see `state_machine`).
 unchanged_since_v1!(LogId, Option<LogId>, Vote, StoredSnapshot, SmMeta, StoredPolicy, (u128, Response));
 
 impl Persisted for Entry {
     type V1 = EntryV1;
+    type V2 = Entry;
 }
 impl Persisted for StoredRoute {
     type V1 = StoredRouteV1;
+    type V2 = StoredRoute;
 }
 impl Persisted for ClusterState {
     type V1 = ClusterStateV1;
+    type V2 = ClusterStateV2;
 }
 impl Persisted for SnapshotEnvelope {
     type V1 = SnapshotEnvelopeV1;
+    type V2 = SnapshotEnvelopeV2;
+}
+
+/// The memory of request ids, versions 1 and 2: `(id, response)` pairs,
+/// without the command's digest.
+#[derive(Debug, Deserialize)]
+pub struct RecentRequestsV2 {
+    first_seq: u64,
+    entries: Vec<(u128, Response)>,
+}
+
+impl From<RecentRequestsV2> for RecentRequests {
+    fn from(r: RecentRequestsV2) -> Self {
+        let entries = r.entries.into_iter().map(|(id, response)| Remembered::new(id, None, response));
+        RecentRequests::from_parts(r.first_seq, entries)
+    }
 }
 
 /// A backend, version 1: no `node`.
@@ -112,7 +139,7 @@ pub struct ClusterStateV1 {
     routes: BTreeMap<String, StoredRouteV1>,
     chaos: BTreeMap<String, StoredPolicy>,
     index: u64,
-    recent: RecentRequests,
+    recent: RecentRequestsV2,
 }
 
 impl From<ClusterStateV1> for ClusterState {
@@ -121,8 +148,23 @@ impl From<ClusterStateV1> for ClusterState {
             routes: s.routes.into_iter().map(|(k, v)| (k, v.into())).collect(),
             chaos: s.chaos,
             index: s.index,
-            recent: s.recent,
+            recent: s.recent.into(),
         }
+    }
+}
+
+/// [`ClusterState`], version 2: today's routes, the memory without digests.
+#[derive(Debug, Deserialize)]
+pub struct ClusterStateV2 {
+    routes: BTreeMap<String, StoredRoute>,
+    chaos: BTreeMap<String, StoredPolicy>,
+    index: u64,
+    recent: RecentRequestsV2,
+}
+
+impl From<ClusterStateV2> for ClusterState {
+    fn from(s: ClusterStateV2) -> Self {
+        ClusterState { routes: s.routes, chaos: s.chaos, index: s.index, recent: s.recent.into() }
     }
 }
 
@@ -136,6 +178,20 @@ pub struct SnapshotEnvelopeV1 {
 
 impl From<SnapshotEnvelopeV1> for SnapshotEnvelope {
     fn from(s: SnapshotEnvelopeV1) -> Self {
+        SnapshotEnvelope { state: s.state.into(), last_applied: s.last_applied, membership: s.membership }
+    }
+}
+
+/// [`SnapshotEnvelope`], version 2.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotEnvelopeV2 {
+    state: ClusterStateV2,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl From<SnapshotEnvelopeV2> for SnapshotEnvelope {
+    fn from(s: SnapshotEnvelopeV2) -> Self {
         SnapshotEnvelope { state: s.state.into(), last_applied: s.last_applied, membership: s.membership }
     }
 }

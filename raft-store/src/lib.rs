@@ -7,11 +7,12 @@
 //! - [`command`]: [`Command`], [`Request`], [`Response`], [`StateError`].
 //! - [`state`]: [`ClusterState`] and the pure [`check`]/apply logic.
 //! - [`recent`]: the bounded memory of request ids for idempotent retries.
+//! - [`digest`]: the digest of a command, kept with its request id.
 //! - [`log_store`]: [`LogStore`], the Raft log and vote on sled.
 //! - [`state_machine`]: [`StateMachineStore`] and [`StateWatch`].
 //! - [`snapshot`]: the snapshot envelope.
 //! - [`codec`]: the versioned encoding of everything persisted.
-//! - [`legacy`]: format version 1 of the types that changed since.
+//! - [`legacy`]: format versions 1 and 2 of the types that changed since.
 //! - [`config`]: [`raft_config`] with ferry's snapshot policy.
 //! - [`election`]: the election timer that replaces openraft's.
 //! - [`leader`]: [`known_leader`], who leads as this node can truthfully say.
@@ -37,6 +38,7 @@
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod digest;
 pub mod election;
 pub mod error;
 pub mod leader;

@@ -21,7 +21,8 @@ use ferry_client::{FieldError, RouteSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response, StateError, Target};
-use crate::recent::RecentRequests;
+use crate::digest::command_digest;
+use crate::recent::{RecentRequests, Remembered};
 
 /// The whole replicated config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,7 +38,7 @@ pub struct ClusterState {
     /// config index runs ahead of the log. Rejected commands and
     /// Raft-internal entries do not move it.
     pub index: u64,
-    /// Recent request ids and their responses.
+    /// Recent request ids with their commands' digests and responses.
     pub recent: RecentRequests,
 }
 
@@ -163,7 +164,8 @@ impl ClusterState {
     /// Applies the request committed at log index `log_index` and returns
     /// its response: a batch's requests one after the other, each as if it
     /// had its own entry. A request id already remembered gets its original
-    /// response and changes nothing.
+    /// response, or a refusal if it comes with another command, and changes
+    /// nothing.
     pub fn apply(&mut self, log_index: u64, req: &Request) -> Response {
         match &req.command {
             Command::Batch { requests } => {
@@ -173,9 +175,19 @@ impl ClusterState {
         }
     }
 
+    /// Applies one request. A remembered id answers its original response
+    /// when the command is the same one (equal digests, or an entry of a
+    /// format before digests), and [`StateError::RequestIdReused`] when it is
+    /// another: either way nothing changes, the memory included.
     fn apply_one(&mut self, log_index: u64, req: &Request) -> Response {
-        if let Some(previous) = req.id.and_then(|id| self.recent.get(id)) {
-            return previous.clone();
+        let digest = req.id.and_then(|_| command_digest(&req.command));
+        if let Some(seen) = req.id.and_then(|id| self.recent.get(id)) {
+            return match (seen.digest, digest) {
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    Response::Rejected { error: StateError::RequestIdReused { id: seen.id } }
+                }
+                _ => seen.response.clone(),
+            };
         }
         let response = match check(self, &req.command) {
             Ok(()) => {
@@ -187,7 +199,7 @@ impl ClusterState {
             Err(error) => Response::Rejected { error },
         };
         if let Some(id) = req.id {
-            self.recent.insert(id, response.clone());
+            self.recent.insert(Remembered::new(id, digest, response.clone()));
         }
         response
     }

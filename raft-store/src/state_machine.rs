@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use crate::codec::{decode, encode};
 use crate::command::Response;
 use crate::error::{StoreError, storage_err};
-use crate::recent::RecentRequests;
+use crate::recent::{RecentRequests, Remembered};
 use crate::snapshot::{SnapshotEnvelope, StoredSnapshot};
 use crate::state::ClusterState;
 use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -200,7 +200,9 @@ fn load(tree: &sled::Tree) -> Result<(SmMeta, ClusterState), StoreError> {
                 meta.recent_first_seq
             )));
         }
-        recent.push(dec::<(u128, Response)>(&k, &v)?);
+        // Written by versions 1 and 2 only: no digest.
+        let (id, response) = dec::<(u128, Response)>(&k, &v)?;
+        recent.push(Remembered::new(id, None, response));
     }
     state.recent = RecentRequests::from_parts(meta.recent_first_seq, recent);
     Ok((meta, state))
@@ -386,12 +388,14 @@ mod tests {
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut state = ClusterState { index: at, ..Default::default() };
         state.routes.insert("web".into(), StoredRoute { spec: route, revision: at });
-        state.recent.insert(5, Response::Applied { index: at, revision: at });
+        state.recent.insert(Remembered::new(5, None, Response::Applied { index: at, revision: at }));
         let meta = SmMeta { last_applied: Some(log_id(at)), index: at, ..Default::default() };
         tree.insert(KEY_META, enc("meta", &meta)?)?;
         tree.insert(format!("{ROUTE_PREFIX}web"), enc("route", &state.routes["web"])?)?;
         for (i, entry) in state.recent.iter().enumerate() {
-            tree.insert(recent_key(state.recent.first_seq() + i as u64), enc("request id", entry)?)?;
+            // That layout kept (id, response) pairs.
+            let pair = (entry.id, entry.response.clone());
+            tree.insert(recent_key(state.recent.first_seq() + i as u64), enc("request id", &pair)?)?;
         }
         Ok(state)
     }

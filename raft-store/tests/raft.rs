@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ferry_client::RouteSpec;
 use ferry_raft_store::types::Raft;
-use ferry_raft_store::{Command, NodeInfo, RaftTimers, Request, Response, StateWatch, TypeConfig};
+use ferry_raft_store::{
+    Command, NodeInfo, RaftTimers, Request, Response, StateError, StateWatch, TypeConfig,
+};
 use openraft::ServerState;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -94,8 +96,11 @@ async fn single_node_keeps_writes_across_an_in_process_restart() -> Result<()> {
         // The watch saw the write.
         changes.wait_for(|s| s.index >= index).await?;
         assert!(watch.state().routes.contains_key("web"));
-        // A retry of the same request id answers the original response.
-        assert_eq!(raft.client_write(put("web", 7999, 1)).await?.data, first);
+        // A retry of the same request answers the original response; the
+        // same id with another request is refused.
+        assert_eq!(raft.client_write(put("web", 7000, 1)).await?.data, first);
+        let reused = Response::Rejected { error: StateError::RequestIdReused { id: 1 } };
+        assert_eq!(raft.client_write(put("web", 7999, 1)).await?.data, reused);
         assert_eq!(watch.state().routes["web"].spec.listen, ":7000");
         let mut applied = None;
         for i in 0..20u16 {
@@ -124,7 +129,10 @@ async fn single_node_keeps_writes_across_an_in_process_restart() -> Result<()> {
     assert!(state.recent.is_empty());
     // Still a working leader: the sole voter resumes in the same term.
     raft.wait(wait).state(ServerState::Leader, "leader again").await?;
-    assert_eq!(raft.client_write(put("web", 7999, 1)).await?.data, first);
+    // The ids and their digests survived the snapshot and the restart.
+    assert_eq!(raft.client_write(put("web", 7000, 1)).await?.data, first);
+    let reused = Response::Rejected { error: StateError::RequestIdReused { id: 1 } };
+    assert_eq!(raft.client_write(put("web", 7999, 1)).await?.data, reused);
     raft.client_write(put("late", 7600, 600)).await?;
     raft.shutdown().await?;
     Ok(())

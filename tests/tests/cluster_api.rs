@@ -179,6 +179,65 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     c.shutdown().await
 }
 
+/// The example: a DELETE carrying the request id of an earlier
+/// weight PUT answered that PUT's success and deleted nothing. The reused
+/// id is refused (409, naming it), whichever node gets it; nothing is
+/// applied; an identical retry still gets the original answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    written(&c.put_route(f, &route_json("w1b", ":0", &[("a", nowhere())])).await?)?;
+    let id = "0192e7a6-7b6c-7d4e-8f00-0000000000b2";
+    let weight = || {
+        Request::put("/v1/routes/w1b/backends/a/weight", &json!({"weight": 5}))
+            .header("X-Ferry-Request-Id", id)
+    };
+    let first = written(&c.send(f, weight()).await?)?;
+    let index = index_everywhere(&c).await?;
+
+    let reused = [
+        Request::delete("/v1/routes/w1b"),
+        Request::put("/v1/routes/w1b/backends/a/weight", &json!({"weight": 6})),
+        Request::put(format!("/v1/routes/w1b/backends/a/weight?cas={first}"), &json!({"weight": 5})),
+        Request::put("/v1/routes/w1b", &route_json("w1b", ":0", &[("b", nowhere())])),
+    ];
+    for (i, req) in reused.into_iter().enumerate() {
+        for node in [f, leader] {
+            let line = req.line();
+            let r = c.send(node, req.clone().header("X-Ferry-Request-Id", id)).await?;
+            let body = r.expect(409).map_err(|e| e.context(format!("{line} via node {node}")))?;
+            assert_eq!(body["error"]["code"], "request_id_reused", "{line}: {body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("0192e7a67b6c7d4e8f000000000000b2") && message.contains("another request"),
+                "{line}: the message names neither the id nor the reuse: {message}"
+            );
+            assert_eq!(r.index(), Some(index), "case {i}: X-Ferry-Index of the refusal");
+            assert_eq!(
+                r.header("x-ferry-request-id"),
+                Some("0192e7a67b6c7d4e8f000000000000b2"),
+                "case {i}: the refusal echoes the id"
+            );
+        }
+    }
+    assert_eq!(index_everywhere(&c).await?, index, "a refused reuse moved the config index");
+    let got = c.send(leader, Request::get("/v1/routes/w1b")).await?.expect(200)?;
+    assert_eq!(got["revision"], first, "the route changed: {got}");
+    assert_eq!(got["config"]["backends"][0]["id"], "a");
+    assert_eq!(got["config"]["backends"][0]["weight"], 5);
+    // The identical retry, on either node, still answers the original.
+    assert_eq!(written(&c.send(leader, weight()).await?)?, first);
+    assert_eq!(written(&c.send(f, weight()).await?)?, first);
+    // The same body written differently is the same request.
+    let spaced = Request::new("PUT", "/v1/routes/w1b/backends/a/weight")
+        .header("X-Ferry-Request-Id", id)
+        .body(b"{ \"weight\" :  5 }".to_vec());
+    assert_eq!(written(&c.send(f, spaced).await?)?, first);
+    c.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;

@@ -74,6 +74,15 @@ impl From<StateError> for ApiError {
             StateError::NotFound { what } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
             }
+            StateError::RequestIdReused { id } => ApiError::new(
+                StatusCode::CONFLICT,
+                "request_id_reused",
+                format!(
+                    "request id {id:032x} (X-Ferry-Request-Id) was already used for another request: \
+                     a retry must repeat the method, path, query and body exactly; send a new id for a \
+                     new request. Nothing was applied"
+                ),
+            ),
             // The state machine names fields under "route." or "policy.";
             // the API names them from the body's root, as for every 400.
             StateError::Invalid { errors } => ApiError::bad_request(

@@ -32,6 +32,17 @@ use crate::cluster::message::Message;
 /// that as no answer. So a question appended this way (`BindFailures`) must
 /// be one a peer may leave unanswered. Changing the fields of an existing
 /// message, or of a type inside one, needs a new version.
+///
+/// Appended variants of types inside answers (not of [`Message`] itself)
+/// follow the same rule: an older peer has never seen the new index, so it
+/// cannot misread it, only fail to decode that one answer. So far:
+/// - `StateError::RequestIdReused` (in [`Message::ClientWriteResult`], inside
+///   `Response::Rejected`): a leader refuses a request id reused for another
+///   command. An older follower that forwarded the write cannot decode the
+///   refusal: the call fails as malformed and it answers its client 503,
+///   which says the outcome is unknown; nothing was applied, and a retry
+///   through an upgraded node gets the 409. (Raft entries are unchanged:
+///   the digest is computed on apply, not carried.)
 pub const WIRE_VERSION: u16 = 2;
 
 /// The largest payload accepted or sent: 8 MiB. Snapshot chunks are at most

@@ -403,7 +403,7 @@ async fn open_db(dir: &Path) -> Result<sled::Db, MemberError> {
 /// a config change, so retries, restarts and a re-initialized node 1 never
 /// bring back a route deleted through the API.
 async fn seed(replica: Arc<Replica>, routes: Vec<RouteSpec>, stop: CancellationToken) {
-    let req = Request::with_id(SEED_REQUEST_ID, Command::SeedRoutes { routes });
+    let req = seed_request(routes);
     loop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let outcome = tokio::select! {
@@ -429,7 +429,20 @@ async fn seed(replica: Arc<Replica>, routes: Vec<RouteSpec>, stop: CancellationT
     }
 }
 
-/// The request id of the seed write: the same on every attempt and node.
+/// The seed write of `routes`. Its request id is the digest of the
+/// command: the same on every attempt and node for the same routes, so a
+/// retry is answered, not refused as seeding a cluster that has config; and
+/// another set of routes (an edited file, another node's file) gets another
+/// id, so it is refused for the cluster's config (`CasMismatch`) rather than
+/// answered with an earlier seed's success or refused as a reused id.
+fn seed_request(routes: Vec<RouteSpec>) -> Request {
+    let cmd = Command::SeedRoutes { routes };
+    // A command always encodes; the constant only keeps the id defined.
+    let id = ferry_raft_store::digest::command_digest(&cmd).unwrap_or(SEED_REQUEST_ID);
+    Request::with_id(id, cmd)
+}
+
+/// The seed's request id should its command not encode.
 const SEED_REQUEST_ID: u128 = 0x5eed_f3ff_0000_0000_0000_0000_0000_0001;
 
 /// Republishes the routing table whenever the applied routes change.
@@ -459,5 +472,25 @@ async fn feed(
             r = rx.changed() => if r.is_err() { return },
             () = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's id follows its routes: retries of one seed share it, and
+    /// another file's routes get another (it used to be one constant, so a
+    /// different seed was answered as the first one).
+    #[test]
+    fn a_seed_request_id_is_the_same_for_the_same_routes_only() {
+        let routes = |listen: &str| -> Vec<RouteSpec> {
+            let r = serde_json::json!({"name": "web", "listen": listen, "backends": [{"id": "a", "addr": "127.0.0.1:9"}]});
+            serde_json::from_value(r).into_iter().collect()
+        };
+        let (a, again, b) =
+            (seed_request(routes(":7000")), seed_request(routes(":7000")), seed_request(routes(":7001")));
+        assert_eq!(a, again);
+        assert!(a.id.is_some() && a.id != b.id, "{:?} {:?}", a.id, b.id);
     }
 }

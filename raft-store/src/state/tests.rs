@@ -208,6 +208,71 @@ fn a_retried_request_id_returns_the_original_response_and_applies_once() {
     assert!(s.routes.contains_key("nope"));
 }
 
+/// The example: a weight PUT, then a DELETE of the route with the
+/// same request id. The delete must be refused, not answered with the
+/// weight change's success while the route stays.
+#[test]
+fn a_request_id_reused_for_another_command_is_refused_and_changes_nothing() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.apply(2, &put(route("w1b", ":7000"), None)), applied(2));
+    let weight = Request::with_id(
+        0xabc,
+        Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: None },
+    );
+    assert_eq!(s.apply(3, &weight), applied(3));
+    let before = s.clone();
+    let delete = Request::with_id(0xabc, Command::DeleteRoute { name: "w1b".into(), cas: None });
+    assert_eq!(s.apply(4, &delete), rejected(StateError::RequestIdReused { id: 0xabc }));
+    assert_eq!(s, before, "a refused reuse changed the state (routes, index or the memory)");
+    assert!(s.routes.contains_key("w1b"));
+    // The identical retry still gets the original answer, even after the
+    // refused reuse, and applies nothing.
+    assert_eq!(s.apply(5, &weight), applied(3));
+    assert_eq!(s, before);
+    // Any difference counts: the compare-and-set condition too.
+    let with_cas = Request::with_id(
+        0xabc,
+        Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: Some(3) },
+    );
+    assert_eq!(s.apply(6, &with_cas), rejected(StateError::RequestIdReused { id: 0xabc }));
+    // A remembered rejection is guarded the same way.
+    let missing = Request::with_id(0xdef, Command::DeleteRoute { name: "nope".into(), cas: None });
+    let first = s.apply(7, &missing);
+    assert!(matches!(first, Response::Rejected { error: StateError::NotFound { .. } }), "{first:?}");
+    let reuse = Request::with_id(0xdef, Command::DeleteRoute { name: "w1b".into(), cas: None });
+    assert_eq!(s.apply(8, &reuse), rejected(StateError::RequestIdReused { id: 0xdef }));
+    assert!(s.routes.contains_key("w1b"));
+    assert_eq!(s.index, 3);
+}
+
+/// Entries written before digests existed (formats 1 and 2) answer their
+/// original response to any command, as they always did.
+#[test]
+fn an_id_remembered_without_a_digest_answers_its_original_response() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("w1b", ":7000"), None));
+    s.recent.insert(Remembered::new(0xabc, None, applied(2)));
+    let delete = Request::with_id(0xabc, Command::DeleteRoute { name: "w1b".into(), cas: None });
+    assert_eq!(s.apply(3, &delete), applied(2));
+    assert!(s.routes.contains_key("w1b"));
+    assert_eq!(s.index, 2);
+}
+
+/// A batch is applied request by request: an id reused inside one batch,
+/// or across batches, is refused like one in its own entry.
+#[test]
+fn a_request_id_reused_inside_a_batch_is_refused() {
+    let mut s = ClusterState::default();
+    let create = Request::with_id(7, Command::PutRoute { route: route("web", ":7000"), cas: Some(0) });
+    let other = Request::with_id(7, Command::PutRoute { route: route("web", ":7001"), cas: Some(0) });
+    let r = s.apply(3, &batch(vec![create.clone(), other.clone(), create.clone()]));
+    let reused = rejected(StateError::RequestIdReused { id: 7 });
+    assert_eq!(r, Response::Batch { responses: vec![applied(3), reused.clone(), applied(3)] });
+    assert_eq!(s.routes["web"].spec.listen, ":7000");
+    assert_eq!(s.apply(4, &batch(vec![other])), Response::Batch { responses: vec![reused] });
+    assert_eq!(s.index, 3);
+}
+
 #[test]
 fn request_id_memory_is_bounded_and_evicts_oldest_first() {
     let mut s = ClusterState::default();

@@ -1,0 +1,106 @@
+//! The digest of a command: what the state machine remembers beside a
+//! request id, to tell a retry (the same command again) from a different
+//! request that reuses the id ([`StateError::RequestIdReused`]).
+//!
+//! The digest covers the [`Command`], not the HTTP request: the admin API
+//! maps method, path, query and body to exactly one command, so two requests
+//! are the same request exactly when their commands are equal (a body that
+//! differs only in spacing or key order is the same request).
+//!
+//! It is FNV-1a 128 of the command's bincode encoding (`standard()` config,
+//! the body of format version 3, without the version prefix): a function of
+//! those bytes alone, so every node, and every later build, computes the same
+//! digest for the same command. std's `DefaultHasher` would not do: its keys
+//! are random per process. A later format that changes the encoding of
+//! `Command` must keep digesting the format-3 bytes (through the types of
+//! [`crate::legacy`]), or digests remembered before the upgrade would refuse
+//! honest retries; the golden digests in the tests fail if the bytes move.
+//!
+//! FNV is not a cryptographic hash. A collision only makes a different
+//! request with a reused id answer like the original (the behaviour before
+//! digests existed), and finding one means crafting two commands on purpose:
+//! an accident is 1 in 2^128.
+//!
+//! [`StateError::RequestIdReused`]: crate::StateError::RequestIdReused
+
+use crate::command::Command;
+
+/// FNV-1a 128 offset basis.
+const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+/// FNV 128 prime: 2^88 + 2^8 + 0x3b.
+const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+
+/// FNV-1a 128 as an `io::Write` sink, so a command is hashed as bincode
+/// writes it, without an intermediate buffer.
+#[derive(Debug, Clone, Copy)]
+struct Fnv1a128(u128);
+
+impl Default for Fnv1a128 {
+    fn default() -> Self {
+        Fnv1a128(OFFSET)
+    }
+}
+
+impl std::io::Write for Fnv1a128 {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for b in buf {
+            self.0 = (self.0 ^ u128::from(*b)).wrapping_mul(PRIME);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// FNV-1a 128 of `bytes`.
+pub fn fnv1a_128(bytes: &[u8]) -> u128 {
+    let mut h = Fnv1a128::default();
+    // Writing to the hasher cannot fail.
+    let _ = std::io::Write::write(&mut h, bytes);
+    h.0
+}
+
+/// The digest of `cmd`, or `None` if it cannot be encoded (no command of
+/// the schema fails to encode; were one to, every node would fail alike, and
+/// its id would be checked as an old entry without a digest is).
+pub fn command_digest(cmd: &Command) -> Option<u128> {
+    let mut h = Fnv1a128::default();
+    bincode::serde::encode_into_std_write(cmd, &mut h, bincode::config::standard()).ok()?;
+    Some(h.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test vectors of the FNV reference (draft-eastlake-fnv, isthe.com).
+    #[test]
+    fn fnv1a_128_matches_the_reference() {
+        assert_eq!(fnv1a_128(b""), 0x6c62272e07bb014262b821756295c58d);
+        assert_eq!(fnv1a_128(b"a"), 0xd228cb696f1a8caf78912b704e4a8964);
+        assert_eq!(fnv1a_128(b"foobar"), 0x343e1662793c64bf6f0d3597ba446f18);
+    }
+
+    /// Golden digests: if these change, digests remembered by an older
+    /// build no longer match the same command, and honest retries across an
+    /// upgrade are refused as reused ids. See the module docs.
+    #[test]
+    fn digests_are_stable() {
+        let delete = Command::DeleteRoute { name: "w1b".into(), cas: None };
+        let weight =
+            Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: Some(42) };
+        assert_eq!(command_digest(&delete), Some(0x3eb3b914d63c64bf6dc332bbcb8d67ef));
+        assert_eq!(command_digest(&weight), Some(0xb440afcdbb9e82c42d0c445f82778406));
+        // The same digests from the bytes written out by hand: variant
+        // index, length-prefixed strings, varint integers, option tags.
+        assert_eq!(command_digest(&delete), Some(fnv1a_128(b"\x01\x03w1b\x00")));
+        assert_eq!(command_digest(&weight), Some(fnv1a_128(b"\x02\x03w1b\x01a\x05\x01\x2a")));
+        // Any field counts, the compare-and-set condition included.
+        let other_cas =
+            Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: None };
+        assert_ne!(command_digest(&weight), command_digest(&other_cas));
+        assert_eq!(command_digest(&weight), command_digest(&weight.clone()));
+    }
+}

@@ -442,16 +442,18 @@ async fn concurrent_writes_share_log_entries_and_keep_their_own_revisions() -> R
         let log_before = nodes[l].raft.metrics().borrow().last_log_index.unwrap_or(0);
 
         // 64 weight changes to the same route at once, through the cluster
-        // port as forwarded writes arrive; ids 100.. and one id sent twice.
+        // port as forwarded writes arrive; ids 100.. and one request sent
+        // twice (the same id and command: a retry).
         const N: u64 = 64;
         let weight = |i: u64| {
+            let i = i.min(N - 2);
             let command = Command::SetBackendWeight {
                 route: "web".into(),
                 backend: "a".into(),
                 weight: u32::try_from(i % 50 + 1).unwrap_or(1),
                 cas: None,
             };
-            Request::with_id(u128::from(100 + i.min(N - 2)), command)
+            Request::with_id(u128::from(100 + i), command)
         };
         let calls = (0..N).map(|i| {
             let t = client();

@@ -213,6 +213,14 @@ pub struct ErrorDetail {
     /// - 409 `request_id_reused`: the `X-Ferry-Request-Id` was already used
     ///   for another request (method, path, query or body); nothing was
     ///   applied. A retry must repeat its request exactly.
+    /// - 503, with `Retry-After`, when the cluster could not answer:
+    ///   `no_leader` (no leader could be asked within the request timeout),
+    ///   `leader_changed` (a leader had the write and went away before
+    ///   answering: it may or may not have committed), `no_quorum` (the
+    ///   leader hears from no majority of voters: a write may still commit),
+    ///   `timeout` (the request timeout passed while the leader worked on
+    ///   it: it may still commit), `unavailable` (the leader's answer could
+    ///   not be read). Retry a write with the same request id.
     pub code: String,
     pub message: String,
     /// `cas_mismatch`: the object's current revision (0: it does not exist).

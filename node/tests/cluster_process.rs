@@ -397,6 +397,115 @@ async fn killing_the_leader_elects_a_new_one_and_writes_resume() -> Result<()> {
     Ok(())
 }
 
+/// Writes through both followers while the leader is killed. A write in
+/// flight to the killed leader used to get 503 `timeout` after 3–6 ms.
+/// Every answer must be 200, or a 503 (with Retry-After and the request id)
+/// whose code says what happened, `no_leader` or `leader_changed`, and
+/// `timeout` only once the request timeout has passed; every acknowledged
+/// write is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_leader_kill_get_answers_that_say_what_happened() -> Result<()> {
+    const TIMEOUT_MS: u64 = 2_000;
+    const WRITERS: usize = 6;
+    const MAX_WRITES: u32 = 600;
+    let mut c =
+        Cluster::start("kill-writes", Opts { request_timeout_ms: TIMEOUT_MS, ..Opts::default() }).await?;
+    let old = c.leader(&Cluster::IDS).await?;
+    let survivors: Vec<u64> = Cluster::IDS.into_iter().filter(|id| *id != old).collect();
+    let admins: Vec<SocketAddr> = survivors.iter().map(|id| c.admin(*id)).collect();
+    let next = Arc::new(AtomicU32::new(0));
+    let killed_at = Arc::new(Mutex::new(None::<Instant>));
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (next, killed_at, admin) = (next.clone(), killed_at.clone(), admins[w % admins.len()]);
+        writers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            loop {
+                let kill = *killed_at.lock().expect("lock");
+                let done = kill.is_some_and(|k| k.elapsed() > Duration::from_millis(1_500));
+                if done || started.elapsed() > Duration::from_secs(20) {
+                    return answers;
+                }
+                let n = next.fetch_add(1, Relaxed);
+                if n >= MAX_WRITES {
+                    return answers;
+                }
+                let name = format!("k{n}");
+                let body = route(&name, ":0", nowhere()).to_string();
+                let id = format!("{:x}", 0xc0de_0000_u64 + u64::from(n));
+                let t = Instant::now();
+                let r = http(
+                    admin,
+                    "PUT",
+                    &format!("/v1/routes/{name}"),
+                    &[("X-Ferry-Request-Id", &id)],
+                    Some(&body),
+                    IO_TIMEOUT,
+                )
+                .await;
+                answers.push((name, admin, t, t.elapsed(), r));
+            }
+        }));
+    }
+    poll("writes under way", WAIT, async || {
+        ensure!(next.load(Relaxed) >= 40, "only {} writes sent", next.load(Relaxed));
+        Ok(())
+    })
+    .await?;
+    c.kill9(old)?;
+    *killed_at.lock().expect("lock") = Some(Instant::now());
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await?);
+    }
+
+    let limit = Duration::from_millis(TIMEOUT_MS);
+    let (mut acked, mut codes, mut bad) = (BTreeSet::new(), Vec::new(), Vec::new());
+    for (name, admin, _sent, took, r) in &all {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                bad.push(format!("{name} via {admin}: no answer after {took:?}: {e:#}"));
+                continue;
+            }
+        };
+        if r.status == 200 {
+            acked.insert(name.clone());
+            continue;
+        }
+        let code =
+            r.json().ok().and_then(|b| b["error"]["code"].as_str().map(str::to_string)).unwrap_or_default();
+        codes.push(format!("{code} after {took:?}"));
+        let honest = match code.as_str() {
+            "no_leader" | "leader_changed" => *took >= limit,
+            "timeout" => *took >= limit,
+            _ => false,
+        };
+        if r.status != 503 || !honest {
+            bad.push(format!("{name} via {admin}: {} {code} after {took:?}: {}", r.status, r.body));
+        }
+        if r.status == 503 && (r.header("retry-after").is_none() || r.header("x-ferry-request-id").is_none())
+        {
+            bad.push(format!("{name}: a 503 without Retry-After or X-Ferry-Request-Id: {}", r.body));
+        }
+    }
+    eprintln!(
+        "leader {old} killed during {} writes: {} acknowledged, 503s: {codes:?}",
+        all.len(),
+        acked.len()
+    );
+    ensure!(bad.is_empty(), "answers that do not say what happened:\n{}", bad.join("\n"));
+    let kill = killed_at.lock().expect("lock").context("no kill time")?;
+    ensure!(all.iter().any(|(_, _, sent, _, _)| *sent > kill), "no write was sent after the kill");
+    let new = c.leader(&survivors).await?;
+    ensure!(new != old);
+    let names = c.route_names(new).await?;
+    let missing: Vec<&String> = acked.iter().filter(|n| !names.contains(*n)).collect();
+    ensure!(missing.is_empty(), "acknowledged writes missing after the failover: {missing:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_sent_during_the_election_succeeds_on_either_survivor() -> Result<()> {
     // A request timeout far above an election (200-400 ms): a write sent
@@ -658,10 +767,15 @@ async fn a_wiped_node_catches_up_by_snapshot() -> Result<()> {
 
 /// Kills two nodes (the leader among them if `kill_leader`) and checks the
 /// survivor: writes and linearizable reads get a 503 with Retry-After
-/// within the request timeout (plus a margin), never a hang; stale reads
-/// and traffic keep working with the last applied config.
+/// within the request timeout (plus a margin), never a hang, whose code says
+/// what happened: `no_quorum` from a leader that hears from no majority
+/// (for a write, once the request timeout has passed, saying how long it has
+/// been without one), `no_leader` once the request timeout has passed on a
+/// node that finds no leader, and never `timeout` (a leader's write used to
+/// answer `timeout` after its own 1.5 s, before the request timeout). Stale
+/// reads and traffic keep working with the last applied config.
 async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
-    const TIMEOUT_MS: u64 = 1_000;
+    const TIMEOUT_MS: u64 = 2_500;
     const MARGIN: Duration = Duration::from_millis(500);
     let backend = echo_server("one").await?;
     let mut c = Cluster::start(tag, Opts { request_timeout_ms: TIMEOUT_MS, ..Opts::default() }).await?;
@@ -697,7 +811,7 @@ async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
 
     let limit = Duration::from_millis(TIMEOUT_MS) + MARGIN;
     let body = route("new", &any_listen(&c.ips())?, nowhere());
-    for attempt in 0..3 {
+    for attempt in 0..2 {
         for (method, path, body) in [
             ("PUT", "/v1/routes/new", Some(&body)),
             ("DELETE", "/v1/routes/web", None),
@@ -713,9 +827,38 @@ async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
                 r.body
             );
             ensure!(r.header("retry-after").is_some(), "503 without Retry-After: {}", r.body);
-            let code = r.json()?["error"]["code"].as_str().unwrap_or_default().to_string();
-            ensure!(code == "unavailable" || code == "timeout", "error code {code:?}: {}", r.body);
-            eprintln!("{tag}: attempt {attempt}: {method} {path} -> 503 {code} after {took:?}");
+            let body = r.json()?;
+            let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
+            let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+            eprintln!("{tag}: attempt {attempt}: {method} {path} -> 503 {code} after {took:?}: {message}");
+            match code.as_str() {
+                "no_leader" => ensure!(
+                    took >= Duration::from_millis(TIMEOUT_MS)
+                        && message.contains(&format!("({TIMEOUT_MS} ms)")),
+                    "{method} {path}: no_leader after {took:?}, before the request timeout it names: {message}"
+                ),
+                "no_quorum" => {
+                    let since: u64 = message
+                        .split(" for ")
+                        .nth(1)
+                        .and_then(|rest| rest.split(" ms").next())
+                        .and_then(|n| n.parse().ok())
+                        .with_context(|| format!("no_quorum without a duration: {message}"))?;
+                    // A read's confirmation round fails as soon as no
+                    // majority answers; a write waits for one until the
+                    // request timeout.
+                    if method != "GET" {
+                        ensure!(
+                            since >= 400 && took >= Duration::from_millis(TIMEOUT_MS),
+                            "{method} {path}: no_quorum after {took:?}, {since} ms without a majority: {message}"
+                        );
+                    }
+                }
+                _ => bail!("{method} {path}: error code {code:?} does not say what happened: {}", r.body),
+            }
+            if kill_leader {
+                ensure!(code == "no_leader", "a follower without a leader answered {code}: {message}");
+            }
             ensure!(
                 took <= limit,
                 "attempt {attempt}: {method} {path} answered after {took:?}, over request_timeout_ms {TIMEOUT_MS} + {MARGIN:?}"

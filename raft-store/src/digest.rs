@@ -16,6 +16,10 @@
 //! [`crate::legacy`]), or digests remembered before the upgrade would refuse
 //! honest retries; the golden digests in the tests fail if the bytes move.
 //!
+//! Cost: about 8 ns a byte (release build), on every node, for requests
+//! with an id: well under a microsecond for a weight change, 0.25 ms for a
+//! route of 1,500 backends (29 KB).
+//!
 //! FNV is not a cryptographic hash. A collision only makes a different
 //! request with a reused id answer like the original (the behaviour before
 //! digests existed), and finding one means crafting two commands on purpose:

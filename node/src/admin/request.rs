@@ -42,15 +42,17 @@ impl ApiError {
     }
 }
 
+/// The one place cluster failures become HTTP answers: every 503 code says
+/// what happened (README, "Errors"), and every 503 carries `Retry-After`.
 impl From<ReplicaError> for ApiError {
     fn from(e: ReplicaError) -> Self {
-        match e {
-            ReplicaError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-            }
-            ReplicaError::Timeout(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", e.to_string())
-            }
+        let unavailable = |code| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string());
+        match &e {
+            ReplicaError::NoLeader(_) => unavailable("no_leader"),
+            ReplicaError::LeaderChanged(_) => unavailable("leader_changed"),
+            ReplicaError::NoQuorum(_) => unavailable("no_quorum"),
+            ReplicaError::Timeout(_) => unavailable("timeout"),
+            ReplicaError::Unavailable(_) => unavailable("unavailable"),
             ReplicaError::Fatal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
@@ -278,6 +280,37 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"secret"));
+    }
+
+    #[test]
+    fn cluster_failures_map_to_codes_that_say_what_happened() {
+        let cases = [
+            (ReplicaError::NoLeader("x".into()), 503, "no_leader"),
+            (ReplicaError::LeaderChanged("x".into()), 503, "leader_changed"),
+            (ReplicaError::NoQuorum("x".into()), 503, "no_quorum"),
+            (ReplicaError::Timeout("x".into()), 503, "timeout"),
+            (ReplicaError::Unavailable("x".into()), 503, "unavailable"),
+            (ReplicaError::Fatal("x".into()), 500, "internal"),
+            (ReplicaError::Refused("x".into()), 409, "refused"),
+        ];
+        for (e, status, code) in cases {
+            let message = e.to_string();
+            let r = ApiError::from(e).into_response();
+            assert_eq!(
+                (r.status().as_u16(), r.headers().contains_key(header::RETRY_AFTER)),
+                (status, status == 503)
+            );
+            let body = r.into_body();
+            let bytes = futures_bytes(body);
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json body");
+            assert_eq!(v["error"]["code"], code, "{message}");
+            assert_eq!(v["error"]["message"], message.as_str());
+        }
+    }
+
+    fn futures_bytes(body: axum::body::Body) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(axum::body::to_bytes(body, 1 << 16)).expect("body")
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //! nothing a client can observe but throughput. A request whose caller gave
 //! up before it was proposed is dropped, not proposed.
 //!
+//! A proposal is answered by its commit, as soon as this node steps down
+//! ([`WriteError::LeaderChanged`], [`leadership`]), or at the write timeout
+//! (the request timeout): [`WriteError::NoQuorum`] if the leader has heard
+//! from no majority by then, [`WriteError::Timeout`] otherwise.
+//!
 //! [`ClusterState::apply`]: ferry_raft_store::ClusterState::apply
 
 use std::sync::{Arc, OnceLock};
@@ -27,6 +32,7 @@ use ferry_raft_store::{Command, Request, Response};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::timeout;
 
+use crate::cluster::leadership::{self, Term};
 use crate::cluster::message::WriteError;
 use crate::cluster::stats::{TransportStats, bump};
 
@@ -54,24 +60,33 @@ struct Pending {
 #[derive(Clone)]
 pub struct Batcher {
     raft: Raft,
-    write_timeout: Duration,
+    limits: Limits,
     stats: Arc<TransportStats>,
     queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
 }
 
+/// How long a proposal may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A proposal not committed within it is answered [`WriteError::Timeout`].
+    pub write_timeout: Duration,
+    /// A leader without a majority's acknowledgement for this long answers
+    /// [`WriteError::NoQuorum`].
+    pub quorum_timeout: Duration,
+}
+
 impl Batcher {
-    /// A batcher proposing to `raft`, counting its proposals in `stats`; a
-    /// proposal not committed within `write_timeout` is answered
-    /// [`WriteError::Timeout`].
-    pub fn new(raft: Raft, write_timeout: Duration, stats: Arc<TransportStats>) -> Self {
-        Self { raft, write_timeout, stats, queue: Arc::default() }
+    /// A batcher proposing to `raft` within `limits`, counting its
+    /// proposals in `stats`.
+    pub fn new(raft: Raft, limits: Limits, stats: Arc<TransportStats>) -> Self {
+        Self { raft, limits, stats, queue: Arc::default() }
     }
 
     /// Proposes `req` (alone or with others) and waits for its response.
     pub async fn write(&self, req: Request) -> WriteResult {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.raft.clone(), rx, self.write_timeout, Arc::clone(&self.stats)));
+            tokio::spawn(run(self.raft.clone(), rx, self.limits, Arc::clone(&self.stats)));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -87,7 +102,7 @@ impl Batcher {
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher").field("write_timeout", &self.write_timeout).finish_non_exhaustive()
+        f.debug_struct("Batcher").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -95,7 +110,7 @@ impl std::fmt::Debug for Batcher {
 async fn run(
     raft: Raft,
     mut queue: mpsc::UnboundedReceiver<Pending>,
-    write_timeout: Duration,
+    limits: Limits,
     stats: Arc<TransportStats>,
 ) {
     let open = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -117,7 +132,7 @@ async fn run(
         let raft = raft.clone();
         let stats = Arc::clone(&stats);
         tokio::spawn(async move {
-            propose(&raft, batch, write_timeout, &stats).await;
+            propose(&raft, batch, limits, &stats).await;
             drop(permit);
         });
     }
@@ -150,21 +165,40 @@ fn take_batch(
 }
 
 /// Proposes `batch` as one entry and answers every caller.
-async fn propose(raft: &Raft, mut batch: Vec<Pending>, write_timeout: Duration, stats: &TransportStats) {
+async fn propose(raft: &Raft, mut batch: Vec<Pending>, limits: Limits, stats: &TransportStats) {
     let req = if batch.len() == 1 {
         batch[0].req.clone()
     } else {
         let requests = batch.iter().map(|p| p.req.clone()).collect();
         Request::new(Command::Batch { requests })
     };
-    let result = match timeout(write_timeout, raft.client_write(req)).await {
-        Ok(Ok(resp)) => {
-            bump(&stats.write_proposals);
-            stats.proposed_writes.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok(resp.data)
+    // Not the leader: openraft answers ForwardToLeader at once, nothing to watch.
+    let term = Term::current(&raft.metrics().borrow());
+    let requests = batch.len() as u64;
+    let started = tokio::time::Instant::now();
+    let commit = async {
+        match timeout(limits.write_timeout, raft.client_write(req)).await {
+            Ok(Ok(resp)) => {
+                bump(&stats.write_proposals);
+                stats.proposed_writes.fetch_add(requests, std::sync::atomic::Ordering::Relaxed);
+                Ok(resp.data)
+            }
+            Ok(Err(e)) => Err(WriteError::from(e)),
+            Err(_) => Err(leadership::timed_out(
+                raft,
+                limits.write_timeout,
+                started.elapsed(),
+                limits.quorum_timeout,
+            )),
         }
-        Ok(Err(e)) => Err(WriteError::from(e)),
-        Err(_) => Err(WriteError::timeout(write_timeout)),
+    };
+    let result = match term {
+        None => commit.await,
+        Some(term) => tokio::select! {
+            biased;
+            r = commit => r,
+            e = leadership::stepped_down(raft, term) => Err(e),
+        },
     };
     match result {
         Ok(data) if batch.len() == 1 => {
@@ -205,7 +239,7 @@ type ReadResult = Result<u64, WriteError>;
 #[derive(Clone)]
 pub struct ReadRounds {
     raft: Raft,
-    round_timeout: Duration,
+    limits: Limits,
     stats: Arc<TransportStats>,
     /// The leadership (vote) this node last served a read under, and its
     /// log's last index then: see [`read_round`].
@@ -214,10 +248,11 @@ pub struct ReadRounds {
 }
 
 impl ReadRounds {
-    /// Rounds on `raft`, each bounded by `round_timeout`, counted in
+    /// Rounds on `raft`, each bounded by the write timeout of `limits` and
+    /// ended early if this node steps down ([`leadership`]), counted in
     /// `stats`.
-    pub fn new(raft: Raft, round_timeout: Duration, stats: Arc<TransportStats>) -> Self {
-        Self { raft, round_timeout, stats, floor: Arc::default(), queue: Arc::default() }
+    pub fn new(raft: Raft, limits: Limits, stats: Arc<TransportStats>) -> Self {
+        Self { raft, limits, stats, floor: Arc::default(), queue: Arc::default() }
     }
 
     /// Waits for the next round and returns its read index.
@@ -225,7 +260,7 @@ impl ReadRounds {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let (raft, floor, stats) = (self.raft.clone(), Arc::clone(&self.floor), Arc::clone(&self.stats));
-            tokio::spawn(run_reads(raft, floor, stats, rx, self.round_timeout));
+            tokio::spawn(run_reads(raft, floor, stats, rx, self.limits));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -236,7 +271,7 @@ impl ReadRounds {
 
 impl std::fmt::Debug for ReadRounds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadRounds").field("round_timeout", &self.round_timeout).finish_non_exhaustive()
+        f.debug_struct("ReadRounds").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -245,7 +280,7 @@ async fn run_reads(
     floor: Arc<std::sync::Mutex<Option<(Vote, u64)>>>,
     stats: Arc<TransportStats>,
     mut queue: mpsc::UnboundedReceiver<oneshot::Sender<ReadResult>>,
-    round_timeout: Duration,
+    limits: Limits,
 ) {
     let mut waiting = Vec::new();
     while queue.recv_many(&mut waiting, usize::MAX).await > 0 {
@@ -255,9 +290,26 @@ async fn run_reads(
         }
         bump(&stats.read_rounds);
         stats.round_reads.fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let result = match timeout(round_timeout, read_round(&raft, &floor)).await {
-            Ok(r) => r,
-            Err(_) => Err(WriteError::timeout(round_timeout)),
+        let started = tokio::time::Instant::now();
+        let round = async {
+            match timeout(limits.write_timeout, read_round(&raft, &floor)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let waited = started.elapsed();
+                    Err(leadership::timed_out(&raft, limits.write_timeout, waited, limits.quorum_timeout))
+                }
+            }
+        };
+        // (A `let`: the metrics guard must not live across the await.)
+        let term = Term::current(&raft.metrics().borrow());
+        let result = match term {
+            // Not the leader: openraft answers ForwardToLeader at once.
+            None => round.await,
+            Some(term) => tokio::select! {
+                biased;
+                r = round => r,
+                e = leadership::stepped_down(&raft, term) => Err(e),
+            },
         };
         for w in waiting.drain(..) {
             let _ = w.send(result.clone());
@@ -278,7 +330,10 @@ async fn run_reads(
 /// `acknowledged_writes_survive_kill_9_of_every_node`: a read after a full
 /// restart missed the last two acknowledged writes.)
 async fn read_round(raft: &Raft, floor: &std::sync::Mutex<Option<(Vote, u64)>>) -> ReadResult {
-    let log_id = raft.ensure_linearizable().await.map_err(WriteError::from)?;
+    let log_id = raft
+        .ensure_linearizable()
+        .await
+        .map_err(|e| leadership::with_quorum_age(WriteError::from(e), raft))?;
     let index = log_id.map_or(0, |l| l.index).max(read_floor(raft, floor));
     raft.wait(None)
         .applied_index_at_least(Some(index), "read index")

@@ -43,6 +43,14 @@ use crate::cluster::message::Message;
 ///   which says the outcome is unknown; nothing was applied, and a retry
 ///   through an upgraded node gets the 409. (Raft entries are unchanged:
 ///   the digest is computed on apply, not carried.)
+/// - `WriteError::NoQuorum` and `WriteError::LeaderChanged` (in
+///   [`Message::ClientWriteResult`], [`Message::ReadIndexResult`] and
+///   [`Message::ChangeMembershipResult`]): a leader without a majority, or
+///   one that stepped down, says so instead of waiting out its timeout. An
+///   older follower cannot decode them and answers its client 503, as it
+///   did when that leader timed out. An older leader never sends them: an
+///   upgraded follower still gets `NoLeader`, `ForwardToLeader` or
+///   `Timeout` from it, as before.
 pub const WIRE_VERSION: u16 = 2;
 
 /// The largest payload accepted or sent: 8 MiB. Snapshot chunks are at most
@@ -268,6 +276,11 @@ mod tests {
             Message::ClientWrite(put_route()),
             Message::ClientWriteResult(Ok(Response::Applied { index: 4, revision: 4 })),
             Message::ClientWriteResult(Err(WriteError::ForwardToLeader { leader_id: 1, leader: node })),
+            Message::ClientWriteResult(Ok(Response::Rejected {
+                error: ferry_raft_store::StateError::RequestIdReused { id: u128::MAX },
+            })),
+            Message::ClientWriteResult(Err(WriteError::NoQuorum { since_ms: 1_234, proposed: true })),
+            Message::ReadIndexResult(Err(WriteError::LeaderChanged)),
             Message::Error { code: crate::cluster::message::ErrorCode::WrongCluster, message: "x".into() },
             Message::BindFailures,
             Message::BindFailuresResult(crate::cluster::message::BindReport {
@@ -325,6 +338,33 @@ mod tests {
         let msg = decode_payload(&payload, "ferry").expect("decode fixture");
         assert!(
             matches!(&msg, Message::BindFailuresResult(r) if r.node_id == 2 && r.name == "n" && r.failures.is_empty()),
+            "{msg:?}"
+        );
+        // Variants appended without a version bump keep these indexes:
+        // ClientWriteResult (9), Err (1), NoQuorum (5) { 300 ms, true }.
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 5, 251, 44, 1, 1];
+        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        assert!(
+            matches!(
+                msg,
+                Message::ClientWriteResult(Err(WriteError::NoQuorum { since_ms: 300, proposed: true }))
+            ),
+            "{msg:?}"
+        );
+        // ReadIndexResult (12), Err (1), LeaderChanged (6).
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 12, 1, 6];
+        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        assert!(matches!(msg, Message::ReadIndexResult(Err(WriteError::LeaderChanged))), "{msg:?}");
+        // ClientWriteResult (9), Ok (0), Rejected (1), RequestIdReused (3) { 42 }.
+        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 0, 1, 3, 42];
+        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        assert!(
+            matches!(
+                msg,
+                Message::ClientWriteResult(Ok(Response::Rejected {
+                    error: ferry_raft_store::StateError::RequestIdReused { id: 42 }
+                }))
+            ),
             "{msg:?}"
         );
         // Error (10) { WrongCluster (1), "no" }

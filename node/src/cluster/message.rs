@@ -191,8 +191,10 @@ pub enum ErrorCode {
 
 /// Why a forwarded write was not applied.
 ///
-/// Every variant means the write did not commit, except [`WriteError::Timeout`],
-/// whose outcome is unknown: retry with the same request id.
+/// Every variant means the write did not commit, except
+/// [`WriteError::Timeout`], [`WriteError::LeaderChanged`] and a
+/// [`WriteError::NoQuorum`] with `proposed`, whose outcome is unknown: retry
+/// with the same request id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WriteError {
     /// This node is not the leader; `leader` is, as far as it knows.
@@ -228,6 +230,25 @@ pub enum WriteError {
         /// Why.
         message: String,
     },
+    /// This node is the leader but has had no answer from a majority of
+    /// voters for `since_ms` (at least the server's quorum timeout). When
+    /// `proposed`, the write was appended to its log before that was seen
+    /// and may still commit if the majority comes back; otherwise it was
+    /// not proposed.
+    #[error(
+        "the leader has had no answer from a majority of voters for {since_ms} ms; {}",
+        if *proposed { "the write may still commit if they come back" } else { "the write was not proposed" }
+    )]
+    NoQuorum {
+        /// How long since a majority last acknowledged the leader.
+        since_ms: u64,
+        /// Whether the write was in the leader's log.
+        proposed: bool,
+    },
+    /// This node stopped being the leader while the write was in its log,
+    /// uncommitted: a new leader may or may not commit it.
+    #[error("the leader stepped down while the write was in flight; it may or may not commit")]
+    LeaderChanged,
 }
 
 impl WriteError {
@@ -263,7 +284,10 @@ impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> for WriteErro
                 _ => WriteError::NoLeader,
             },
             // The leader could not reach a quorum: no linearizable read now.
-            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => WriteError::NoLeader,
+            // (openraft does not say for how long; 0 says "just now".)
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                WriteError::NoQuorum { since_ms: 0, proposed: false }
+            }
             RaftError::Fatal(f) => WriteError::Fatal { message: f.to_string() },
         }
     }

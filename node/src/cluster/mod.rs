@@ -8,6 +8,9 @@
 //! - [`hop`]: peer hops to backends another node owns, both sides.
 //! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
 //! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
+//! - [`batcher`]: the leader's write batches and shared read-index rounds.
+//! - [`leadership`]: whether a leader waiting on a write still leads with a
+//!   quorum.
 //! - [`network`]: openraft's [`Network`] factory and [`PeerClient`].
 //! - [`contacts`]: [`Contacts`], the last contact with each peer and the
 //!   log lines about peers becoming unreachable.
@@ -24,6 +27,7 @@ pub mod batcher;
 pub mod contacts;
 pub mod frame;
 pub mod hop;
+pub mod leadership;
 pub mod message;
 pub mod network;
 pub mod server;

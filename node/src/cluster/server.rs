@@ -30,12 +30,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cluster::batcher::{Batcher, ReadRounds};
+use crate::cluster::batcher::{Batcher, Limits, ReadRounds};
 use crate::cluster::contacts::Contacts;
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
 use crate::cluster::hop::HopServer;
+use crate::cluster::leadership;
 use crate::cluster::message::{BindReport, ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
 use crate::dataplane::listen_failures::ListenFailures;
@@ -49,10 +50,20 @@ pub struct ServerConfig {
     /// A connection with no request for this long is closed (peers reconnect
     /// on demand).
     pub idle_timeout: Duration,
-    /// Longest wait for a forwarded write to commit before answering
-    /// [`WriteError::Timeout`]. Keep it below the callers' request timeout so
-    /// they get that answer rather than a transport timeout.
+    /// Longest wait for a write, a read-index round or a membership change
+    /// to complete before answering [`WriteError::Timeout`]: the node's
+    /// request timeout (`[admin] request_timeout_ms`). A caller on another
+    /// node gives up at its own deadline (its transport call), so only a
+    /// real timeout is ever called one (a leader without a majority then
+    /// says so: [`ServerConfig::quorum_timeout`]).
     pub write_timeout: Duration,
+    /// A wait that ends on a leader that has had no acknowledgement from a
+    /// majority of voters for this long answers [`WriteError::NoQuorum`]
+    /// rather than [`WriteError::Timeout`]:
+    /// the longest election timeout (`[cluster] election_timeout_max_ms`),
+    /// after which followers that lost it would have campaigned. Only a
+    /// verdict when a wait ends ([`crate::cluster::leadership`]).
+    pub quorum_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -60,7 +71,8 @@ impl Default for ServerConfig {
         Self {
             max_connections: 256,
             idle_timeout: Duration::from_secs(120),
-            write_timeout: Duration::from_millis(1_500),
+            write_timeout: Duration::from_secs(5),
+            quorum_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -68,7 +80,9 @@ impl Default for ServerConfig {
 /// Longest wait to deliver an error reply before closing anyway.
 const ERROR_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Longest wait for a membership change (two commits: joint, then uniform).
+/// Longest wait for a membership change autopilot makes (two commits:
+/// joint, then uniform). One asked for through the API waits up to
+/// [`ServerConfig::write_timeout`].
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(3);
 
 // A hop and a frame are told apart by their first byte.
@@ -110,9 +124,10 @@ impl ClusterServer {
         stats: Arc<TransportStats>,
         config: ServerConfig,
     ) -> Self {
+        let limits = Limits { write_timeout: config.write_timeout, quorum_timeout: config.quorum_timeout };
         Self {
-            batcher: Batcher::new(raft.clone(), config.write_timeout, Arc::clone(&stats)),
-            reads: ReadRounds::new(raft.clone(), config.write_timeout, Arc::clone(&stats)),
+            batcher: Batcher::new(raft.clone(), limits, Arc::clone(&stats)),
+            reads: ReadRounds::new(raft.clone(), limits, Arc::clone(&stats)),
             raft,
             node_name: String::new(),
             bootstrap_expect: 0,
@@ -261,8 +276,10 @@ impl ClusterServer {
     }
 
     /// Performs `change` if this node is the leader; otherwise names the
-    /// leader. Waits for the new membership to commit (bounded by the
-    /// membership timeout).
+    /// leader. Waits for the new membership to commit (bounded by the write
+    /// timeout, then [`WriteError::NoQuorum`] if the leader hears from no
+    /// majority), and answers at once if this node steps down meanwhile
+    /// ([`leadership`]).
     pub async fn change_membership(&self, change: MembershipChange) -> Result<u64, WriteError> {
         let MembershipChange::Remove { node_id } = change;
         let m = self.raft.metrics().borrow().clone();
@@ -293,13 +310,27 @@ impl ClusterServer {
         } else {
             openraft::ChangeMembers::RemoveNodes(ids)
         };
-        match timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false)).await {
-            Ok(Ok(resp)) => Ok(resp.log_id.index),
-            Ok(Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ChangeMembershipError(e),
-            ))) => Err(WriteError::Membership { message: e.to_string() }),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(WriteError::timeout(MEMBERSHIP_TIMEOUT)),
+        let term = leadership::Term { me: m.id, vote: m.vote };
+        let (wait, started) = (self.config.write_timeout, tokio::time::Instant::now());
+        let commit = async {
+            match timeout(wait, self.raft.change_membership(change, false)).await {
+                Ok(Ok(resp)) => Ok(resp.log_id.index),
+                Ok(Err(openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ChangeMembershipError(e),
+                ))) => Err(WriteError::Membership { message: e.to_string() }),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(leadership::timed_out(
+                    &self.raft,
+                    wait,
+                    started.elapsed(),
+                    self.config.quorum_timeout,
+                )),
+            }
+        };
+        tokio::select! {
+            biased;
+            r = commit => r,
+            e = leadership::stepped_down(&self.raft, term) => Err(e),
         }
     }
 
@@ -308,6 +339,7 @@ impl ClusterServer {
     /// Reads that arrive while a round is running share the next one
     /// ([`ReadRounds`], which also explains the index).
     pub async fn read_index(&self) -> Result<u64, WriteError> {
+        // The round has its own bounds; this one covers the queue before it.
         match timeout(self.config.write_timeout, self.reads.read_index()).await {
             Ok(r) => r,
             Err(_) => Err(WriteError::timeout(self.config.write_timeout)),

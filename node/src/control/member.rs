@@ -137,7 +137,11 @@ impl Member {
             raft.clone(),
             cluster.cluster_id.clone(),
             Arc::clone(&stats),
-            ServerConfig::default(),
+            ServerConfig {
+                write_timeout: Duration::from_millis(config.admin.request_timeout_ms),
+                quorum_timeout: Duration::from_millis(cluster.election_timeout_max_ms),
+                ..ServerConfig::default()
+            },
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
         .with_hops(hops)

@@ -10,7 +10,9 @@
 //!   [`names`]: what each name resolves to, and the hold rule.
 //! - [`route_binds`]: the addresses members hold, and the routes each
 //!   member could not bind.
+//! - [`attempt`]: how a request to the leader ends, and which error says so.
 
+pub mod attempt;
 pub mod autopilot;
 pub mod bootstrap;
 pub mod gossip;

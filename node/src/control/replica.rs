@@ -2,16 +2,18 @@
 //! admin API needs from it.
 //!
 //! - Writes are accepted on any node: a follower forwards to the leader over
-//!   the cluster transport, following at most a few leader changes, and
-//!   gives up with [`ReplicaError::Unavailable`] at the request deadline
-//!   instead of hanging.
+//!   the cluster transport, following at most a few leader changes, waiting
+//!   out elections, and sending a write again when a leader went away with it
+//!   (its request id makes that safe). At the request deadline it gives up
+//!   with an error that says what happened ([`super::attempt`]) instead of
+//!   hanging.
 //! - Linearizable reads go through a read barrier. The leader confirms its
 //!   leadership with a quorum (openraft's `ensure_linearizable`). A follower
 //!   asks the leader for that read index, then waits until it has applied
 //!   that far itself.
 //! - Stale reads and blocking queries read the local state machine.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ferry_client::api::RaftPeer;
@@ -23,25 +25,51 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cluster::contacts::Contacts;
+use crate::cluster::leadership;
 use crate::cluster::message::{MembershipChange, Message, WriteError};
 use crate::cluster::server::ClusterServer;
 use crate::cluster::transport::Transport;
+use crate::control::attempt::{self, Next, Progress, Source};
+
+/// Whether a request may be sent again after a leader went away with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// It carries a request id: a second apply answers the first's response.
+    Yes,
+    /// It does not (a membership change).
+    No,
+}
 
 /// Most leader hops one request follows.
 const MAX_HOPS: usize = 3;
 /// Pause before asking again while no leader is known.
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Why a request to the cluster could not be answered.
+/// Why a request to the cluster could not be answered. Each 503 variant is
+/// one error code of the admin API (README, "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    /// No leader or no quorum within the deadline: retry later (503).
-    #[error("the cluster has no leader or quorum: {0}")]
-    Unavailable(String),
-    /// The leader did not answer in time: a write may still commit. Retry with
-    /// the same request id (503).
-    #[error("no answer within the request timeout: {0}")]
+    /// No leader could be asked until the deadline: none was known, or the
+    /// one known was unreachable. Retry later (503 `no_leader`).
+    #[error("no leader: {0}")]
+    NoLeader(String),
+    /// A leader had the write and went away (stepped down, stopped, or its
+    /// connection broke) before answering, and no leader answered by the
+    /// deadline: the write may or may not have committed. Retry with the
+    /// same request id (503 `leader_changed`).
+    #[error("leader changed: {0}")]
+    LeaderChanged(String),
+    /// The leader cannot reach a majority of voters (503 `no_quorum`).
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The request timeout passed while the request was in flight: a write
+    /// may still commit. Retry with the same request id (503 `timeout`).
+    #[error("timeout: {0}")]
     Timeout(String),
+    /// The leader's answer could not be read, or the request not sent (a
+    /// peer of another version?) (503 `unavailable`).
+    #[error("the leader could not be asked: {0}")]
+    Unavailable(String),
     /// Raft stopped on this node (500).
     #[error("raft is stopped on this node: {0}")]
     Fatal(String),
@@ -106,29 +134,29 @@ impl Replica {
     }
 
     /// Commits `req` through the leader, wherever it is, by `deadline`:
-    /// waits out an election, follows up to `MAX_HOPS` leader changes, and
-    /// never runs past the deadline.
+    /// waits out an election, follows up to `MAX_HOPS` leader changes, sends
+    /// the write again when a leader went away with it, and never runs past
+    /// the deadline.
     pub async fn write(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
-        match tokio::time::timeout_at(deadline, self.write_inner(req, deadline)).await {
-            Ok(r) => r,
-            Err(_) => Err(ReplicaError::Timeout(
-                "no answer within the request timeout; the write may still commit".into(),
-            )),
-        }
-    }
-
-    async fn write_inner(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
         let msg = Message::ClientWrite(req.clone());
-        self.leader_call(
+        let extract = |m| match m {
+            Message::ClientWriteResult(r) => Some(r),
+            _ => None,
+        };
+        let progress = Mutex::new(Progress::default());
+        let call = self.leader_call(
             || self.server.write(req.clone()),
             &msg,
-            |m| match m {
-                Message::ClientWriteResult(r) => Some(r),
-                _ => None,
-            },
+            extract,
             deadline,
-        )
-        .await
+            &progress,
+            Resend::Yes,
+        );
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(lock(&progress).at_deadline(true, budget, self.quorum_lost(budget))),
+        }
     }
 
     /// Has the leader perform `change` (leave, force-leave) by `deadline`,
@@ -139,70 +167,101 @@ impl Replica {
         change: MembershipChange,
         deadline: Instant,
     ) -> Result<u64, ReplicaError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
         let msg = Message::ChangeMembership(change.clone());
-        let call = self.leader_call(
-            || self.server.change_membership(change.clone()),
-            &msg,
-            |m| match m {
-                Message::ChangeMembershipResult(r) => Some(r),
-                _ => None,
-            },
-            deadline,
-        );
+        let extract = |m| match m {
+            Message::ChangeMembershipResult(r) => Some(r),
+            _ => None,
+        };
+        let progress = Mutex::new(Progress::default());
+        let local = || self.server.change_membership(change.clone());
+        // Not sent again after a leader went away with it: a second
+        // removal of a removed node is refused, which would hide that the
+        // first one may have worked.
+        let call = self.leader_call(local, &msg, extract, deadline, &progress, Resend::No);
         match tokio::time::timeout_at(deadline, call).await {
             Ok(r) => r,
-            Err(_) => Err(ReplicaError::Timeout(
-                "no answer within the request timeout; the change may still commit".into(),
-            )),
+            Err(_) => Err(lock(&progress).at_deadline(true, budget, self.quorum_lost(budget))),
         }
     }
 
     /// Runs `local` here; when this node is not the leader, sends `msg` to
     /// the leader instead (at most `MAX_HOPS` real hops), waiting out
-    /// elections until `deadline`.
+    /// elections, and, if `resend`, starting over when a leader went away
+    /// with the request (else that ends it, `leader_changed`). Runs until it
+    /// has an answer: the caller bounds it by the deadline and answers from
+    /// `progress` when that passes.
     async fn leader_call<T, F, Fut>(
         &self,
         local: F,
         msg: &Message,
         extract: fn(Message) -> Option<Result<T, WriteError>>,
         deadline: Instant,
+        progress: &Mutex<Progress>,
+        resend: Resend,
     ) -> Result<T, ReplicaError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, WriteError>>,
     {
         let mut hops = 0;
-        let mut result = local().await;
+        let ask_here = || async {
+            lock(progress).asking_here();
+            let r = local().await;
+            lock(progress).answered();
+            r
+        };
+        let mut next = ask_here().await.map_err(|e| attempt::after_write_error(e, Source::Local, true));
         loop {
-            match result {
+            match next {
                 Ok(v) => return Ok(v),
-                Err(WriteError::ForwardToLeader { leader_id, leader })
-                    if leader_id != self.node_id && hops < MAX_HOPS =>
-                {
-                    result = match self.forward(&leader.cluster_addr, msg, deadline).await {
+                Err(Next::Follow { leader_id, leader }) if leader_id != self.node_id && hops < MAX_HOPS => {
+                    let who = attempt::describe(leader_id, &leader);
+                    lock(progress).asking(format!("the leader, {who}"));
+                    let forwarded = self.forward(&leader.cluster_addr, msg, deadline).await;
+                    lock(progress).answered();
+                    next = match forwarded {
                         // Only a forward that reached a node counts as a hop:
                         // while the old leader is dead, this node keeps naming
                         // it until the election ends.
                         Ok(answer) => {
                             let kind = answer.kind();
-                            match extract(answer) {
-                                Some(r) => {
-                                    hops += 1;
-                                    r
-                                }
-                                None => return Err(unexpected_kind(kind)),
-                            }
+                            let Some(r) = extract(answer) else { return Err(unexpected_kind(kind)) };
+                            hops += 1;
+                            r.map_err(|e| attempt::after_write_error(e, Source::Leader(&who), true))
                         }
-                        // The leader we knew is gone: wait for the next one.
-                        Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),
-                        Err(e) => return Err(e),
+                        Err(e) => Err(attempt::after_transport_error(&e, &who)),
                     };
                 }
-                Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
-                    wait_or_give_up(deadline, "no leader").await?;
-                    result = local().await;
+                Err(Next::Follow { leader_id, .. }) => {
+                    let why = if leader_id == self.node_id {
+                        "this node is named the leader but does not lead yet".to_string()
+                    } else {
+                        format!("the leader moved more than {MAX_HOPS} times during the request")
+                    };
+                    lock(progress).waiting(why);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    next = ask_here().await.map_err(|e| attempt::after_write_error(e, Source::Local, true));
                 }
-                Err(e) => return Err(write_error(e)),
+                Err(Next::Wait(why)) => {
+                    lock(progress).waiting(why);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    next = ask_here().await.map_err(|e| attempt::after_write_error(e, Source::Local, true));
+                }
+                Err(Next::Lost(why)) if resend == Resend::No => {
+                    return Err(ReplicaError::LeaderChanged(format!(
+                        "{why}; it may or may not have happened"
+                    )));
+                }
+                Err(Next::Lost(why)) => {
+                    // Safe to send again: the request id makes a second
+                    // apply answer the first one's response.
+                    tracing::debug!(%why, "a leader went away with a request; sending it again");
+                    lock(progress).lost(why);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    next = ask_here().await.map_err(|e| attempt::after_write_error(e, Source::Local, true));
+                }
+                Err(Next::Answer(e)) => return Err(e),
             }
         }
     }
@@ -210,40 +269,68 @@ impl Replica {
     /// Returns once this node has applied every write committed before the
     /// call: the config index a linearizable read may then serve.
     pub async fn read_barrier(&self, deadline: Instant) -> Result<(), ReplicaError> {
-        match tokio::time::timeout_at(deadline, self.read_barrier_inner(deadline)).await {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let progress = Mutex::new(Progress::default());
+        match tokio::time::timeout_at(deadline, self.read_barrier_inner(deadline, &progress)).await {
             Ok(r) => r,
-            Err(_) => Err(ReplicaError::Timeout("no read index within the request timeout".into())),
+            Err(_) => Err(lock(&progress).at_deadline(false, budget, self.quorum_lost(budget))),
         }
     }
 
-    async fn read_barrier_inner(&self, deadline: Instant) -> Result<(), ReplicaError> {
+    async fn read_barrier_inner(
+        &self,
+        deadline: Instant,
+        progress: &Mutex<Progress>,
+    ) -> Result<(), ReplicaError> {
         let mut local = true;
         loop {
             let answer = if local {
-                self.server.read_index().await
+                lock(progress).asking_here();
+                self.server
+                    .read_index()
+                    .await
+                    .map_err(|e| attempt::after_write_error(e, Source::Local, false))
             } else {
                 match self.leader_addr() {
-                    Some(addr) => match self.forward(&addr, &Message::ReadIndex, deadline).await {
-                        Ok(Message::ReadIndexResult(r)) => r,
-                        Ok(other) => return Err(unexpected(&other)),
-                        Err(ReplicaError::Unavailable(_)) => Err(WriteError::NoLeader),
-                        Err(e) => return Err(e),
-                    },
-                    None => Err(WriteError::NoLeader),
+                    Some(addr) => {
+                        let id = self.raft.metrics().borrow().current_leader;
+                        let who =
+                            id.map_or_else(|| format!("node at {addr}"), |id| format!("node {id} at {addr}"));
+                        lock(progress).asking(format!("the leader, {who}"));
+                        match self.forward(&addr, &Message::ReadIndex, deadline).await {
+                            Ok(Message::ReadIndexResult(r)) => {
+                                r.map_err(|e| attempt::after_write_error(e, Source::Leader(&who), false))
+                            }
+                            Ok(other) => return Err(unexpected(&other)),
+                            Err(e) => Err(attempt::after_transport_error(&e, &who)),
+                        }
+                    }
+                    None => Err(Next::Wait("this node knows no leader".into())),
                 }
             };
+            lock(progress).answered();
             match answer {
                 // The leader's own barrier already waited for its apply.
                 Ok(_) if local => return Ok(()),
-                Ok(index) => return self.wait_applied(index, deadline).await,
-                Err(WriteError::ForwardToLeader { leader_id, .. }) if leader_id != self.node_id => {
-                    local = false
+                Ok(index) => {
+                    lock(progress)
+                        .asking(format!("this node (applying up to the leader's read index {index})"));
+                    return self.wait_applied(index, deadline).await;
                 }
-                Err(WriteError::NoLeader | WriteError::ForwardToLeader { .. }) => {
-                    wait_or_give_up(deadline, "no leader").await?;
+                Err(Next::Follow { leader_id, .. }) if leader_id != self.node_id && local => local = false,
+                // A read changes nothing: a leader lost on the way is just
+                // no leader to ask.
+                Err(Next::Follow { .. }) => {
+                    lock(progress).waiting("the leader moved during the read".into());
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
                     local = true;
                 }
-                Err(e) => return Err(write_error(e)),
+                Err(Next::Wait(why) | Next::Lost(why)) => {
+                    lock(progress).waiting(why);
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                    local = true;
+                }
+                Err(Next::Answer(e)) => return Err(e),
             }
         }
     }
@@ -323,21 +410,32 @@ impl Replica {
             .applied_index_at_least(Some(index), "linearizable read")
             .await
             .map(|_| ())
-            .map_err(|e| ReplicaError::Timeout(format!("applying up to index {index}: {e}")))
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => ReplicaError::Timeout(format!(
+                    "this node did not apply up to index {index} within the request timeout"
+                )),
+                openraft::metrics::WaitError::ShuttingDown => ReplicaError::Fatal(e.to_string()),
+            })
     }
 
-    async fn forward(&self, addr: &str, msg: &Message, deadline: Instant) -> Result<Message, ReplicaError> {
+    /// How long this node has led without a majority's acknowledgement,
+    /// if it leads and that is past the quorum timeout; `waited`: how long
+    /// the request waited.
+    fn quorum_lost(&self, waited: Duration) -> Option<u64> {
+        let rx = self.raft.metrics();
+        leadership::quorum_lost(&rx.borrow(), waited, self.server.config().quorum_timeout)
+    }
+
+    /// Sends `msg` to the leader at `addr`, within what is left until
+    /// `deadline`.
+    async fn forward(
+        &self,
+        addr: &str,
+        msg: &Message,
+        deadline: Instant,
+    ) -> Result<Message, crate::cluster::transport::TransportError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReplicaError::Timeout("request deadline passed".into()));
-        }
-        self.transport.call_timeout(addr, msg, left).await.map_err(|e| {
-            if e.is_unreachable() {
-                ReplicaError::Unavailable(format!("leader at {addr} unreachable: {e}"))
-            } else {
-                ReplicaError::Timeout(format!("leader at {addr}: {e}"))
-            }
-        })
+        self.transport.call_timeout(addr, msg, left).await
     }
 }
 
@@ -347,21 +445,9 @@ impl std::fmt::Debug for Replica {
     }
 }
 
-async fn wait_or_give_up(deadline: Instant, why: &str) -> Result<(), ReplicaError> {
-    if Instant::now() + NO_LEADER_BACKOFF >= deadline {
-        return Err(ReplicaError::Unavailable(why.to_string()));
-    }
-    tokio::time::sleep(NO_LEADER_BACKOFF).await;
-    Ok(())
-}
-
-fn write_error(e: WriteError) -> ReplicaError {
-    match e {
-        WriteError::NoLeader | WriteError::ForwardToLeader { .. } => ReplicaError::Unavailable(e.to_string()),
-        WriteError::Timeout { .. } => ReplicaError::Timeout(e.to_string()),
-        WriteError::Fatal { message } => ReplicaError::Fatal(message),
-        WriteError::Membership { message } => ReplicaError::Refused(message),
-    }
+/// The progress of a request (never held across an await).
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unexpected(msg: &Message) -> ReplicaError {

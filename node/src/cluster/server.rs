@@ -319,12 +319,7 @@ impl ClusterServer {
                     openraft::error::ClientWriteError::ChangeMembershipError(e),
                 ))) => Err(WriteError::Membership { message: e.to_string() }),
                 Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(leadership::timed_out(
-                    &self.raft,
-                    wait,
-                    started.elapsed(),
-                    self.config.quorum_timeout,
-                )),
+                Err(_) => Err(self.timed_out(started)),
             }
         };
         tokio::select! {
@@ -340,9 +335,10 @@ impl ClusterServer {
     /// ([`ReadRounds`], which also explains the index).
     pub async fn read_index(&self) -> Result<u64, WriteError> {
         // The round has its own bounds; this one covers the queue before it.
+        let started = tokio::time::Instant::now();
         match timeout(self.config.write_timeout, self.reads.read_index()).await {
             Ok(r) => r,
-            Err(_) => Err(WriteError::timeout(self.config.write_timeout)),
+            Err(_) => Err(self.timed_out(started)),
         }
     }
 
@@ -350,10 +346,18 @@ impl ClusterServer {
     /// writes that queue behind earlier ones ([`Batcher`]); otherwise names
     /// the leader.
     pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
+        let started = tokio::time::Instant::now();
         match timeout(self.config.write_timeout, self.batcher.write(req)).await {
             Ok(r) => r,
-            Err(_) => Err(WriteError::timeout(self.config.write_timeout)),
+            Err(_) => Err(self.timed_out(started)),
         }
+    }
+
+    /// The error of a wait that began at `started` and ran out the write
+    /// timeout: no quorum, or a timeout ([`leadership::timed_out`]).
+    fn timed_out(&self, started: tokio::time::Instant) -> WriteError {
+        let (wait, quorum) = (self.config.write_timeout, self.config.quorum_timeout);
+        leadership::timed_out(&self.raft, wait, started.elapsed(), quorum)
     }
 
     /// Serves one accepted connection: a peer hop or a sequence of frames,

@@ -109,7 +109,11 @@ pub fn after_transport_error(e: &TransportError, who: &str) -> Next {
 }
 
 /// What the attempts of one request went through, kept for the answer at
-/// the deadline.
+/// the deadline. Only an attempt a leader works on is marked
+/// ([`Progress::asking`]): one that only looks for a leader (a follower's
+/// own server, which answers at once; a leader last found unreachable)
+/// leaves the request waiting for one, so a deadline that falls during it
+/// is `no_leader`, not `timeout`.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// The attempt in flight: who is being asked.

@@ -205,8 +205,14 @@ impl Replica {
         Fut: std::future::Future<Output = Result<T, WriteError>>,
     {
         let mut hops = 0;
+        // An attempt that only looks for a leader is not marked as asking
+        // one (see `Progress`): this node when it does not lead (it answers
+        // at once), and a leader last found unreachable.
+        let mut unreachable: Option<String> = None;
         let ask_here = || async {
-            lock(progress).asking_here();
+            if self.leads() {
+                lock(progress).asking_here();
+            }
             let r = local().await;
             lock(progress).answered();
             r
@@ -217,9 +223,16 @@ impl Replica {
                 Ok(v) => return Ok(v),
                 Err(Next::Follow { leader_id, leader }) if leader_id != self.node_id && hops < MAX_HOPS => {
                     let who = attempt::describe(leader_id, &leader);
-                    lock(progress).asking(format!("the leader, {who}"));
-                    let forwarded = self.forward(&leader.cluster_addr, msg, deadline).await;
+                    let addr = &leader.cluster_addr;
+                    if unreachable.as_ref() != Some(addr) {
+                        lock(progress).asking(format!("the leader, {who}"));
+                    }
+                    let forwarded = self.forward(addr, msg, deadline).await;
                     lock(progress).answered();
+                    unreachable = match &forwarded {
+                        Err(e) if e.is_unreachable() => Some(addr.clone()),
+                        _ => None,
+                    };
                     next = match forwarded {
                         // Only a forward that reached a node counts as a hop:
                         // while the old leader is dead, this node keeps naming
@@ -283,9 +296,13 @@ impl Replica {
         progress: &Mutex<Progress>,
     ) -> Result<(), ReplicaError> {
         let mut local = true;
+        // As in `leader_call`: probes for a leader are not marked as asking.
+        let mut unreachable: Option<String> = None;
         loop {
             let answer = if local {
-                lock(progress).asking_here();
+                if self.leads() {
+                    lock(progress).asking_here();
+                }
                 self.server
                     .read_index()
                     .await
@@ -296,8 +313,15 @@ impl Replica {
                         let id = self.raft.metrics().borrow().current_leader;
                         let who =
                             id.map_or_else(|| format!("node at {addr}"), |id| format!("node {id} at {addr}"));
-                        lock(progress).asking(format!("the leader, {who}"));
-                        match self.forward(&addr, &Message::ReadIndex, deadline).await {
+                        if unreachable.as_ref() != Some(&addr) {
+                            lock(progress).asking(format!("the leader, {who}"));
+                        }
+                        let forwarded = self.forward(&addr, &Message::ReadIndex, deadline).await;
+                        unreachable = match &forwarded {
+                            Err(e) if e.is_unreachable() => Some(addr.clone()),
+                            _ => None,
+                        };
+                        match forwarded {
                             Ok(Message::ReadIndexResult(r)) => {
                                 r.map_err(|e| attempt::after_write_error(e, Source::Leader(&who), false))
                             }
@@ -416,6 +440,13 @@ impl Replica {
                 )),
                 openraft::metrics::WaitError::ShuttingDown => ReplicaError::Fatal(e.to_string()),
             })
+    }
+
+    /// Whether this node leads now (a local attempt then proposes).
+    fn leads(&self) -> bool {
+        let rx = self.raft.metrics();
+        let term = leadership::Term::current(&rx.borrow());
+        term.is_some()
     }
 
     /// How long this node has led without a majority's acknowledgement,

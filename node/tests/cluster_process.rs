@@ -827,6 +827,11 @@ async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
                 r.body
             );
             ensure!(r.header("retry-after").is_some(), "503 without Retry-After: {}", r.body);
+            ensure!(
+                method == "GET" || r.header("x-ferry-request-id").is_some(),
+                "a write's 503 without the request id to retry with: {}",
+                r.body
+            );
             let body = r.json()?;
             let code = body["error"]["code"].as_str().unwrap_or_default().to_string();
             let message = body["error"]["message"].as_str().unwrap_or_default().to_string();

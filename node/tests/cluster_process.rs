@@ -417,8 +417,10 @@ async fn writes_during_a_leader_kill_get_answers_that_say_what_happened() -> Res
     let killed_at = Arc::new(Mutex::new(None::<Instant>));
     let started = Instant::now();
     let mut writers = Vec::new();
+    let ips = c.ips();
     for w in 0..WRITERS {
         let (next, killed_at, admin) = (next.clone(), killed_at.clone(), admins[w % admins.len()]);
+        let ips = ips.clone();
         writers.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             loop {
@@ -432,7 +434,8 @@ async fn writes_during_a_leader_kill_get_answers_that_say_what_happened() -> Res
                     return answers;
                 }
                 let name = format!("k{n}");
-                let body = route(&name, ":0", nowhere()).to_string();
+                let Ok(listen) = any_listen(&ips) else { return answers };
+                let body = route(&name, &listen, nowhere()).to_string();
                 let id = format!("{:x}", 0xc0de_0000_u64 + u64::from(n));
                 let t = Instant::now();
                 let r = http(

@@ -188,7 +188,8 @@ async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() ->
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
-    written(&c.put_route(f, &route_json("w1b", ":0", &[("a", nowhere())])).await?)?;
+    let listen = c.listen()?;
+    written(&c.put_route(f, &route_json("w1b", &listen, &[("a", nowhere())])).await?)?;
     let id = "0192e7a6-7b6c-7d4e-8f00-0000000000b2";
     let weight = || {
         Request::put("/v1/routes/w1b/backends/a/weight", &json!({"weight": 5}))
@@ -201,7 +202,7 @@ async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() ->
         Request::delete("/v1/routes/w1b"),
         Request::put("/v1/routes/w1b/backends/a/weight", &json!({"weight": 6})),
         Request::put(format!("/v1/routes/w1b/backends/a/weight?cas={first}"), &json!({"weight": 5})),
-        Request::put("/v1/routes/w1b", &route_json("w1b", ":0", &[("b", nowhere())])),
+        Request::put("/v1/routes/w1b", &route_json("w1b", &listen, &[("b", nowhere())])),
     ];
     for (i, req) in reused.into_iter().enumerate() {
         for node in [f, leader] {

@@ -18,6 +18,7 @@
 use std::fmt;
 
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
@@ -69,6 +70,14 @@ impl<S> Filter<S> for RaftNoise {
         true
     }
 
+    /// Only openraft's WARN and ERROR callsites can be noise: every other
+    /// callsite is always enabled here, so its interest stays cached and
+    /// its events never reach [`Filter::event_enabled`] (the default,
+    /// "sometimes", would ask at every event of every callsite).
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if could_be_noise(meta) { Interest::sometimes() } else { Interest::always() }
+    }
+
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
         !is_noise(event)
     }
@@ -76,10 +85,10 @@ impl<S> Filter<S> for RaftNoise {
 
 fn is_noise(event: &Event<'_>) -> bool {
     let meta = event.metadata();
-    let (target, level) = (meta.target(), *meta.level());
-    if !target.starts_with("openraft") || level > Level::WARN {
+    if !could_be_noise(meta) {
         return false;
     }
+    let (target, level) = (meta.target(), *meta.level());
     let candidates: Vec<_> = NOISE.iter().filter(|(t, l, ..)| *t == target && *l == level).collect();
     if candidates.is_empty() {
         return false;
@@ -87,6 +96,11 @@ fn is_noise(event: &Event<'_>) -> bool {
     let mut message = Message(String::new());
     event.record(&mut message);
     candidates.iter().any(|(_, _, how, text)| matches(&message.0, *how, text))
+}
+
+/// Whether events of this callsite may be in [`NOISE`].
+fn could_be_noise(meta: &Metadata<'_>) -> bool {
+    meta.target().starts_with("openraft") && *meta.level() <= Level::WARN
 }
 
 fn matches(message: &str, how: Match, text: &str) -> bool {

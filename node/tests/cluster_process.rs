@@ -290,14 +290,7 @@ snapshot_logs = {snapshot_logs}
 
     /// The route names node `id` serves through a linearizable read.
     async fn route_names(&self, id: u64) -> Result<BTreeSet<String>> {
-        let r = self.send(id, "GET", "/v1/routes", &[], None).await?;
-        ensure!(r.status == 200, "GET /v1/routes on node {id}: {} {}", r.status, r.body);
-        Ok(r.json()?
-            .as_array()
-            .context("routes are not a list")?
-            .iter()
-            .filter_map(|r| r["config"]["name"].as_str().map(str::to_string))
-            .collect())
+        common::route_names(self.admin(id)).await
     }
 }
 

@@ -233,14 +233,7 @@ join = [{seeds}]
 
     /// The route names node `i` serves, by a linearizable read.
     async fn route_names(&self, i: u8) -> Result<BTreeSet<String>> {
-        let r = http(self.admin(i), "GET", "/v1/routes", &[], None, IO_TIMEOUT).await?;
-        ensure!(r.status == 200, "GET /v1/routes on n{i}: {} {}", r.status, r.body);
-        Ok(r.json()?
-            .as_array()
-            .context("routes are not a list")?
-            .iter()
-            .filter_map(|r| r["config"]["name"].as_str().map(str::to_string))
-            .collect())
+        common::route_names(self.admin(i)).await
     }
 }
 

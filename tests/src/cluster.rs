@@ -301,6 +301,18 @@ snapshot_logs = {snapshot_logs}
         self.send(id, Request::put(format!("/v1/routes/{name}"), route)).await
     }
 
+    /// The config index every node reports, once they all report the same.
+    pub async fn index_everywhere(&self) -> anyhow::Result<u64> {
+        crate::eventually(SETTLE, "every node at the same config index", || async {
+            let mut seen = Vec::new();
+            for id in self.ids() {
+                seen.push(self.status(id).await.ok()?.index);
+            }
+            seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
+        })
+        .await
+    }
+
     /// Waits until every running node has applied config index `index`.
     pub async fn converged(&self, index: u64) -> anyhow::Result<()> {
         crate::eventually(SETTLE, &format!("every node at config index {index}"), || async {

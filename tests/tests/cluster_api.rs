@@ -48,18 +48,6 @@ fn bad_request(case: &str, r: &Response, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The config index every node reports, once they all report the same.
-async fn index_everywhere(c: &TestCluster) -> anyhow::Result<u64> {
-    eventually(SETTLE, "every node at the same config index", || async {
-        let mut seen = Vec::new();
-        for id in c.ids() {
-            seen.push(c.status(id).await.ok()?.index);
-        }
-        seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_on_a_follower_is_read_at_once_on_the_others() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
@@ -116,7 +104,7 @@ async fn compare_and_set_conflicts_are_409_with_the_current_revision() -> anyhow
     assert_eq!(got["config"]["backends"][1]["weight"], 5);
 
     cas_mismatch(&c.send(f, Request::delete(format!("/v1/routes/c?cas={r2}"))).await?, r3)?;
-    assert_eq!(index_everywhere(&c).await?, r3, "rejected writes moved the config index");
+    assert_eq!(c.index_everywhere().await?, r3, "rejected writes moved the config index");
     let deleted = written(&c.send(f, Request::delete(format!("/v1/routes/c?cas={r3}"))).await?)?;
     assert!(deleted > r3);
     let gone = c.send(leader, Request::get("/v1/routes/c")).await?;
@@ -134,7 +122,7 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
-    let before = index_everywhere(&c).await?;
+    let before = c.index_everywhere().await?;
     let body = route_json("idem", &c.listen()?, &[("a", nowhere())]);
     let put = |id: &str| Request::put("/v1/routes/idem", &body).header("X-Ferry-Request-Id", id);
 
@@ -145,7 +133,7 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     let elsewhere = written(&c.send(leader, put(id)).await?)?;
     assert_eq!((retry, elsewhere), (first, first), "a retry got a new index");
     c.converged(first).await?;
-    assert_eq!(index_everywhere(&c).await?, first, "the config index advanced more than once");
+    assert_eq!(c.index_everywhere().await?, first, "the config index advanced more than once");
     assert_eq!(c.send(f, Request::get("/v1/routes/idem")).await?.expect(200)?["revision"], first);
 
     // A retry after another change must not undo it.
@@ -170,7 +158,7 @@ async fn a_retried_request_id_applies_once() -> anyhow::Result<()> {
     assert_eq!(written(&c.send(leader, weight(5, Some("BEEF01"))).await?)?, five, "hex is case-insensitive");
     let got = c.send(f, Request::get("/v1/routes/idem")).await?.expect(200)?;
     assert_eq!(got["config"]["backends"][0]["weight"], 7, "the retry was applied again: {got}");
-    assert_eq!(index_everywhere(&c).await?, seven);
+    assert_eq!(c.index_everywhere().await?, seven);
 
     // A retried delete answers like the first one, not 404.
     let del = || Request::delete("/v1/routes/idem").header("X-Ferry-Request-Id", "0d0d");
@@ -196,7 +184,7 @@ async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() ->
             .header("X-Ferry-Request-Id", id)
     };
     let first = written(&c.send(f, weight()).await?)?;
-    let index = index_everywhere(&c).await?;
+    let index = c.index_everywhere().await?;
 
     let reused = [
         Request::delete("/v1/routes/w1b"),
@@ -223,7 +211,7 @@ async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() ->
             );
         }
     }
-    assert_eq!(index_everywhere(&c).await?, index, "a refused reuse moved the config index");
+    assert_eq!(c.index_everywhere().await?, index, "a refused reuse moved the config index");
     let got = c.send(leader, Request::get("/v1/routes/w1b")).await?.expect(200)?;
     assert_eq!(got["revision"], first, "the route changed: {got}");
     assert_eq!(got["config"]["backends"][0]["id"], "a");
@@ -253,7 +241,7 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
         edit(&mut v);
         v
     };
-    let before = index_everywhere(&c).await?;
+    let before = c.index_everywhere().await?;
 
     let cases: Vec<(&str, Request, &str)> = vec![
         (
@@ -384,7 +372,7 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
         assert_eq!(r.status, 413, "body of {size} bytes: {}", r.body);
     }
 
-    assert_eq!(index_everywhere(&c).await?, before, "a rejected write moved the config index");
+    assert_eq!(c.index_everywhere().await?, before, "a rejected write moved the config index");
     let r = c.send(leader, Request::get("/v1/routes")).await?;
     assert_eq!(r.index(), Some(before));
     assert_eq!(r.json()?.as_array().map(Vec::len), Some(1), "only the good route: {}", r.body);
@@ -424,7 +412,7 @@ async fn writes_need_the_bearer_token_and_reads_do_not() -> anyhow::Result<()> {
     let leader = c.leader().await?;
     let f = c.other_than(&[leader])?;
     let body = route_json("auth", &c.listen()?, &[("a", nowhere())]);
-    let before = index_everywhere(&c).await?;
+    let before = c.index_everywhere().await?;
     let writes = || {
         vec![
             Request::put("/v1/routes/auth", &body),
@@ -462,7 +450,7 @@ async fn writes_need_the_bearer_token_and_reads_do_not() -> anyhow::Result<()> {
             }
         }
     }
-    assert_eq!(index_everywhere(&c).await?, before, "an unauthorized write was applied");
+    assert_eq!(c.index_everywhere().await?, before, "an unauthorized write was applied");
 
     // The scheme is case-insensitive (RFC 9110 §11.1), the token is not.
     for scheme in ["bearer", "BEARER", "bEaReR  "] {
@@ -539,7 +527,7 @@ async fn blocking_queries_return_on_a_write_or_at_the_timeout() -> anyhow::Resul
 
     // A write during the wait: answered promptly, with the new index.
     for (node, path, name) in [(f, "/v1/routes", "b1"), (leader, "/v1/routes/b1", "b2")] {
-        let current = index_everywhere(&c).await?;
+        let current = c.index_everywhere().await?;
         let req = Request::get(format!("{path}?index={current}&wait=20s")).timeout(Duration::from_secs(30));
         let addr = c.admin(node);
         let mut waiting = tokio::spawn(async move { req.send(addr).await });

@@ -21,18 +21,6 @@ fn nowhere() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9))
 }
 
-/// The config index every node reports, once they all report the same.
-async fn index_everywhere(c: &TestCluster) -> anyhow::Result<u64> {
-    eventually(SETTLE, "every node at the same config index", || async {
-        let mut seen = Vec::new();
-        for id in c.ids() {
-            seen.push(c.status(id).await.ok()?.index);
-        }
-        seen.windows(2).all(|w| w[0] == w[1]).then_some(seen[0])
-    })
-    .await
-}
-
 /// The value of `ferry_route_bind_failures{route}` on node `id`, `None`
 /// when the series is absent.
 async fn bind_failures_metric(c: &TestCluster, id: u64, route: &str) -> anyhow::Result<Option<i64>> {
@@ -57,7 +45,7 @@ async fn a_listen_address_a_member_holds_is_400_naming_listen() -> anyhow::Resul
     let taken = c.free_port()?;
     let r = c.put_route(1, &route_json("taken", &format!(":{taken}"), &[("a", nowhere())])).await?;
     r.expect(200)?;
-    let before = index_everywhere(&c).await?;
+    let before = c.index_everywhere().await?;
     let (admin, cluster) = (c.admin_port, c.cluster_port);
     let cases = [
         // Node 1's admin address, sent to node 2 (node 1 formed the
@@ -82,7 +70,7 @@ async fn a_listen_address_a_member_holds_is_400_naming_listen() -> anyhow::Resul
         anyhow::ensure!(message.contains(names), "{case}: {message:?} does not name {names:?}");
         assert_eq!(r.index(), Some(before), "{case}: a rejected write carries the unchanged index");
     }
-    assert_eq!(index_everywhere(&c).await?, before, "a rejected write moved the config index");
+    assert_eq!(c.index_everywhere().await?, before, "a rejected write moved the config index");
     assert_eq!(c.send(1, Request::get("/v1/routes/w1")).await?.status, 404);
     for id in c.ids() {
         assert_eq!(c.send(id, Request::get("/health/ready")).await?.status, 200, "node {id}");

@@ -194,6 +194,19 @@ impl Reply {
     }
 }
 
+/// The names of the routes the node with admin API `admin` serves, by a
+/// linearizable read.
+pub async fn route_names(admin: SocketAddr) -> Result<std::collections::BTreeSet<String>> {
+    let r = http(admin, "GET", "/v1/routes", &[], None, IO_TIMEOUT).await?;
+    ensure!(r.status == 200, "GET /v1/routes on {admin}: {} {}", r.status, r.body);
+    Ok(r.json()?
+        .as_array()
+        .context("routes are not a list")?
+        .iter()
+        .filter_map(|r| r["config"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// One HTTP/1.1 exchange on a fresh connection, bounded by `within`:
 /// `METHOD path` with `headers` and, if given, a JSON `body`.
 pub async fn http(

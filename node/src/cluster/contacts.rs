@@ -200,29 +200,12 @@ fn log(id: NodeId, name: &str, line: &Line, error: &dyn Display) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The lines logged so far, as (level, message) pairs.
-    fn lines(buf: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> Vec<String> {
-        let text = String::from_utf8(buf.lock().expect("buf").clone()).expect("utf-8");
-        text.lines().map(str::to_string).collect()
-    }
-
-    #[derive(Clone)]
-    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buf").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::log_capture::LogCapture;
 
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_peer_is_logged_once_then_reminded_then_back() {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = Buf(buf.clone());
+        let buf = LogCapture::default();
+        let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
@@ -241,14 +224,14 @@ mod tests {
             c.failed(2, &"connection refused");
         }
         assert!(!c.reachable(2));
-        let warned = lines(&buf);
+        let warned = buf.lines();
         assert_eq!(warned.len(), 3, "{warned:#?}");
         assert!(warned[0].contains("WARN") && warned[0].contains("raft peer unreachable"), "{warned:#?}");
         assert!(warned[0].contains("n2 (id 2)") && warned[0].contains("connection refused"));
         assert!(warned[1].contains("still unreachable") && warned[2].contains("still unreachable"));
         c.answered(2);
         c.answered(2);
-        let all = lines(&buf);
+        let all = buf.lines();
         assert_eq!(all.len(), 4, "{all:#?}");
         assert!(
             all[3].contains("INFO")
@@ -279,15 +262,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lost_heartbeat_among_answers_is_not_logged() {
         let c = Contacts::new(Duration::from_millis(400));
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = Buf(buf.clone());
+        let buf = LogCapture::default();
+        let writer = buf.clone();
         let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         for i in 0..100 {
             tokio::time::advance(Duration::from_millis(100)).await;
             if i % 3 == 0 { c.failed(3, &"timeout") } else { c.answered(3) }
         }
-        assert!(lines(&buf).is_empty(), "{:#?}", lines(&buf));
+        assert!(buf.lines().is_empty(), "{:#?}", buf.lines());
         assert_eq!(c.name(3), None, "never named");
         assert_eq!(node_label(3, ""), "3");
     }

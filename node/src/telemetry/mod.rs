@@ -10,6 +10,8 @@
 //!   optional OTLP/gRPC span exporter (see [`self::tracing::init`]).
 //! * [`raft_noise`]: the openraft log lines hidden by default.
 
+#[cfg(test)]
+pub(crate) mod log_capture;
 pub mod metrics;
 pub mod raft_noise;
 pub mod tracing;

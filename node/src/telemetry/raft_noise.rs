@@ -130,28 +130,15 @@ impl Visit for Message {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buf").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::log_capture::LogCapture;
 
     #[test]
     fn per_rpc_failures_are_dropped_and_the_rest_kept() {
-        let buf = Buf::default();
+        let buf = LogCapture::default();
         let writer = buf.clone();
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(move || writer.clone())
@@ -173,8 +160,8 @@ mod tests {
             tracing::error!(target: "openraft::core::raft_core", "quit RaftCore::main on error");
             tracing::warn!(target: "ferry_node::cluster::contacts", "RPCError");
         });
-        let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf-8");
-        let lines: Vec<&str> = text.lines().collect();
+        let lines = buf.lines();
+        let text = lines.join("\n");
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("ERROR") && lines[0].contains("error replication to target=7"), "{text}");
         assert!(lines[1].contains("quit RaftCore::main on error"), "{text}");

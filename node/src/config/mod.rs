@@ -154,24 +154,21 @@ impl GossipSection {
 /// Parses a join seed: `HOST` or `HOST:PORT`, IPv6 as `[::1]:PORT`. Names
 /// are resolved when joining, not here.
 pub fn parse_seed(s: &str) -> Result<(String, u16), String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        // Port 0 reaches nobody (it was accepted for an IP, not a name).
+    // An IP literal with or without a port; a port 0 or an unspecified IP
+    // reaches nobody.
+    let ip = s.parse::<SocketAddr>().ok().or_else(|| Some(SocketAddr::new(s.parse().ok()?, GOSSIP_PORT)));
+    if let Some(addr) = ip {
         if addr.port() == 0 || addr.ip().is_unspecified() {
             return Err(format!("expected an address a member listens on, got {s:?}"));
         }
         return Ok((addr.ip().to_string(), addr.port()));
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok((ip.to_string(), GOSSIP_PORT));
-    }
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("invalid port {p:?} in {s:?}"))?),
         None => (s, GOSSIP_PORT),
     };
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if !valid || port == 0 {
+    // The same host-name rules as a backend's address.
+    if ferry_client::addr::check_host_name(host).is_err() || port == 0 {
         return Err(format!("expected HOST or HOST:PORT, got {s:?}"));
     }
     Ok((host.to_string(), port))

@@ -346,7 +346,7 @@ fn seeds_take_a_host_and_an_optional_port() {
     assert_eq!(parse_seed("node-2.lan"), Ok(("node-2.lan".into(), 7946)));
     assert!(parse_seed("a b").is_err());
     // Port 0 and an unspecified IP reach nobody: accepted before for an IP.
-    for bad in ["10.0.0.1:0", "node-2.lan:0", "0.0.0.0:7946", "[::]:7946"] {
+    for bad in ["10.0.0.1:0", "node-2.lan:0", "0.0.0.0:7946", "[::]:7946", "0.0.0.0", "-n.lan", "a..b:9"] {
         assert!(parse_seed(bad).is_err(), "{bad:?}");
     }
     assert!(parse_member("1@127.0.0.1:0").is_err());

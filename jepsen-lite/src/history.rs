@@ -116,6 +116,19 @@ pub struct Event {
     /// Why a `fail` or `info` ended that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Register workload: which register (absent: key 0). Every key is an
+    /// independent register; a completion carries its invocation's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u32>,
+    /// The request id the client sent (`X-Request-Id`); retries of one
+    /// logical write carry the same id and must apply at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// On an invocation: the run time after which the server promises the
+    /// operation can no longer take effect (invocation + the request
+    /// timeout). An `info` write must take effect before it or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ns: Option<u64>,
 }
 
 // === impl Op ===
@@ -178,7 +191,35 @@ impl Op {
 
 impl Event {
     fn new(kind: EventType, process: u32, node: &str, op: Op, time_ns: u64) -> Self {
-        Event { kind, process, node: node.to_string(), op, time_ns, error: None }
+        Event {
+            kind,
+            process,
+            node: node.to_string(),
+            op,
+            time_ns,
+            error: None,
+            key: None,
+            request_id: None,
+            deadline_ns: None,
+        }
+    }
+
+    /// This event for register `key` (key 0 is written as no key).
+    pub fn with_key(mut self, key: u32) -> Self {
+        self.key = (key != 0).then_some(key);
+        self
+    }
+
+    /// This event with the request id the client sent.
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// This invocation with the deadline after which it cannot take effect.
+    pub fn with_deadline(mut self, deadline_ns: u64) -> Self {
+        self.deadline_ns = Some(deadline_ns);
+        self
     }
 
     /// An `invoke` event.
@@ -305,6 +346,17 @@ mod tests {
             let e = Event::ok(0, "n1", op, 5);
             assert_eq!(roundtrip(&e), e);
         }
+    }
+
+    #[test]
+    fn key_request_id_and_deadline_are_optional_and_roundtrip() {
+        let e = Event::invoke(3, "n2", Op::Write(9), 10).with_key(4).with_request_id("r-1").with_deadline(99);
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"type":"invoke","process":3,"node":"n2","f":"write","value":9,"time_ns":10,"key":4,"request_id":"r-1","deadline_ns":99}"#
+        );
+        assert_eq!(roundtrip(&e), e);
+        assert_eq!(Event::invoke(3, "n2", Op::Write(9), 10).with_key(0).key, None, "key 0 is the default");
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub struct Operation {
     pub invoke_event: usize,
     /// Index of the completion in [`History::events`].
     pub complete_event: Option<usize>,
+    /// The register key (0 when the events name none).
+    pub key: u32,
+    /// The invocation's request id.
+    pub request_id: Option<String>,
+    /// The invocation's deadline: after it the operation cannot take effect.
+    pub deadline_ns: Option<u64>,
 }
 
 impl Operation {
@@ -57,11 +63,13 @@ impl Operation {
             Outcome::Fail => "fail",
             Outcome::Info => "info",
         };
+        let key = if self.key == 0 { String::new() } else { format!("k{} ", self.key) };
         format!(
-            "#{} p{} {} {} [{}..{}] {}",
+            "#{} p{} {} {}{} [{}..{}] {}",
             self.id,
             self.process,
             self.node,
+            key,
             self.op.describe(),
             secs(self.invoke_ns),
             end,
@@ -197,6 +205,9 @@ fn pair(events: &[Event]) -> Result<Vec<Operation>, PairingError> {
                 error: None,
                 invoke_event: i,
                 complete_event: None,
+                key: e.key.unwrap_or(0),
+                request_id: e.request_id.clone(),
+                deadline_ns: e.deadline_ns,
             });
             continue;
         }
@@ -205,6 +216,15 @@ fn pair(events: &[Event]) -> Result<Vec<Operation>, PairingError> {
         };
         let op = &mut ops[o];
         check_completion(&op.op, e).map_err(err)?;
+        if e.key.unwrap_or(0) != op.key {
+            return Err(err(format!(
+                "process {} completes {} of key {} but invoked it on key {}",
+                e.process,
+                e.op.name(),
+                e.key.unwrap_or(0),
+                op.key
+            )));
+        }
         op.outcome = match e.kind {
             EventType::Ok => Outcome::Ok,
             EventType::Fail => Outcome::Fail,
@@ -313,6 +333,17 @@ mod tests {
         let other = Event::ok(0, "n1", Op::Add(1), 6).to_json_line();
         let e = line_error(&format!("{}\n{}\n", inv(0, 5), other));
         assert!(e.contains("completes add but invoked write"), "{e}");
+    }
+
+    #[test]
+    fn a_completion_keeps_its_invocations_key() {
+        let inv = Event::invoke(0, "n1", Op::Write(1), 1).with_key(3).with_deadline(50);
+        let h = History::from_events(vec![inv.clone(), Event::ok(0, "n1", Op::Write(1), 2).with_key(3)])
+            .expect("pairs");
+        assert_eq!((h.ops[0].key, h.ops[0].deadline_ns), (3, Some(50)));
+        let e =
+            History::from_events(vec![inv, Event::ok(0, "n1", Op::Write(1), 2)]).expect_err("key differs");
+        assert!(e.message.contains("key 0 but invoked it on key 3"), "{e}");
     }
 
     #[test]

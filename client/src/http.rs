@@ -133,6 +133,22 @@ impl AdminClient {
         self.call("GET", &format!("/v1/routes/{name}{q}"), None, None).await
     }
 
+    /// `GET /v1/routes/{name}?index=N&wait=<ms>ms`: a blocking query. The
+    /// node answers once its config index passes `index`, or after `wait`
+    /// with the index unchanged; `stale` serves its applied state then,
+    /// without the read barrier. The client's timeout must exceed `wait`.
+    pub async fn route_after(
+        &self,
+        name: &str,
+        index: u64,
+        wait: Duration,
+        stale: bool,
+    ) -> Result<Indexed<RouteStatus>, ClientError> {
+        let stale = if stale { "&consistency=stale" } else { "" };
+        let path = format!("/v1/routes/{name}?index={index}&wait={}ms{stale}", wait.as_millis());
+        self.call("GET", &path, None, None).await
+    }
+
     /// `GET /v1/routes`.
     pub async fn routes(&self, stale: bool) -> Result<Indexed<Vec<RouteStatus>>, ClientError> {
         let q = if stale { "?consistency=stale" } else { "" };
@@ -346,6 +362,20 @@ mod tests {
         assert!(req.contains("X-Ferry-Request-Id: 00000000000000000000000000000abc\r\n"), "{req}");
         assert!(req.contains("Authorization: Bearer s3cret\r\n"), "{req}");
         assert!(req.ends_with(r#"{"weight":5}"#), "{req}");
+    }
+
+    #[tokio::test]
+    async fn a_blocking_query_sends_index_wait_and_consistency() {
+        let route = r#"{"config":{"name":"web","listen":":80"},"revision":6,"listening":null,"active_connections":0,"panic_mode":false,"backends":[]}"#;
+        let (addr, req) = serve_once(answer("200 OK", route)).await;
+        let r = AdminClient::new(addr).route_after("web", 5, Duration::from_millis(1500), true).await;
+        let r = r.expect("a route");
+        assert_eq!((r.index, r.value.revision), (7, Some(6)));
+        let req = req.await.expect("request");
+        assert!(
+            req.starts_with("GET /v1/routes/web?index=5&wait=1500ms&consistency=stale HTTP/1.1\r\n"),
+            "{req}"
+        );
     }
 
     #[tokio::test]

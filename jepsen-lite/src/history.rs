@@ -51,8 +51,16 @@ pub enum Op {
     Read(Option<i64>),
     /// Register workload: an unconditional write of the weight.
     Write(i64),
-    /// Register workload: compare-and-set `[expected, new]`.
+    /// Register workload: compare-and-set `[expected, new]`: the conditional
+    /// write (`?cas=<revision>`) after a read saw `expected`.
     Cas(i64, i64),
+    /// Register workload: a stale read (`?consistency=stale`) of the node's
+    /// applied state; on `ok`, `[value, index, revision]`: the value, the
+    /// node's config index (`X-Ferry-Index`) and the route's revision.
+    ReadStale(Option<(i64, u64, u64)>),
+    /// Register workload: a blocking query `?index=N&wait=W` (stale):
+    /// `[N, W in ms, result]`, the result `[value, index, revision]` on `ok`.
+    ReadBlocking(u64, u64, Option<(i64, u64, u64)>),
     /// Set workload: add an element (a unique backend id).
     Add(u64),
     /// Set workload: read every element (`f` is `read_set`).
@@ -120,7 +128,7 @@ pub struct Event {
     /// independent register; a completion carries its invocation's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u32>,
-    /// The request id the client sent (`X-Request-Id`); retries of one
+    /// The request id the client sent (`X-Ferry-Request-Id`, 32 hex digits); retries of one
     /// logical write carry the same id and must apply at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -137,7 +145,9 @@ impl Op {
     /// The workload this operation belongs to.
     pub fn workload(&self) -> Workload {
         match self {
-            Op::Read(_) | Op::Write(_) | Op::Cas(..) => Workload::Register,
+            Op::Read(_) | Op::Write(_) | Op::Cas(..) | Op::ReadStale(_) | Op::ReadBlocking(..) => {
+                Workload::Register
+            }
             Op::Add(_) | Op::ReadSet(_) => Workload::Set,
             Op::Connect(_) => Workload::Traffic,
             Op::Start(_) | Op::Stop(_) => Workload::Nemesis,
@@ -151,6 +161,8 @@ impl Op {
             Op::Read(_) => "read",
             Op::Write(_) => "write",
             Op::Cas(..) => "cas",
+            Op::ReadStale(_) => "read_stale",
+            Op::ReadBlocking(..) => "read_blocking",
             Op::Add(_) => "add",
             Op::ReadSet(_) => "read_set",
             Op::Connect(_) => "connect",
@@ -169,6 +181,16 @@ impl Op {
             Op::Read(v) => format!("read → {}", opt(v)),
             Op::Write(v) => format!("write {v}"),
             Op::Cas(from, to) => format!("cas {from}→{to}"),
+            Op::ReadStale(None) => "read_stale → ?".to_string(),
+            Op::ReadStale(Some((v, index, revision))) => {
+                format!("read_stale → {v} (index {index}, revision {revision})")
+            }
+            Op::ReadBlocking(after, wait, None) => format!("read_blocking index>{after} wait {wait}ms → ?"),
+            Op::ReadBlocking(after, wait, Some((v, index, revision))) => {
+                format!(
+                    "read_blocking index>{after} wait {wait}ms → {v} (index {index}, revision {revision})"
+                )
+            }
             Op::Add(e) => format!("add {e}"),
             Op::ReadSet(None) => "read_set → ?".to_string(),
             Op::ReadSet(Some(s)) => format!("read_set → {} elements", s.len()),
@@ -332,6 +354,10 @@ mod tests {
             Op::Read(None),
             Op::Write(-1),
             Op::Cas(1, 2),
+            Op::ReadStale(Some((4, 20, 18))),
+            Op::ReadStale(None),
+            Op::ReadBlocking(19, 500, Some((4, 20, 18))),
+            Op::ReadBlocking(19, 500, None),
             Op::Add(17),
             Op::ReadSet(Some(vec![1, 2, 3])),
             Op::ReadSet(None),
@@ -361,7 +387,14 @@ mod tests {
 
     #[test]
     fn names_match_the_wire_tag() {
-        for op in [Op::ReadSet(None), Op::Cas(0, 1), Op::Status(None), Op::Connect(None)] {
+        for op in [
+            Op::ReadSet(None),
+            Op::Cas(0, 1),
+            Op::Status(None),
+            Op::Connect(None),
+            Op::ReadStale(None),
+            Op::ReadBlocking(1, 2, None),
+        ] {
             let v = serde_json::to_value(Event::invoke(0, "n1", op.clone(), 0)).expect("serializes");
             assert_eq!(v["f"], op.name());
         }

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`history`] — the event model, one [`history::Event`] per JSON line, and its writer.
 //! - [`operation`] — events paired into [`operation::Operation`]s; reading a history file.
+//! - [`retries`] — the attempts of one request id seen as one write.
 //! - [`faults`] — the nemesis's fault windows.
 //! - [`checker`] — one property per file, and [`checker::check_all`].
 //! - [`results`] — `results.json` and `summary.txt`.
@@ -31,6 +32,7 @@ pub mod operation;
 pub mod procs;
 pub mod report;
 pub mod results;
+pub mod retries;
 pub mod run;
 pub mod run_dir;
 pub mod workload;

@@ -254,6 +254,7 @@ fn check_completion(invoked: &Op, e: &Event) -> Result<(), String> {
         (Op::Write(a), Op::Write(b)) => a == b,
         (Op::Cas(a, b), Op::Cas(c, d)) => (a, b) == (c, d),
         (Op::Add(a), Op::Add(b)) => a == b,
+        (Op::ReadBlocking(a, b, _), Op::ReadBlocking(c, d, _)) => (a, b) == (c, d),
         _ => true,
     };
     if !same_value {
@@ -262,8 +263,15 @@ fn check_completion(invoked: &Op, e: &Event) -> Result<(), String> {
             e.process, e.op, invoked
         ));
     }
-    let missing_result =
-        e.kind == EventType::Ok && matches!(e.op, Op::Read(None) | Op::ReadSet(None) | Op::Status(None));
+    let missing_result = e.kind == EventType::Ok
+        && matches!(
+            e.op,
+            Op::Read(None)
+                | Op::ReadSet(None)
+                | Op::Status(None)
+                | Op::ReadStale(None)
+                | Op::ReadBlocking(_, _, None)
+        );
     if missing_result {
         return Err(format!("an ok {} must carry the value it read", e.op.name()));
     }
@@ -330,6 +338,15 @@ mod tests {
         let e =
             line_error(&format!("{}\n{}\n", Event::invoke(0, "n1", Op::Cas(1, 2), 5).to_json_line(), cas));
         assert!(e.contains("must not change"), "{e}");
+        let blocking = |after, op| {
+            Event::invoke(0, "n1", Op::ReadBlocking(after, 500, None), 5).to_json_line()
+                + "\n"
+                + &Event::ok(0, "n1", op, 6).to_json_line()
+        };
+        let e = line_error(&blocking(3, Op::ReadBlocking(4, 500, Some((1, 5, 5)))));
+        assert!(e.contains("must not change"), "{e}");
+        let e = line_error(&blocking(3, Op::ReadBlocking(3, 500, None)));
+        assert!(e.contains("must carry the value"), "{e}");
         let other = Event::ok(0, "n1", Op::Add(1), 6).to_json_line();
         let e = line_error(&format!("{}\n{}\n", inv(0, 5), other));
         assert!(e.contains("completes add but invoked write"), "{e}");

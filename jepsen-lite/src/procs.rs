@@ -15,6 +15,12 @@ use nix::unistd::Pid;
 
 use crate::net::{self, Net};
 
+/// ferryd's `[admin] request_timeout_ms` on every node: the suite starts
+/// nodes without a config file, so it is the default (5000). A write sent to
+/// a node cannot take effect later than this after it was sent (the
+/// `deadline_ns` of a write's invocation).
+pub const NODE_REQUEST_TIMEOUT: Duration = Duration::from_millis(5_000);
+
 /// How a node is started.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {

@@ -29,7 +29,7 @@ use crate::nemesis::{self, Nemesis, Window};
 use crate::net::{self, Net};
 use crate::procs::{NodeSpec, Procs};
 use crate::run_dir::{Checked, RunDir};
-use crate::workload::{self, BACKEND_PORT, Ctx, Recorder, Stop};
+use crate::workload::{self, BACKEND_PORT, Ctx, Recorder, Stop, register, sampler, set, traffic};
 
 /// Process ids: clients of each workload from their base, the samplers and
 /// the nemesis above them.
@@ -140,7 +140,8 @@ pub fn run(opts: &TestOptions) -> Result<Checked, RunError> {
 /// The checkers' settings for this run.
 fn check_config(opts: &TestOptions) -> CheckConfig {
     let mut c = CheckConfig::default();
-    c.linearizable.initial = Some(workload::REGISTER_INITIAL);
+    c.linearizable.initial = Some(register::INITIAL);
+    c.stale_reads.initial = Some(register::INITIAL);
     c.convergence.nodes = (1..=opts.nodes).map(workload::name).collect();
     // A restarted node needs a moment before its route listens again.
     c.availability.settle_ms = 5_000;
@@ -193,7 +194,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         let sampler_ctx = Ctx { stop: sampler_stop.clone(), ..ctx.clone() };
         let mut samplers = Vec::new();
         for &i in &initial {
-            samplers.push(tokio::spawn(workload::sampler(sampler_ctx.clone(), SAMPLER_BASE + i as u32, i)));
+            samplers.push(tokio::spawn(sampler::sampler(sampler_ctx.clone(), SAMPLER_BASE + i as u32, i)));
         }
         // Writers stop when the faults end, so the cluster can converge;
         // traffic and the samplers go on through the settle time.
@@ -201,23 +202,28 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         let writers_ctx = Ctx { stop: writers_stop.clone(), ..ctx.clone() };
         let (mut writers, mut traffic) = (Vec::new(), Vec::new());
         let c = opts.concurrency.max(1);
+        let set_pace = set::pace(c, opts.time);
         for k in 0..c {
             let seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(k as u64);
             let (k32, c32) = (k as u32, c as u32);
             for w in &opts.workloads {
                 match w {
-                    Workload::Register => {
-                        writers.push(tokio::spawn(workload::register(writers_ctx.clone(), k32, c32, seed)))
-                    }
-                    Workload::Set => writers.push(tokio::spawn(workload::set(
+                    Workload::Register => writers.push(tokio::spawn(register::register(
+                        writers_ctx.clone(),
+                        k32,
+                        c32,
+                        seed,
+                        register::Values::new(k32, c32),
+                    ))),
+                    Workload::Set => writers.push(tokio::spawn(set::set(
                         writers_ctx.clone(),
                         SET_BASE + k32,
                         c32,
                         seed ^ 1,
-                        k as u64,
-                        c as u64,
+                        (k as u64, c as u64),
+                        set_pace,
                     ))),
-                    Workload::Traffic => traffic.push(tokio::spawn(workload::traffic(
+                    Workload::Traffic => traffic.push(tokio::spawn(traffic::traffic(
                         ctx.clone(),
                         TRAFFIC_BASE + k32,
                         seed ^ 2,
@@ -272,7 +278,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
             let _ = w.await;
         }
         println!("jepsen-lite: faults over, writes stopped; settling for {:?}", opts.settle);
-        if opts.workloads.contains(&Workload::Set) && !workload::read_set(&ctx, FINAL_READ).await {
+        if opts.workloads.contains(&Workload::Set) && !set::read_set(&ctx, FINAL_READ).await {
             println!("jepsen-lite: the final set read got no answer from any node");
         }
         tokio::time::sleep(opts.settle).await;
@@ -358,10 +364,10 @@ async fn wait_formed(nodes: &[usize]) -> Result<()> {
 async fn create_routes(opts: &TestOptions, nodes: &[usize]) -> Result<()> {
     let mut routes = Vec::new();
     for w in &opts.workloads {
-        routes.push(match w {
-            Workload::Register => workload::register_route(),
-            Workload::Set => workload::set_route(),
-            Workload::Traffic => workload::traffic_route(nodes),
+        routes.extend(match w {
+            Workload::Register => register::routes(),
+            Workload::Set => set::routes(),
+            Workload::Traffic => vec![traffic::traffic_route(nodes)],
         });
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -4,6 +4,8 @@
 //! | checker | needs | property |
 //! |---|---|---|
 //! | [`linearizable`] | `read`/`write`/`cas` | the register's history is linearizable |
+//! | [`idempotency`] | `read`/`write`/`cas`, request ids | a request id applies at most once, and its retries answer as it did |
+//! | [`stale_reads`] | `read_stale`/`read_blocking` | stale reads and blocking queries serve written, current, monotonic state |
 //! | [`lost_writes`] | `add`/`read_set` | a final read holds every acknowledged add, and no failed one |
 //! | [`leaders`] | `status` | at most one leader per term |
 //! | [`convergence`] | `status` | after the last heal, every node reaches the same applied index and table |
@@ -11,9 +13,11 @@
 
 pub mod availability;
 pub mod convergence;
+pub mod idempotency;
 pub mod leaders;
 pub mod linearizable;
 pub mod lost_writes;
+pub mod stale_reads;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -93,6 +97,7 @@ impl CheckerResult {
 #[serde(default, deny_unknown_fields)]
 pub struct CheckConfig {
     pub linearizable: linearizable::Config,
+    pub stale_reads: stale_reads::Config,
     pub leaders: leaders::Config,
     pub convergence: convergence::Config,
     pub availability: availability::Config,
@@ -102,8 +107,12 @@ pub struct CheckConfig {
 pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> {
     let mut results = Vec::new();
     if history.has(Workload::Register) {
-        let report = linearizable::check(history, &config.linearizable);
+        // The attempts of one request id are one write (crate::retries).
+        let report = linearizable::check(&crate::retries::merge(history), &config.linearizable);
         results.push(CheckerResult::new(linearizable::NAME, &report));
+        results.push(CheckerResult::new(idempotency::NAME, &idempotency::check(history)));
+        let report = stale_reads::check(history, &config.stale_reads);
+        results.push(CheckerResult::new(stale_reads::NAME, &report));
     }
     if history.has(Workload::Set) {
         results.push(CheckerResult::new(lost_writes::NAME, &lost_writes::check(history)));
@@ -123,6 +132,28 @@ pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_acknowledged_after_a_later_write_is_one_write_for_linearizability() {
+        use crate::history::{Event, Op};
+        // Request a (write 5) times out, 7 is written, a's retry answers
+        // its original success: 5 took effect before 7, once.
+        let write = |p, v, id: &str, t| Event::invoke(p, "n1", Op::Write(v), t).with_request_id(id);
+        let h = History::from_events(vec![
+            write(0, 5, "a", 0),
+            Event::info(0, "n1", Op::Write(5), 10, "timeout"),
+            write(1, 7, "b", 20),
+            Event::ok(1, "n1", Op::Write(7), 30),
+            write(2, 5, "a", 40),
+            Event::ok(2, "n1", Op::Write(5), 50),
+            Event::invoke(3, "n1", Op::Read(None), 60),
+            Event::ok(3, "n1", Op::Read(Some(7)), 70),
+        ])
+        .expect("pairs");
+        let results = check_all(&h, &CheckConfig::default());
+        let lin = results.iter().find(|r| r.name == linearizable::NAME).expect("checked");
+        assert_eq!(lin.validity, Validity::Valid, "{}", lin.summary);
+    }
 
     #[test]
     fn validity_serializes_as_bool_or_unknown() -> serde_json::Result<()> {

@@ -105,6 +105,15 @@ fn a_value_at_two_revisions_is_invalid() -> Result<(), PairingError> {
     assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
     assert_eq!(r.revisions.len(), 1);
     assert_eq!(r.revisions[0].request_id.as_deref(), Some("a"));
+    // The initial value, which the suite wrote before the history began, is not judged.
+    let mut h = valid();
+    h.op(Op::ReadStale(Some((1, 3, 2))), "ok", (110, 120), None).op(
+        Op::ReadStale(Some((1, 4, 3))),
+        "ok",
+        (130, 140),
+        None,
+    );
+    assert_eq!(h.check()?.valid, Validity::Valid);
     Ok(())
 }
 

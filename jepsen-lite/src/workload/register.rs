@@ -18,7 +18,7 @@
 //! - `read_stale`: `?consistency=stale`, with the node's index and the
 //!   route's revision;
 //! - `read_blocking`: `?index=N&wait=W&consistency=stale`, N the highest
-//!   config index this client has seen, W 200..1500 ms.
+//!   config index this client has seen plus 0..=3, W 200..1500 ms.
 //!
 //! Every write and cas carries a random `X-Ferry-Request-Id` and its
 //! `deadline_ns` (invocation + the nodes' request timeout). After an `info`
@@ -194,7 +194,8 @@ impl Client {
 
     async fn read_blocking(&mut self, node: usize, key: u32) {
         let (n, now) = (name(node), self.ctx.rec.now());
-        let (after, wait_ms) = (self.seen_index, self.rng.u64(200..1500));
+        // Up to 3 past what this client saw, so that some queries wait.
+        let (after, wait_ms) = (self.seen_index + self.rng.u64(0..4), self.rng.u64(200..1500));
         self.record(Event::invoke(self.p.id, &n, Op::ReadBlocking(after, wait_ms, None), now), key);
         let client = self.ctx.admin(node);
         let r = client.route_after(&route_name(key), after, Duration::from_millis(wait_ms), true).await;

@@ -1,7 +1,8 @@
 //! The suite against real nodes (needs root, `ip` and `iptables`; CI runs
 //! as root): with ferryd's fault switch on (`stale-reads`), a short register
-//! run must be found invalid, and the violation named; `--ferryd-log` sets
-//! the nodes' log filter. Skipped, saying so, when the machine cannot run it.
+//! run must be found invalid, and the violation named; its history holds
+//! the register workload's operations; `--ferryd-log` sets the nodes' log
+//! filter. Skipped, saying so, when the machine cannot run it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,6 +46,24 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     assert_eq!(results["valid"], false);
     assert_eq!(results["checkers"]["linearizable"]["valid"], false, "{results}");
     assert!(dir.path().join("report.html").exists());
+    // The register workload's operations: several keys, stale reads,
+    // blocking queries, and writes with a request id and a deadline, each
+    // checked by its checker.
+    let history = std::fs::read_to_string(dir.path().join("history.jsonl"))?;
+    let events: Vec<serde_json::Value> =
+        history.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let has = |f: &str| events.iter().any(|e| e["f"] == f && e["type"] == "ok");
+    for f in ["read", "write", "cas", "read_stale", "read_blocking"] {
+        assert!(has(f), "no ok {f} in the history");
+    }
+    assert!(events.iter().any(|e| e["key"].as_u64().is_some_and(|k| k > 0)), "one key only");
+    let writes = events.iter().filter(|e| e["type"] == "invoke" && (e["f"] == "write" || e["f"] == "cas"));
+    for w in writes {
+        assert!(w["request_id"].is_string() && w["deadline_ns"].is_u64(), "{w}");
+    }
+    for checker in ["idempotency", "stale_reads"] {
+        assert_eq!(results["checkers"][checker]["valid"], true, "{results}");
+    }
     // --ferryd-log reached the nodes: at `info` every node logs its start.
     let log = std::fs::read_to_string(dir.path().join("n1.1.log"))?;
     let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).take(3).collect();

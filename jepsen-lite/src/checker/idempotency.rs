@@ -13,7 +13,9 @@
 //!   values nobody in the history wrote (the initial ones) are not judged;
 //! - **consistent answers:** no attempt of a request id answers `fail` when
 //!   it was invoked after an earlier attempt of that id was acknowledged (a
-//!   retry of an applied request answers as the original did).
+//!   retry of an applied request answers as the original did). A `fail`
+//!   whose `error` starts with `cannot connect` was never sent (the node was
+//!   down), so it is no answer.
 //!
 //! Linearizable reads are trusted here: a run whose reads are stale (the
 //! `linearizable` checker says so) may also fail the first point.
@@ -169,7 +171,9 @@ pub fn check(history: &History) -> IdempotencyReport {
             .filter_map(|o| o.complete_ns.map(|t| (t, o.id)))
             .min();
         let Some((acked_at, acked_op)) = acked else { continue };
-        if let Some(bad) = ops.iter().find(|o| o.outcome == Outcome::Fail && o.invoke_ns > acked_at) {
+        if let Some(bad) =
+            ops.iter().find(|o| o.outcome == Outcome::Fail && o.invoke_ns > acked_at && answered(o))
+        {
             let message = format!(
                 "request {id} was acknowledged (#{acked_op}) but a later attempt answered fail (#{}: {})",
                 bad.id,
@@ -191,6 +195,12 @@ pub fn check(history: &History) -> IdempotencyReport {
     report.revisions.truncate(LISTED);
     report.inconsistent.truncate(LISTED);
     report
+}
+
+/// Whether a `fail` is a node's answer: not one whose connection was refused
+/// (`cannot connect …`, what `ferry_client` says when nothing was sent).
+fn answered(op: &Operation) -> bool {
+    !op.error.as_deref().is_some_and(|e| e.starts_with("cannot connect"))
 }
 
 /// Values that come back among one key's ok reads: for each, the first

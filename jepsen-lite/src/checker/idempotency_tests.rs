@@ -124,6 +124,13 @@ fn a_retry_that_fails_after_an_ack_is_invalid() -> Result<(), PairingError> {
     let r = h.check()?;
     assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
     assert_eq!(r.inconsistent[0].ops, vec![5, 8], "the ack and the later fail");
+    // A node that cannot be reached gives no answer.
+    let mut h = valid();
+    let refused =
+        Event::fail(20, "n2", Op::Cas(5, 7), 120, "cannot connect to 10.213.7.2:7948: Connection refused");
+    h.0.push(Event::invoke(20, "n2", Op::Cas(5, 7), 110).with_key(1).with_request_id("b"));
+    h.0.push(refused.with_key(1));
+    assert_eq!(h.check()?.valid, Validity::Valid);
     // Failing while the acknowledged attempt was still open is allowed.
     let mut h = valid();
     h.op(Op::Cas(5, 7), "fail", (75, 85), Some("b"));

@@ -43,7 +43,7 @@ pub const KEYS: u32 = 8;
 /// Every register's value when the run starts.
 pub const INITIAL: i64 = 1;
 /// The largest value (a port).
-const MAX_VALUE: i64 = 65_535;
+pub const MAX_VALUE: i64 = 65_535;
 /// The register's backend id and the first route's listen port.
 const BACKEND: &str = "r";
 const FIRST_PORT: u16 = 7010;

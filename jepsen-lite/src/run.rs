@@ -1,8 +1,9 @@
 //! `jepsen-lite test`: one run against real `ferryd` processes.
 //!
 //! 1. Check the machine (root, `ip`, `iptables`), clear a crashed run's
-//!    namespaces, build the run's network ([`crate::net`]) and move the
-//!    suite into the bridge namespace.
+//!    namespaces and powerfs mounts, build the run's network
+//!    ([`crate::net`]) and move the suite into the bridge namespace. With
+//!    `power-loss`, mount the nodes' data dirs on powerfs ([`crate::powerfs`]).
 //! 2. Start an echo backend and a `ferryd` in every node namespace; the
 //!    nodes form the cluster by gossip (`--bootstrap-expect N`).
 //! 3. Create the workloads' routes, start the samplers, the clients and the

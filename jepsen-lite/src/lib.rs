@@ -21,6 +21,7 @@
 //! - [`nemesis`] — the nemeses, partition shapes and the seeded schedule.
 //! - [`workload`] — the clients (register, set, traffic) and the sampler.
 //! - [`backend`] — the echo backend run in every node namespace.
+//! - [`powerfs`] — the in-memory FUSE disks of the `power-loss` nemesis.
 
 pub mod backend;
 pub mod checker;
@@ -29,6 +30,7 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod operation;
+pub mod powerfs;
 pub mod procs;
 pub mod report;
 pub mod results;

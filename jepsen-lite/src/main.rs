@@ -16,6 +16,9 @@ use jepsen_lite::nemesis::Nemesis;
 use jepsen_lite::run::{RunError, TestOptions, Workload};
 use jepsen_lite::run_dir::RunDir;
 
+/// The names ferryd's `FERRYD_UNSAFE_FAULT` takes.
+const UNSAFE_FAULTS: [&str; 3] = ["stale-reads", "no-write-deadline", "skip-sync"];
+
 #[derive(Debug, Parser)]
 #[command(name = "jepsen-lite", about = "ferry's partition test suite")]
 struct Cli {
@@ -60,7 +63,7 @@ struct TestArgs {
     #[arg(long, value_delimiter = ',', default_value = "register")]
     workload: Vec<String>,
     /// Nemeses, comma-separated: partition-random-halves, partition-majorities-ring, bridge,
-    /// isolate-leader, partition-random-node, kill, pause, membership.
+    /// isolate-leader, partition-random-node, kill, pause, membership, power-loss.
     #[arg(long, value_delimiter = ',', default_value = "partition-random-halves")]
     nemesis: Vec<String>,
     /// Seconds of faults (fault and heal windows in turn).
@@ -85,7 +88,8 @@ struct TestArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Turn on ferryd's fault switch (FERRYD_UNSAFE_FAULT) on every node, e.g. stale-reads:
-    /// the run must then be found invalid.
+    /// the run must then be found invalid. A comma-separated list: stale-reads,
+    /// no-write-deadline, skip-sync.
     #[arg(long, value_name = "FAULT")]
     unsafe_fault: Option<String>,
     /// ferryd's log filter (its RUST_LOG) on every node, e.g. info,openraft=debug.
@@ -108,7 +112,8 @@ impl TestArgs {
                 Nemesis::ALL.to_vec(),
                 f,
                 f,
-                f * 2 * 7,
+                // Every nemesis but membership (which runs beside them) once.
+                f * 2 * (Nemesis::ALL.len() as u32 - 1),
             )
         } else {
             let workloads = self.workload.iter().map(|w| w.parse()).collect::<Result<Vec<Workload>, _>>()?;
@@ -122,10 +127,13 @@ impl TestArgs {
             let (f, h) = (Duration::from_secs(self.fault_secs), Duration::from_secs(self.heal_secs));
             (self.nodes, workloads, nemeses, f, h, Duration::from_secs(self.time))
         };
-        if let Some(f) = &self.unsafe_fault
-            && f != "stale-reads"
+        if let Some(faults) = &self.unsafe_fault
+            && let Some(f) = faults.split(',').find(|f| !UNSAFE_FAULTS.contains(f))
         {
-            return Err(format!("--unsafe-fault: unknown fault {f:?} (the only one is stale-reads)"));
+            return Err(format!(
+                "--unsafe-fault: unknown fault {f:?} (expected {})",
+                UNSAFE_FAULTS.join(", ")
+            ));
         }
         let ferryd = match &self.ferryd {
             Some(p) => p.clone(),

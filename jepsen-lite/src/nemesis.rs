@@ -36,10 +36,13 @@ pub enum Nemesis {
     Pause,
     /// A node joins, or the last one that joined leaves.
     Membership,
+    /// Every initial node `kill -9`ed at once and its disk's unsynced
+    /// writes dropped (see [`crate::powerfs::model`]); all restarted at heal.
+    PowerLoss,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::PartitionRandomHalves,
         Nemesis::PartitionMajoritiesRing,
         Nemesis::Bridge,
@@ -48,6 +51,7 @@ impl Nemesis {
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Membership,
+        Nemesis::PowerLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Nemesis {
             Nemesis::Kill => "kill",
             Nemesis::Pause => "pause",
             Nemesis::Membership => "membership",
+            Nemesis::PowerLoss => "power-loss",
         }
     }
 }
@@ -274,7 +279,7 @@ mod tests {
         assert_ne!(a, c);
         let total: Duration = a.iter().map(|w| w.fault + w.heal).sum();
         assert_eq!(total, t);
-        let first8: BTreeSet<Nemesis> = a.iter().take(8).map(|w| w.nemesis).collect();
-        assert_eq!(first8.len(), 8, "every nemesis runs once before any runs twice");
+        let first: BTreeSet<Nemesis> = a.iter().take(all.len()).map(|w| w.nemesis).collect();
+        assert_eq!(first.len(), all.len(), "every nemesis runs once before any runs twice");
     }
 }

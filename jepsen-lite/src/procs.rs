@@ -52,6 +52,13 @@ pub struct Procs {
     starts: BTreeMap<usize, u32>,
 }
 
+impl NodeSpec {
+    /// Node `i`'s data dir under the run directory `dir`.
+    pub fn data_dir(dir: &Path, i: usize) -> PathBuf {
+        dir.join(format!("n{i}"))
+    }
+}
+
 impl Procs {
     /// Starts node `i` in its namespace, with its data dir
     /// `dir/n{i}` (kept across restarts).
@@ -62,7 +69,7 @@ impl Procs {
         let starts = self.starts.entry(i).or_insert(0);
         *starts += 1;
         let log = spec.dir.join(format!("n{i}.{starts}.log"));
-        let data = spec.dir.join(format!("n{i}"));
+        let data = NodeSpec::data_dir(&spec.dir, i);
         let seeds: Vec<String> = spec.seeds.iter().map(|&s| net::ip(s).to_string()).collect();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &net.ns(i)])

@@ -1,8 +1,9 @@
 //! `jepsen-lite test`: one run against real `ferryd` processes.
 //!
 //! 1. Check the machine (root, `ip`, `iptables`), clear a crashed run's
-//!    namespaces, build the run's network ([`crate::net`]) and move the
-//!    suite into the bridge namespace.
+//!    namespaces and powerfs mounts, build the run's network
+//!    ([`crate::net`]) and move the suite into the bridge namespace. With
+//!    `power-loss`, mount the nodes' data dirs on powerfs ([`crate::powerfs`]).
 //! 2. Start an echo backend and a `ferryd` in every node namespace; the
 //!    nodes form the cluster by gossip (`--bootstrap-expect N`).
 //! 3. Create the workloads' routes, start the samplers, the clients and the
@@ -27,6 +28,7 @@ use crate::checker::CheckConfig;
 use crate::history::{Op, RunClock};
 use crate::nemesis::{self, Nemesis, Window};
 use crate::net::{self, Net};
+use crate::powerfs::{self, disks::Disks};
 use crate::procs::{NodeSpec, Procs};
 use crate::run_dir::{Checked, RunDir};
 use crate::workload::{self, BACKEND_PORT, Ctx, Recorder, Stop, register, sampler, set, traffic};
@@ -107,6 +109,9 @@ pub fn run(opts: &TestOptions) -> Result<Checked, RunError> {
     for ns in net::clear_leftovers()? {
         println!("removed namespace {ns} left by an earlier run");
     }
+    for mount in crate::powerfs::disks::clear_leftovers().map_err(anyhow::Error::from)? {
+        println!("unmounted powerfs disk {} left by an earlier run", mount.display());
+    }
     std::fs::create_dir_all(&opts.run_dir).with_context(|| format!("creating {}", opts.run_dir.display()))?;
     println!("jepsen-lite: seed {} ({} nodes), run dir {}", opts.seed, opts.nodes, opts.run_dir.display());
     let net = Net::create(opts.nodes)?;
@@ -154,9 +159,12 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
     let history =
         std::fs::File::create(opts.run_dir.join("history.jsonl")).context("creating history.jsonl")?;
     let rec = Recorder::new(clock, history);
+    // Declared before the processes, so dropped after them (a Ctrl-C or a
+    // panic kills the nodes before their disks go).
+    let disks = power_loss_disks(opts, &initial_nodes(opts))?;
     let procs = Arc::new(Mutex::new(Procs::default()));
     let mut backends = Backends::default();
-    let initial: Vec<usize> = (1..=opts.nodes).collect();
+    let initial = initial_nodes(opts);
     let spec = NodeSpec {
         ferryd: opts.ferryd.clone(),
         dir: opts.run_dir.clone(),
@@ -253,6 +261,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
                 procs: &procs,
                 spec: &spec,
                 initial: &initial,
+                disks: disks.as_ref(),
                 rng,
                 next_extra,
                 stop: &stop,
@@ -304,6 +313,21 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
     .await;
     backends.stop();
     result
+}
+
+fn initial_nodes(opts: &TestOptions) -> Vec<usize> {
+    (1..=opts.nodes).collect()
+}
+
+/// With the `power-loss` nemesis, the initial nodes' data dirs are powerfs
+/// disks (see [`crate::powerfs`]).
+fn power_loss_disks(opts: &TestOptions, nodes: &[usize]) -> Result<Option<Disks>> {
+    if !opts.nemeses.contains(&Nemesis::PowerLoss) {
+        return Ok(None);
+    }
+    let disks = Disks::mount(nodes.iter().map(|&i| (i, NodeSpec::data_dir(&opts.run_dir, i))))?;
+    println!("jepsen-lite: data dirs on powerfs disks (power-loss nemesis)");
+    Ok(Some(disks))
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
@@ -443,6 +467,8 @@ struct NemesisRunner<'a> {
     procs: &'a Mutex<Procs>,
     spec: &'a NodeSpec,
     initial: &'a [usize],
+    /// The nodes' powerfs disks, with the `power-loss` nemesis.
+    disks: Option<&'a Disks>,
     rng: fastrand::Rng,
     next_extra: usize,
     stop: &'a Stop,
@@ -527,6 +553,16 @@ impl NemesisRunner<'_> {
                 let graceful = self.rng.bool();
                 let how = if graceful { "then leave" } else { "then kill and force-remove" };
                 (format!("{nemesis} join n{i}, {how}"), self.join(i, graceful))
+            }
+            Nemesis::PowerLoss => {
+                let lead = Duration::from_millis(self.rng.u64(powerfs::cut::LEAD_MS));
+                let r = match self.disks {
+                    Some(d) => powerfs::cut::cut_power(self.procs, d, &nodes, lead)
+                        .await
+                        .map(|()| Applied::Killed(nodes.clone())),
+                    None => Err(anyhow::anyhow!("no powerfs disks were mounted")),
+                };
+                (format!("{nemesis} {} (cut {} ms into the window)", names(&nodes), lead.as_millis()), r)
             }
         };
         self.rec.invoke(self.process, "nemesis", Op::Start(description.clone()));

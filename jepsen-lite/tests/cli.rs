@@ -130,3 +130,30 @@ fn a_missing_history_or_bad_config_exits_2() -> Result<()> {
     assert!(stderr.contains("checker.json") && stderr.contains("initail"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn unsafe_faults_are_a_list_of_known_names_and_power_loss_is_a_nemesis() -> Result<()> {
+    let test = |fault: &str| {
+        Command::new(env!("CARGO_BIN_EXE_jepsen-lite"))
+            .args(["test", "--nemesis", "power-loss", "--unsafe-fault", fault])
+            // Options are checked first; with them accepted, the run stops here.
+            .args(["--ferryd", "/nonexistent/ferryd"])
+            .output()
+    };
+    let out = test("stale-reads,bogus")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--unsafe-fault") && stderr.contains("\"bogus\"") && stderr.contains("skip-sync"),
+        "{stderr}"
+    );
+
+    let out = test("stale-reads,skip-sync")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        !stderr.contains("--unsafe-fault") && !stderr.contains("nemesis"),
+        "the options were refused: {stderr}"
+    );
+    Ok(())
+}

@@ -7,6 +7,16 @@
 //! connection with a half-read reply is never reused. Idle connections are
 //! probed before reuse: one the peer has closed (for example because it
 //! restarted) is discarded instead of failing the request.
+//!
+//! A connection dropped with an exchange unfinished (a timeout, an error,
+//! or the caller giving up on the call) is aborted, not closed: `SO_LINGER`
+//! 0 makes the kernel discard what it has not yet sent and reset the
+//! connection. A plain close keeps retransmitting the request behind a FIN,
+//! so a request the caller gave up on during a partition reached the peer
+//! after the heal and was acted on then (issue 22's zombie write: a write
+//! took effect 27 s after it was sent). Bytes the peer's kernel already
+//! received are beyond reach: a forwarded write's deadline covers those
+//! ([`crate::cluster::deadline`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +45,11 @@ pub struct TransportConfig {
     /// a few tasks at once (replication, snapshot, vote), each needing its own
     /// connection while a call is in flight.
     pub max_idle_per_peer: usize,
+    /// Abort (reset) a connection dropped with an exchange unfinished, so
+    /// its unsent bytes are discarded (see the module doc). `false` only
+    /// under the fault switch `no-write-deadline`, which restores the plain
+    /// close to prove the suite notices.
+    pub abort_unfinished: bool,
 }
 
 impl Default for TransportConfig {
@@ -43,6 +58,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(2),
             max_idle_per_peer: 4,
+            abort_unfinished: true,
         }
     }
 }
@@ -213,6 +229,9 @@ impl Transport {
     async fn exchange(&self, addr: &str, frame: &[u8], timeout: Duration) -> Result<Message, TransportError> {
         let frame_error = |source: FrameError| self.frame_error(addr, source);
         let deadline = Instant::now() + timeout;
+        // Dropping the stream before the reply is read (an error, the
+        // timeout, or this future dropped by its caller) aborts it: see
+        // `connect` and the module doc.
         let mut stream = match self.checkout(addr).await {
             Some(stream) => stream,
             None => self.connect(addr, deadline).await?,
@@ -251,6 +270,16 @@ impl Transport {
         stream
             .set_nodelay(true)
             .map_err(|source| TransportError::Connect { addr: addr.to_owned(), source })?;
+        if self.config.abort_unfinished {
+            // Every close is then an abort (RST, the send queue discarded).
+            // Only a connection with an exchange unfinished needs it, but
+            // between exchanges there is nothing to discard, and setting it
+            // once covers every way a call can end, the caller dropping the
+            // call's future included.
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .map_err(|source| TransportError::Connect { addr: addr.to_owned(), source })?;
+        }
         bump(&self.stats.connections_opened);
         Ok(stream)
     }

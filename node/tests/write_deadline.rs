@@ -169,7 +169,7 @@ async fn sent_after_timeout(abort_unfinished: bool) -> Result<bool> {
     let config = TransportConfig { abort_unfinished, ..TransportConfig::default() };
     let transport = Transport::new(CLUSTER, config, Arc::new(TransportStats::default()));
     let accept = tokio::spawn(async move { listener.accept().await });
-    let call = transport.call_timeout(&addr, &big_request(), Duration::from_millis(300)).await;
+    let call = transport.call_or_abort(&addr, &big_request(), Duration::from_millis(300)).await;
     ensure!(matches!(call, Err(TransportError::Timeout { .. })), "{call:?}");
     let (mut peer, _) = timeout(WAIT, accept).await???;
     // The peer wakes up (a partition heals, a paused process resumes).

@@ -8,15 +8,19 @@
 //! probed before reuse: one the peer has closed (for example because it
 //! restarted) is discarded instead of failing the request.
 //!
-//! A connection dropped with an exchange unfinished (a timeout, an error,
-//! or the caller giving up on the call) is aborted, not closed: `SO_LINGER`
-//! 0 makes the kernel discard what it has not yet sent and reset the
-//! connection. A plain close keeps retransmitting the request behind a FIN,
-//! so a request the caller gave up on during a partition reached the peer
-//! after the heal and was acted on then (issue 22's zombie write: a write
-//! took effect 27 s after it was sent). Bytes the peer's kernel already
-//! received are beyond reach: a forwarded write's deadline covers those
-//! ([`crate::cluster::deadline`]).
+//! A request that must not act after its caller gave up (a forwarded write
+//! or membership change: [`Transport::call_or_abort`]) aborts its
+//! connection when dropped with the exchange unfinished (a timeout, an
+//! error, or the caller dropping the call): `SO_LINGER` 0 makes the kernel
+//! discard what it has not yet sent and reset the connection. A plain close
+//! keeps retransmitting the request behind a FIN, so a write the caller gave
+//! up on during a partition reached the leader after the heal and was
+//! applied then (issue 22's zombie write: 27 s after it was sent). Bytes
+//! the peer's kernel already received are beyond reach: a forwarded write's
+//! deadline covers those ([`crate::cluster::deadline`]). Raft's RPCs and
+//! the probes close as before: a late AppendEntries or vote is judged by
+//! its term, a late probe changes nothing, and a late heartbeat still tells
+//! a slow follower that the leader lives.
 
 use std::collections::HashMap;
 use std::io;
@@ -45,10 +49,11 @@ pub struct TransportConfig {
     /// a few tasks at once (replication, snapshot, vote), each needing its own
     /// connection while a call is in flight.
     pub max_idle_per_peer: usize,
-    /// Abort (reset) a connection dropped with an exchange unfinished, so
-    /// its unsent bytes are discarded (see the module doc). `false` only
-    /// under the fault switch `no-write-deadline`, which restores the plain
-    /// close to prove the suite notices.
+    /// Whether [`Transport::call_or_abort`] aborts (resets) a connection
+    /// dropped with its exchange unfinished, so its unsent bytes are
+    /// discarded (see the module doc). `false` only under the fault switch
+    /// `no-write-deadline`, which restores the plain close to prove the
+    /// suite notices.
     pub abort_unfinished: bool,
 }
 
@@ -201,6 +206,31 @@ impl Transport {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<Message, TransportError> {
+        self.send(addr, msg, timeout, max_bytes, false).await
+    }
+
+    /// [`Transport::call_timeout`] for a request that must never be
+    /// delivered after the call ended without a reply (a forwarded write):
+    /// if the call times out, fails or is dropped before the reply is read,
+    /// its connection is reset and the kernel discards what it had not yet
+    /// sent (see the module doc).
+    pub async fn call_or_abort(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
+        self.send(addr, msg, timeout, MAX_FRAME_BYTES, self.config.abort_unfinished).await
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+        max_bytes: usize,
+        abort: bool,
+    ) -> Result<Message, TransportError> {
         let result = match encode_frame(&self.cluster_id, msg) {
             Ok(frame) => {
                 // The 4-byte length prefix is not payload.
@@ -209,7 +239,7 @@ impl Transport {
                     let source = FrameError::TooLarge { len: len as u64, max: max_bytes };
                     return Err(TransportError::Frame { addr: addr.to_owned(), source });
                 }
-                self.exchange(addr, &frame, timeout).await
+                self.exchange(addr, &frame, timeout, abort).await
             }
             Err(source) => Err(self.frame_error(addr, source)),
         };
@@ -225,17 +255,26 @@ impl Transport {
         TransportError::Frame { addr: addr.to_owned(), source }
     }
 
-    /// Sends `frame` to `addr` and reads the reply.
-    async fn exchange(&self, addr: &str, frame: &[u8], timeout: Duration) -> Result<Message, TransportError> {
+    /// Sends `frame` to `addr` and reads the reply; `abort`: reset the
+    /// connection if it is dropped before the reply is read.
+    async fn exchange(
+        &self,
+        addr: &str,
+        frame: &[u8],
+        timeout: Duration,
+        abort: bool,
+    ) -> Result<Message, TransportError> {
         let frame_error = |source: FrameError| self.frame_error(addr, source);
         let deadline = Instant::now() + timeout;
-        // Dropping the stream before the reply is read (an error, the
-        // timeout, or this future dropped by its caller) aborts it: see
-        // `connect` and the module doc.
         let mut stream = match self.checkout(addr).await {
             Some(stream) => stream,
             None => self.connect(addr, deadline).await?,
         };
+        // From here until the reply is read, dropping the stream (an error,
+        // the timeout, or this future dropped by its caller) resets it.
+        if abort {
+            set_abort(&stream, true).map_err(|e| frame_error(FrameError::Io(e)))?;
+        }
         let payload = match timeout_at(deadline, async {
             write_frame(&mut stream, frame).await?;
             read_frame(&mut stream).await
@@ -252,7 +291,11 @@ impl Transport {
                 Err(TransportError::Remote { addr: addr.to_owned(), code, message })
             }
             reply => {
-                self.checkin(addr, stream).await;
+                // A connection that cannot be made to close normally again
+                // is not reused.
+                if !abort || set_abort(&stream, false).is_ok() {
+                    self.checkin(addr, stream).await;
+                }
                 Ok(reply)
             }
         }
@@ -270,16 +313,6 @@ impl Transport {
         stream
             .set_nodelay(true)
             .map_err(|source| TransportError::Connect { addr: addr.to_owned(), source })?;
-        if self.config.abort_unfinished {
-            // Every close is then an abort (RST, the send queue discarded).
-            // Only a connection with an exchange unfinished needs it, but
-            // between exchanges there is nothing to discard, and setting it
-            // once covers every way a call can end, the caller dropping the
-            // call's future included.
-            socket2::SockRef::from(&stream)
-                .set_linger(Some(Duration::ZERO))
-                .map_err(|source| TransportError::Connect { addr: addr.to_owned(), source })?;
-        }
         bump(&self.stats.connections_opened);
         Ok(stream)
     }
@@ -325,4 +358,10 @@ impl Transport {
     pub async fn idle_connections(&self, addr: &str) -> usize {
         self.idle.lock().await.get(addr).map_or(0, Vec::len)
     }
+}
+
+/// Makes closing `stream` an abort (`SO_LINGER` 0: RST, unsent bytes
+/// discarded; a close that cannot block), or a normal close again.
+fn set_abort(stream: &TcpStream, abort: bool) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_linger(abort.then_some(Duration::ZERO))
 }

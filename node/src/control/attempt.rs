@@ -77,8 +77,8 @@ pub fn after_write_error(e: WriteError, from: Source<'_>, write: bool) -> Next {
         ))),
         WriteError::Membership { message } => Next::Answer(ReplicaError::Refused(message)),
         WriteError::DeadlineExceeded { late_ms } => Next::Answer(ReplicaError::DeadlineExceeded(format!(
-            "the request timeout passed {late_ms} ms before {who}, the leader, could propose the write; \
-             it was not applied"
+            "{who}, the leader, could propose the write only {late_ms} ms after its deadline (the request \
+             timeout), so it did not: the write was not applied and never will be"
         ))),
         // This node's Raft stopped: it is shutting down.
         WriteError::Fatal { message } if from == Source::Local => Next::Answer(ReplicaError::Fatal(message)),

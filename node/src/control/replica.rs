@@ -476,10 +476,12 @@ impl Replica {
     }
 
     /// Sends `msg` to the leader at `addr`, within what is left until
-    /// `deadline`.
+    /// `deadline`; a call that ends without a reply resets its connection,
+    /// so the leader never gets the request later (a membership change
+    /// would act on it).
     async fn forward(&self, addr: &str, msg: &Message, deadline: Instant) -> Result<Message, TransportError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.transport.call_timeout(addr, msg, left).await
+        self.transport.call_or_abort(addr, msg, left).await
     }
 
     /// Sends the write `req` to the leader at `addr` with its deadline on
@@ -498,7 +500,7 @@ impl Replica {
             return self.forward(addr, &Message::ClientWrite(req.clone()), deadline).await;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let reading = match self.transport.call_timeout(addr, &Message::Clock, left).await {
+        let reading = match self.transport.call_or_abort(addr, &Message::Clock, left).await {
             Ok(Message::ClockResult(reading)) => Some(reading),
             Err(TransportError::Remote { code: ErrorCode::Malformed, .. }) => None,
             // Not an answer to a clock question: `leader_call` reports it.
@@ -522,7 +524,7 @@ impl Replica {
             }
             None => Message::ClientWrite(req.clone()),
         };
-        self.transport.call_timeout(addr, &msg, left).await
+        self.transport.call_or_abort(addr, &msg, left).await
     }
 }
 

@@ -190,3 +190,70 @@ async fn a_call_that_times_out_leaves_no_request_to_deliver_later() -> Result<()
     ensure!(sent_after_timeout(false).await?, "a plain close should deliver the rest of the request");
     Ok(())
 }
+
+/// Serves the cluster port of an older node: it refuses what it does not
+/// know (`Clock`) as malformed and closes, as an older node's server does,
+/// and answers a plain `ClientWrite` as applied. Returns the kinds of the
+/// messages it got.
+async fn old_leader(listener: tokio::net::TcpListener) -> Result<Vec<&'static str>> {
+    let mut kinds = vec![];
+    while kinds.len() < 2 {
+        let (mut stream, _) = listener.accept().await?;
+        let payload = read_frame(&mut stream).await?;
+        let reply = match ferry_node::cluster::frame::decode_payload(&payload, CLUSTER)? {
+            Message::Clock => {
+                kinds.push("clock");
+                Message::Error { code: ferry_node::cluster::ErrorCode::Malformed, message: "unknown".into() }
+            }
+            Message::ClientWrite(_) => {
+                kinds.push("client-write");
+                Message::ClientWriteResult(Ok(Response::Applied { index: 9, revision: 9 }))
+            }
+            other => bail!("unexpected {}", other.kind()),
+        };
+        let frame = ferry_node::cluster::frame::encode_frame(CLUSTER, &reply)?;
+        ferry_node::cluster::frame::write_frame(&mut stream, &frame).await?;
+    }
+    Ok(kinds)
+}
+
+/// A follower forwards a write with its deadline to a leader that knows
+/// `Clock`, and as a plain `ClientWrite` to an older one (rolling upgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_forwarded_with_its_deadline_or_plainly_to_an_older_leader() -> Result<()> {
+    timeout(Duration::from_secs(60), async {
+        let transport =
+            Transport::new(CLUSTER, TransportConfig::default(), Arc::new(TransportStats::default()));
+        let leader = Leader::start().await?;
+        let (server, stats) = leader.server(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(ferry_node::cluster::serve(listener, server, stop.clone()));
+        let answer =
+            deadline::forward_write(&transport, &addr, &put("fwd", 1), Instant::now() + WAIT).await?;
+        ensure!(matches!(answer, Message::ClientWriteResult(Ok(Response::Applied { .. }))), "{answer:?}");
+        ensure!(leader.has_route("fwd"));
+        // A deadline too close to send: refused here, never sent.
+        let answer = deadline::forward_write(&transport, &addr, &put("no-time", 2), Instant::now()).await?;
+        ensure!(
+            matches!(answer, Message::ClientWriteResult(Err(WriteError::DeadlineExceeded { .. }))),
+            "{answer:?}"
+        );
+        ensure!(!leader.has_route("no-time") && stats.writes_past_deadline.load(Ordering::Relaxed) == 0);
+        stop.cancel();
+        served.await?;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let old = tokio::spawn(old_leader(listener));
+        let answer =
+            deadline::forward_write(&transport, &addr, &put("old", 3), Instant::now() + WAIT).await?;
+        ensure!(matches!(answer, Message::ClientWriteResult(Ok(_))), "{answer:?}");
+        ensure!(old.await?? == ["clock", "client-write"]);
+        leader.raft.shutdown().await?;
+        Ok(())
+    })
+    .await
+    .context("test exceeded its time limit")?
+}

@@ -1,4 +1,5 @@
-//! Write deadlines across nodes without synchronized clocks.
+//! Write deadlines across nodes without synchronized clocks, and how a
+//! follower forwards a write with its deadline ([`forward_write`]).
 //!
 //! Every write has a deadline: the node that received it answers by then
 //! (`[admin] request_timeout_ms` after it received it), and the leader never
@@ -25,8 +26,12 @@
 //! between the reading and the write has another clock, and the write is
 //! refused as sent to no leader (it retries with a new reading).
 
+use ferry_raft_store::Request;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use crate::cluster::message::{ErrorCode, Message, WriteError};
+use crate::cluster::transport::{Transport, TransportError};
 
 /// Time kept back from a forwarded write's deadline so that the leader's
 /// refusal can reach the follower before the follower gives up itself.
@@ -93,6 +98,47 @@ pub fn on_peer(reading: ClockReading, received: Instant, deadline: Instant) -> O
     let left = deadline.checked_duration_since(received).filter(|d| !d.is_zero())?;
     let left_ns = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
     Some(PeerDeadline { epoch: reading.epoch, at_ns: reading.now_ns.saturating_add(left_ns) })
+}
+
+/// Sends the write `req` to the leader at `addr` with its deadline on the
+/// leader's clock, read just before with [`Message::Clock`], kept a little
+/// before `deadline` ([`REPLY_MARGIN`], at most a tenth of what is left)
+/// so that a refusal is back in time. A leader older than deadlines (it
+/// refuses [`Message::Clock`] as malformed) gets a plain
+/// [`Message::ClientWrite`]. Both calls reset their connection if they end
+/// without a reply ([`Transport::call_or_abort`]). Returns the leader's
+/// answer, or, when the deadline left no time to send, the refusal the
+/// leader would give.
+pub async fn forward_write(
+    transport: &Transport,
+    addr: &str,
+    req: &Request,
+    deadline: Instant,
+) -> Result<Message, TransportError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let reading = match transport.call_or_abort(addr, &Message::Clock, left).await {
+        Ok(Message::ClockResult(reading)) => Some(reading),
+        Err(TransportError::Remote { code: ErrorCode::Malformed, .. }) => None,
+        // Not an answer to a clock question: the caller reports it.
+        Ok(other) => return Ok(other),
+        Err(e) => return Err(e),
+    };
+    let received = Instant::now();
+    let left = deadline.saturating_duration_since(received);
+    let msg = match reading {
+        Some(reading) => {
+            let by = deadline.checked_sub(REPLY_MARGIN.min(left / 10)).unwrap_or(deadline);
+            match on_peer(reading, received, by) {
+                Some(deadline) => Message::ClientWriteBy { request: req.clone(), deadline },
+                None => {
+                    let late = received.saturating_duration_since(by);
+                    return Ok(Message::ClientWriteResult(Err(WriteError::deadline_exceeded(late))));
+                }
+            }
+        }
+        None => Message::ClientWrite(req.clone()),
+    };
+    transport.call_or_abort(addr, &msg, left).await
 }
 
 #[cfg(test)]

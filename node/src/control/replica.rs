@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::cluster::contacts::Contacts;
 use crate::cluster::deadline;
 use crate::cluster::leadership;
-use crate::cluster::message::{ErrorCode, MembershipChange, Message, WriteError};
+use crate::cluster::message::{MembershipChange, Message, WriteError};
 use crate::cluster::server::ClusterServer;
 use crate::cluster::transport::{Transport, TransportError};
 use crate::control::attempt::{self, Next, Progress, Source};
@@ -484,12 +484,9 @@ impl Replica {
         self.transport.call_or_abort(addr, msg, left).await
     }
 
-    /// Sends the write `req` to the leader at `addr` with its deadline on
-    /// the leader's clock, read just before ([`crate::cluster::deadline`]),
-    /// kept a little before `deadline` so that a refusal is back in time.
-    /// A leader older than deadlines (it refuses [`Message::Clock`] as
-    /// malformed) gets a plain [`Message::ClientWrite`], and so does every
-    /// leader under the fault switch `no-write-deadline`.
+    /// Sends the write `req` to the leader at `addr` with its deadline
+    /// ([`deadline::forward_write`]), or, under the fault switch
+    /// `no-write-deadline`, as a plain [`Message::ClientWrite`].
     async fn forward_write(
         &self,
         addr: &str,
@@ -499,32 +496,7 @@ impl Replica {
         if !self.server.config().check_deadlines {
             return self.forward(addr, &Message::ClientWrite(req.clone()), deadline).await;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let reading = match self.transport.call_or_abort(addr, &Message::Clock, left).await {
-            Ok(Message::ClockResult(reading)) => Some(reading),
-            Err(TransportError::Remote { code: ErrorCode::Malformed, .. }) => None,
-            // Not an answer to a clock question: `leader_call` reports it.
-            Ok(other) => return Ok(other),
-            Err(e) => return Err(e),
-        };
-        let received = Instant::now();
-        let left = deadline.saturating_duration_since(received);
-        let msg = match reading {
-            Some(reading) => {
-                let margin = deadline::REPLY_MARGIN.min(left / 10);
-                let by = deadline.checked_sub(margin).unwrap_or(deadline);
-                match deadline::on_peer(reading, received, by) {
-                    Some(deadline) => Message::ClientWriteBy { request: req.clone(), deadline },
-                    // Too late to send it: the answer the leader would give.
-                    None => {
-                        let late = received.saturating_duration_since(by);
-                        return Ok(Message::ClientWriteResult(Err(WriteError::deadline_exceeded(late))));
-                    }
-                }
-            }
-            None => Message::ClientWrite(req.clone()),
-        };
-        self.transport.call_or_abort(addr, &msg, left).await
+        deadline::forward_write(&self.transport, addr, req, deadline).await
     }
 }
 

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::admin::{self, AdminState};
 use crate::cluster::hop::{DEFAULT_MAX_HOPS, HopClient, HopServer, HopServerConfig};
 use crate::config::{Config, ConfigErrors};
-use crate::control::member::{Member, MemberError, MemberHandle};
+use crate::control::member::{Member, MemberError, MemberHandle, MemberServices};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::control::resolver::SystemResolver;
@@ -53,25 +53,72 @@ pub enum StartError {
     Member(#[from] MemberError),
     #[error("admin.token_file: {0}")]
     Token(String),
-    #[error("{UNSAFE_FAULT_ENV}: unknown fault {0:?} (the only one is stale-reads)")]
+    #[error("{UNSAFE_FAULT_ENV}: unknown fault {0:?} (known: {known})", known = Faults::NAMES.join(", "))]
     UnsafeFault(String),
 }
 
-/// The fault switch: set to `stale-reads`, linearizable reads skip the read
-/// barrier and may serve stale state. For jepsen-lite's proof that its
-/// checkers catch a violation; never set it otherwise.
+/// The fault switch: a comma-separated list of faults ([`Faults`]) that
+/// turn a guarantee off, for jepsen-lite's proof that its checkers catch the
+/// violation. Never set it otherwise.
 pub const UNSAFE_FAULT_ENV: &str = "FERRYD_UNSAFE_FAULT";
 
-/// Reads the fault switch: whether stale reads are on.
-fn unsafe_stale_reads() -> Result<bool, StartError> {
-    match std::env::var(UNSAFE_FAULT_ENV) {
-        Err(_) => Ok(false),
-        Ok(v) if v == "stale-reads" => {
-            warn!("{UNSAFE_FAULT_ENV}=stale-reads: linearizable reads are NOT linearizable on this node");
-            Ok(true)
+/// The faults [`UNSAFE_FAULT_ENV`] turns on; all off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// `stale-reads`: linearizable reads skip the read barrier and may
+    /// serve stale state.
+    pub stale_reads: bool,
+    /// `no-write-deadline`: the leader proposes writes whatever their
+    /// deadline, and timed-out cluster connections are closed, not aborted
+    /// (the behaviour before issue 22): a write answered 503 may take
+    /// effect any time later.
+    pub no_write_deadline: bool,
+    /// `skip-sync`: the Raft log store skips its fdatasync, so an
+    /// acknowledged write may be lost when every node loses power.
+    pub skip_sync: bool,
+}
+
+impl Faults {
+    /// Every fault's name, as the switch spells it.
+    pub const NAMES: [&'static str; 3] = ["stale-reads", "no-write-deadline", "skip-sync"];
+
+    /// Parses the switch's value: names separated by commas (blanks around
+    /// them ignored; empty: none). An unknown name is an error naming it.
+    pub fn parse(value: &str) -> Result<Self, StartError> {
+        let mut faults = Faults::default();
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "stale-reads" => faults.stale_reads = true,
+                "no-write-deadline" => faults.no_write_deadline = true,
+                "skip-sync" => faults.skip_sync = true,
+                other => return Err(StartError::UnsafeFault(other.to_string())),
+            }
         }
-        Ok(v) if v.is_empty() => Ok(false),
-        Ok(v) => Err(StartError::UnsafeFault(v)),
+        Ok(faults)
+    }
+
+    /// Reads [`UNSAFE_FAULT_ENV`] (unset: none) and warns of each fault on.
+    pub fn from_env() -> Result<Self, StartError> {
+        let faults = match std::env::var(UNSAFE_FAULT_ENV) {
+            Ok(v) => Self::parse(&v)?,
+            Err(std::env::VarError::NotPresent) => Faults::default(),
+            Err(std::env::VarError::NotUnicode(v)) => {
+                return Err(StartError::UnsafeFault(v.to_string_lossy().into_owned()));
+            }
+        };
+        if faults.stale_reads {
+            warn!("{UNSAFE_FAULT_ENV}=stale-reads: linearizable reads are NOT linearizable on this node");
+        }
+        if faults.no_write_deadline {
+            warn!(
+                "{UNSAFE_FAULT_ENV}=no-write-deadline: writes are proposed past their deadline; a write \
+                 answered 503 may take effect at any later time"
+            );
+        }
+        if faults.skip_sync {
+            warn!("{UNSAFE_FAULT_ENV}=skip-sync: the Raft log is NOT synced; a power loss may lose writes");
+        }
+        Ok(faults)
     }
 }
 
@@ -142,7 +189,7 @@ impl Node {
     /// Binds the admin API and every route listener, then serves. Fails,
     /// leaving nothing running, if any of them cannot be bound.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
-        let unsafe_stale_reads = unsafe_stale_reads()?;
+        let faults = Faults::from_env()?;
         let token = admin_token(config)?;
         let metrics = Metrics::new()?;
         let clock = Clock::new();
@@ -205,9 +252,9 @@ impl Node {
                 );
                 hop_server = Some(hops.clone());
                 let failures = Arc::clone(&bind_failures);
+                let services = MemberServices { hops, bind_failures: failures, faults };
                 let member =
-                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops, failures)
-                        .await?;
+                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, services).await?;
                 // Serve what this node last applied, from disk, before any
                 // peer answers: traffic does not wait for a quorum. A route
                 // this node cannot bind is reported (logged, in the API and
@@ -244,7 +291,7 @@ impl Node {
             leave: leave.clone(),
             token,
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
-            unsafe_stale_reads,
+            unsafe_stale_reads: faults.stale_reads,
         };
         let limits = admin::Limits::from(&config.admin);
         let admin_task = tokio::spawn(admin::serve(admin_listener, state, limits, admin_stop.clone()));
@@ -422,5 +469,24 @@ async fn step<T>(name: &'static str, fut: impl std::future::Future<Output = T>) 
                 "shutdown step still waiting"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_switch_takes_a_comma_separated_list_and_names_an_unknown_fault() {
+        assert_eq!(Faults::parse("").ok(), Some(Faults::default()));
+        assert_eq!(Faults::parse(" , ").ok(), Some(Faults::default()));
+        let all = Faults::parse("stale-reads, no-write-deadline,skip-sync").ok();
+        assert_eq!(all, Some(Faults { stale_reads: true, no_write_deadline: true, skip_sync: true }));
+        let one = Faults::parse("no-write-deadline").ok();
+        assert_eq!(one, Some(Faults { no_write_deadline: true, ..Faults::default() }));
+        let err = Faults::parse("stale-reads,no-deadline").map(|_| ()).expect_err("unknown");
+        let text = err.to_string();
+        assert!(text.contains("FERRYD_UNSAFE_FAULT") && text.contains("\"no-deadline\""), "{text}");
+        assert!(text.contains("stale-reads, no-write-deadline, skip-sync"), "{text}");
     }
 }

@@ -52,6 +52,7 @@ impl From<ReplicaError> for ApiError {
             ReplicaError::LeaderChanged(_) => unavailable("leader_changed"),
             ReplicaError::NoQuorum(_) => unavailable("no_quorum"),
             ReplicaError::Timeout(_) => unavailable("timeout"),
+            ReplicaError::DeadlineExceeded(_) => unavailable("deadline_exceeded"),
             ReplicaError::Unavailable(_) => unavailable("unavailable"),
             ReplicaError::Fatal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -287,6 +288,7 @@ mod tests {
         let cases = [
             (ReplicaError::NoLeader("x".into()), 503, "no_leader"),
             (ReplicaError::LeaderChanged("x".into()), 503, "leader_changed"),
+            (ReplicaError::DeadlineExceeded("x".into()), 503, "deadline_exceeded"),
             (ReplicaError::NoQuorum("x".into()), 503, "no_quorum"),
             (ReplicaError::Timeout("x".into()), 503, "timeout"),
             (ReplicaError::Unavailable("x".into()), 503, "unavailable"),

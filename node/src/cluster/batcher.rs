@@ -15,7 +15,11 @@
 //! Every request of a batch keeps its own request id, compare-and-set check,
 //! config index and response ([`ClusterState::apply`]), so a batch changes
 //! nothing a client can observe but throughput. A request whose caller gave
-//! up before it was proposed is dropped, not proposed.
+//! up before it was proposed is dropped, not proposed; one whose deadline
+//! has passed when its batch is about to be proposed is answered
+//! [`WriteError::DeadlineExceeded`] and left out ([`crate::cluster::deadline`]):
+//! the caller that gave up may be on another node, and its answer (503) must
+//! not be followed by the write taking effect later.
 //!
 //! A proposal is answered by its commit, as soon as this node steps down
 //! ([`WriteError::LeaderChanged`], [`leadership`]), or at the write timeout
@@ -30,7 +34,7 @@ use std::time::Duration;
 use ferry_raft_store::types::{Raft, Vote};
 use ferry_raft_store::{Command, Request, Response};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use crate::cluster::leadership::{self, Term};
 use crate::cluster::message::WriteError;
@@ -51,6 +55,8 @@ pub type WriteResult = Result<Response, WriteError>;
 struct Pending {
     req: Request,
     len: usize,
+    /// Not proposed after this.
+    deadline: Instant,
     reply: oneshot::Sender<WriteResult>,
 }
 
@@ -62,6 +68,9 @@ pub struct Batcher {
     raft: Raft,
     limits: Limits,
     stats: Arc<TransportStats>,
+    /// Refuse writes past their deadline (off only under the fault switch
+    /// `no-write-deadline`).
+    check_deadlines: bool,
     queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
 }
 
@@ -79,20 +88,34 @@ impl Batcher {
     /// A batcher proposing to `raft` within `limits`, counting its
     /// proposals in `stats`.
     pub fn new(raft: Raft, limits: Limits, stats: Arc<TransportStats>) -> Self {
-        Self { raft, limits, stats, queue: Arc::default() }
+        Self { raft, limits, stats, check_deadlines: true, queue: Arc::default() }
     }
 
-    /// Proposes `req` (alone or with others) and waits for its response.
-    pub async fn write(&self, req: Request) -> WriteResult {
+    /// Whether writes past their deadline are refused (the default) or
+    /// proposed anyway (the fault switch `no-write-deadline`).
+    pub fn check_deadlines(mut self, check: bool) -> Self {
+        self.check_deadlines = check;
+        self
+    }
+
+    /// Proposes `req` (alone or with others) unless `deadline` passes
+    /// before it is proposed, and waits for its response.
+    pub async fn write(&self, req: Request, deadline: Instant) -> WriteResult {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.raft.clone(), rx, self.limits, Arc::clone(&self.stats)));
+            let proposer = Proposer {
+                raft: self.raft.clone(),
+                limits: self.limits,
+                stats: Arc::clone(&self.stats),
+                check_deadlines: self.check_deadlines,
+            };
+            tokio::spawn(run(proposer, rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
         let len = req.encoded_len();
         queue
-            .send(Pending { req, len, reply })
+            .send(Pending { req, len, deadline, reply })
             .map_err(|_| WriteError::Fatal { message: "the write batcher stopped".into() })?;
         answer
             .await
@@ -106,13 +129,17 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
-/// Takes queued writes into proposals, at most [`MAX_IN_FLIGHT`] open.
-async fn run(
+/// What proposing needs.
+#[derive(Clone)]
+struct Proposer {
     raft: Raft,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
     limits: Limits,
     stats: Arc<TransportStats>,
-) {
+    check_deadlines: bool,
+}
+
+/// Takes queued writes into proposals, at most [`MAX_IN_FLIGHT`] open.
+async fn run(proposer: Proposer, mut queue: mpsc::UnboundedReceiver<Pending>) {
     let open = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut held: Option<Pending> = None;
     loop {
@@ -129,10 +156,9 @@ async fn run(
         let Ok(permit) = Arc::clone(&open).acquire_owned().await else { return };
         let (batch, rest) = take_batch(first, &mut queue);
         held = rest;
-        let raft = raft.clone();
-        let stats = Arc::clone(&stats);
+        let proposer = proposer.clone();
         tokio::spawn(async move {
-            propose(&raft, batch, limits, &stats).await;
+            proposer.propose(batch).await;
             drop(permit);
         });
     }
@@ -164,8 +190,33 @@ fn take_batch(
     (batch, None)
 }
 
+/// Answers [`WriteError::DeadlineExceeded`] to every request of `batch`
+/// whose deadline is before `now`, and returns the others.
+fn drop_expired(batch: Vec<Pending>, now: Instant, stats: &TransportStats) -> Vec<Pending> {
+    let (live, late): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.deadline >= now);
+    for p in late {
+        bump(&stats.writes_past_deadline);
+        let _ = p.reply.send(Err(WriteError::deadline_exceeded(now - p.deadline)));
+    }
+    live
+}
+
+impl Proposer {
+    /// Proposes `batch` as one entry and answers every caller.
+    async fn propose(&self, batch: Vec<Pending>) {
+        let (raft, limits, stats) = (&self.raft, self.limits, &*self.stats);
+        // Right before proposing: nothing after this waits but Raft's own
+        // queue (a proposal is handed to RaftCore at once).
+        let mut batch = if self.check_deadlines { drop_expired(batch, Instant::now(), stats) } else { batch };
+        if batch.is_empty() {
+            return;
+        }
+        propose(raft, &mut batch, limits, stats).await;
+    }
+}
+
 /// Proposes `batch` as one entry and answers every caller.
-async fn propose(raft: &Raft, mut batch: Vec<Pending>, limits: Limits, stats: &TransportStats) {
+async fn propose(raft: &Raft, batch: &mut Vec<Pending>, limits: Limits, stats: &TransportStats) {
     let req = if batch.len() == 1 {
         batch[0].req.clone()
     } else {
@@ -205,7 +256,7 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, limits: Limits, stats: &T
             let _ = batch.remove(0).reply.send(Ok(data));
         }
         Ok(Response::Batch { responses }) if responses.len() == batch.len() => {
-            for (p, r) in batch.into_iter().zip(responses) {
+            for (p, r) in batch.drain(..).zip(responses) {
                 let _ = p.reply.send(Ok(r));
             }
         }
@@ -214,12 +265,12 @@ async fn propose(raft: &Raft, mut batch: Vec<Pending>, limits: Limits, stats: &T
             // request; anything else is a bug, and the outcome unknown.
             tracing::error!(response = ?other, requests = batch.len(), "unexpected response to a write batch");
             let e = WriteError::Fatal { message: "unexpected response to a write batch".into() };
-            for p in batch {
+            for p in batch.drain(..) {
                 let _ = p.reply.send(Err(e.clone()));
             }
         }
         Err(e) => {
-            for p in batch {
+            for p in batch.drain(..) {
                 let _ = p.reply.send(Err(e.clone()));
             }
         }
@@ -354,5 +405,34 @@ fn read_floor(raft: &Raft, floor: &std::sync::Mutex<Option<(Vote, u64)>>) -> u64
             *floor = Some((m.vote, index));
             index
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pending(id: u128, deadline: Instant) -> (Pending, oneshot::Receiver<WriteResult>) {
+        let req = Request::with_id(id, Command::DeleteRoute { name: "r".into(), cas: None });
+        let (reply, answer) = oneshot::channel();
+        (Pending { len: req.encoded_len(), req, deadline, reply }, answer)
+    }
+
+    /// Requests whose deadline passed while they queued are answered
+    /// `DeadlineExceeded` (and counted); the others go on, in order.
+    #[tokio::test(start_paused = true)]
+    async fn requests_past_their_deadline_leave_the_batch_with_an_answer() {
+        let now = Instant::now();
+        let (a, _a) = pending(1, now + Duration::from_millis(5));
+        let (b, mut b_answer) = pending(2, now - Duration::from_millis(30));
+        let (c, _c) = pending(3, now);
+        let stats = TransportStats::default();
+        let live = drop_expired(vec![a, b, c], now, &stats);
+        let ids: Vec<_> = live.iter().map(|p| p.req.id).collect();
+        assert_eq!(ids, [Some(1), Some(3)]);
+        assert_eq!(b_answer.try_recv().ok(), Some(Err(WriteError::DeadlineExceeded { late_ms: 30 })));
+        assert_eq!(stats.writes_past_deadline.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -30,7 +30,10 @@ use crate::cluster::message::Message;
 /// know it refuses that one frame as malformed and answers
 /// [`Message::Error`] (counted as `malformed` there), and the sender takes
 /// that as no answer. So a question appended this way (`BindFailures`) must
-/// be one a peer may leave unanswered. Changing the fields of an existing
+/// be one a peer may leave unanswered. `Clock` is: a follower that gets
+/// no reading forwards the write as a plain `ClientWrite` (an older leader
+/// then proposes it whatever its age, as before); `ClientWriteBy` is sent
+/// only to a node that answered `Clock`. Changing the fields of an existing
 /// message, or of a type inside one, needs a new version.
 ///
 /// Appended variants of types inside answers (not of [`Message`] itself)
@@ -43,6 +46,9 @@ use crate::cluster::message::Message;
 ///   which says the outcome is unknown; nothing was applied, and a retry
 ///   through an upgraded node gets the 409. (Raft entries are unchanged:
 ///   the digest is computed on apply, not carried.)
+/// - `WriteError::DeadlineExceeded` (in [`Message::ClientWriteResult`]): a
+///   leader refuses a write past its deadline. It only answers
+///   [`Message::ClientWriteBy`], which only a node that knows it sends.
 /// - `WriteError::NoQuorum` and `WriteError::LeaderChanged` (in
 ///   [`Message::ClientWriteResult`], [`Message::ReadIndexResult`] and
 ///   [`Message::ChangeMembershipResult`]): a leader without a majority, or
@@ -283,6 +289,13 @@ mod tests {
             Message::ReadIndexResult(Err(WriteError::LeaderChanged)),
             Message::Error { code: crate::cluster::message::ErrorCode::WrongCluster, message: "x".into() },
             Message::BindFailures,
+            Message::Clock,
+            Message::ClockResult(crate::cluster::deadline::ClockReading { epoch: 9, now_ns: 1 << 40 }),
+            Message::ClientWriteBy {
+                request: put_route(),
+                deadline: crate::cluster::deadline::PeerDeadline { epoch: 9, at_ns: (1 << 40) + 5 },
+            },
+            Message::ClientWriteResult(Err(WriteError::DeadlineExceeded { late_ms: 12 })),
             Message::BindFailuresResult(crate::cluster::message::BindReport {
                 node_id: 2,
                 name: "n2".into(),

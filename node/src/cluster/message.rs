@@ -15,6 +15,8 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::deadline::{ClockReading, PeerDeadline};
+
 /// The result of a Raft AppendEntries RPC on the receiving node.
 pub type AppendEntriesResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
 /// The result of a Raft Vote RPC on the receiving node.
@@ -86,6 +88,25 @@ pub enum Message {
     BindFailures,
     /// The answer to [`Message::BindFailures`].
     BindFailuresResult(BindReport),
+    /// What time is it on the receiver's monotonic clock? Asked by a
+    /// follower just before it forwards a write
+    /// ([`crate::cluster::deadline`]). A node older than this variant
+    /// refuses it as malformed; the follower then forwards the write as a
+    /// plain [`Message::ClientWrite`], without a deadline.
+    Clock,
+    /// The answer to [`Message::Clock`].
+    ClockResult(ClockReading),
+    /// A config write forwarded to the node believed to be the leader, with
+    /// its deadline on that node's clock: the leader does not propose it
+    /// after it ([`WriteError::DeadlineExceeded`]). Answered with
+    /// [`Message::ClientWriteResult`]. Sent only to a node that answered
+    /// [`Message::Clock`], so never to a node that cannot decode it.
+    ClientWriteBy {
+        /// The write.
+        request: Request,
+        /// Its deadline on the receiver's clock.
+        deadline: PeerDeadline,
+    },
 }
 
 /// A node's answer to [`Message::BindFailures`].
@@ -171,6 +192,9 @@ impl Message {
             Message::PreVoteResult(_) => "pre-vote-result",
             Message::BindFailures => "bind-failures",
             Message::BindFailuresResult(_) => "bind-failures-result",
+            Message::Clock => "clock",
+            Message::ClockResult(_) => "clock-result",
+            Message::ClientWriteBy { .. } => "client-write-by",
             Message::Error { .. } => "error",
         }
     }
@@ -191,7 +215,7 @@ pub enum ErrorCode {
 
 /// Why a forwarded write was not applied.
 ///
-/// Every variant means the write did not commit, except
+/// Every variant means the write did not commit (and never will), except
 /// [`WriteError::Timeout`], [`WriteError::LeaderChanged`] and a
 /// [`WriteError::NoQuorum`] with `proposed`, whose outcome is unknown: retry
 /// with the same request id.
@@ -249,12 +273,29 @@ pub enum WriteError {
     /// uncommitted: a new leader may or may not commit it.
     #[error("the leader stepped down while the write was in flight; it may or may not commit")]
     LeaderChanged,
+    /// The write's deadline passed before the leader could propose it
+    /// (it waited in the leader's queue, or reached it late): it was not
+    /// proposed and never will be. Only sent in answer to
+    /// [`Message::ClientWriteBy`], so a node that cannot decode it never
+    /// receives it.
+    #[error(
+        "the write's deadline passed {late_ms} ms before the leader could propose it; it was not applied"
+    )]
+    DeadlineExceeded {
+        /// How far past the deadline the leader was when it refused.
+        late_ms: u64,
+    },
 }
 
 impl WriteError {
     /// [`WriteError::Timeout`] after `after`.
     pub fn timeout(after: std::time::Duration) -> Self {
         WriteError::Timeout { timeout_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX) }
+    }
+
+    /// [`WriteError::DeadlineExceeded`], `late` past the deadline.
+    pub fn deadline_exceeded(late: std::time::Duration) -> Self {
+        WriteError::DeadlineExceeded { late_ms: u64::try_from(late.as_millis()).unwrap_or(u64::MAX) }
     }
 }
 

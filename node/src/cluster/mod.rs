@@ -9,6 +9,8 @@
 //! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
 //! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
 //! - [`batcher`]: the leader's write batches and shared read-index rounds.
+//! - [`deadline`]: a forwarded write's deadline on the leader's clock, and
+//!   forwarding a write with it.
 //! - [`leadership`]: whether a leader waiting on a write still leads with a
 //!   quorum.
 //! - [`network`]: openraft's [`Network`] factory and [`PeerClient`].
@@ -25,6 +27,7 @@
 
 pub mod batcher;
 pub mod contacts;
+pub mod deadline;
 pub mod frame;
 pub mod hop;
 pub mod leadership;

@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::cluster::batcher::{Batcher, Limits, ReadRounds};
 use crate::cluster::contacts::Contacts;
+use crate::cluster::deadline::LocalClock;
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
@@ -64,6 +65,10 @@ pub struct ServerConfig {
     /// after which followers that lost it would have campaigned. Only a
     /// verdict when a wait ends ([`crate::cluster::leadership`]).
     pub quorum_timeout: Duration,
+    /// Whether writes past their deadline are refused rather than proposed
+    /// ([`crate::cluster::deadline`]), and this node forwards writes with
+    /// theirs. `false` only under the fault switch `no-write-deadline`.
+    pub check_deadlines: bool,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(5),
             quorum_timeout: Duration::from_secs(1),
+            check_deadlines: true,
         }
     }
 }
@@ -113,6 +119,9 @@ pub struct ClusterServer {
     reads: ReadRounds,
     /// The routes this node could not bind ([`Message::BindFailures`]).
     bind_failures: Arc<ArcSwap<ListenFailures>>,
+    /// The clock forwarded writes state their deadline on
+    /// ([`Message::Clock`]).
+    clock: LocalClock,
 }
 
 impl ClusterServer {
@@ -126,7 +135,8 @@ impl ClusterServer {
     ) -> Self {
         let limits = Limits { write_timeout: config.write_timeout, quorum_timeout: config.quorum_timeout };
         Self {
-            batcher: Batcher::new(raft.clone(), limits, Arc::clone(&stats)),
+            batcher: Batcher::new(raft.clone(), limits, Arc::clone(&stats))
+                .check_deadlines(config.check_deadlines),
             reads: ReadRounds::new(raft.clone(), limits, Arc::clone(&stats)),
             raft,
             node_name: String::new(),
@@ -138,6 +148,7 @@ impl ClusterServer {
             election: None,
             contacts: None,
             bind_failures: Arc::default(),
+            clock: LocalClock::start(),
         }
     }
 
@@ -242,7 +253,21 @@ impl ClusterServer {
                 Some(e) => e.pre_vote(&req).await,
                 None => false,
             }),
-            Message::ClientWrite(req) => Message::ClientWriteResult(self.write(req).await),
+            // A write from a node older than deadlines: its deadline runs
+            // from its arrival.
+            Message::ClientWrite(req) => {
+                let deadline = tokio::time::Instant::now() + self.config.write_timeout;
+                Message::ClientWriteResult(self.write(req, deadline).await)
+            }
+            Message::Clock => Message::ClockResult(self.clock.reading(tokio::time::Instant::now())),
+            Message::ClientWriteBy { request, deadline } => {
+                Message::ClientWriteResult(match self.clock.local(deadline) {
+                    Some(deadline) => self.write(request, deadline).await,
+                    // This node restarted since the sender read its clock:
+                    // the write was not proposed; the sender asks again.
+                    None => Err(WriteError::NoLeader),
+                })
+            }
             Message::ReadIndex => Message::ReadIndexResult(self.read_index().await),
             Message::NodeStatus => Message::NodeStatusResult(self.node_status().await),
             Message::BindFailures => Message::BindFailuresResult(self.bind_report()),
@@ -344,10 +369,11 @@ impl ClusterServer {
 
     /// Proposes `req` if this node is the leader, sharing a log entry with
     /// writes that queue behind earlier ones ([`Batcher`]); otherwise names
-    /// the leader.
-    pub async fn write(&self, req: Request) -> Result<Response, WriteError> {
+    /// the leader. Not proposed once `deadline` has passed (the batcher
+    /// checks right before proposing): [`WriteError::DeadlineExceeded`].
+    pub async fn write(&self, req: Request, deadline: tokio::time::Instant) -> Result<Response, WriteError> {
         let started = tokio::time::Instant::now();
-        match timeout(self.config.write_timeout, self.batcher.write(req)).await {
+        match timeout(self.config.write_timeout, self.batcher.write(req, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out(started)),
         }

@@ -32,6 +32,9 @@ pub struct TransportStats {
     pub read_rounds: AtomicU64,
     /// Linearizable reads those rounds answered.
     pub round_reads: AtomicU64,
+    /// Client writes this node, as leader, refused to propose because
+    /// their deadline had passed.
+    pub writes_past_deadline: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -59,6 +62,8 @@ pub struct StatsSnapshot {
     pub read_rounds: u64,
     /// See [`TransportStats::round_reads`].
     pub round_reads: u64,
+    /// See [`TransportStats::writes_past_deadline`].
+    pub writes_past_deadline: u64,
 }
 
 impl TransportStats {
@@ -77,6 +82,7 @@ impl TransportStats {
             proposed_writes: get(&self.proposed_writes),
             read_rounds: get(&self.read_rounds),
             round_reads: get(&self.round_reads),
+            writes_past_deadline: get(&self.writes_past_deadline),
         }
     }
 

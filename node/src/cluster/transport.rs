@@ -7,6 +7,20 @@
 //! connection with a half-read reply is never reused. Idle connections are
 //! probed before reuse: one the peer has closed (for example because it
 //! restarted) is discarded instead of failing the request.
+//!
+//! A request that must not act after its caller gave up (a forwarded write
+//! or membership change: [`Transport::call_or_abort`]) aborts its
+//! connection when dropped with the exchange unfinished (a timeout, an
+//! error, or the caller dropping the call): `SO_LINGER` 0 makes the kernel
+//! discard what it has not yet sent and reset the connection. A plain close
+//! keeps retransmitting the request behind a FIN, so a write the caller gave
+//! up on during a partition reached the leader after the heal and was
+//! applied then (issue 22's zombie write: 27 s after it was sent). Bytes
+//! the peer's kernel already received are beyond reach: a forwarded write's
+//! deadline covers those ([`crate::cluster::deadline`]). Raft's RPCs and
+//! the probes close as before: a late AppendEntries or vote is judged by
+//! its term, a late probe changes nothing, and a late heartbeat still tells
+//! a slow follower that the leader lives.
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +49,12 @@ pub struct TransportConfig {
     /// a few tasks at once (replication, snapshot, vote), each needing its own
     /// connection while a call is in flight.
     pub max_idle_per_peer: usize,
+    /// Whether [`Transport::call_or_abort`] aborts (resets) a connection
+    /// dropped with its exchange unfinished, so its unsent bytes are
+    /// discarded (see the module doc). `false` only under the fault switch
+    /// `no-write-deadline`, which restores the plain close to prove the
+    /// suite notices.
+    pub abort_unfinished: bool,
 }
 
 impl Default for TransportConfig {
@@ -43,6 +63,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(2),
             max_idle_per_peer: 4,
+            abort_unfinished: true,
         }
     }
 }
@@ -185,6 +206,31 @@ impl Transport {
         timeout: Duration,
         max_bytes: usize,
     ) -> Result<Message, TransportError> {
+        self.send(addr, msg, timeout, max_bytes, false).await
+    }
+
+    /// [`Transport::call_timeout`] for a request that must never be
+    /// delivered after the call ended without a reply (a forwarded write):
+    /// if the call times out, fails or is dropped before the reply is read,
+    /// its connection is reset and the kernel discards what it had not yet
+    /// sent (see the module doc).
+    pub async fn call_or_abort(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
+        self.send(addr, msg, timeout, MAX_FRAME_BYTES, self.config.abort_unfinished).await
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        msg: &Message,
+        timeout: Duration,
+        max_bytes: usize,
+        abort: bool,
+    ) -> Result<Message, TransportError> {
         let result = match encode_frame(&self.cluster_id, msg) {
             Ok(frame) => {
                 // The 4-byte length prefix is not payload.
@@ -193,7 +239,7 @@ impl Transport {
                     let source = FrameError::TooLarge { len: len as u64, max: max_bytes };
                     return Err(TransportError::Frame { addr: addr.to_owned(), source });
                 }
-                self.exchange(addr, &frame, timeout).await
+                self.exchange(addr, &frame, timeout, abort).await
             }
             Err(source) => Err(self.frame_error(addr, source)),
         };
@@ -209,14 +255,26 @@ impl Transport {
         TransportError::Frame { addr: addr.to_owned(), source }
     }
 
-    /// Sends `frame` to `addr` and reads the reply.
-    async fn exchange(&self, addr: &str, frame: &[u8], timeout: Duration) -> Result<Message, TransportError> {
+    /// Sends `frame` to `addr` and reads the reply; `abort`: reset the
+    /// connection if it is dropped before the reply is read.
+    async fn exchange(
+        &self,
+        addr: &str,
+        frame: &[u8],
+        timeout: Duration,
+        abort: bool,
+    ) -> Result<Message, TransportError> {
         let frame_error = |source: FrameError| self.frame_error(addr, source);
         let deadline = Instant::now() + timeout;
         let mut stream = match self.checkout(addr).await {
             Some(stream) => stream,
             None => self.connect(addr, deadline).await?,
         };
+        // From here until the reply is read, dropping the stream (an error,
+        // the timeout, or this future dropped by its caller) resets it.
+        if abort {
+            set_abort(&stream, true).map_err(|e| frame_error(FrameError::Io(e)))?;
+        }
         let payload = match timeout_at(deadline, async {
             write_frame(&mut stream, frame).await?;
             read_frame(&mut stream).await
@@ -233,7 +291,11 @@ impl Transport {
                 Err(TransportError::Remote { addr: addr.to_owned(), code, message })
             }
             reply => {
-                self.checkin(addr, stream).await;
+                // A connection that cannot be made to close normally again
+                // is not reused.
+                if !abort || set_abort(&stream, false).is_ok() {
+                    self.checkin(addr, stream).await;
+                }
                 Ok(reply)
             }
         }
@@ -296,4 +358,10 @@ impl Transport {
     pub async fn idle_connections(&self, addr: &str) -> usize {
         self.idle.lock().await.get(addr).map_or(0, Vec::len)
     }
+}
+
+/// Makes closing `stream` an abort (`SO_LINGER` 0: RST, unsent bytes
+/// discarded; a close that cannot block), or a normal close again.
+fn set_abort(stream: &TcpStream, abort: bool) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_linger(abort.then_some(Duration::ZERO))
 }

@@ -76,6 +76,10 @@ pub fn after_write_error(e: WriteError, from: Source<'_>, write: bool) -> Next {
             if write { "; the write may still commit: retry with the same request id" } else { "" }
         ))),
         WriteError::Membership { message } => Next::Answer(ReplicaError::Refused(message)),
+        WriteError::DeadlineExceeded { late_ms } => Next::Answer(ReplicaError::DeadlineExceeded(format!(
+            "{who}, the leader, could propose the write only {late_ms} ms after its deadline (the request \
+             timeout), so it did not: the write was not applied and never will be"
+        ))),
         // This node's Raft stopped: it is shutting down.
         WriteError::Fatal { message } if from == Source::Local => Next::Answer(ReplicaError::Fatal(message)),
         // The leader's Raft stopped (it is shutting down) with the write in

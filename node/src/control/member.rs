@@ -81,21 +81,31 @@ pub struct MemberHandle {
     pub(crate) transport: Arc<Transport>,
 }
 
+/// What the cluster port serves besides Raft, and the faults switched on.
+#[derive(Debug)]
+pub struct MemberServices {
+    /// Peer hops to backends this node owns.
+    pub hops: HopServer,
+    /// The routes this node could not bind, told to peers that ask.
+    pub bind_failures: Arc<ArcSwap<ListenFailures>>,
+    /// The fault switch ([`crate::node::Faults`]).
+    pub faults: crate::node::Faults,
+}
+
 impl Member {
     /// Opens storage, starts Raft and the cluster server, bootstraps when
     /// this node is the lowest initial member of an uninitialized cluster,
     /// and starts feeding applied routes to `publisher`. The cluster port
-    /// serves peer hops with `hops`, and tells peers the routes this node
-    /// could not bind from `bind_failures`.
+    /// serves what `services` holds.
     pub async fn start(
         config: &Config,
         cluster: &ClusterSection,
         admin_addr: std::net::SocketAddr,
         publisher: mpsc::Sender<PublisherCommand>,
         metrics: &Metrics,
-        hops: HopServer,
-        bind_failures: Arc<ArcSwap<ListenFailures>>,
+        services: MemberServices,
     ) -> Result<Member, MemberError> {
+        let MemberServices { hops, bind_failures, faults } = services;
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
         let node_id = super::node_id::resolve(&data_dir, cluster.node_id)?;
@@ -103,8 +113,9 @@ impl Member {
         let (log, sm) = ferry_raft_store::open(&db).map_err(|e| MemberError::Storage(e.to_string()))?;
         let watch = sm.watch();
         let stats = Arc::new(TransportStats::default());
-        let transport =
-            Arc::new(Transport::new(&cluster.cluster_id, TransportConfig::default(), Arc::clone(&stats)));
+        let transport_config =
+            TransportConfig { abort_unfinished: !faults.no_write_deadline, ..TransportConfig::default() };
+        let transport = Arc::new(Transport::new(&cluster.cluster_id, transport_config, Arc::clone(&stats)));
         let timers = RaftTimers {
             heartbeat_ms: cluster.heartbeat_ms,
             election_timeout_min_ms: cluster.election_timeout_min_ms,
@@ -140,6 +151,7 @@ impl Member {
             ServerConfig {
                 write_timeout: Duration::from_millis(config.admin.request_timeout_ms),
                 quorum_timeout: Duration::from_millis(cluster.election_timeout_max_ms),
+                check_deadlines: !faults.no_write_deadline,
                 ..ServerConfig::default()
             },
         )

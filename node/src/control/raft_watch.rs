@@ -52,7 +52,7 @@ pub async fn run(w: RaftWatch, stop: CancellationToken) {
     for reason in REFUSED_REASONS {
         m.cluster_refused_total.with_label_values(&[reason]);
     }
-    let (mut proposals, mut proposed, mut rounds, mut reads) = (0u64, 0u64, 0u64, 0u64);
+    let (mut proposals, mut proposed, mut rounds, mut reads, mut late) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut probed: HashMap<NodeId, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,8 +111,9 @@ pub async fn run(w: RaftWatch, stop: CancellationToken) {
         m.raft_proposed_writes_total.inc_by(s.proposed_writes.saturating_sub(proposed));
         m.raft_read_rounds_total.inc_by(s.read_rounds.saturating_sub(rounds));
         m.raft_round_reads_total.inc_by(s.round_reads.saturating_sub(reads));
-        (proposals, proposed, rounds, reads) =
-            (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads);
+        m.raft_writes_past_deadline_total.inc_by(s.writes_past_deadline.saturating_sub(late));
+        (proposals, proposed, rounds, reads, late) =
+            (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads, s.writes_past_deadline);
         let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];
         for ((reason, new), old) in REFUSED_REASONS.iter().zip(now).zip(&mut refused) {
             if new > *old {

@@ -6,7 +6,9 @@
 //!   out elections, and sending a write again when a leader went away with it
 //!   (its request id makes that safe). At the request deadline it gives up
 //!   with an error that says what happened ([`super::attempt`]) instead of
-//!   hanging.
+//!   hanging. The leader never proposes a write after its deadline: a
+//!   forwarded write states it on the leader's clock
+//!   ([`crate::cluster::deadline`]).
 //! - Linearizable reads go through a read barrier. The leader confirms its
 //!   leadership with a quorum (openraft's `ensure_linearizable`). A follower
 //!   asks the leader for that read index, then waits until it has applied
@@ -25,10 +27,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cluster::contacts::Contacts;
+use crate::cluster::deadline;
 use crate::cluster::leadership;
 use crate::cluster::message::{MembershipChange, Message, WriteError};
 use crate::cluster::server::ClusterServer;
-use crate::cluster::transport::Transport;
+use crate::cluster::transport::{Transport, TransportError};
 use crate::control::attempt::{self, Next, Progress, Source};
 
 /// Whether a request may be sent again after a leader went away with it.
@@ -38,6 +41,15 @@ enum Resend {
     Yes,
     /// It does not (a membership change).
     No,
+}
+
+/// What a request sends to the leader when this node does not lead.
+#[derive(Debug, Clone, Copy)]
+enum Outgoing<'a> {
+    /// A write, sent with its deadline on the leader's clock.
+    Write(&'a Request),
+    /// Another request, sent as it is.
+    Plain(&'a Message),
 }
 
 /// Most leader hops one request follows.
@@ -70,6 +82,10 @@ pub enum ReplicaError {
     /// peer of another version?) (503 `unavailable`).
     #[error("the leader could not be asked: {0}")]
     Unavailable(String),
+    /// The write's deadline passed before the leader could propose it: it
+    /// was not applied and never will be (503 `deadline_exceeded`).
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// Raft stopped on this node (500).
     #[error("raft is stopped on this node: {0}")]
     Fatal(String),
@@ -139,15 +155,14 @@ impl Replica {
     /// the deadline.
     pub async fn write(&self, req: Request, deadline: Instant) -> Result<Response, ReplicaError> {
         let budget = deadline.saturating_duration_since(Instant::now());
-        let msg = Message::ClientWrite(req.clone());
         let extract = |m| match m {
             Message::ClientWriteResult(r) => Some(r),
             _ => None,
         };
         let progress = Mutex::new(Progress::default());
         let call = self.leader_call(
-            || self.server.write(req.clone()),
-            &msg,
+            || self.server.write(req.clone(), deadline),
+            Outgoing::Write(&req),
             extract,
             deadline,
             &progress,
@@ -178,14 +193,14 @@ impl Replica {
         // Not sent again after a leader went away with it: a second
         // removal of a removed node is refused, which would hide that the
         // first one may have worked.
-        let call = self.leader_call(local, &msg, extract, deadline, &progress, Resend::No);
+        let call = self.leader_call(local, Outgoing::Plain(&msg), extract, deadline, &progress, Resend::No);
         match tokio::time::timeout_at(deadline, call).await {
             Ok(r) => r,
             Err(_) => Err(lock(&progress).at_deadline(true, budget, self.quorum_lost(budget))),
         }
     }
 
-    /// Runs `local` here; when this node is not the leader, sends `msg` to
+    /// Runs `local` here; when this node is not the leader, sends `outgoing` to
     /// the leader instead (at most `MAX_HOPS` real hops), waiting out
     /// elections, and, if `resend`, starting over when a leader went away
     /// with the request (else that ends it, `leader_changed`). Runs until it
@@ -194,7 +209,7 @@ impl Replica {
     async fn leader_call<T, F, Fut>(
         &self,
         local: F,
-        msg: &Message,
+        outgoing: Outgoing<'_>,
         extract: fn(Message) -> Option<Result<T, WriteError>>,
         deadline: Instant,
         progress: &Mutex<Progress>,
@@ -227,7 +242,10 @@ impl Replica {
                     if unreachable.as_ref() != Some(addr) {
                         lock(progress).asking(format!("the leader, {who}"));
                     }
-                    let forwarded = self.forward(addr, msg, deadline).await;
+                    let forwarded = match outgoing {
+                        Outgoing::Write(req) => self.forward_write(addr, req, deadline).await,
+                        Outgoing::Plain(msg) => self.forward(addr, msg, deadline).await,
+                    };
                     lock(progress).answered();
                     unreachable = match &forwarded {
                         Err(e) if e.is_unreachable() => Some(addr.clone()),
@@ -458,15 +476,27 @@ impl Replica {
     }
 
     /// Sends `msg` to the leader at `addr`, within what is left until
-    /// `deadline`.
-    async fn forward(
+    /// `deadline`; a call that ends without a reply resets its connection,
+    /// so the leader never gets the request later (a membership change
+    /// would act on it).
+    async fn forward(&self, addr: &str, msg: &Message, deadline: Instant) -> Result<Message, TransportError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.transport.call_or_abort(addr, msg, left).await
+    }
+
+    /// Sends the write `req` to the leader at `addr` with its deadline
+    /// ([`deadline::forward_write`]), or, under the fault switch
+    /// `no-write-deadline`, as a plain [`Message::ClientWrite`].
+    async fn forward_write(
         &self,
         addr: &str,
-        msg: &Message,
+        req: &Request,
         deadline: Instant,
-    ) -> Result<Message, crate::cluster::transport::TransportError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.transport.call_timeout(addr, msg, left).await
+    ) -> Result<Message, TransportError> {
+        if !self.server.config().check_deadlines {
+            return self.forward(addr, &Message::ClientWrite(req.clone()), deadline).await;
+        }
+        deadline::forward_write(&self.transport, addr, req, deadline).await
     }
 }
 

@@ -116,6 +116,9 @@ pub struct Metrics {
     /// `ferry_raft_round_reads_total`: linearizable reads those rounds
     /// answered.
     pub raft_round_reads_total: IntCounter,
+    /// `ferry_raft_writes_past_deadline_total`: client writes this node, as
+    /// leader, refused to propose because their deadline had passed.
+    pub raft_writes_past_deadline_total: IntCounter,
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
@@ -318,6 +321,10 @@ impl Metrics {
         )?;
         let raft_round_reads_total =
             counter("ferry_raft_round_reads_total", "Linearizable reads answered by those rounds")?;
+        let raft_writes_past_deadline_total = counter(
+            "ferry_raft_writes_past_deadline_total",
+            "Client writes the leader refused to propose because their deadline had passed",
+        )?;
         let raft_proposed_writes_total = counter(
             "ferry_raft_proposed_writes_total",
             "Client writes in the entries this node committed as leader",
@@ -415,6 +422,7 @@ impl Metrics {
             raft_proposed_writes_total,
             raft_read_rounds_total,
             raft_round_reads_total,
+            raft_writes_past_deadline_total,
             cluster_refused_total,
             gossip_members,
             gossip_packets_total,

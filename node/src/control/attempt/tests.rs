@@ -92,6 +92,13 @@ fn write_errors_map_to_what_happened() {
         panic!("the leader's own write timeout is a timeout")
     };
     assert!(m.contains("5000 ms"), "{m}");
+    // Past its deadline the write is answered at once: not applied.
+    let Next::Answer(ReplicaError::DeadlineExceeded(m)) =
+        after_write_error(WriteError::DeadlineExceeded { late_ms: 12 }, leader_src, true)
+    else {
+        panic!("a write past its deadline is answered at once")
+    };
+    assert!(m.contains("node 2 (n2)") && m.contains("12 ms") && m.contains("not applied"), "{m}");
     // A read says nothing of a write.
     let Next::Answer(ReplicaError::NoQuorum(m)) =
         after_write_error(WriteError::NoQuorum { since_ms: 7, proposed: false }, Source::Local, false)

@@ -1,0 +1,195 @@
+//! Issue 22's zombie write, scripted on three real nodes in the suite's
+//! network namespaces (needs root, `ip` and `iptables`; skipped, saying so,
+//! otherwise): isolate a follower F, write 7 through F (it times out: 503),
+//! write 2 through the leader (acknowledged), heal, and watch the register
+//! for 30 s. The newer value must stay. Run again with the fault switch
+//! `no-write-deadline` (the behaviour before the fix), the write of 7 takes
+//! effect after the heal: the test shows it still catches the zombie.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ferry_client::http::{AdminClient, WriteOpts};
+use jepsen_lite::net::{Grudge, Net};
+use jepsen_lite::procs::{NodeSpec, Procs};
+use jepsen_lite::workload::{self, REGISTER_BACKEND, REGISTER_ROUTE};
+use tokio::time::{Instant, sleep};
+
+/// How long the register is watched after the heal: the kernel retransmits
+/// a stuck frame with exponential backoff (0.2 s doubling), so one sent at
+/// the partition's start is retried about 6 s and 12.6 s after it.
+const WATCH: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+fn ferryd() -> PathBuf {
+    let me = PathBuf::from(env!("CARGO_BIN_EXE_jepsen-lite"));
+    me.with_file_name("ferryd")
+}
+
+/// What one scripted run saw.
+#[derive(Debug)]
+struct Seen {
+    /// The answer to the write of 7 through the isolated follower.
+    zombie_answer: String,
+    /// Every value the register took after the newer write was
+    /// acknowledged, in order, without repeats, each with when it was
+    /// first read (ms after the heal).
+    changes: Vec<(i64, u128)>,
+}
+
+impl Seen {
+    fn values(&self) -> Vec<i64> {
+        self.changes.iter().map(|c| c.0).collect()
+    }
+}
+
+#[test]
+fn a_write_that_timed_out_in_a_partition_does_not_take_effect_after_the_heal() -> Result<()> {
+    if let Err(e) = jepsen_lite::net::check_prereqs() {
+        eprintln!("skipped: {e}");
+        return Ok(());
+    }
+    if !ferryd().exists() {
+        eprintln!("skipped: {} is not built", ferryd().display());
+        return Ok(());
+    }
+    let fixed = scripted(None)?;
+    eprintln!("fixed build: {fixed:?}");
+    assert!(fixed.zombie_answer.contains("503"), "the write through the isolated node: {fixed:?}");
+    assert_eq!(fixed.values(), [2], "the timed-out write took effect after the heal: {fixed:?}");
+
+    let faulty = scripted(Some("no-write-deadline"))?;
+    eprintln!("no-write-deadline: {faulty:?}");
+    assert!(faulty.zombie_answer.contains("503"), "{faulty:?}");
+    assert_eq!(
+        faulty.values(),
+        [2, 7],
+        "under the fault switch the zombie write should come back: {faulty:?}"
+    );
+    Ok(())
+}
+
+/// One run of the script, with the fault switch set to `fault`.
+fn scripted(fault: Option<&str>) -> Result<Seen> {
+    let dir = tempfile::tempdir()?;
+    let mut net = Net::create(3)?;
+    net.enter_bridge()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut env = vec![("RUST_LOG".to_string(), "warn".to_string())];
+    if let Some(f) = fault {
+        env.push(("FERRYD_UNSAFE_FAULT".to_string(), f.to_string()));
+    }
+    let spec = NodeSpec {
+        ferryd: ferryd(),
+        dir: dir.path().to_owned(),
+        bootstrap_expect: 3,
+        seeds: vec![1, 2, 3],
+        env,
+    };
+    let mut procs = Procs::default();
+    for i in 1..=3 {
+        procs.start(&net, &spec, i, true)?;
+    }
+    let seen = runtime.block_on(script(&net));
+    procs.stop_all(Duration::from_secs(5));
+    net.destroy();
+    seen.with_context(|| {
+        let logs: Vec<String> = (1..=3)
+            .filter_map(|i| procs.log(&spec, i))
+            .map(|p| std::fs::read_to_string(&p).unwrap_or_default())
+            .collect();
+        format!("node logs:\n{}", logs.join("\n---\n"))
+    })
+}
+
+async fn script(net: &Net) -> Result<Seen> {
+    let leader = agreed_leader().await?;
+    let follower = (1..=3).find(|&i| i != leader).context("no follower")?;
+    let other = (1..=3).find(|&i| i != leader && i != follower).context("no third node")?;
+    retry(|| async {
+        workload::admin(leader).put_route(&workload::register_route(), WriteOpts::default()).await
+    })
+    .await?;
+    // A write through the follower first: its connection to the leader is
+    // then open and pooled, as in a running cluster.
+    retry(|| put(follower, 1)).await?;
+
+    let grudge: Grudge =
+        [(follower, [leader, other].into()), (leader, [follower].into()), (other, [follower].into())].into();
+    net.partition(&grudge)?;
+    // The follower still names the leader: it forwards, and times out.
+    let slow = workload::admin(follower).with_timeout(Duration::from_secs(15));
+    let zombie_answer = match slow.put_weight(REGISTER_ROUTE, REGISTER_BACKEND, 7, WriteOpts::default()).await
+    {
+        Ok(r) => bail!("the write through the isolated node was acknowledged: {r:?}"),
+        Err(e) => e.to_string(),
+    };
+    retry(|| put(leader, 2)).await?;
+    net.heal()?;
+
+    let mut changes: Vec<(i64, u128)> = vec![];
+    let healed = Instant::now();
+    let end = healed + WATCH;
+    while Instant::now() < end {
+        if let Ok(r) = workload::admin(leader).route(REGISTER_ROUTE, false).await {
+            let v = r.value.config.backends.iter().find(|b| b.id == REGISTER_BACKEND).map(|b| b.weight);
+            if let Some(v) = v.map(i64::from).filter(|v| changes.last().map(|c| c.0) != Some(*v)) {
+                changes.push((v, healed.elapsed().as_millis()));
+            }
+        }
+        sleep(POLL).await;
+    }
+    Ok(Seen { zombie_answer, changes })
+}
+
+async fn put(node: usize, weight: u32) -> Result<(), ferry_client::http::ClientError> {
+    workload::admin(node)
+        .put_weight(REGISTER_ROUTE, REGISTER_BACKEND, weight, WriteOpts::default())
+        .await
+        .map(|_| ())
+}
+
+/// Runs `op` until it succeeds, for at most 30 s.
+async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    op: impl Fn() -> F,
+) -> Result<T> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= end => bail!("gave up after 30 s: {e}"),
+            Err(_) => sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The node (index) every node names as the leader, once they agree (at
+/// most 90 s). Node ids are not indexes: each node reports its own.
+async fn agreed_leader() -> Result<usize> {
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut ids = vec![];
+        let mut named = vec![];
+        for i in 1..=3 {
+            let raft = admin_status(&workload::admin(i)).await.and_then(|s| s.raft);
+            ids.push(raft.as_ref().map(|r| r.node_id));
+            named.push(raft.and_then(|r| r.leader_id));
+        }
+        if let [Some(a), Some(b), Some(c)] = named[..]
+            && a == b
+            && b == c
+            && let Some(index) = ids.iter().position(|id| *id == Some(a))
+        {
+            return Ok(index + 1);
+        }
+        if Instant::now() >= end {
+            bail!("the nodes did not agree on a leader within 90 s: {named:?}");
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn admin_status(client: &AdminClient) -> Option<ferry_client::api::Status> {
+    client.status().await.ok().map(|s| s.value)
+}

@@ -3,13 +3,15 @@
 //!
 //! | checker | needs | property |
 //! |---|---|---|
-//! | [`linearizable`] | `read`/`write`/`cas` | the register's history is linearizable |
+//! | [`linearizable`] | `read`/`write`/`cas` | each register key's history is linearizable |
+//! | [`bounded_indeterminacy`] | `write`/`cas` with `deadline_ns` | an indeterminate write takes effect before its deadline or never |
 //! | [`lost_writes`] | `add`/`read_set` | a final read holds every acknowledged add, and no failed one |
 //! | [`leaders`] | `status` | at most one leader per term |
 //! | [`convergence`] | `status` | after the last heal, every node reaches the same applied index and table |
 //! | [`availability`] | `connect` | new connections succeed during faults and after heal, above thresholds |
 
 pub mod availability;
+pub mod bounded_indeterminacy;
 pub mod convergence;
 pub mod leaders;
 pub mod linearizable;
@@ -104,6 +106,10 @@ pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> 
     if history.has(Workload::Register) {
         let report = linearizable::check(history, &config.linearizable);
         results.push(CheckerResult::new(linearizable::NAME, &report));
+    }
+    if bounded_indeterminacy::applies(history) {
+        let report = bounded_indeterminacy::check(history);
+        results.push(CheckerResult::new(bounded_indeterminacy::NAME, &report));
     }
     if history.has(Workload::Set) {
         results.push(CheckerResult::new(lost_writes::NAME, &lost_writes::check(history)));

@@ -7,9 +7,16 @@
 //! A write that answered 503 must not come back later as a *zombie* and
 //! overwrite newer acknowledged writes.
 //!
-//! **Witness.** Let `w` be such an operation on key `k` leaving value `v`,
-//! and let `v` be *unique to `w` on `k`*: no other `write` or `cas`
-//! invocation on `k` (whatever its outcome) leaves `v`. `w` took effect
+//! **Requests.** The attempts of one request (a write or cas sent again
+//! with the same `request_id`) are one write: it is indeterminate when no
+//! attempt was acknowledged and one was `info`, and its deadline is the
+//! latest of its attempts' that did not fail. (So the check reads the same
+//! on a history whose retries are already merged into one operation.)
+//!
+//! **Witness.** Let `w` be such a write on key `k` leaving value `v`, and
+//! let `v` be *unique to `w` on `k`*: no other `write` or `cas` invocation
+//! on `k` (whatever its outcome, unless it is an attempt of `w`'s request)
+//! leaves `v`. `w` took effect
 //! after `D` if there are two `ok` operations on `k`:
 //! - `a`, invoked at or after `D`, that left the register at a value other
 //!   than `v` (a read of `u ≠ v`, a write of `u`, a cas to `u`), and
@@ -37,7 +44,7 @@
 //!   lost, commits when the majority returns, whenever that is: no server
 //!   can bound it, and the documented bound excludes it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -202,16 +209,29 @@ impl Earliest {
     }
 }
 
+/// Who sent a write: its request id (the attempts of one request share it),
+/// or, without one, the operation itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sender<'a> {
+    Request(&'a str),
+    Op(usize),
+}
+
+fn sender(op: &Operation) -> Sender<'_> {
+    op.request_id.as_deref().map_or(Sender::Op(op.id), Sender::Request)
+}
+
 fn check_key(
     history: &History,
     ops: &[&Operation],
     majority: &[FaultWindow],
     report: &mut IndeterminacyReport,
 ) {
-    let mut writers: HashMap<i64, usize> = HashMap::new();
+    // The writes and cas leaving each value, and who sent them.
+    let mut writes: BTreeMap<i64, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
         if let Some(v) = written(&op.op) {
-            *writers.entry(v).or_default() += 1;
+            writes.entry(v).or_default().push(op);
         }
     }
     // Ok operations by invocation, with the value each left.
@@ -240,17 +260,27 @@ fn check_key(
             *latest = (o.invoke_ns, o.id);
         }
     }
-    for w in ops.iter().filter(|o| o.outcome == Outcome::Info) {
-        let Some(v) = written(&w.op) else { continue };
-        let Some(deadline) = w.deadline_ns else {
-            report.no_deadline += 1;
-            continue;
-        };
-        if writers.get(&v).copied().unwrap_or(0) > 1 {
+    for (&v, attempts) in &writes {
+        // One request, sent once or retried: indeterminate when no attempt
+        // was acknowledged and one may have taken effect.
+        let Some(w) = attempts.iter().find(|o| o.outcome == Outcome::Info) else { continue };
+        if attempts.iter().any(|o| sender(o) != sender(w)) {
             report.not_unique += 1;
             continue;
         }
-        if majority.iter().any(|f| f.start_ns <= deadline && f.end_ns.is_none_or(|end| end >= w.invoke_ns)) {
+        if attempts.iter().any(|o| o.outcome == Outcome::Ok) {
+            continue;
+        }
+        // The request may take effect until its last attempt's deadline.
+        let live = || attempts.iter().filter(|o| o.outcome != Outcome::Fail);
+        let Some(deadline) =
+            live().map(|o| o.deadline_ns).collect::<Option<Vec<u64>>>().and_then(|d| d.into_iter().max())
+        else {
+            report.no_deadline += 1;
+            continue;
+        };
+        let invoke = attempts.iter().map(|o| o.invoke_ns).min().unwrap_or(w.invoke_ns);
+        if majority.iter().any(|f| f.start_ns <= deadline && f.end_ns.is_none_or(|end| end >= invoke)) {
             report.majority_fault += 1;
             continue;
         }

@@ -105,7 +105,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Report, Validity};
-use crate::history::Workload;
+use crate::history::{Op, Workload};
 use crate::operation::{History, Operation};
 
 mod candidates;
@@ -248,7 +248,11 @@ fn list(keys: &[u32]) -> String {
 pub fn check(history: &History, config: &Config) -> LinearizableReport {
     let started = Instant::now();
     let mut by_key: BTreeMap<u32, Vec<&Operation>> = BTreeMap::new();
-    for op in history.ops_of(Workload::Register) {
+    // Linearizable reads, writes and cas; other register reads (stale ones) are not judged here.
+    for op in history
+        .ops_of(Workload::Register)
+        .filter(|o| matches!(o.op, Op::Read(_) | Op::Write(_) | Op::Cas(..)))
+    {
         by_key.entry(op.key).or_default().push(op);
     }
     let mut report = LinearizableReport {

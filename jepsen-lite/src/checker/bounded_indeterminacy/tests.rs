@@ -140,6 +140,32 @@ fn a_majority_fault_during_the_deadline_exempts_the_write() {
 }
 
 #[test]
+fn the_attempts_of_one_request_are_one_write_with_the_last_deadline() {
+    let attempt = |p: u32, from: u64, deadline: u64| {
+        let op = Op::Write(7);
+        let id = "r-7";
+        [
+            Event::invoke(p, "n2", op.clone(), from).with_key(1).with_request_id(id).with_deadline(deadline),
+            Event::info(p, "n2", op, from + S, "503").with_key(1),
+        ]
+    };
+    // Retried at 20 s (deadline 24 s): 2 read at 25 s, 7 at 28 s, late for the retry too.
+    let late = |retry_deadline: u64| {
+        let mut b = zombie().ok(4, Op::Read(Some(2)), 25 * S, 25 * S + 1);
+        b.events.retain(|e| e.process != 0);
+        b.events.extend(attempt(0, S, 5 * S));
+        b.events.extend(attempt(10, 20 * S, retry_deadline));
+        b.check()
+    };
+    let r = late(24 * S);
+    assert_eq!((r.valid, r.judged, r.not_unique), (Validity::Invalid, 1, 0), "{}", r.summary());
+    assert_eq!(r.late[0].deadline_ns, 24 * S, "the retry's deadline");
+    // With a retry whose deadline is past the read of 7, the request may have taken effect in time.
+    let r = late(30 * S);
+    assert_eq!((r.valid, r.judged), (Validity::Valid, 1), "{}", r.summary());
+}
+
+#[test]
 fn histories_without_deadlines_do_not_apply() {
     let h = History::from_events(vec![
         Event::invoke(0, "n1", Op::Write(7), 0),

@@ -41,7 +41,7 @@
 //! illegal). If a write or nothing, removing `x` leaves a legal order (the
 //! write does not depend on the value before it) that still respects real
 //! time, with fewer indeterminate operations: a contradiction. The search
-//! only looks for tight linearizations; three reductions and a bound follow.
+//! only looks for tight linearizations; four reductions and a bound follow.
 //!
 //! 1. *An indeterminate write or cas that no observer can follow is left
 //!    out* (below: its horizon is before its invocation, or it has none).
@@ -61,6 +61,19 @@
 //!    that is not an observer of `x`'s value, removing `x` (and then any
 //!    indeterminate operation left without an observer) gives a tight
 //!    completion with fewer, against the choice of `C`.
+//!
+//! 4. *A node where a value is needed that nothing left can write is a dead
+//!    end:* the register holds a known value other than `v`, a definite
+//!    operation left observes `v` (a read of it, a cas expecting it), and no
+//!    operation left leaves `v` (a write of it, a cas to it). The observer
+//!    needs `v` at its turn, and the register only comes to hold `v` through
+//!    an operation that leaves it; the unknown initial value is the only
+//!    other source, and it is gone once the value is known. With unique
+//!    written values this cuts a wrong order of writes as soon as the
+//!    overwritten value still has a reader left, instead of when the search
+//!    reaches that reader's return.
+//!    (An indeterminate cas expecting `v` may be left out, so it needs
+//!    nothing.) The explanation then names the last invoked such observer.
 //!
 //! **Horizons.** In a tight linearization an indeterminate `x` is followed
 //! by an observer `o`; if `o` is indeterminate too, by an observer of `o`'s
@@ -97,7 +110,9 @@
 //! explored again.
 //!
 //! The search stops with [`Validity::Unknown`] past [`Config::max_steps`]
-//! steps or [`Config::max_cache_bytes`] of memo on a key.
+//! steps or [`Config::max_cache_bytes`] of memo on a key. It keeps no
+//! record of its dead ends; on an invalid key it runs again, the same way,
+//! remembering the deepest one for the explanation.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -110,6 +125,7 @@ use crate::operation::{History, Operation};
 
 mod candidates;
 mod search;
+mod supply;
 
 use search::{Candidate, Deepest, Search, SearchOutcome};
 #[cfg(test)]
@@ -275,7 +291,7 @@ pub fn check(history: &History, config: &Config) -> LinearizableReport {
     for (&key, ops) in &by_key {
         let key_started = Instant::now();
         let c = candidates::candidates(ops);
-        let mut search = Search::new(&c.ops, config);
+        let mut search = Search::new(&c.ops, config, false);
         let outcome = search.run(config.initial);
         let mut k = KeyReport {
             key,
@@ -306,8 +322,11 @@ pub fn check(history: &History, config: &Config) -> LinearizableReport {
                 k.valid = Validity::Invalid;
                 report.invalid_keys.push(key);
                 if report.violation.is_none() {
+                    // The same search again, remembering where it got stuck.
+                    let mut again = Search::new(&c.ops, config, true);
+                    again.run(config.initial);
                     report.violation =
-                        search.deepest.take().map(|d| violation(history, key, ops, &search.ops, d));
+                        again.deepest.take().map(|d| violation(history, key, ops, &again.ops, d));
                 }
             }
         }

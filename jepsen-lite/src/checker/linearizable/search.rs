@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::Config;
+use super::supply::Supply;
 
 /// A register operation the search works on.
 #[derive(Debug, Clone, Copy)]
@@ -131,11 +132,19 @@ pub(super) struct Search {
     max_steps: u64,
     max_cache_bytes: u64,
     pub(super) deepest: Option<Deepest>,
+    diagnose: bool,
+    /// The most operations decided at a dead end.
+    deepest_depth: usize,
+    supply: Supply,
 }
 
 impl Search {
     /// `ops` are (operation, call time, return time); every return is finite.
-    pub(super) fn new(ops: &[(Candidate, u64, u64)], config: &Config) -> Self {
+    /// `diagnose`: remember the deepest dead end, for the explanation of an
+    /// invalid verdict. It costs a copy of the stack at each new depth, so
+    /// the checker searches without it first, and again with it only when
+    /// the history is not linearizable (the search is deterministic).
+    pub(super) fn new(ops: &[(Candidate, u64, u64)], config: &Config, diagnose: bool) -> Self {
         // (time, kind, op): calls sort before returns at the same instant.
         let mut order: Vec<(u64, Kind, usize)> = Vec::with_capacity(ops.len() * 2);
         for (i, (_, call, ret)) in ops.iter().enumerate() {
@@ -162,8 +171,10 @@ impl Search {
         let n = entries.len();
         let next = (0..n).map(|i| if i + 1 < n { i + 1 } else { NIL }).collect();
         let prev = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let candidates: Vec<Candidate> = ops.iter().map(|(c, ..)| *c).collect();
         Search {
-            ops: ops.iter().map(|(c, ..)| *c).collect(),
+            supply: Supply::new(&candidates),
+            ops: candidates,
             entries,
             call_entry,
             next,
@@ -173,6 +184,8 @@ impl Search {
             steps: 0,
             max_steps: config.max_steps,
             max_cache_bytes: config.max_cache_bytes,
+            diagnose,
+            deepest_depth: 0,
             deepest: None,
         }
     }
@@ -284,7 +297,7 @@ impl Search {
             return None;
         };
         Some(SearchOutcome::GaveUp(format!(
-            "{why}, {} of {} ops linearized at best",
+            "{why}, {} of {} ops decided at best",
             self.deepest_len(),
             self.ops.len()
         )))
@@ -334,11 +347,18 @@ impl Search {
             let Some(value) = apply(node.value, candidate.step) else { return false };
             Node { value, after_indeterminate: candidate.indeterminate }
         };
+        self.supply.decide(op);
+        if self.supply.dead(after.value) {
+            self.note_starved(stack, entry, after.value);
+            self.supply.undecide(op);
+            return false;
+        }
         self.lift(entry);
         let key = self.key(after);
         let bytes = key.bytes();
         if !self.cache.insert(key) {
             self.unlift(entry);
+            self.supply.undecide(op);
             return false;
         }
         self.cache_bytes += bytes;
@@ -354,6 +374,7 @@ impl Search {
             let frame = stack.pop()?;
             *node = frame.node;
             self.unlift(frame.call);
+            self.supply.undecide(self.entries[frame.call].op);
             if frame.how == Move::Chosen {
                 return Some(self.next[frame.call]);
             }
@@ -371,16 +392,60 @@ impl Search {
     }
 
     fn deepest_len(&self) -> usize {
-        self.deepest.as_ref().map_or(0, |d| d.linearized.len())
+        self.deepest_depth
+    }
+
+    /// Notes the depth of a dead end; true when it is the deepest yet and
+    /// the search diagnoses.
+    fn deeper(&mut self, depth: usize) -> bool {
+        if depth <= self.deepest_depth && self.deepest.is_some() {
+            return false;
+        }
+        self.deepest_depth = self.deepest_depth.max(depth);
+        self.diagnose
+    }
+
+    /// Remembers a dead end of reduction 4 if it is the deepest: `entry`
+    /// (a call, decided, not lifted) left the register at `value` while an
+    /// operation left needs a value nothing left can write. The last invoked
+    /// of those operations is named as stuck (a stale read is usually the
+    /// late one); the candidates are the calls before the first return.
+    fn note_starved(&mut self, stack: &[Frame], entry: usize, value: Option<i64>) {
+        if !self.deeper(stack.len() + 1) {
+            return;
+        }
+        let Some(starved) = self.supply.starved(value) else { return };
+        let (mut pending, mut stuck) = (Vec::new(), None);
+        let mut candidates = true;
+        let mut i = self.next[HEAD];
+        while i != NIL {
+            let e = self.entries[i];
+            candidates &= e.kind == Kind::Call || e.op == self.entries[entry].op;
+            if i != entry && e.kind == Kind::Call {
+                if self.supply.observed_by(e.op) == Some(starved) {
+                    stuck = Some(e.op);
+                }
+                if candidates {
+                    pending.push(e.op);
+                }
+            }
+            i = self.next[i];
+        }
+        let Some(stuck) = stuck else { return };
+        let mut linearized: Vec<usize> =
+            stack.iter().filter(|f| f.how != Move::Omitted).map(|f| self.entries[f.call].op).collect();
+        linearized.push(self.entries[entry].op);
+        pending.retain(|&p| p != stuck);
+        self.deepest = Some(Deepest { linearized, value, stuck, pending });
     }
 
     /// Remembers the deepest dead end: the prefix, and the calls left before `stuck`.
     fn note_dead_end(&mut self, stack: &[Frame], value: Option<i64>, stuck: usize) {
-        let linearized: Vec<usize> =
-            stack.iter().filter(|f| f.how != Move::Omitted).map(|f| self.entries[f.call].op).collect();
-        if self.deepest.as_ref().is_some_and(|d| d.linearized.len() >= linearized.len()) {
+        if !self.deeper(stack.len()) {
             return;
         }
+        let linearized: Vec<usize> =
+            stack.iter().filter(|f| f.how != Move::Omitted).map(|f| self.entries[f.call].op).collect();
         let mut pending = Vec::new();
         let mut i = self.next[HEAD];
         while i != NIL && i != stuck {

@@ -223,20 +223,26 @@ fn an_indeterminate_write_cannot_be_undone() {
 fn the_explanation_shows_the_end_of_a_long_prefix() {
     let mut specs: Vec<Spec> =
         (0..30).map(|i| (0, Write(i), i as u64 * 10, Done(i as u64 * 10 + 5))).collect();
-    specs.push((1, Read(Some(3)), 1000, Done(1001)));
+    specs.push((1, Read(Some(28)), 1000, Done(1001)));
     let v = assert_invalid(&specs, Some(0));
     assert_eq!(v.linearized.len(), 30);
     assert!(v.explanation.contains("it ends with:"), "{}", v.explanation);
     assert!(v.explanation.contains("write 29") && !v.explanation.contains("write 19 "), "{}", v.explanation);
 }
 
+/// Twelve concurrent indeterminate writes of two values, read at once, then
+/// reads alternating between the values more often than there are writes
+/// left: many orders to try before the contradiction.
+fn hard_history() -> Vec<Spec> {
+    let mut specs: Vec<Spec> = (0..12).map(|p| (p, Write(i64::from(p % 2) + 1), 0, Info(1))).collect();
+    specs.extend((0..12).map(|p| (20 + p, Read(Some(i64::from(p % 2) + 1)), 5, Done(6))));
+    specs.extend((0..14).map(|i| (40, Read(Some(i % 2 + 1)), 10 + 2 * i as u64, Done(11 + 2 * i as u64))));
+    specs
+}
+
 #[test]
 fn the_search_gives_up_past_its_budget() {
-    // Many concurrent indeterminate writes, each observed by a concurrent
-    // read, so that they can go in any order; then a contradiction.
-    let mut specs: Vec<Spec> = (0..12).map(|p| (p, Write(i64::from(p) + 1), 0, Info(1))).collect();
-    specs.extend((0..12).map(|p| (20 + p, Read(Some(i64::from(p) + 1)), 5, Done(6))));
-    specs.push((40, Read(Some(99)), 7, Done(8)));
+    let specs = hard_history();
     let r = check(&history(&specs), &Config { initial: Some(0), ..Config::default() });
     assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
     assert!(r.steps > 1000, "the search has work to do: {} steps", r.steps);
@@ -340,12 +346,7 @@ fn the_invalid_key_is_named_with_its_operations() {
 
 #[test]
 fn an_undecided_key_makes_the_verdict_unknown_but_an_invalid_one_wins() {
-    let mut specs: Vec<(u32, Spec)> = Vec::new();
-    // Key 1: twelve concurrent indeterminate writes, each read by a concurrent
-    // read, then a contradiction: many orders to try.
-    specs.extend((0..12).map(|p| (1, (p, Write(i64::from(p) + 1), 0, Info(1)))));
-    specs.extend((0..12).map(|p| (1, (20 + p, Read(Some(i64::from(p) + 1)), 5, Done(6)))));
-    specs.push((1, (40, Read(Some(99)), 7, Done(8))));
+    let mut specs: Vec<(u32, Spec)> = hard_history().into_iter().map(|s| (1, s)).collect();
     let config = Config { initial: Some(0), max_steps: 50, ..Config::default() };
     let r = check(&keyed_history(&specs), &config);
     assert_eq!((r.valid, r.unknown_keys.clone()), (Validity::Unknown, vec![1]), "{}", r.summary());

@@ -1,10 +1,17 @@
 //! `jepsen-lite`: runs the partition suite against real `ferryd` processes
 //! (`test`) and checks a run directory's history (`check`).
 //!
-//! Exit status: 0 when no checker found a violation, 1 when one did, 2 when
-//! there is no verdict: bad input (arguments, an unreadable or malformed
-//! history or `checker.json`), a machine that cannot run the suite (not
-//! root, no `ip`/`iptables`), or a run that broke down.
+//! Exit status (`test` and `check` alike):
+//! - 0: every checker decided, and none found a violation;
+//! - 1: a checker found a violation;
+//! - 2: no verdict: bad input (arguments, an unreadable or malformed history
+//!   or `checker.json`), a machine that cannot run the suite (not root, no
+//!   `ip`/`iptables`), or a run that broke down; nothing was checked;
+//! - 3: undecided: the history was checked and the results written, no
+//!   violation was found, but some checker could not decide (a search past
+//!   its budget, a fault never healed). A distinct code, not 2, because the
+//!   run and its files are complete and the remedy differs (a larger budget,
+//!   a longer run); see [`jepsen_lite::results::EXIT_UNDECIDED`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -194,7 +201,7 @@ fn test(args: &TestArgs) -> ExitCode {
         Ok(checked) => {
             print!("{}", checked.summary);
             println!("seed {}; report: {}", opts.seed, opts.run_dir.join("report.html").display());
-            ExitCode::from(if checked.results.valid { 0 } else { 1 })
+            ExitCode::from(checked.results.exit_status())
         }
         Err(RunError::Prereq(e)) => {
             eprintln!("jepsen-lite: {e}");
@@ -235,7 +242,7 @@ fn check(run: RunDir, max_steps: Option<u64>) -> ExitCode {
         Ok(checked) => {
             print!("{}", checked.summary);
             println!("wrote {}", run.results_path().display());
-            ExitCode::from(if checked.results.valid { 0 } else { 1 })
+            ExitCode::from(checked.results.exit_status())
         }
         Err(e) => {
             eprintln!("jepsen-lite: {e}");

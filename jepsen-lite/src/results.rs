@@ -6,7 +6,9 @@
 //!   "lost_writes": {"valid": false, "lost": [17], ...}}}
 //! ```
 //! `valid` is false when any checker found a violation; checkers that could
-//! not decide are `"valid": "unknown"` and listed in `unknown`.
+//! not decide are `"valid": "unknown"` and listed in `unknown`. A run with
+//! no violation but an undecided checker is *undecided*, not valid: it exits
+//! with [`EXIT_UNDECIDED`] and `summary.txt` ends with `UNDECIDED`.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +29,16 @@ pub struct Results {
     pub checkers: BTreeMap<String, serde_json::Value>,
 }
 
+/// Exit status: no checker found a violation and every one decided.
+pub const EXIT_VALID: u8 = 0;
+/// Exit status: some checker found a violation.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit status: no violation found, but some checker could not decide. Not
+/// 2 ("no verdict: bad input or a broken run"), after which nothing was
+/// checked or written: here every file is written, and the remedy differs
+/// (a larger search budget, a longer run), so scripts can tell them apart.
+pub const EXIT_UNDECIDED: u8 = 3;
+
 impl Results {
     pub fn new(checks: &[CheckerResult]) -> Self {
         let names = |v: Validity| -> Vec<String> {
@@ -36,6 +48,27 @@ impl Results {
             valid: names(Validity::Invalid).is_empty(),
             unknown: names(Validity::Unknown),
             checkers: checks.iter().map(|c| (c.name.to_string(), c.details.clone())).collect(),
+        }
+    }
+
+    /// The overall verdict: invalid when a checker found a violation, else
+    /// unknown when a checker could not decide, else valid.
+    pub fn verdict(&self) -> Validity {
+        if !self.valid {
+            Validity::Invalid
+        } else if !self.unknown.is_empty() {
+            Validity::Unknown
+        } else {
+            Validity::Valid
+        }
+    }
+
+    /// The exit status of `jepsen-lite test` and `check` for this verdict.
+    pub fn exit_status(&self) -> u8 {
+        match self.verdict() {
+            Validity::Valid => EXIT_VALID,
+            Validity::Invalid => EXIT_INVALID,
+            Validity::Unknown => EXIT_UNDECIDED,
         }
     }
 
@@ -77,7 +110,10 @@ pub fn summary(history: &History, checks: &[CheckerResult]) -> String {
     if !invalid.is_empty() {
         s.push_str(&format!("INVALID: {}\n", invalid.join(", ")));
     } else if !unknown.is_empty() {
-        s.push_str(&format!("VALID, but undecided: {}\n", unknown.join(", ")));
+        s.push_str(&format!(
+            "UNDECIDED: {} (no violation found, but not every checker could decide)\n",
+            unknown.join(", ")
+        ));
     } else {
         s.push_str("VALID\n");
     }
@@ -125,11 +161,12 @@ mod tests {
         );
         assert!(text.contains("linearizable: INVALID\n  "), "{text}");
         assert!(text.ends_with("INVALID: linearizable\n"), "{text}");
+        assert_eq!((r.verdict(), r.exit_status()), (Validity::Invalid, EXIT_INVALID));
         Ok(())
     }
 
     #[test]
-    fn undecided_checkers_are_listed_but_not_invalid() -> Result<(), PairingError> {
+    fn an_undecided_checker_makes_the_run_undecided_not_valid() -> Result<(), PairingError> {
         let h = History::from_events(vec![
             Event::invoke(1, "n2", Op::Add(1), 0),
             Event::ok(1, "n2", Op::Add(1), 5),
@@ -138,7 +175,14 @@ mod tests {
         let r = Results::new(&checks);
         assert!(r.valid);
         assert_eq!(r.unknown, vec!["lost_writes".to_string()]);
-        assert!(summary(&h, &checks).ends_with("VALID, but undecided: lost_writes\n"));
+        assert_eq!((r.verdict(), r.exit_status()), (Validity::Unknown, EXIT_UNDECIDED));
+        let text = summary(&h, &checks);
+        assert!(
+            text.ends_with(
+                "\nUNDECIDED: lost_writes (no violation found, but not every checker could decide)\n"
+            ),
+            "{text}"
+        );
         Ok(())
     }
 }

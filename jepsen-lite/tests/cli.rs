@@ -85,6 +85,38 @@ fn a_max_steps_flag_turns_an_undecided_search_into_unknown() -> Result<()> {
 }
 
 #[test]
+fn an_undecided_run_exits_3_and_says_so() -> Result<()> {
+    let dir = copy_run("valid-run")?;
+    let out = Command::new(env!("CARGO_BIN_EXE_jepsen-lite"))
+        .args(["check", "--max-steps", "3"])
+        .arg(dir.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\nUNDECIDED: linearizable (no violation found"), "{stdout}");
+    let r = results(dir.path())?;
+    assert_eq!(
+        (r["valid"].clone(), r["unknown"].clone()),
+        (serde_json::json!(true), serde_json::json!(["linearizable"]))
+    );
+    assert!(dir.path().join("summary.txt").exists() && dir.path().join("report.html").exists());
+    Ok(())
+}
+
+#[test]
+fn a_run_without_keys_or_deadlines_is_checked_as_before() -> Result<()> {
+    // The fixtures predate keys and deadlines: one register, key 0, and no
+    // bounded-indeterminacy check.
+    let dir = copy_run("invalid-run")?;
+    check(dir.path())?;
+    let r = results(dir.path())?;
+    assert_eq!(r["checkers"]["linearizable"]["keys"], 1);
+    assert_eq!(r["checkers"]["linearizable"]["invalid_keys"], serde_json::json!([0]));
+    assert!(r["checkers"].get("bounded_indeterminacy").is_none(), "{}", r["checkers"]);
+    Ok(())
+}
+
+#[test]
 fn a_malformed_line_exits_2_naming_file_and_line() -> Result<()> {
     let dir = copy_run("valid-run")?;
     let path = dir.path().join("history.jsonl");

@@ -3,7 +3,8 @@
 //!
 //! | checker | needs | property |
 //! |---|---|---|
-//! | [`linearizable`] | `read`/`write`/`cas` | the register's history is linearizable |
+//! | [`linearizable`] | `read`/`write`/`cas` | each register key's history is linearizable |
+//! | [`bounded_indeterminacy`] | `write`/`cas` with `deadline_ns` | an indeterminate write takes effect before its deadline or never |
 //! | [`idempotency`] | `read`/`write`/`cas`, request ids | a request id applies at most once, and its retries answer as it did |
 //! | [`stale_reads`] | `read_stale`/`read_blocking` | stale reads and blocking queries serve written, current, monotonic state |
 //! | [`lost_writes`] | `add`/`read_set` | a final read holds every acknowledged add, and no failed one |
@@ -12,6 +13,7 @@
 //! | [`availability`] | `connect` | new connections succeed during faults and after heal, above thresholds |
 
 pub mod availability;
+pub mod bounded_indeterminacy;
 pub mod convergence;
 pub mod idempotency;
 pub mod leaders;
@@ -113,6 +115,10 @@ pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> 
         results.push(CheckerResult::new(idempotency::NAME, &idempotency::check(history)));
         let report = stale_reads::check(history, &config.stale_reads);
         results.push(CheckerResult::new(stale_reads::NAME, &report));
+    }
+    if bounded_indeterminacy::applies(history) {
+        let report = bounded_indeterminacy::check(history);
+        results.push(CheckerResult::new(bounded_indeterminacy::NAME, &report));
     }
     if history.has(Workload::Set) {
         results.push(CheckerResult::new(lost_writes::NAME, &lost_writes::check(history)));

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use ferry_client::http::{AdminClient, WriteOpts};
 use jepsen_lite::net::{Grudge, Net};
 use jepsen_lite::procs::{NodeSpec, Procs};
-use jepsen_lite::workload::{self, REGISTER_BACKEND, REGISTER_ROUTE};
+use jepsen_lite::workload::{self, register};
 use tokio::time::{Instant, sleep};
 
 /// How long the register is watched after the heal: the kernel retransmits
@@ -108,7 +108,7 @@ async fn script(net: &Net) -> Result<Seen> {
     let follower = (1..=3).find(|&i| i != leader).context("no follower")?;
     let other = (1..=3).find(|&i| i != leader && i != follower).context("no third node")?;
     retry(|| async {
-        workload::admin(leader).put_route(&workload::register_route(), WriteOpts::default()).await
+        workload::admin(leader).put_route(&register::spec(0, register::INITIAL), WriteOpts::default()).await
     })
     .await?;
     // A write through the follower first: its connection to the leader is
@@ -120,8 +120,7 @@ async fn script(net: &Net) -> Result<Seen> {
     net.partition(&grudge)?;
     // The follower still names the leader: it forwards, and times out.
     let slow = workload::admin(follower).with_timeout(Duration::from_secs(15));
-    let zombie_answer = match slow.put_weight(REGISTER_ROUTE, REGISTER_BACKEND, 7, WriteOpts::default()).await
-    {
+    let zombie_answer = match slow.put_route(&register::spec(0, 7), WriteOpts::default()).await {
         Ok(r) => bail!("the write through the isolated node was acknowledged: {r:?}"),
         Err(e) => e.to_string(),
     };
@@ -132,9 +131,9 @@ async fn script(net: &Net) -> Result<Seen> {
     let healed = Instant::now();
     let end = healed + WATCH;
     while Instant::now() < end {
-        if let Ok(r) = workload::admin(leader).route(REGISTER_ROUTE, false).await {
-            let v = r.value.config.backends.iter().find(|b| b.id == REGISTER_BACKEND).map(|b| b.weight);
-            if let Some(v) = v.map(i64::from).filter(|v| changes.last().map(|c| c.0) != Some(*v)) {
+        if let Ok(r) = workload::admin(leader).route(&register::route_name(0), false).await {
+            let v = register::value_of(&r.value);
+            if changes.last().map(|c| c.0) != Some(v) {
                 changes.push((v, healed.elapsed().as_millis()));
             }
         }
@@ -143,11 +142,9 @@ async fn script(net: &Net) -> Result<Seen> {
     Ok(Seen { zombie_answer, changes })
 }
 
-async fn put(node: usize, weight: u32) -> Result<(), ferry_client::http::ClientError> {
-    workload::admin(node)
-        .put_weight(REGISTER_ROUTE, REGISTER_BACKEND, weight, WriteOpts::default())
-        .await
-        .map(|_| ())
+/// Writes `value` to register 0 (the port of its backend's address).
+async fn put(node: usize, value: i64) -> Result<(), ferry_client::http::ClientError> {
+    workload::admin(node).put_route(&register::spec(0, value), WriteOpts::default()).await.map(|_| ())
 }
 
 /// Runs `op` until it succeeds, for at most 30 s.

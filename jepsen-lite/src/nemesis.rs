@@ -161,32 +161,49 @@ pub fn bridge(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
     g
 }
 
-/// A shuffled ring in which every node reaches itself and the
-/// `nodes.len() / 2` nearest nodes around it (a majority), and drops the
-/// rest: every node sees a majority, but the majorities differ.
+/// A shuffled ring in which every node reaches itself and a majority
+/// (`n / 2 + 1` nodes, itself included), and drops the rest, symmetrically:
+/// every node sees a majority, but the majorities differ.
+///
+/// A node must keep links to `d = n / 2` others. On the ring it keeps its
+/// `d / 2` nearest on each side; an odd `d` adds the opposite node when `n`
+/// is even (exactly `d` links) and one more on each side when `n` is odd
+/// (`d + 1`: an odd number of nodes with an odd degree each cannot exist).
+/// The views are arcs shorter than the ring (plus, for 6 nodes, the
+/// opposite node), so no two are the same.
+///
+/// With 3 nodes a majority is 2, and the ring would keep every link; the
+/// only shape is one cut link: two nodes see a different 2-node majority
+/// each and the third sees all 3 (so it is also a bridge). With 4 nodes it
+/// is the 4-cycle: each node drops only the opposite node and sees 3. With
+/// 1 or 2 nodes every node must see every node: nothing is dropped.
 pub fn majorities_ring(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
     let mut ring = nodes.to_vec();
     rng.shuffle(&mut ring);
     let n = ring.len();
-    let reach = n / 2; // self + reach nodes = a majority
+    if n < 3 {
+        return Grudge::new();
+    }
+    if n == 3 {
+        return components(&[vec![ring[0]], vec![ring[2]]]);
+    }
+    let links = n / 2;
+    let opposite = links % 2 == 1 && n.is_multiple_of(2);
+    let side = if links % 2 == 1 && !opposite { links / 2 + 1 } else { links / 2 };
     let mut g = Grudge::new();
     for (i, &node) in ring.iter().enumerate() {
         let mut friends = BTreeSet::from([node]);
-        for k in 1..=reach {
-            // Alternate sides: +1, -1, +2, -2, ...
-            let step = k.div_ceil(2);
-            let j = if k % 2 == 1 { (i + step) % n } else { (i + n - step) % n };
-            friends.insert(ring[j]);
+        for step in 1..=side {
+            friends.insert(ring[(i + step) % n]);
+            friends.insert(ring[(i + n - step) % n]);
+        }
+        if opposite {
+            friends.insert(ring[(i + n / 2) % n]);
         }
         let enemies: BTreeSet<usize> = ring.iter().copied().filter(|x| !friends.contains(x)).collect();
         if !enemies.is_empty() {
             g.insert(node, enemies);
         }
-    }
-    // Make it symmetric: if a drops b, b drops a.
-    let pairs: Vec<(usize, usize)> = g.iter().flat_map(|(&a, es)| es.iter().map(move |&b| (a, b))).collect();
-    for (a, b) in pairs {
-        g.entry(b).or_default().insert(a);
     }
     g
 }
@@ -233,17 +250,51 @@ mod tests {
         assert_eq!(sizes, BTreeSet::from([2, 3]), "{g:?}");
     }
 
+    /// Property: for every size from 3 to 9 and many seeds, every node
+    /// reaches a majority (itself included), something is dropped, grudges
+    /// are symmetric, and no two nodes see the same majority.
     #[test]
     fn every_node_of_the_majorities_ring_sees_a_different_majority() {
-        for seed in 0..20 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let g = majorities_ring(&FIVE, &mut rng);
-            let views: BTreeSet<BTreeSet<usize>> = FIVE.iter().map(|&n| reach(&g, n, &FIVE)).collect();
-            for v in &views {
-                assert!(v.len() >= 3, "seed {seed}: a node sees a minority {v:?} in {g:?}");
+        for n in 3..=9usize {
+            let nodes: Vec<usize> = (1..=n).collect();
+            for seed in 0..50 {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let g = majorities_ring(&nodes, &mut rng);
+                assert!(!g.is_empty(), "{n} nodes, seed {seed}: nothing dropped");
+                for (&a, enemies) in &g {
+                    assert!(!enemies.contains(&a), "{n} nodes: n{a} drops itself in {g:?}");
+                    for &b in enemies {
+                        assert!(
+                            !hears(&g, b, a),
+                            "{n} nodes, seed {seed}: n{a} drops n{b} but not back: {g:?}"
+                        );
+                    }
+                }
+                let views: BTreeSet<BTreeSet<usize>> = nodes.iter().map(|&x| reach(&g, x, &nodes)).collect();
+                for &x in &nodes {
+                    let v = reach(&g, x, &nodes);
+                    assert!(
+                        v.contains(&x) && v.len() > n / 2,
+                        "{n} nodes, seed {seed}: n{x} sees {v:?} in {g:?}"
+                    );
+                }
+                assert_eq!(views.len(), n, "{n} nodes, seed {seed}: two nodes share a majority: {views:?}");
             }
-            assert_eq!(views.len(), 5, "seed {seed}: two nodes share a majority: {views:?}");
         }
+    }
+
+    #[test]
+    fn with_three_nodes_the_ring_cuts_one_link_and_with_four_it_is_a_square() {
+        let g = majorities_ring(&[1, 2, 3], &mut fastrand::Rng::with_seed(1));
+        let sizes: Vec<usize> = [1, 2, 3].iter().map(|&x| reach(&g, x, &[1, 2, 3]).len()).collect();
+        assert_eq!(sizes.iter().filter(|&&s| s == 2).count(), 2, "{g:?}");
+        assert_eq!(sizes.iter().filter(|&&s| s == 3).count(), 1, "{g:?}");
+        let four = [1, 2, 3, 4];
+        let g = majorities_ring(&four, &mut fastrand::Rng::with_seed(1));
+        for x in four {
+            assert_eq!(g.get(&x).map(BTreeSet::len), Some(1), "each node drops one (the opposite): {g:?}");
+        }
+        assert!(majorities_ring(&[1, 2], &mut fastrand::Rng::with_seed(1)).is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`history`] — the event model, one [`history::Event`] per JSON line, and its writer.
 //! - [`operation`] — events paired into [`operation::Operation`]s; reading a history file.
 //! - [`faults`] — the nemesis's fault windows.
+//! - [`fault_shape`] — which nodes a fault window cut off or took down, from its description.
 //! - [`checker`] — one property per file, and [`checker::check_all`].
 //! - [`results`] — `results.json` and `summary.txt`.
 //! - [`report`] — `report.html`.
@@ -23,6 +24,7 @@
 
 pub mod backend;
 pub mod checker;
+pub mod fault_shape;
 pub mod faults;
 pub mod history;
 pub mod nemesis;

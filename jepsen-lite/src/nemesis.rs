@@ -36,10 +36,23 @@ pub enum Nemesis {
     Pause,
     /// A node joins, or the last one that joined leaves.
     Membership,
+    /// Two random halves; one drops the other's packets, not the reverse.
+    PartitionOneWay,
+    /// Two random halves for minutes (`--long-fault-secs`), not seconds.
+    PartitionLong,
+    /// Every node drops each packet from the other nodes at random.
+    PacketLoss,
+    /// A follower cut off while writes go on until the leader has purged
+    /// its log past it: at heal it must install a snapshot.
+    LaggingNode,
+    /// Every initial node `kill -9`ed at once, all restarted at heal.
+    KillAll,
+    /// The cluster forms while a partition is in place (at the start only).
+    BootstrapPartition,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 14] = [
         Nemesis::PartitionRandomHalves,
         Nemesis::PartitionMajoritiesRing,
         Nemesis::Bridge,
@@ -48,6 +61,12 @@ impl Nemesis {
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Membership,
+        Nemesis::PartitionOneWay,
+        Nemesis::PartitionLong,
+        Nemesis::PacketLoss,
+        Nemesis::LaggingNode,
+        Nemesis::KillAll,
+        Nemesis::BootstrapPartition,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +79,12 @@ impl Nemesis {
             Nemesis::Kill => "kill",
             Nemesis::Pause => "pause",
             Nemesis::Membership => "membership",
+            Nemesis::PartitionOneWay => "partition-one-way",
+            Nemesis::PartitionLong => "partition-long",
+            Nemesis::PacketLoss => "packet-loss",
+            Nemesis::LaggingNode => "lagging-node",
+            Nemesis::KillAll => "kill-all",
+            Nemesis::BootstrapPartition => "bootstrap-partition",
         }
     }
 }
@@ -91,15 +116,26 @@ pub struct Window {
     pub heal: Duration,
 }
 
+/// How long windows last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a fault lasts.
+    pub fault: Duration,
+    /// How long a [`Nemesis::PartitionLong`] fault lasts.
+    pub long_fault: Duration,
+    /// How long the cluster then runs healed.
+    pub heal: Duration,
+}
+
 /// The windows of a run: `nemeses` cycled in a seeded order until `total`
 /// is used up (the last window is cut short to fit).
 pub fn schedule(
     nemeses: &[Nemesis],
-    fault: Duration,
-    heal: Duration,
+    timing: Timing,
     total: Duration,
     rng: &mut fastrand::Rng,
 ) -> Vec<Window> {
+    let Timing { heal, .. } = timing;
     let mut out = Vec::new();
     if nemeses.is_empty() {
         return out;
@@ -112,6 +148,7 @@ pub fn schedule(
             if used >= total {
                 break;
             }
+            let fault = if nemesis == Nemesis::PartitionLong { timing.long_fault } else { timing.fault };
             let fault = fault.min(total - used);
             let heal = heal.min(total - used - fault);
             used += fault + heal;
@@ -206,6 +243,30 @@ pub fn majorities_ring(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
         }
     }
     g
+}
+
+/// Two random halves, one of which (the seed decides which) drops every
+/// packet from the other, while the other drops nothing.
+pub fn one_way(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
+    let mut shuffled = nodes.to_vec();
+    rng.shuffle(&mut shuffled);
+    let (a, b) = shuffled.split_at(nodes.len() / 2);
+    let (deaf, heard) = if rng.bool() { (a, b) } else { (b, a) };
+    if heard.is_empty() {
+        return Grudge::new();
+    }
+    deaf.iter().map(|&n| (n, heard.iter().copied().collect())).collect()
+}
+
+/// The drop probability of a packet-loss window: 10 % to 30 %, in whole
+/// percents (a heavy loss that TCP still gets through, slowly).
+pub fn loss_probability(rng: &mut fastrand::Rng) -> f64 {
+    f64::from(rng.u8(10..=30)) / 100.0
+}
+
+/// Every ordered pair of distinct nodes: the links packet loss applies to.
+pub fn all_links(nodes: &[usize]) -> Grudge {
+    nodes.iter().map(|&n| (n, nodes.iter().copied().filter(|&o| o != n).collect())).collect()
 }
 
 /// `count` distinct random nodes of `nodes`.
@@ -317,15 +378,50 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_windows_fit_the_run() {
         let all = Nemesis::ALL;
-        let (f, h, t) = (Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(200));
-        let a = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(42));
-        let b = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(42));
-        let c = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(43));
+        let timing = Timing {
+            fault: Duration::from_secs(10),
+            long_fault: Duration::from_secs(40),
+            heal: Duration::from_secs(5),
+        };
+        let t = Duration::from_secs(400);
+        let a = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(42));
+        let b = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(42));
+        let c = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(43));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let total: Duration = a.iter().map(|w| w.fault + w.heal).sum();
         assert_eq!(total, t);
-        let first8: BTreeSet<Nemesis> = a.iter().take(8).map(|w| w.nemesis).collect();
-        assert_eq!(first8.len(), 8, "every nemesis runs once before any runs twice");
+        let n = all.len();
+        let first: BTreeSet<Nemesis> = a.iter().take(n).map(|w| w.nemesis).collect();
+        assert_eq!(first.len(), n, "every nemesis runs once before any runs twice");
+        for w in a.iter().take(n) {
+            let expected = if w.nemesis == Nemesis::PartitionLong { timing.long_fault } else { timing.fault };
+            assert_eq!(w.fault, expected, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn a_one_way_partition_drops_one_direction_only() {
+        for seed in 0..20 {
+            let g = one_way(&FIVE, &mut fastrand::Rng::with_seed(seed));
+            let pairs: Vec<(usize, usize)> =
+                g.iter().flat_map(|(&a, es)| es.iter().map(move |&b| (a, b))).collect();
+            assert!(pairs.len() == 6, "seed {seed}: 2 × 3 one-way links: {g:?}");
+            for (a, b) in pairs {
+                assert!(!hears(&g, a, b) && hears(&g, b, a), "seed {seed}: {a} and {b} in {g:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn packet_loss_covers_every_link_at_10_to_30_percent() {
+        let links = all_links(&[1, 2, 3]);
+        assert_eq!(links.values().map(BTreeSet::len).sum::<usize>(), 6);
+        assert!(!links[&2].contains(&2));
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..100 {
+            let p = loss_probability(&mut rng);
+            assert!((0.1..=0.3).contains(&p), "{p}");
+        }
     }
 }

@@ -108,6 +108,34 @@ impl Recorder {
     }
 }
 
+/// Nodes that joined during the run and serve clients while they are
+/// members (the membership nemesis adds and removes them).
+#[derive(Debug, Clone, Default)]
+pub struct Joined(Arc<std::sync::RwLock<Vec<usize>>>);
+
+impl Joined {
+    /// Clients may use node `i` from now on.
+    pub fn add(&self, i: usize) {
+        if let Ok(mut v) = self.0.write()
+            && !v.contains(&i)
+        {
+            v.push(i);
+        }
+    }
+
+    /// Clients stop picking node `i` (operations already sent go on).
+    pub fn remove(&self, i: usize) {
+        if let Ok(mut v) = self.0.write() {
+            v.retain(|&n| n != i);
+        }
+    }
+
+    /// The joined nodes clients use now.
+    pub fn list(&self) -> Vec<usize> {
+        self.0.read().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
 /// What every client process shares.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -115,6 +143,8 @@ pub struct Ctx {
     pub stop: Stop,
     /// The nodes clients talk to (1-based indexes).
     pub nodes: Vec<usize>,
+    /// Nodes that joined later, used as well while they are members.
+    pub joined: Joined,
     pub timeout: Duration,
 }
 
@@ -140,7 +170,9 @@ impl Ctx {
     }
 
     fn pick(&self, rng: &mut fastrand::Rng) -> usize {
-        self.nodes[rng.usize(..self.nodes.len())]
+        let joined = self.joined.list();
+        let k = rng.usize(..self.nodes.len() + joined.len());
+        self.nodes.get(k).copied().unwrap_or_else(|| joined[k - self.nodes.len()])
     }
 }
 
@@ -365,7 +397,7 @@ pub async fn traffic(ctx: Ctx, process: u32, seed: u64) {
 
 /// Connects, reads the greeting, sends `payload` and checks the echo;
 /// returns the bytes verified.
-async fn echo(addr: SocketAddr, payload: &str) -> Result<u64, String> {
+pub async fn echo(addr: SocketAddr, payload: &str) -> Result<u64, String> {
     let s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let (r, mut w) = s.into_split();
     let mut lines = BufReader::new(r).lines();

@@ -14,8 +14,8 @@
 //! no node off), a fault of a kind [`crate::fault_shape`] does not know,
 //! and a node that had not caught up when another fault began before the
 //! bound (that fault may hold it back). The verdict is unknown when the run
-//! ended before the bound without the node catching up, or nothing was
-//! judged.
+//! ended before the bound without a node catching up (and none lagged);
+//! with nothing to judge it is valid, and the summary says so.
 
 use std::collections::BTreeSet;
 
@@ -176,10 +176,10 @@ pub fn check(history: &History, config: &Config) -> CatchUpReport {
     }
     r.valid = if !r.lagging.is_empty() {
         Validity::Invalid
-    } else if r.judged > 0 {
-        Validity::Valid
-    } else {
+    } else if r.undecided > 0 {
         Validity::Unknown
+    } else {
+        Validity::Valid
     };
     r
 }
@@ -264,7 +264,30 @@ mod tests {
             r.summary()
         );
         let r = check(&history(&samples[..4], None)?, &config());
-        assert_eq!(r.undecided, 1, "{}", r.summary());
+        assert_eq!((r.valid, r.undecided), (Validity::Unknown, 1), "{}", r.summary());
+        Ok(())
+    }
+
+    #[test]
+    fn membership_windows_and_windows_without_samples_are_not_judged() -> Result<(), PairingError> {
+        let h = history(&[("n1", 250, 5), ("n1", 600, 5)], None)?;
+        let r = check(&h, &config());
+        assert_eq!((r.valid, r.judged), (Validity::Valid, 0), "no sample in the window: {}", r.summary());
+        // The same lagging samples under a membership window.
+        let h = history(&[("n1", 150, 5), ("n2", 150, 9), ("n1", 600, 5)], None)?;
+        let events: Vec<_> = h
+            .events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if let Op::Start(d) | Op::Stop(d) = &mut e.op {
+                    *d = "membership join n6, then leave".into();
+                }
+                e
+            })
+            .collect();
+        let r = check(&History::from_events(events)?, &config());
+        assert_eq!((r.valid, r.judged), (Validity::Valid, 0), "{}", r.summary());
         Ok(())
     }
 }

@@ -20,7 +20,8 @@
 //!   is on the minority side, the majority side, or isolated.
 //!
 //! Connections outside every window are the availability checker's.
-//! Without a judged connection the verdict is unknown.
+//! Without a judged connection there is nothing to hold against the run:
+//! the verdict is valid, and the summary says nothing was judged.
 
 use std::collections::BTreeMap;
 
@@ -90,7 +91,7 @@ impl Report for StaticStabilityReport {
     fn summary(&self) -> String {
         let Some(rate) = self.success_rate else {
             return format!(
-                "no connection through a live node during a fault ({} through nodes down, {} not judged)",
+                "nothing judged: no connection through a live node during a fault ({} through nodes down, {} not judged)",
                 self.excluded_down, self.not_judged
             );
         };
@@ -123,7 +124,7 @@ pub fn check(history: &History, config: &Config) -> StaticStabilityReport {
         fault_windows(history).into_iter().map(|w| (w.clone(), FaultShape::parse(&w.description))).collect();
     let grace = config.restart_grace_ms.saturating_mul(1_000_000);
     let mut r = StaticStabilityReport {
-        valid: Validity::Unknown,
+        valid: Validity::Valid,
         min_success: config.min_success,
         attempts: 0,
         ok: 0,
@@ -249,7 +250,8 @@ mod tests {
             "the failure at 240 ms is the settling restart, outside every window"
         );
         let r = check(&history("kill-all down=n1,n2", &[("n2", 150, false)])?, &config());
-        assert_eq!((r.valid, r.excluded_down), (Validity::Unknown, 1), "{}", r.summary());
+        assert_eq!((r.valid, r.excluded_down, r.attempts), (Validity::Valid, 1, 0), "{}", r.summary());
+        assert!(r.summary().starts_with("nothing judged"), "{}", r.summary());
         let r = check(&history("pause n2", &[("n1", 150, false)])?, &config());
         assert_eq!(r.valid, Validity::Invalid, "a live node's failure counts under a pause: {}", r.summary());
         Ok(())
@@ -280,9 +282,9 @@ mod tests {
     #[test]
     fn lossy_and_unknown_faults_are_not_judged() -> Result<(), PairingError> {
         let r = check(&history("packet-loss loss=0.20", &[("n1", 150, false)])?, &config());
-        assert_eq!((r.valid, r.not_judged), (Validity::Unknown, 1), "{}", r.summary());
+        assert_eq!((r.valid, r.not_judged, r.attempts), (Validity::Valid, 1, 0), "{}", r.summary());
         let r = check(&history("meteor n1", &[("n1", 150, false)])?, &config());
-        assert_eq!((r.valid, r.not_judged), (Validity::Unknown, 1), "{}", r.summary());
+        assert_eq!((r.valid, r.not_judged, r.attempts), (Validity::Valid, 1, 0), "{}", r.summary());
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //!    namespaces, build the run's network ([`crate::net`]) and move the
 //!    suite into the bridge namespace.
 //! 2. Start an echo backend and a `ferryd` in every node namespace; the
-//!    nodes form the cluster by gossip (`--bootstrap-expect N`).
+//!    nodes form the cluster by gossip (`--bootstrap-expect N`), under a
+//!    partition at first with `bootstrap-partition` ([`nemeses`]).
 //! 3. Create the workloads' routes, start the samplers, the clients and the
 //!    nemesis, which follows the seeded schedule of fault and heal windows.
 //! 4. At the end: heal everything, let the cluster settle while traffic and

@@ -439,3 +439,34 @@ pub async fn sampler(ctx: Ctx, process: u32, node: usize) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clients picked only the initial nodes: a node that joined never
+    /// served them.
+    #[test]
+    fn clients_pick_joined_nodes_while_they_are_in_the_pool() -> std::io::Result<()> {
+        let file = tempfile::tempfile()?;
+        let ctx = Ctx {
+            rec: Recorder::new(Arc::new(RunClock::start()), file),
+            stop: Stop::default(),
+            nodes: vec![1, 2, 3],
+            joined: Joined::default(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut rng = fastrand::Rng::with_seed(5);
+        let picks = |rng: &mut fastrand::Rng| {
+            (0..200).map(|_| ctx.pick(rng)).collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(picks(&mut rng), [1, 2, 3].into());
+        ctx.joined.add(6);
+        ctx.joined.add(6);
+        assert_eq!(ctx.joined.list(), vec![6]);
+        assert_eq!(picks(&mut rng), [1, 2, 3, 6].into());
+        ctx.joined.remove(6);
+        assert_eq!(picks(&mut rng), [1, 2, 3].into());
+        Ok(())
+    }
+}

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use ferry_client::http::WriteOpts;
 
 use crate::checker::CheckConfig;
-use crate::history::{Op, RunClock};
+use crate::history::{Event, Op, RunClock};
 use crate::nemesis::{self, Nemesis, Timing, Window};
 use crate::net::{self, Net};
 use crate::procs::{NodeSpec, Procs};
@@ -505,6 +505,9 @@ impl NemesisRunner<'_> {
 
     /// Records and applies the start of a fault; returns what to undo.
     async fn start(&mut self, nemesis: Nemesis) -> (String, Applied) {
+        // The window opens before the fault is applied (a kill of five
+        // nodes takes a while): what fails from here on is in it.
+        let invoked = self.rec.now();
         let initial = self.initial.to_vec();
         let minority = (initial.len() - 1) / 2;
         // Partitions also cut the joined nodes clients use.
@@ -579,7 +582,7 @@ impl NemesisRunner<'_> {
             // Applied at the start only (see `nemeses::BootstrapPartition`).
             Nemesis::BootstrapPartition => (format!("{nemesis} (only at bootstrap)"), Ok(Applied::Nothing)),
         };
-        self.rec.invoke(self.process, "nemesis", Op::Start(description.clone()));
+        self.rec.record(&Event::invoke(self.process, "nemesis", Op::Start(description.clone()), invoked));
         match plan {
             Ok(applied) => {
                 self.rec.ok(self.process, "nemesis", Op::Start(description.clone()));

@@ -14,6 +14,9 @@
 //!   window's start until [`Config::restart_grace_ms`] after its end: its
 //!   failures are by design (a kill breaks the connections open through
 //!   the node), and a restarted node needs a moment to listen again;
+//! - a connection open across the start or the end of a fault window is
+//!   not judged: a fault that starts may cut a path already open, and at
+//!   a window's end a joined node leaves or is killed;
 //! - a connection invoked under a fault the parser does not know, or under
 //!   random packet loss (no link is certain), is not judged;
 //! - every other connection invoked in a window is judged, whether its node
@@ -75,7 +78,8 @@ pub struct StaticStabilityReport {
     pub by_node: BTreeMap<String, NodeFigures>,
     /// Connections in a window through a node that was down (or restarting).
     pub excluded_down: usize,
-    /// Connections in a window with random loss or an unknown fault.
+    /// Connections in a window with random loss or an unknown fault, or
+    /// open across a window's start or end.
     pub not_judged: usize,
     /// Failures by reason.
     pub failures: BTreeMap<String, usize>,
@@ -152,7 +156,9 @@ pub fn check(history: &History, config: &Config) -> StaticStabilityReport {
             r.excluded_down += 1;
             continue;
         }
-        if node.is_none() || open.iter().any(|s| !s.known || s.lossy) {
+        let across = |b: u64| t < b && done >= b;
+        let straddles = windows.iter().any(|(w, _)| across(w.start_ns) || w.end_ns.is_some_and(across));
+        if node.is_none() || straddles || open.iter().any(|s| !s.known || s.lossy) {
             r.not_judged += 1;
             continue;
         }
@@ -276,6 +282,29 @@ mod tests {
         h = History::from_events(events)?;
         let r = check(&h, &config());
         assert_eq!((r.excluded_down, r.attempts), (1, 0), "{}", r.summary());
+        Ok(())
+    }
+
+    /// Invoked during a fault, then cut when another fault starts: the
+    /// new fault broke a path already open.
+    #[test]
+    fn a_connection_open_when_another_fault_starts_is_not_judged() -> Result<(), PairingError> {
+        let h = history(HALVES, &[])?;
+        let other = "partition-random-node n2 n2x[n1] n1x[n2]";
+        let mut events = h.events.clone();
+        events.extend([
+            Event::invoke(0, "n3", Op::Connect(None), 140 * MS),
+            Event::invoke(98, "nemesis", Op::Start(other.into()), 150 * MS),
+            Event::ok(98, "nemesis", Op::Start(other.into()), 151 * MS),
+            Event::fail(0, "n3", Op::Connect(None), 160 * MS, "timed out"),
+            Event::invoke(1, "n3", Op::Connect(None), 170 * MS),
+            Event::fail(1, "n3", Op::Connect(None), 171 * MS, "timed out"),
+            Event::invoke(98, "nemesis", Op::Stop(other.into()), 300 * MS),
+            Event::ok(98, "nemesis", Op::Stop(other.into()), 301 * MS),
+        ]);
+        events.sort_by_key(|e| e.time_ns);
+        let r = check(&History::from_events(events)?, &config());
+        assert_eq!((r.not_judged, r.attempts, r.valid), (1, 1, Validity::Invalid), "{}", r.summary());
         Ok(())
     }
 

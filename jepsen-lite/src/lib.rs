@@ -11,6 +11,7 @@
 //! - [`operation`] — events paired into [`operation::Operation`]s; reading a history file.
 //! - [`retries`] — the attempts of one request id seen as one write.
 //! - [`faults`] — the nemesis's fault windows.
+//! - [`fault_shape`] — which nodes a fault window cut off or took down, from its description.
 //! - [`checker`] — one property per file, and [`checker::check_all`].
 //! - [`results`] — `results.json` and `summary.txt`.
 //! - [`report`] — `report.html`.
@@ -25,6 +26,7 @@
 
 pub mod backend;
 pub mod checker;
+pub mod fault_shape;
 pub mod faults;
 pub mod history;
 pub mod nemesis;

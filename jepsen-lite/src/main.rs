@@ -25,6 +25,10 @@ use jepsen_lite::run_dir::RunDir;
 
 /// The names ferryd's `FERRYD_UNSAFE_FAULT` takes.
 const UNSAFE_FAULTS: [&str; 3] = ["stale-reads", "no-write-deadline", "skip-sync"];
+/// `--quick`'s windows: short faults, shorter heals, one long partition.
+const QUICK_FAULT: Duration = Duration::from_secs(7);
+const QUICK_HEAL: Duration = Duration::from_secs(3);
+const QUICK_LONG_FAULT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Parser)]
 #[command(name = "jepsen-lite", about = "ferry's partition test suite")]
@@ -60,7 +64,7 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct TestArgs {
-    /// Every nemesis once on 5 nodes with all three workloads (a few minutes); the CI suite.
+    /// Every nemesis once on 5 nodes with all three workloads (about 3 minutes); the CI suite.
     #[arg(long, conflicts_with_all = ["nemesis", "time"])]
     quick: bool,
     /// Number of ferryd nodes (1-9).
@@ -70,7 +74,8 @@ struct TestArgs {
     #[arg(long, value_delimiter = ',', default_value = "register")]
     workload: Vec<String>,
     /// Nemeses, comma-separated: partition-random-halves, partition-majorities-ring, bridge,
-    /// isolate-leader, partition-random-node, kill, pause, membership, power-loss.
+    /// isolate-leader, partition-random-node, partition-one-way, partition-long, packet-loss,
+    /// lagging-node, kill, pause, kill-all, power-loss, membership, bootstrap-partition; or all.
     #[arg(long, value_delimiter = ',', default_value = "partition-random-halves")]
     nemesis: Vec<String>,
     /// Seconds of faults (fault and heal windows in turn).
@@ -82,6 +87,9 @@ struct TestArgs {
     /// Seconds of healed cluster after each fault.
     #[arg(long, default_value_t = 10)]
     heal_secs: u64,
+    /// Seconds a partition-long fault lasts.
+    #[arg(long, default_value_t = 150)]
+    long_fault_secs: u64,
     /// Seed of every random choice (default: from the clock; printed at the start).
     #[arg(long)]
     seed: Option<u64>,
@@ -112,24 +120,24 @@ impl TestArgs {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
         let (nodes, workloads, nemeses, fault, heal, time) = if self.quick {
-            let f = Duration::from_secs(5);
-            (
-                5,
-                vec![Workload::Register, Workload::Set, Workload::Traffic],
-                Nemesis::ALL.to_vec(),
-                f,
-                f,
-                // Every nemesis but membership (which runs beside them) once.
-                f * 2 * (Nemesis::ALL.len() as u32 - 1),
-            )
+            let (f, h) = (QUICK_FAULT, QUICK_HEAL);
+            // Every scheduled nemesis once (membership runs beside them, the
+            // bootstrap partition before them), partition-long the longest.
+            let scheduled = Nemesis::ALL.len() as u32 - 2;
+            let time = (f + h) * (scheduled - 1) + QUICK_LONG_FAULT + h;
+            (5, vec![Workload::Register, Workload::Set, Workload::Traffic], Nemesis::ALL.to_vec(), f, h, time)
         } else {
             let workloads = self.workload.iter().map(|w| w.parse()).collect::<Result<Vec<Workload>, _>>()?;
-            let nemeses = self.nemesis.iter().map(|n| n.parse()).collect::<Result<Vec<Nemesis>, _>>()?;
+            let nemeses = if self.nemesis.iter().any(|n| n == "all") {
+                Nemesis::ALL.to_vec()
+            } else {
+                self.nemesis.iter().map(|n| n.parse()).collect::<Result<Vec<Nemesis>, _>>()?
+            };
             if self.nodes == 0 || self.nodes > 9 {
                 return Err(format!("--nodes: must be 1 to 9, got {}", self.nodes));
             }
-            if self.fault_secs == 0 || self.time == 0 {
-                return Err("--time and --fault-secs must be greater than 0".into());
+            if self.fault_secs == 0 || self.time == 0 || self.long_fault_secs == 0 {
+                return Err("--time, --fault-secs and --long-fault-secs must be greater than 0".into());
             }
             let (f, h) = (Duration::from_secs(self.fault_secs), Duration::from_secs(self.heal_secs));
             (self.nodes, workloads, nemeses, f, h, Duration::from_secs(self.time))
@@ -160,6 +168,7 @@ impl TestArgs {
             nemeses,
             time,
             fault,
+            long_fault: if self.quick { QUICK_LONG_FAULT } else { Duration::from_secs(self.long_fault_secs) },
             heal,
             settle: Duration::from_secs(10),
             seed,
@@ -248,5 +257,48 @@ fn check(run: RunDir, max_steps: Option<u64>) -> ExitCode {
             eprintln!("jepsen-lite: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Result<TestOptions, String> {
+        let cli =
+            Cli::try_parse_from(["jepsen-lite", "test"].iter().chain(args)).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Test(t) => t.options(),
+            other => Err(format!("parsed as {other:?}")),
+        }
+    }
+
+    #[test]
+    fn quick_runs_every_nemesis_once_in_about_three_minutes() -> Result<(), String> {
+        let o = options(&["--quick", "--seed", "1"])?;
+        assert_eq!(o.nemeses, Nemesis::ALL.to_vec());
+        assert_eq!(o.long_fault, QUICK_LONG_FAULT);
+        // The bootstrap partition, the schedule and the settle time.
+        let total = o.fault + o.time + o.settle;
+        assert!(total <= Duration::from_secs(165), "{total:?}");
+        let mut rng = fastrand::Rng::with_seed(1);
+        let scheduled: Vec<Nemesis> = Nemesis::ALL
+            .into_iter()
+            .filter(|n| !matches!(n, Nemesis::Membership | Nemesis::BootstrapPartition))
+            .collect();
+        let timing = jepsen_lite::nemesis::Timing { fault: o.fault, long_fault: o.long_fault, heal: o.heal };
+        let windows = jepsen_lite::nemesis::schedule(&scheduled, timing, o.time, &mut rng);
+        assert_eq!(windows.len(), scheduled.len(), "each once: {windows:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn all_names_every_nemesis_and_long_faults_are_set_apart() -> Result<(), String> {
+        let o = options(&["--nemesis", "all", "--long-fault-secs", "120"])?;
+        assert_eq!(o.nemeses, Nemesis::ALL.to_vec());
+        assert_eq!(o.long_fault, Duration::from_secs(120));
+        let e = options(&["--long-fault-secs", "0"]).expect_err("zero");
+        assert!(e.contains("--long-fault-secs"), "{e}");
+        Ok(())
     }
 }

@@ -36,13 +36,26 @@ pub enum Nemesis {
     Pause,
     /// A node joins, or the last one that joined leaves.
     Membership,
+    /// Two random halves; one drops the other's packets, not the reverse.
+    PartitionOneWay,
+    /// Two random halves for minutes (`--long-fault-secs`), not seconds.
+    PartitionLong,
+    /// Every node drops each packet from the other nodes at random.
+    PacketLoss,
+    /// A follower cut off while writes go on until the leader has purged
+    /// its log past it: at heal it must install a snapshot.
+    LaggingNode,
+    /// Every initial node `kill -9`ed at once, all restarted at heal.
+    KillAll,
+    /// The cluster forms while a partition is in place (at the start only).
+    BootstrapPartition,
     /// Every initial node `kill -9`ed at once and its disk's unsynced
     /// writes dropped (see [`crate::powerfs::model`]); all restarted at heal.
     PowerLoss,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 15] = [
         Nemesis::PartitionRandomHalves,
         Nemesis::PartitionMajoritiesRing,
         Nemesis::Bridge,
@@ -51,6 +64,12 @@ impl Nemesis {
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Membership,
+        Nemesis::PartitionOneWay,
+        Nemesis::PartitionLong,
+        Nemesis::PacketLoss,
+        Nemesis::LaggingNode,
+        Nemesis::KillAll,
+        Nemesis::BootstrapPartition,
         Nemesis::PowerLoss,
     ];
 
@@ -64,6 +83,12 @@ impl Nemesis {
             Nemesis::Kill => "kill",
             Nemesis::Pause => "pause",
             Nemesis::Membership => "membership",
+            Nemesis::PartitionOneWay => "partition-one-way",
+            Nemesis::PartitionLong => "partition-long",
+            Nemesis::PacketLoss => "packet-loss",
+            Nemesis::LaggingNode => "lagging-node",
+            Nemesis::KillAll => "kill-all",
+            Nemesis::BootstrapPartition => "bootstrap-partition",
             Nemesis::PowerLoss => "power-loss",
         }
     }
@@ -96,15 +121,26 @@ pub struct Window {
     pub heal: Duration,
 }
 
+/// How long windows last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a fault lasts.
+    pub fault: Duration,
+    /// How long a [`Nemesis::PartitionLong`] fault lasts.
+    pub long_fault: Duration,
+    /// How long the cluster then runs healed.
+    pub heal: Duration,
+}
+
 /// The windows of a run: `nemeses` cycled in a seeded order until `total`
 /// is used up (the last window is cut short to fit).
 pub fn schedule(
     nemeses: &[Nemesis],
-    fault: Duration,
-    heal: Duration,
+    timing: Timing,
     total: Duration,
     rng: &mut fastrand::Rng,
 ) -> Vec<Window> {
+    let Timing { heal, .. } = timing;
     let mut out = Vec::new();
     if nemeses.is_empty() {
         return out;
@@ -117,6 +153,7 @@ pub fn schedule(
             if used >= total {
                 break;
             }
+            let fault = if nemesis == Nemesis::PartitionLong { timing.long_fault } else { timing.fault };
             let fault = fault.min(total - used);
             let heal = heal.min(total - used - fault);
             used += fault + heal;
@@ -166,34 +203,75 @@ pub fn bridge(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
     g
 }
 
-/// A shuffled ring in which every node reaches itself and the
-/// `nodes.len() / 2` nearest nodes around it (a majority), and drops the
-/// rest: every node sees a majority, but the majorities differ.
+/// A shuffled ring in which every node reaches itself and a majority
+/// (`n / 2 + 1` nodes, itself included), and drops the rest, symmetrically:
+/// every node sees a majority, but the majorities differ.
+///
+/// A node must keep links to `d = n / 2` others. On the ring it keeps its
+/// `d / 2` nearest on each side; an odd `d` adds the opposite node when `n`
+/// is even (exactly `d` links) and one more on each side when `n` is odd
+/// (`d + 1`: an odd number of nodes with an odd degree each cannot exist).
+/// The views are arcs shorter than the ring (plus, for 6 nodes, the
+/// opposite node), so no two are the same.
+///
+/// With 3 nodes a majority is 2, and the ring would keep every link; the
+/// only shape is one cut link: two nodes see a different 2-node majority
+/// each and the third sees all 3 (so it is also a bridge). With 4 nodes it
+/// is the 4-cycle: each node drops only the opposite node and sees 3. With
+/// 1 or 2 nodes every node must see every node: nothing is dropped.
 pub fn majorities_ring(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
     let mut ring = nodes.to_vec();
     rng.shuffle(&mut ring);
     let n = ring.len();
-    let reach = n / 2; // self + reach nodes = a majority
+    if n < 3 {
+        return Grudge::new();
+    }
+    if n == 3 {
+        return components(&[vec![ring[0]], vec![ring[2]]]);
+    }
+    let links = n / 2;
+    let opposite = links % 2 == 1 && n.is_multiple_of(2);
+    let side = if links % 2 == 1 && !opposite { links / 2 + 1 } else { links / 2 };
     let mut g = Grudge::new();
     for (i, &node) in ring.iter().enumerate() {
         let mut friends = BTreeSet::from([node]);
-        for k in 1..=reach {
-            // Alternate sides: +1, -1, +2, -2, ...
-            let step = k.div_ceil(2);
-            let j = if k % 2 == 1 { (i + step) % n } else { (i + n - step) % n };
-            friends.insert(ring[j]);
+        for step in 1..=side {
+            friends.insert(ring[(i + step) % n]);
+            friends.insert(ring[(i + n - step) % n]);
+        }
+        if opposite {
+            friends.insert(ring[(i + n / 2) % n]);
         }
         let enemies: BTreeSet<usize> = ring.iter().copied().filter(|x| !friends.contains(x)).collect();
         if !enemies.is_empty() {
             g.insert(node, enemies);
         }
     }
-    // Make it symmetric: if a drops b, b drops a.
-    let pairs: Vec<(usize, usize)> = g.iter().flat_map(|(&a, es)| es.iter().map(move |&b| (a, b))).collect();
-    for (a, b) in pairs {
-        g.entry(b).or_default().insert(a);
-    }
     g
+}
+
+/// Two random halves, one of which (the seed decides which) drops every
+/// packet from the other, while the other drops nothing.
+pub fn one_way(nodes: &[usize], rng: &mut fastrand::Rng) -> Grudge {
+    let mut shuffled = nodes.to_vec();
+    rng.shuffle(&mut shuffled);
+    let (a, b) = shuffled.split_at(nodes.len() / 2);
+    let (deaf, heard) = if rng.bool() { (a, b) } else { (b, a) };
+    if heard.is_empty() {
+        return Grudge::new();
+    }
+    deaf.iter().map(|&n| (n, heard.iter().copied().collect())).collect()
+}
+
+/// The drop probability of a packet-loss window: 10 % to 30 %, in whole
+/// percents (a heavy loss that TCP still gets through, slowly).
+pub fn loss_probability(rng: &mut fastrand::Rng) -> f64 {
+    f64::from(rng.u8(10..=30)) / 100.0
+}
+
+/// Every ordered pair of distinct nodes: the links packet loss applies to.
+pub fn all_links(nodes: &[usize]) -> Grudge {
+    nodes.iter().map(|&n| (n, nodes.iter().copied().filter(|&o| o != n).collect())).collect()
 }
 
 /// `count` distinct random nodes of `nodes`.
@@ -238,17 +316,51 @@ mod tests {
         assert_eq!(sizes, BTreeSet::from([2, 3]), "{g:?}");
     }
 
+    /// Property: for every size from 3 to 9 and many seeds, every node
+    /// reaches a majority (itself included), something is dropped, grudges
+    /// are symmetric, and no two nodes see the same majority.
     #[test]
     fn every_node_of_the_majorities_ring_sees_a_different_majority() {
-        for seed in 0..20 {
-            let mut rng = fastrand::Rng::with_seed(seed);
-            let g = majorities_ring(&FIVE, &mut rng);
-            let views: BTreeSet<BTreeSet<usize>> = FIVE.iter().map(|&n| reach(&g, n, &FIVE)).collect();
-            for v in &views {
-                assert!(v.len() >= 3, "seed {seed}: a node sees a minority {v:?} in {g:?}");
+        for n in 3..=9usize {
+            let nodes: Vec<usize> = (1..=n).collect();
+            for seed in 0..50 {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let g = majorities_ring(&nodes, &mut rng);
+                assert!(!g.is_empty(), "{n} nodes, seed {seed}: nothing dropped");
+                for (&a, enemies) in &g {
+                    assert!(!enemies.contains(&a), "{n} nodes: n{a} drops itself in {g:?}");
+                    for &b in enemies {
+                        assert!(
+                            !hears(&g, b, a),
+                            "{n} nodes, seed {seed}: n{a} drops n{b} but not back: {g:?}"
+                        );
+                    }
+                }
+                let views: BTreeSet<BTreeSet<usize>> = nodes.iter().map(|&x| reach(&g, x, &nodes)).collect();
+                for &x in &nodes {
+                    let v = reach(&g, x, &nodes);
+                    assert!(
+                        v.contains(&x) && v.len() > n / 2,
+                        "{n} nodes, seed {seed}: n{x} sees {v:?} in {g:?}"
+                    );
+                }
+                assert_eq!(views.len(), n, "{n} nodes, seed {seed}: two nodes share a majority: {views:?}");
             }
-            assert_eq!(views.len(), 5, "seed {seed}: two nodes share a majority: {views:?}");
         }
+    }
+
+    #[test]
+    fn with_three_nodes_the_ring_cuts_one_link_and_with_four_it_is_a_square() {
+        let g = majorities_ring(&[1, 2, 3], &mut fastrand::Rng::with_seed(1));
+        let sizes: Vec<usize> = [1, 2, 3].iter().map(|&x| reach(&g, x, &[1, 2, 3]).len()).collect();
+        assert_eq!(sizes.iter().filter(|&&s| s == 2).count(), 2, "{g:?}");
+        assert_eq!(sizes.iter().filter(|&&s| s == 3).count(), 1, "{g:?}");
+        let four = [1, 2, 3, 4];
+        let g = majorities_ring(&four, &mut fastrand::Rng::with_seed(1));
+        for x in four {
+            assert_eq!(g.get(&x).map(BTreeSet::len), Some(1), "each node drops one (the opposite): {g:?}");
+        }
+        assert!(majorities_ring(&[1, 2], &mut fastrand::Rng::with_seed(1)).is_empty());
     }
 
     #[test]
@@ -271,15 +383,50 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_windows_fit_the_run() {
         let all = Nemesis::ALL;
-        let (f, h, t) = (Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(200));
-        let a = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(42));
-        let b = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(42));
-        let c = schedule(&all, f, h, t, &mut fastrand::Rng::with_seed(43));
+        let timing = Timing {
+            fault: Duration::from_secs(10),
+            long_fault: Duration::from_secs(40),
+            heal: Duration::from_secs(5),
+        };
+        let t = Duration::from_secs(400);
+        let a = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(42));
+        let b = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(42));
+        let c = schedule(&all, timing, t, &mut fastrand::Rng::with_seed(43));
         assert_eq!(a, b);
         assert_ne!(a, c);
         let total: Duration = a.iter().map(|w| w.fault + w.heal).sum();
         assert_eq!(total, t);
-        let first: BTreeSet<Nemesis> = a.iter().take(all.len()).map(|w| w.nemesis).collect();
-        assert_eq!(first.len(), all.len(), "every nemesis runs once before any runs twice");
+        let n = all.len();
+        let first: BTreeSet<Nemesis> = a.iter().take(n).map(|w| w.nemesis).collect();
+        assert_eq!(first.len(), n, "every nemesis runs once before any runs twice");
+        for w in a.iter().take(n) {
+            let expected = if w.nemesis == Nemesis::PartitionLong { timing.long_fault } else { timing.fault };
+            assert_eq!(w.fault, expected, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn a_one_way_partition_drops_one_direction_only() {
+        for seed in 0..20 {
+            let g = one_way(&FIVE, &mut fastrand::Rng::with_seed(seed));
+            let pairs: Vec<(usize, usize)> =
+                g.iter().flat_map(|(&a, es)| es.iter().map(move |&b| (a, b))).collect();
+            assert!(pairs.len() == 6, "seed {seed}: 2 × 3 one-way links: {g:?}");
+            for (a, b) in pairs {
+                assert!(!hears(&g, a, b) && hears(&g, b, a), "seed {seed}: {a} and {b} in {g:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn packet_loss_covers_every_link_at_10_to_30_percent() {
+        let links = all_links(&[1, 2, 3]);
+        assert_eq!(links.values().map(BTreeSet::len).sum::<usize>(), 6);
+        assert!(!links[&2].contains(&2));
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..100 {
+            let p = loss_probability(&mut rng);
+            assert!((0.1..=0.3).contains(&p), "{p}");
+        }
     }
 }

@@ -5,8 +5,10 @@
 //! network is never touched.
 //!
 //! Faults are iptables rules inside the node namespaces: a *grudge* maps each
-//! node to the nodes whose packets it drops (`INPUT -s IP -j DROP`); healing
-//! flushes them.
+//! node to the nodes whose packets it drops (`INPUT -s IP -j DROP`), and
+//! packet loss drops them at random (`-m statistic --mode random
+//! --probability P`; `tc netem` is not in every kernel); healing flushes
+//! them.
 //!
 //! Names carry the suite's PID (`fjl<pid>-br`, `fjl<pid>-n3`) so a later run
 //! can tell a crashed run's leftovers (PID gone) from a live run and remove
@@ -188,6 +190,21 @@ impl Net {
         Ok(())
     }
 
+    /// Installs random packet loss (after clearing earlier rules): node `a`
+    /// drops each packet from each node in `links[a]` with probability `p`.
+    pub fn lossy(&self, links: &Grudge, p: f64) -> Result<()> {
+        self.heal()?;
+        for (&node, froms) in links {
+            for &from in froms {
+                let rule = loss_rule(from, p)?;
+                let mut args = vec!["iptables"];
+                args.extend(rule.iter().map(String::as_str));
+                in_ns(&self.ns(node), &args)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every fault rule.
     pub fn heal(&self) -> Result<()> {
         for i in &self.nodes {
@@ -211,9 +228,32 @@ impl Drop for Net {
     }
 }
 
+/// The iptables arguments that drop each packet from node `from` with
+/// probability `p` (0 < p < 1).
+pub fn loss_rule(from: usize, p: f64) -> Result<Vec<String>> {
+    if !(p > 0.0 && p < 1.0) {
+        bail!("packet loss probability must be between 0 and 1 (exclusive), got {p}");
+    }
+    Ok(["-A", "INPUT", "-s", &ip(from).to_string(), "-m", "statistic", "--mode", "random", "--probability"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .chain([format!("{p:.2}"), "-j".into(), "DROP".into()])
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_rules_use_the_statistic_match() -> Result<()> {
+        assert_eq!(
+            loss_rule(2, 0.2)?.join(" "),
+            "-A INPUT -s 10.213.7.2 -m statistic --mode random --probability 0.20 -j DROP"
+        );
+        assert!(loss_rule(2, 1.0).is_err() && loss_rule(2, 0.0).is_err() && loss_rule(2, f64::NAN).is_err());
+        Ok(())
+    }
 
     #[test]
     fn names_carry_the_owner_pid() {
@@ -263,6 +303,17 @@ mod root_tests {
         net.partition(&Grudge::from([(1, BTreeSet::from([2]))]))?;
         assert!(!connect(n2.clone())?, "n1 drops n2");
         assert!(connect(br.clone())?, "the suite still reaches n1");
+        net.heal()?;
+        assert!(connect(n2.clone())?, "healed");
+        net.lossy(&Grudge::from([(1, BTreeSet::from([2]))]), 0.25)?;
+        let rules =
+            Command::new("ip").args(["netns", "exec", &net.ns(1), "iptables", "-S", "INPUT"]).output()?;
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(
+            rules.contains("-s 10.213.7.2/32 -m statistic --mode random --probability 0.25")
+                && rules.contains("DROP"),
+            "{rules}"
+        );
         net.heal()?;
         assert!(connect(n2)?, "healed");
         drop(listener);

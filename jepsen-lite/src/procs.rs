@@ -35,6 +35,9 @@ pub struct NodeSpec {
     /// Extra environment: `RUST_LOG` (`info` when absent) and the fault
     /// switch `FERRYD_UNSAFE_FAULT`.
     pub env: Vec<(String, String)>,
+    /// A configuration file every node reads first (`--config`; the flags
+    /// override it), e.g. a small `[cluster] snapshot_logs`.
+    pub config: Option<PathBuf>,
 }
 
 /// One node's process and how it was started.
@@ -72,9 +75,11 @@ impl Procs {
         let data = NodeSpec::data_dir(&spec.dir, i);
         let seeds: Vec<String> = spec.seeds.iter().map(|&s| net::ip(s).to_string()).collect();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &net.ns(i)])
-            .arg(&spec.ferryd)
-            .args(["--name", &format!("n{i}"), "--bind", &net::ip(i).to_string()])
+        cmd.args(["netns", "exec", &net.ns(i)]).arg(&spec.ferryd);
+        if let Some(config) = &spec.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(["--name", &format!("n{i}"), "--bind", &net::ip(i).to_string()])
             .arg("--data-dir")
             .arg(&data)
             .args(["--gossip-profile", "fast", "--join", &seeds.join(",")]);

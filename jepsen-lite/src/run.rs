@@ -5,7 +5,8 @@
 //!    ([`crate::net`]) and move the suite into the bridge namespace. With
 //!    `power-loss`, mount the nodes' data dirs on powerfs ([`crate::powerfs`]).
 //! 2. Start an echo backend and a `ferryd` in every node namespace; the
-//!    nodes form the cluster by gossip (`--bootstrap-expect N`).
+//!    nodes form the cluster by gossip (`--bootstrap-expect N`), under a
+//!    partition at first with `bootstrap-partition` ([`nemeses`]).
 //! 3. Create the workloads' routes, start the samplers, the clients and the
 //!    nemesis, which follows the seeded schedule of fault and heal windows.
 //! 4. At the end: heal everything, let the cluster settle while traffic and
@@ -25,13 +26,15 @@ use anyhow::{Context, Result, bail};
 use ferry_client::http::WriteOpts;
 
 use crate::checker::CheckConfig;
-use crate::history::{Op, RunClock};
-use crate::nemesis::{self, Nemesis, Window};
+use crate::history::{Event, Op, RunClock};
+use crate::nemesis::{self, Nemesis, Timing, Window};
 use crate::net::{self, Net};
 use crate::powerfs::{self, disks::Disks};
 use crate::procs::{NodeSpec, Procs};
 use crate::run_dir::{Checked, RunDir};
-use crate::workload::{self, BACKEND_PORT, Ctx, Recorder, Stop, register, sampler, set, traffic};
+use crate::workload::{self, BACKEND_PORT, Ctx, Joined, Recorder, Stop, register, sampler, set, traffic};
+
+mod nemeses;
 
 /// Process ids: clients of each workload from their base, the samplers and
 /// the nemesis above them.
@@ -72,6 +75,8 @@ pub struct TestOptions {
     /// Length of the faulty part of the run.
     pub time: Duration,
     pub fault: Duration,
+    /// How long a `partition-long` fault lasts.
+    pub long_fault: Duration,
     pub heal: Duration,
     /// Healed time at the end, before the final reads.
     pub settle: Duration,
@@ -150,6 +155,7 @@ fn check_config(opts: &TestOptions) -> CheckConfig {
     c.convergence.nodes = (1..=opts.nodes).map(workload::name).collect();
     // A restarted node needs a moment before its route listens again.
     c.availability.settle_ms = 5_000;
+    c.catch_up.nodes = c.convergence.nodes.clone();
     c
 }
 
@@ -176,15 +182,21 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
             .map(|f| ("FERRYD_UNSAFE_FAULT".to_string(), f.clone()))
             .chain([("RUST_LOG".to_string(), opts.ferryd_log.clone())])
             .collect(),
+        config: nemeses::node_config(opts)?,
     };
+    let joined = Joined::default();
 
     let result = async {
+        let bootstrap = nemeses::BootstrapPartition::start(opts, &rec, NEMESIS, &net)?;
         {
             let net = net.lock().map_err(|_| anyhow::anyhow!("network lock poisoned"))?;
             for &i in &initial {
                 backends.start(&net, i)?;
                 lock(&procs)?.start(&net, &spec, i, true)?;
             }
+        }
+        if let Some(b) = bootstrap {
+            b.heal(&rec, &net).await?;
         }
         println!("jepsen-lite: waiting for the cluster to form");
         wait_formed(&initial).await.map_err(|e| with_logs(e, &procs, &spec, &initial))?;
@@ -196,6 +208,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
             rec: rec.clone(),
             stop: stop.clone(),
             nodes: initial.clone(),
+            joined: joined.clone(),
             timeout: Duration::from_secs(3),
         };
         let sampler_stop = Stop::default();
@@ -244,11 +257,18 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
         // Membership changes run in their own nemesis process, beside the
         // other faults (nodes join and leave while partitions, kills and
         // pauses go on).
-        let faults: Vec<Nemesis> = opts.nemeses.iter().copied().filter(|n| *n != Nemesis::Membership).collect();
+        // The bootstrap partition ran before the cluster formed.
+        let faults: Vec<Nemesis> = opts
+            .nemeses
+            .iter()
+            .copied()
+            .filter(|n| !matches!(n, Nemesis::Membership | Nemesis::BootstrapPartition))
+            .collect();
         let membership = opts.nemeses.contains(&Nemesis::Membership);
-        let windows = nemesis::schedule(&faults, opts.fault, opts.heal, opts.time, &mut rng);
+        let timing = Timing { fault: opts.fault, long_fault: opts.long_fault, heal: opts.heal };
+        let windows = nemesis::schedule(&faults, timing, opts.time, &mut rng);
         let member_windows = if membership {
-            nemesis::schedule(&[Nemesis::Membership], opts.fault, opts.heal, opts.time, &mut rng)
+            nemesis::schedule(&[Nemesis::Membership], timing, opts.time, &mut rng)
         } else {
             Vec::new()
         };
@@ -265,6 +285,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
                 rng,
                 next_extra,
                 stop: &stop,
+                ctx: &ctx,
             };
             let mut n = runner(NEMESIS, rng, 0);
             let mut m = runner(MEMBERSHIP_NEMESIS, member_rng, opts.nodes + 1);
@@ -472,6 +493,8 @@ struct NemesisRunner<'a> {
     rng: fastrand::Rng,
     next_extra: usize,
     stop: &'a Stop,
+    /// The clients' context: joined nodes are added to its pool.
+    ctx: &'a Ctx,
 }
 
 /// What a fault window did, to undo at its end.
@@ -482,6 +505,8 @@ enum Applied {
     /// A node that joined; `true`: it leaves at heal, `false`: it is
     /// killed and removed by force.
     Joined(usize, bool),
+    /// A node isolated until the leader purged its log past it.
+    Lagging(nemeses::Lag),
     Nothing,
 }
 
@@ -495,10 +520,16 @@ impl NemesisRunner<'_> {
                 return Ok(());
             }
             let (description, applied) = self.start(w.nemesis).await;
-            tokio::time::sleep(w.fault).await;
+            self.during(&applied, w.fault).await;
+            let lagging = match &applied {
+                Applied::Lagging(lag) => Some(lag.clone()),
+                _ => None,
+            };
             self.end(&description, applied).await;
-            if k + 1 < windows.len() {
-                tokio::time::sleep(w.heal).await;
+            let heal = if k + 1 < windows.len() { w.heal } else { Duration::ZERO };
+            match lagging {
+                Some(lag) => self.lag_healed(&lag, heal).await,
+                None => tokio::time::sleep(heal).await,
             }
         }
         Ok(())
@@ -506,8 +537,14 @@ impl NemesisRunner<'_> {
 
     /// Records and applies the start of a fault; returns what to undo.
     async fn start(&mut self, nemesis: Nemesis) -> (String, Applied) {
-        let nodes = self.initial.to_vec();
-        let minority = (nodes.len() - 1) / 2;
+        // The window opens before the fault is applied (a kill of five
+        // nodes takes a while): what fails from here on is in it.
+        let invoked = self.rec.now();
+        let initial = self.initial.to_vec();
+        let minority = (initial.len() - 1) / 2;
+        // Partitions also cut the joined nodes clients use.
+        let mut nodes = initial.clone();
+        nodes.extend(self.ctx.joined.list());
         let (description, plan): (String, Result<Applied>) = match nemesis {
             Nemesis::PartitionRandomHalves => {
                 let g = nemesis::random_halves(&nodes, &mut self.rng);
@@ -522,26 +559,26 @@ impl NemesisRunner<'_> {
                 (format!("{nemesis} {}", grudge_text(&g)), self.partition(&g))
             }
             Nemesis::PartitionRandomNode => {
-                let victim = nemesis::pick(&nodes, 1, &mut self.rng)[0];
+                let victim = nemesis::pick(&initial, 1, &mut self.rng)[0];
                 let g = nemesis::isolate(victim, &nodes);
-                (format!("{nemesis} n{victim}"), self.partition(&g))
+                (format!("{nemesis} n{victim} {}", grudge_text(&g)), self.partition(&g))
             }
             Nemesis::IsolateLeader => {
-                let fallback = nemesis::pick(&nodes, 1, &mut self.rng)[0];
-                let (leader, how) = match find_leader(&nodes).await {
+                let fallback = nemesis::pick(&initial, 1, &mut self.rng)[0];
+                let (leader, how) = match find_leader(&initial).await {
                     Some(l) => (l, "leader"),
                     None => (fallback, "no leader found; random node"),
                 };
                 let g = nemesis::isolate(leader, &nodes);
-                (format!("{nemesis} n{leader} ({how})"), self.partition(&g))
+                (format!("{nemesis} n{leader} ({how}) {}", grudge_text(&g)), self.partition(&g))
             }
             Nemesis::Kill => {
-                let victims = nemesis::pick(&nodes, minority.max(1), &mut self.rng);
+                let victims = nemesis::pick(&initial, minority.max(1), &mut self.rng);
                 let r = self.each(&victims, |p, i| p.kill9(i)).map(|()| Applied::Killed(victims.clone()));
                 (format!("{nemesis} {}", names(&victims)), r)
             }
             Nemesis::Pause => {
-                let victims = nemesis::pick(&nodes, minority.max(1), &mut self.rng);
+                let victims = nemesis::pick(&initial, minority.max(1), &mut self.rng);
                 let r = self.each(&victims, |p, i| p.pause(i)).map(|()| Applied::Paused);
                 (format!("{nemesis} {}", names(&victims)), r)
             }
@@ -554,18 +591,40 @@ impl NemesisRunner<'_> {
                 let how = if graceful { "then leave" } else { "then kill and force-remove" };
                 (format!("{nemesis} join n{i}, {how}"), self.join(i, graceful))
             }
+            Nemesis::PartitionOneWay => {
+                let g = nemesis::one_way(&nodes, &mut self.rng);
+                (format!("{nemesis} {}", grudge_text(&g)), self.partition(&g))
+            }
+            Nemesis::PartitionLong => {
+                let g = nemesis::random_halves(&nodes, &mut self.rng);
+                (format!("{nemesis} {}", grudge_text(&g)), self.partition(&g))
+            }
+            Nemesis::PacketLoss => {
+                let p = nemesis::loss_probability(&mut self.rng);
+                let r = lock(self.net).and_then(|n| n.lossy(&nemesis::all_links(&nodes), p));
+                (format!("{nemesis} loss={p:.2} {}", names(&nodes)), r.map(|()| Applied::Partition))
+            }
+            Nemesis::KillAll => {
+                let running = lock(self.procs).map(|mut p| p.running()).unwrap_or_default();
+                let victims: Vec<usize> = initial.iter().copied().filter(|i| running.contains(i)).collect();
+                let r = self.each(&victims, |p, i| p.kill9(i)).map(|()| Applied::Killed(victims.clone()));
+                (format!("{nemesis} {}", names(&victims)), r)
+            }
+            Nemesis::LaggingNode => self.lag(&initial, &nodes).await,
+            // Applied at the start only (see `nemeses::BootstrapPartition`).
+            Nemesis::BootstrapPartition => (format!("{nemesis} (only at bootstrap)"), Ok(Applied::Nothing)),
             Nemesis::PowerLoss => {
                 let lead = Duration::from_millis(self.rng.u64(powerfs::cut::LEAD_MS));
                 let r = match self.disks {
-                    Some(d) => powerfs::cut::cut_power(self.procs, d, &nodes, lead)
+                    Some(d) => powerfs::cut::cut_power(self.procs, d, &initial, lead)
                         .await
-                        .map(|()| Applied::Killed(nodes.clone())),
+                        .map(|()| Applied::Killed(initial.clone())),
                     None => Err(anyhow::anyhow!("no powerfs disks were mounted")),
                 };
-                (format!("{nemesis} {} (cut {} ms into the window)", names(&nodes), lead.as_millis()), r)
+                (format!("{nemesis} {} (cut {} ms into the window)", names(&initial), lead.as_millis()), r)
             }
         };
-        self.rec.invoke(self.process, "nemesis", Op::Start(description.clone()));
+        self.rec.record(&Event::invoke(self.process, "nemesis", Op::Start(description.clone()), invoked));
         match plan {
             Ok(applied) => {
                 self.rec.ok(self.process, "nemesis", Op::Start(description.clone()));
@@ -585,11 +644,21 @@ impl NemesisRunner<'_> {
         let op = Op::Stop(description.to_string());
         self.rec.invoke(self.process, "nemesis", op.clone());
         let result = match applied {
-            Applied::Partition => self.heal_partition(),
+            Applied::Partition | Applied::Lagging(_) => self.heal_partition(),
             Applied::Killed(victims) => self.restart(&victims),
             Applied::Paused => lock(self.procs).and_then(|mut p| p.resume_all()),
-            Applied::Joined(i, true) => self.leave(i).await,
-            Applied::Joined(i, false) => self.force_remove(i).await,
+            Applied::Joined(i, true) => match self.leave_joined(i).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // A partition may keep it from leaving: remove it as a dead node.
+                    println!("jepsen-lite: {e:#}; removing n{i} by force");
+                    self.force_remove(i).await
+                }
+            },
+            Applied::Joined(i, false) => {
+                self.ctx.joined.remove(i);
+                self.force_remove(i).await
+            }
             Applied::Nothing => Ok(()),
         };
         match result {
@@ -652,7 +721,12 @@ impl NemesisRunner<'_> {
     /// API, retrying while gossip still holds it alive (409) or no initial
     /// node answers, for up to 15 s.
     async fn force_remove(&self, i: usize) -> Result<()> {
-        lock(self.procs)?.kill9(i)?;
+        {
+            let mut p = lock(self.procs)?;
+            if p.is_running(i) {
+                p.kill9(i)?;
+            }
+        }
         let name = workload::name(i);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut last = String::from("no initial node answered");
@@ -675,6 +749,12 @@ impl NemesisRunner<'_> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         bail!("could not remove {name}: {last}")
+    }
+
+    /// Takes joined node `i` out of the clients' pool, then asks it to leave.
+    async fn leave_joined(&self, i: usize) -> Result<()> {
+        self.ctx.joined.remove(i);
+        self.leave(i).await
     }
 
     /// Asks node `i` to leave; kills it if it has not exited in 10 s.

@@ -38,9 +38,19 @@ fn a_valid_run_exits_0_and_writes_its_results() -> Result<()> {
     assert!(stdout.contains("\nVALID\n"), "{stdout}");
     let r = results(dir.path())?;
     assert_eq!(r["valid"], true);
-    for name in ["linearizable", "lost_writes", "leaders", "convergence", "availability"] {
+    for name in [
+        "linearizable",
+        "lost_writes",
+        "leaders",
+        "convergence",
+        "availability",
+        "static_stability",
+        "catch_up",
+    ] {
         assert_eq!(r["checkers"][name]["valid"], true, "{name}: {}", r["checkers"][name]);
     }
+    // checker.json was read: 10 of 11 connections during the partition pass 0.9.
+    assert_eq!(r["checkers"]["static_stability"]["min_success"], 0.9);
     // checker.json was read: the bound is 1 s, not the default 10 s.
     assert_eq!(r["checkers"]["convergence"]["bound_ms"], 1000);
     let summary = std::fs::read_to_string(dir.path().join("summary.txt"))?;
@@ -58,13 +68,16 @@ fn an_invalid_run_exits_1_and_names_the_violated_checkers() -> Result<()> {
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let r = results(dir.path())?;
     assert_eq!(r["valid"], false);
-    for name in ["linearizable", "lost_writes", "leaders", "convergence", "availability"] {
+    for name in ["linearizable", "lost_writes", "leaders", "convergence", "availability", "static_stability"]
+    {
         assert_eq!(r["checkers"][name]["valid"], false, "{name}: {}", r["checkers"][name]);
     }
     assert_eq!(r["checkers"]["linearizable"]["violation"]["op"], 43, "the stale read");
     assert_eq!(r["checkers"]["lost_writes"]["lost"], serde_json::json!([4]));
     assert!(
-        stdout.contains("INVALID: linearizable, lost_writes, leaders, convergence, availability"),
+        stdout.contains(
+            "INVALID: linearizable, lost_writes, leaders, convergence, availability, static_stability"
+        ),
         "{stdout}"
     );
     Ok(())

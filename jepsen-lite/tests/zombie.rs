@@ -86,6 +86,7 @@ fn scripted(fault: Option<&str>) -> Result<Seen> {
         bootstrap_expect: 3,
         seeds: vec![1, 2, 3],
         env,
+        config: None,
     };
     let mut procs = Procs::default();
     for i in 1..=3 {

@@ -1,6 +1,8 @@
 //! Traffic availability: new connections through the nodes' route ports.
 //!
 //! **Property.** Each `connect` is placed in a phase by its invocation time:
+//! - `down`: a fault in effect took the connection's node down (killed,
+//!   paused, powered off: [`crate::fault_shape`]), so it fails by design;
 //! - `during`: some fault is in effect ([`crate::faults`]);
 //! - `settling`: no fault is in effect, but one was healed less than
 //!   [`Config::settle_ms`] before;
@@ -10,7 +12,8 @@
 //! An `ok` connect succeeded (the echoed bytes were verified); `fail` and
 //! `info` (a timeout) failed. The success rate of `during` must be at least
 //! [`Config::min_success_during`] and that of `healthy` at least
-//! [`Config::min_success_healthy`]. `settling` is reported, not judged. A
+//! [`Config::min_success_healthy`]. `down` and `settling` are reported, not
+//! judged. A
 //! phase without connections is not judged; when neither is, the verdict is
 //! unknown.
 
@@ -19,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Report, Validity};
+use crate::fault_shape::FaultShape;
 use crate::faults::fault_windows;
 use crate::history::Workload;
 use crate::operation::{History, Outcome};
@@ -100,6 +104,8 @@ impl Phase {
 #[derive(Debug, Clone, Serialize)]
 pub struct AvailabilityReport {
     pub valid: Validity,
+    /// Through a node a fault took down.
+    pub down: Phase,
     pub during: Phase,
     pub settling: Phase,
     pub healthy: Phase,
@@ -111,19 +117,33 @@ impl Report for AvailabilityReport {
     }
 
     fn summary(&self) -> String {
-        [self.during.line("during faults"), self.settling.line("settling"), self.healthy.line("healthy")]
-            .join("\n")
+        [
+            self.down.line("through nodes down"),
+            self.during.line("during faults"),
+            self.settling.line("settling"),
+            self.healthy.line("healthy"),
+        ]
+        .join("\n")
     }
 }
 
 /// Checks the traffic workload of `history`.
 pub fn check(history: &History, config: &Config) -> AvailabilityReport {
     let windows = fault_windows(history);
+    let down_nodes: Vec<FaultShape> = windows.iter().map(|w| FaultShape::parse(&w.description)).collect();
     let settle = config.settle_ms.saturating_mul(1_000_000);
     let (mut during, mut settling, mut healthy) = (Phase::default(), Phase::default(), Phase::default());
+    let mut down = Phase::default();
     for op in history.ops_of(Workload::Traffic) {
         let t = op.invoke_ns;
-        let phase = if windows.iter().any(|w| w.contains(t)) {
+        let node = op.node.strip_prefix('n').and_then(|n| n.parse::<usize>().ok());
+        let is_down = windows
+            .iter()
+            .zip(&down_nodes)
+            .any(|(w, shape)| w.contains(t) && node.is_some_and(|n| shape.down.contains(&n)));
+        let phase = if is_down {
+            &mut down
+        } else if windows.iter().any(|w| w.contains(t)) {
             &mut during
         } else if windows.iter().any(|w| w.end_ns.is_some_and(|end| t > end && t - end < settle)) {
             &mut settling
@@ -132,6 +152,7 @@ pub fn check(history: &History, config: &Config) -> AvailabilityReport {
         };
         phase.record(op.outcome, op.error.as_deref());
     }
+    down.finish(None);
     let verdicts = [
         during.finish(Some(config.min_success_during)),
         settling.finish(None),
@@ -144,7 +165,7 @@ pub fn check(history: &History, config: &Config) -> AvailabilityReport {
     } else {
         Validity::Unknown
     };
-    AvailabilityReport { valid, during, settling, healthy }
+    AvailabilityReport { valid, down, during, settling, healthy }
 }
 
 #[cfg(test)]
@@ -155,13 +176,19 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    /// A fault from 100 to 200 ms; connects `(time ms, ok)` one ms long.
+    /// n1 cut off from 100 to 200 ms; connects through n1 `(time ms, ok)`
+    /// one ms long.
     fn history(connects: &[(u64, bool)]) -> Result<History, PairingError> {
+        history_with("partition-random-node n1 n1x[n2] n2x[n1]", connects)
+    }
+
+    /// Fault `start` from 100 to 200 ms, and the connects through n1.
+    fn history_with(start: &str, connects: &[(u64, bool)]) -> Result<History, PairingError> {
         let mut events = vec![
-            Event::invoke(99, "nemesis", Op::Start("kill n1".into()), 100 * MS),
-            Event::ok(99, "nemesis", Op::Start("kill n1".into()), 101 * MS),
-            Event::invoke(99, "nemesis", Op::Stop("restart n1".into()), 199 * MS),
-            Event::ok(99, "nemesis", Op::Stop("restart n1".into()), 200 * MS),
+            Event::invoke(99, "nemesis", Op::Start(start.into()), 100 * MS),
+            Event::ok(99, "nemesis", Op::Start(start.into()), 101 * MS),
+            Event::invoke(99, "nemesis", Op::Stop("heal".into()), 199 * MS),
+            Event::ok(99, "nemesis", Op::Stop("heal".into()), 200 * MS),
         ];
         for &(ms, ok) in connects {
             events.push(Event::invoke(0, "n1", Op::Connect(None), ms * MS));
@@ -209,6 +236,18 @@ mod tests {
         let r = check(&history(&c)?, &config());
         assert_eq!(r.valid, Validity::Invalid, "{}", r.summary());
         assert_eq!(r.healthy.success_rate, Some(0.8));
+        Ok(())
+    }
+
+    /// The fault of `history` kills n1: its failures are its own phase,
+    /// reported but not judged; n2's still count.
+    #[test]
+    fn connections_through_a_node_down_are_not_judged() -> Result<(), PairingError> {
+        let c = [(110, false), (120, false), (130, false), (300, true)];
+        let r = check(&history_with("kill n1", &c)?, &config());
+        assert_eq!(r.valid, Validity::Valid, "{}", r.summary());
+        assert_eq!((r.down.attempts, r.during.attempts), (3, 0));
+        assert!(r.summary().contains("through nodes down: 0/3 ok = 0.000 (not judged)"), "{}", r.summary());
         Ok(())
     }
 

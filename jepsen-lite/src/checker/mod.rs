@@ -11,15 +11,19 @@
 //! | [`leaders`] | `status` | at most one leader per term |
 //! | [`convergence`] | `status` | after the last heal, every node reaches the same applied index and table |
 //! | [`availability`] | `connect` | new connections succeed during faults and after heal, above thresholds |
+//! | [`static_stability`] | `connect` | during faults, connections through every live node succeed (≥ 99.9 %) |
+//! | [`catch_up`] | `status` | what was applied during a fault reaches every node within a bound of its heal |
 
 pub mod availability;
 pub mod bounded_indeterminacy;
+pub mod catch_up;
 pub mod convergence;
 pub mod idempotency;
 pub mod leaders;
 pub mod linearizable;
 pub mod lost_writes;
 pub mod stale_reads;
+pub mod static_stability;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -103,6 +107,8 @@ pub struct CheckConfig {
     pub leaders: leaders::Config,
     pub convergence: convergence::Config,
     pub availability: availability::Config,
+    pub static_stability: static_stability::Config,
+    pub catch_up: catch_up::Config,
 }
 
 /// Runs every checker that applies to the operations in `history`, in a fixed order.
@@ -127,10 +133,13 @@ pub fn check_all(history: &History, config: &CheckConfig) -> Vec<CheckerResult> 
         results.push(CheckerResult::new(leaders::NAME, &leaders::check(history, &config.leaders)));
         let report = convergence::check(history, &config.convergence);
         results.push(CheckerResult::new(convergence::NAME, &report));
+        results.push(CheckerResult::new(catch_up::NAME, &catch_up::check(history, &config.catch_up)));
     }
     if history.has(Workload::Traffic) {
         let report = availability::check(history, &config.availability);
         results.push(CheckerResult::new(availability::NAME, &report));
+        let report = static_stability::check(history, &config.static_stability);
+        results.push(CheckerResult::new(static_stability::NAME, &report));
     }
     results
 }

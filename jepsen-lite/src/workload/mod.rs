@@ -101,6 +101,34 @@ impl Recorder {
     }
 }
 
+/// Nodes that joined during the run and serve clients while they are
+/// members (the membership nemesis adds and removes them).
+#[derive(Debug, Clone, Default)]
+pub struct Joined(Arc<std::sync::RwLock<Vec<usize>>>);
+
+impl Joined {
+    /// Clients may use node `i` from now on.
+    pub fn add(&self, i: usize) {
+        if let Ok(mut v) = self.0.write()
+            && !v.contains(&i)
+        {
+            v.push(i);
+        }
+    }
+
+    /// Clients stop picking node `i` (operations already sent go on).
+    pub fn remove(&self, i: usize) {
+        if let Ok(mut v) = self.0.write() {
+            v.retain(|&n| n != i);
+        }
+    }
+
+    /// The joined nodes clients use now.
+    pub fn list(&self) -> Vec<usize> {
+        self.0.read().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
 /// What every client process shares.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -108,6 +136,8 @@ pub struct Ctx {
     pub stop: Stop,
     /// The nodes clients talk to (1-based indexes).
     pub nodes: Vec<usize>,
+    /// Nodes that joined later, used as well while they are members.
+    pub joined: Joined,
     pub timeout: Duration,
 }
 
@@ -132,13 +162,22 @@ impl Ctx {
         admin(node).with_timeout(self.timeout)
     }
 
+    /// The nodes clients may use now: the initial ones and the joined members.
+    fn pool(&self) -> Vec<usize> {
+        let mut all = self.nodes.clone();
+        all.extend(self.joined.list());
+        all
+    }
+
     pub(crate) fn pick(&self, rng: &mut fastrand::Rng) -> usize {
-        self.nodes[rng.usize(..self.nodes.len())]
+        let joined = self.joined.list();
+        let k = rng.usize(..self.nodes.len() + joined.len());
+        self.nodes.get(k).copied().unwrap_or_else(|| joined[k - self.nodes.len()])
     }
 
     /// Another node than `node` when there is one (where a retry goes).
     pub(crate) fn pick_other(&self, rng: &mut fastrand::Rng, node: usize) -> usize {
-        let others: Vec<usize> = self.nodes.iter().copied().filter(|&n| n != node).collect();
+        let others: Vec<usize> = self.pool().into_iter().filter(|&n| n != node).collect();
         if others.is_empty() { node } else { others[rng.usize(..others.len())] }
     }
 }
@@ -179,4 +218,35 @@ pub(crate) fn route(name: &str, port: u16, backends: &[(&str, u16, u32)]) -> Rou
         .collect();
     let spec = serde_json::json!({"name": name, "listen": format!(":{port}"), "balance": "round_robin", "backends": backends});
     serde_json::from_value(spec).unwrap_or_else(|e| panic!("built-in route {name} is invalid: {e}"))
+}
+
+#[cfg(test)]
+mod joined_tests {
+    use super::*;
+
+    /// Clients picked only the initial nodes: a node that joined never
+    /// served them.
+    #[test]
+    fn clients_pick_joined_nodes_while_they_are_in_the_pool() -> std::io::Result<()> {
+        let file = tempfile::tempfile()?;
+        let ctx = Ctx {
+            rec: Recorder::new(Arc::new(RunClock::start()), file),
+            stop: Stop::default(),
+            nodes: vec![1, 2, 3],
+            joined: Joined::default(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut rng = fastrand::Rng::with_seed(5);
+        let picks = |rng: &mut fastrand::Rng| {
+            (0..200).map(|_| ctx.pick(rng)).collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(picks(&mut rng), [1, 2, 3].into());
+        ctx.joined.add(6);
+        ctx.joined.add(6);
+        assert_eq!(ctx.joined.list(), vec![6]);
+        assert_eq!(picks(&mut rng), [1, 2, 3, 6].into());
+        ctx.joined.remove(6);
+        assert_eq!(picks(&mut rng), [1, 2, 3].into());
+        Ok(())
+    }
 }

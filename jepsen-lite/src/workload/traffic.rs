@@ -53,7 +53,7 @@ pub async fn traffic(ctx: Ctx, process: u32, seed: u64) {
 
 /// Connects, reads the greeting, sends `payload` and checks the echo;
 /// returns the bytes verified.
-async fn echo(addr: SocketAddr, payload: &str) -> Result<u64, String> {
+pub async fn echo(addr: SocketAddr, payload: &str) -> Result<u64, String> {
     let s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let (r, mut w) = s.into_split();
     let mut lines = BufReader::new(r).lines();

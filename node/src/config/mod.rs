@@ -106,8 +106,9 @@ pub struct GossipSection {
     /// `[cluster] addr`, port 7946.
     #[serde(default)]
     pub addr: Option<SocketAddr>,
-    /// Members to join: `HOST` or `HOST:PORT` (port 7946 by default), tried
-    /// with backoff until one answers.
+    /// Members to join: `HOST` or `HOST:PORT` (port 7946 by default),
+    /// announced to with backoff (up to 30 s) until each one is a member
+    /// (a partition at start may have split them into groups).
     #[serde(default)]
     pub join: Vec<String>,
     /// Form a new cluster once this many members (this node included) see

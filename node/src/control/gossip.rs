@@ -1,6 +1,6 @@
 //! Gossip in the node: binds the UDP socket, starts the `ferry-gossip`
 //! driver with this node's identity, keeps trying the `join` seeds until
-//! another member answers, and exports the gossip metrics.
+//! every one is a member, and exports the gossip metrics.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -96,27 +96,45 @@ pub fn has_peers(view: &MemberView) -> bool {
     view.up().any(|m| m.identity.id != view.local_id)
 }
 
-/// Announces this node to the seeds, with backoff, until the view holds
-/// another member; then returns. Names are resolved on every attempt, so a
-/// seed that comes up later (or moves) is found.
+/// Announces this node to the seeds, with backoff, until every seed is a
+/// member that is up; then returns. Names are resolved on every attempt,
+/// so a seed that comes up later (or moves) is found.
+///
+/// Once another member answered, only the seeds not yet up in the view are
+/// announced to: a partition while the nodes start can split the seeds
+/// into groups that each joined among themselves, and without this the
+/// groups never learn of each other (members only re-announce to members
+/// they once knew), so `bootstrap_expect` is never met after the heal.
 async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken) {
     let mut view = handle.subscribe();
     let mut backoff = JOIN_BACKOFF.0;
     let mut attempt = 0u32;
+    let mut joined = false;
     loop {
-        if has_peers(&view.borrow_and_update()) {
-            return info!(attempts = attempt, "joined the gossip cluster");
-        }
         attempt += 1;
         let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
         let addrs = resolve(resolver, &seeds, handle.identity().gossip_addr, SEED_LOOKUP_TIMEOUT).await;
-        if addrs.is_empty() {
+        let (peers, unmet) = {
+            let v = view.borrow_and_update();
+            (has_peers(&v), unmet_seeds(&addrs, &v))
+        };
+        if peers && !joined {
+            joined = true;
+            info!(attempts = attempt - 1, "joined the gossip cluster");
+        }
+        if peers && unmet.is_empty() {
+            return info!(seeds = addrs.len(), "every join seed is a member");
+        }
+        let targets = if peers { unmet } else { addrs };
+        if targets.is_empty() {
             warn!(seeds = ?seeds, "join: no seed address could be resolved");
-        } else if let Err(e) = handle.join(addrs.clone()).await {
+        } else if let Err(e) = handle.join(targets.clone()).await {
             return warn!(error = %e, "join: gossip stopped");
         }
         if attempt == 1 || attempt.is_power_of_two() {
-            info!(seeds = ?addrs, attempt, "joining the gossip cluster");
+            let what =
+                if joined { "announcing to the seeds not met yet" } else { "joining the gossip cluster" };
+            info!(seeds = ?targets, attempt, "{what}");
         }
         let wait = tokio::time::sleep(backoff);
         tokio::pin!(wait);
@@ -126,14 +144,20 @@ async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken)
                 () = &mut wait => break,
                 r = view.changed() => {
                     if r.is_err() { return }
-                    if has_peers(&view.borrow_and_update()) {
-                        return info!(attempts = attempt, "joined the gossip cluster");
+                    // The first member answered: look again at once.
+                    if !joined && has_peers(&view.borrow_and_update()) {
+                        break;
                     }
                 }
             }
         }
         backoff = (backoff * 2).min(JOIN_BACKOFF.1);
     }
+}
+
+/// The seed addresses that no member up in `view` gossips from.
+fn unmet_seeds(addrs: &[SocketAddr], view: &MemberView) -> Vec<SocketAddr> {
+    addrs.iter().copied().filter(|a| !view.up().any(|m| m.identity.gossip_addr == *a)).collect()
 }
 
 /// Longest wait for one seed's name: a seed whose lookup hangs must not
@@ -208,6 +232,35 @@ async fn export_metrics(handle: GossipHandle, m: Metrics, stop: CancellationToke
 mod tests {
     use super::*;
     use crate::control::resolver::Lookup;
+    use ferry_gossip::MemberStatus;
+
+    fn member(id: u64, port: u16, state: MemberState) -> (u64, MemberStatus) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let identity = NodeIdentity::new(id, format!("n{id}"), addr, addr, addr);
+        (id, MemberStatus { identity, state, since: std::time::Instant::now(), since_unix_ms: 0 })
+    }
+
+    /// A node that met one seed went on announcing to the others until
+    /// each is up: it stopped at the first, and a partition at start left
+    /// two groups of seeds that never met.
+    #[test]
+    fn seeds_are_met_only_when_a_member_up_gossips_from_them() {
+        let view = MemberView {
+            local_id: 1,
+            version: 1,
+            members: [
+                member(1, 7001, MemberState::Alive),
+                member(2, 7002, MemberState::Alive),
+                member(3, 7003, MemberState::Suspect),
+                member(4, 7004, MemberState::Down),
+            ]
+            .into(),
+        };
+        let seeds: Vec<SocketAddr> = (7002..=7005).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        let unmet = unmet_seeds(&seeds, &view);
+        assert_eq!(unmet, vec![seeds[2], seeds[3]], "the down member and the unknown seed");
+        assert!(unmet_seeds(&seeds[..2], &view).is_empty());
+    }
 
     /// Answers `up.example` and never answers `hung.example`.
     #[derive(Debug)]

@@ -96,6 +96,10 @@ struct TestArgs {
     /// Client processes per workload.
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
+    /// Resends (same request id) of a register write whose outcome was unknown; 0 leaves
+    /// indeterminate writes alone, which bounded_indeterminacy needs to see a late one.
+    #[arg(long, default_value_t = jepsen_lite::workload::register::RETRIES)]
+    register_retries: usize,
     /// The ferryd binary (default: next to jepsen-lite).
     #[arg(long)]
     ferryd: Option<PathBuf>,
@@ -175,6 +179,7 @@ impl TestArgs {
             ferryd,
             run_dir,
             concurrency: self.concurrency,
+            register_retries: self.register_retries,
             unsafe_fault: self.unsafe_fault.clone(),
             ferryd_log: self.ferryd_log.clone(),
         })

@@ -85,6 +85,9 @@ pub struct TestOptions {
     pub run_dir: PathBuf,
     /// Client processes per workload.
     pub concurrency: usize,
+    /// Resends of a register write whose outcome was unknown (0: none, so
+    /// an indeterminate write stays indeterminate for the checkers).
+    pub register_retries: usize,
     /// `FERRYD_UNSAFE_FAULT` for every node (the proof the suite can fail).
     pub unsafe_fault: Option<String>,
     /// ferryd's `RUST_LOG` on every node.
@@ -235,6 +238,7 @@ async fn drive(opts: &TestOptions, net: Arc<Mutex<Net>>) -> Result<()> {
                         c32,
                         seed,
                         register::Values::new(k32, c32),
+                        opts.register_retries,
                     ))),
                     Workload::Set => writers.push(tokio::spawn(set::set(
                         writers_ctx.clone(),

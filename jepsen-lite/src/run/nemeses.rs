@@ -286,6 +286,7 @@ mod tests {
             ferryd: PathBuf::from("ferryd"),
             run_dir: dir.to_path_buf(),
             concurrency: 1,
+            register_retries: 2,
             unsafe_fault: None,
             ferryd_log: "info".into(),
         }

@@ -23,7 +23,8 @@
 //! Every write and cas carries a random `X-Ferry-Request-Id` and its
 //! `deadline_ns` (invocation + the nodes' request timeout). After an `info`
 //! the same request (same id, body and `?cas=`) is sent again to another
-//! node, up to [`RETRIES`] times; one acknowledged request in
+//! node, up to `retries` times ([`RETRIES`] unless `--register-retries`
+//! says otherwise); one acknowledged request in
 //! [`DUPLICATE_ONE_IN`] is sent once more to another node, as a duplicate
 //! delivery, which must answer success and apply nothing. Each attempt is
 //! its own op with the request's id.
@@ -47,7 +48,7 @@ pub const MAX_VALUE: i64 = 65_535;
 /// The register's backend id and the first route's listen port.
 const BACKEND: &str = "r";
 const FIRST_PORT: u16 = 7010;
-/// Resends of a request whose outcome was unknown.
+/// Resends of a request whose outcome was unknown, by default.
 pub const RETRIES: usize = 2;
 /// One acknowledged request in this many is delivered twice.
 pub const DUPLICATE_ONE_IN: u8 = 10;
@@ -123,16 +124,20 @@ struct Client {
     rng: fastrand::Rng,
     values: Values,
     seen_index: u64,
+    /// Resends of a request whose outcome was unknown.
+    retries: usize,
 }
 
-/// One register client process (client `k` of `c`) until `stop`.
-pub async fn register(ctx: Ctx, first_id: u32, stride: u32, seed: u64, values: Values) {
+/// One register client process (client `k` of `c`) until `stop`; a request
+/// whose outcome is unknown is sent again up to `retries` times.
+pub async fn register(ctx: Ctx, first_id: u32, stride: u32, seed: u64, values: Values, retries: usize) {
     let mut c = Client {
         ctx,
         p: Process { id: first_id, stride },
         rng: fastrand::Rng::with_seed(seed),
         values,
         seen_index: 0,
+        retries,
     };
     while !c.ctx.stop.stopped() {
         let node = c.ctx.pick(&mut c.rng);
@@ -228,11 +233,11 @@ impl Client {
     }
 
     /// Sends `req` to `node`; after an `info`, again to other nodes (up to
-    /// [`RETRIES`] times); after an `ok`, sometimes once more as a duplicate.
+    /// `retries` times); after an `ok`, sometimes once more as a duplicate.
     async fn submit(&mut self, node: usize, req: Request) {
         let mut node = node;
         let mut outcome = self.attempt(node, &req).await;
-        for _ in 0..RETRIES {
+        for _ in 0..self.retries {
             if outcome != Attempt::Info || self.ctx.stop.stopped() {
                 break;
             }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
+use ferry_raft_store::SyncMode;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,26 +54,47 @@ pub enum StartError {
     Member(#[from] MemberError),
     #[error("admin.token_file: {0}")]
     Token(String),
-    #[error("{UNSAFE_FAULT_ENV}: unknown fault {0:?} (the only one is stale-reads)")]
+    #[error("{UNSAFE_FAULT_ENV}: unknown fault {0:?} (known: stale-reads, skip-sync)")]
     UnsafeFault(String),
 }
 
-/// The fault switch: set to `stale-reads`, linearizable reads skip the read
-/// barrier and may serve stale state. For jepsen-lite's proof that its
-/// checkers catch a violation; never set it otherwise.
+/// The fault switch, a comma-separated list of faults: `stale-reads`,
+/// linearizable reads skip the read barrier and may serve stale state;
+/// `skip-sync`, the Raft store skips the `fdatasync` after sled's flush, so
+/// acknowledged writes can be lost on power loss. For jepsen-lite's proof
+/// that its checkers catch a violation; never set it otherwise.
 pub const UNSAFE_FAULT_ENV: &str = "FERRYD_UNSAFE_FAULT";
 
-/// Reads the fault switch: whether stale reads are on.
-fn unsafe_stale_reads() -> Result<bool, StartError> {
-    match std::env::var(UNSAFE_FAULT_ENV) {
-        Err(_) => Ok(false),
-        Ok(v) if v == "stale-reads" => {
-            warn!("{UNSAFE_FAULT_ENV}=stale-reads: linearizable reads are NOT linearizable on this node");
-            Ok(true)
+/// The faults the switch turned on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct UnsafeFaults {
+    stale_reads: bool,
+    skip_sync: bool,
+}
+
+/// Reads the fault switch.
+fn unsafe_faults() -> Result<UnsafeFaults, StartError> {
+    parse_unsafe_faults(&std::env::var(UNSAFE_FAULT_ENV).unwrap_or_default())
+}
+
+fn parse_unsafe_faults(value: &str) -> Result<UnsafeFaults, StartError> {
+    let mut faults = UnsafeFaults::default();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "stale-reads" => {
+                warn!(
+                    "{UNSAFE_FAULT_ENV}: stale-reads: linearizable reads are NOT linearizable on this node"
+                );
+                faults.stale_reads = true;
+            }
+            "skip-sync" => {
+                warn!("{UNSAFE_FAULT_ENV}: skip-sync: acknowledged writes can be LOST on power loss");
+                faults.skip_sync = true;
+            }
+            other => return Err(StartError::UnsafeFault(other.to_owned())),
         }
-        Ok(v) if v.is_empty() => Ok(false),
-        Ok(v) => Err(StartError::UnsafeFault(v)),
     }
+    Ok(faults)
 }
 
 /// Reads `[admin] token_file` (checked by validation too; read again here,
@@ -142,7 +164,7 @@ impl Node {
     /// Binds the admin API and every route listener, then serves. Fails,
     /// leaving nothing running, if any of them cannot be bound.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
-        let unsafe_stale_reads = unsafe_stale_reads()?;
+        let faults = unsafe_faults()?;
         let token = admin_token(config)?;
         let metrics = Metrics::new()?;
         let clock = Clock::new();
@@ -192,7 +214,7 @@ impl Node {
                 }
                 None
             }
-            Some(cluster) => {
+            Some(_) => {
                 let hops = HopServer::new(
                     HopServerConfig {
                         table: Arc::clone(&table),
@@ -205,8 +227,9 @@ impl Node {
                 );
                 hop_server = Some(hops.clone());
                 let failures = Arc::clone(&bind_failures);
+                let sync = if faults.skip_sync { SyncMode::Skip } else { SyncMode::Fdatasync };
                 let member =
-                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, hops, failures)
+                    Member::start(config, sync, admin_addr, commands.clone(), &metrics, hops, failures)
                         .await?;
                 // Serve what this node last applied, from disk, before any
                 // peer answers: traffic does not wait for a quorum. A route
@@ -244,7 +267,7 @@ impl Node {
             leave: leave.clone(),
             token,
             request_timeout: Duration::from_millis(config.admin.request_timeout_ms),
-            unsafe_stale_reads,
+            unsafe_stale_reads: faults.stale_reads,
         };
         let limits = admin::Limits::from(&config.admin);
         let admin_task = tokio::spawn(admin::serve(admin_listener, state, limits, admin_stop.clone()));
@@ -422,5 +445,23 @@ async fn step<T>(name: &'static str, fut: impl std::future::Future<Output = T>) 
                 "shutdown step still waiting"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_switch_takes_a_comma_separated_list() -> Result<(), StartError> {
+        assert_eq!(parse_unsafe_faults("")?, UnsafeFaults::default());
+        assert_eq!(parse_unsafe_faults("skip-sync")?, UnsafeFaults { stale_reads: false, skip_sync: true });
+        assert_eq!(
+            parse_unsafe_faults("stale-reads, skip-sync")?,
+            UnsafeFaults { stale_reads: true, skip_sync: true }
+        );
+        let err = parse_unsafe_faults("skip-sync,bogus").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("\"bogus\"") && err.contains(UNSAFE_FAULT_ENV), "{err}");
+        Ok(())
     }
 }

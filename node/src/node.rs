@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
+use ferry_raft_store::SyncMode;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -239,7 +240,7 @@ impl Node {
                 }
                 None
             }
-            Some(cluster) => {
+            Some(_) => {
                 let hops = HopServer::new(
                     HopServerConfig {
                         table: Arc::clone(&table),
@@ -252,9 +253,10 @@ impl Node {
                 );
                 hop_server = Some(hops.clone());
                 let failures = Arc::clone(&bind_failures);
+                let sync = if faults.skip_sync { SyncMode::Skip } else { SyncMode::Fdatasync };
                 let services = MemberServices { hops, bind_failures: failures, faults };
                 let member =
-                    Member::start(config, cluster, admin_addr, commands.clone(), &metrics, services).await?;
+                    Member::start(config, sync, admin_addr, commands.clone(), &metrics, services).await?;
                 // Serve what this node last applied, from disk, before any
                 // peer answers: traffic does not wait for a quorum. A route
                 // this node cannot bind is reported (logged, in the API and

@@ -57,8 +57,13 @@ impl TestNode {
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
-        let db = tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&path, WAIT)).await??;
-        let (log, sm) = ferry_raft_store::open(&db)?;
+        let (db, sync) = tokio::task::spawn_blocking(move || {
+            let db = ferry_raft_store::open_db(&path, WAIT)?;
+            let sync = ferry_raft_store::DiskSync::open(&path, ferry_raft_store::SyncMode::Fdatasync)?;
+            Ok::<_, ferry_raft_store::StoreError>((db, Arc::new(sync)))
+        })
+        .await??;
+        let (log, sm) = ferry_raft_store::open(&db, &sync)?;
         let watch = sm.watch();
         let mut config = ferry_raft_store::raft_config(CLUSTER, timers)?;
         tweak(&mut config);

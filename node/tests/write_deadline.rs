@@ -38,8 +38,13 @@ impl Leader {
     async fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_owned();
-        let db = tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&path, WAIT)).await??;
-        let (log, sm) = ferry_raft_store::open(&db)?;
+        let db_path = path.clone();
+        let db = tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&db_path, WAIT)).await??;
+        let sync = std::sync::Arc::new(ferry_raft_store::DiskSync::open(
+            &path,
+            ferry_raft_store::SyncMode::Fdatasync,
+        )?);
+        let (log, sm) = ferry_raft_store::open(&db, &sync)?;
         let watch = sm.watch();
         let config = ferry_raft_store::raft_config(CLUSTER, RaftTimers::default())?;
         let transport = Arc::new(Transport::new(

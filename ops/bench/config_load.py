@@ -51,7 +51,9 @@ import subprocess
 import sys
 import time
 
-ROUTE_BODY = '{{"name":"{name}","listen":"127.0.0.1:0","backends":[{{"id":"a","addr":"127.0.0.1:9001","weight":{w}}}]}}'
+# The route listens on each node's own address (ferry refuses port 0: clients
+# must know the port); 17946 is next to the script's admin and cluster ports.
+ROUTE_BODY = '{{"name":"{name}","listen":":17946","backends":[{{"id":"a","addr":"127.0.0.1:9001","weight":{w}}}]}}'
 ETCD_PREFIX = "/ferry-bench/routes/"
 
 

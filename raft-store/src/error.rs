@@ -23,6 +23,15 @@ pub enum StoreError {
     /// The persisted data contradicts itself.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// `fdatasync` (or `fsync`) of one of sled's files or directories failed:
+    /// what sled flushed may not be on disk.
+    #[error("sync {path}: {source}")]
+    Sync {
+        /// The file or directory.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A blocking task doing store work panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -9,6 +9,7 @@
 //! - [`recent`]: the bounded memory of request ids for idempotent retries.
 //! - [`digest`]: the digest of a command, kept with its request id.
 //! - [`log_store`]: [`LogStore`], the Raft log and vote on sled.
+//! - [`disk_sync`]: [`DiskSync`], the `fdatasync` after sled's flush.
 //! - [`state_machine`]: [`StateMachineStore`] and [`StateWatch`].
 //! - [`snapshot`]: the snapshot envelope.
 //! - [`codec`]: the versioned encoding of everything persisted.
@@ -22,7 +23,8 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = ferry_raft_store::open_db("data/raft".as_ref(), std::time::Duration::from_secs(5))?;
-//! let (log_store, state_machine) = ferry_raft_store::open(&db)?;
+//! let sync = ferry_raft_store::DiskSync::open("data/raft".as_ref(), ferry_raft_store::SyncMode::Fdatasync)?;
+//! let (log_store, state_machine) = ferry_raft_store::open(&db, &std::sync::Arc::new(sync))?;
 //! let applied = state_machine.watch(); // keep before handing the store to Raft
 //! let mut changes = applied.subscribe();
 //! // Raft::new(id, config, network, log_store, state_machine).await?;
@@ -39,6 +41,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod digest;
+pub mod disk_sync;
 pub mod election;
 pub mod error;
 pub mod leader;
@@ -51,10 +54,12 @@ pub mod state_machine;
 pub mod types;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use command::{Command, Request, Response, StateError, Target};
 pub use config::{RaftTimers, raft_config};
+pub use disk_sync::{DiskSync, SyncMode};
 pub use error::StoreError;
 pub use leader::{RaftMetrics, is_leader, known_leader};
 pub use log_store::LogStore;
@@ -87,7 +92,8 @@ fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
-/// Opens the log store and the state machine, both in `db`.
-pub fn open(db: &sled::Db) -> Result<(LogStore, StateMachineStore), StoreError> {
-    Ok((LogStore::open(db)?, StateMachineStore::open(db)?))
+/// Opens the log store and the state machine, both in `db`; `sync` is the
+/// [`DiskSync`] of `db`'s directory, which both call after sled's flush.
+pub fn open(db: &sled::Db, sync: &Arc<DiskSync>) -> Result<(LogStore, StateMachineStore), StoreError> {
+    Ok((LogStore::open(db, Arc::clone(sync))?, StateMachineStore::open(db, Arc::clone(sync))?))
 }

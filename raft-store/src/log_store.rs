@@ -3,15 +3,22 @@
 //! vote, the last purged log id and the committed hint.
 //!
 //! Durability: `append` inserts the entries (readable at once) and returns;
-//! a flusher task reports them flushed to openraft only after an fsync
-//! (`flush_async`) that began after they were inserted has completed. It
-//! takes every append queued while its last fsync ran and covers them with
-//! one (group commit), completing them in append order. An fsync inside
+//! a flusher task reports them flushed to openraft only after a flush that
+//! began after they were inserted has completed: sled's `flush_async`, then
+//! an `fdatasync` of sled's files ([`DiskSync`]; sled's flush alone does not
+//! survive a power cut). It takes every append queued while its last flush
+//! ran and covers them with one (group commit), completing them in append
+//! order. An fsync inside
 //! `append` would block RaftCore's task for its whole duration, and a sled
 //! batch per append woke sled's whole thread pool (its threads took more
 //! CPU than all the rest of the node). openraft 0.9 itself still waits for
 //! each append's callback before its next message, so a leader commits one
-//! entry per fsync; the node's write batcher puts many writes in one entry. `save_vote` returns only once the vote is on disk. The committed hint is
+//! entry per fsync; the node's write batcher puts many writes in one entry.
+//! `save_vote` returns only once the vote is on disk (flushed and synced).
+//! Truncation and purge are not synced on their own: sled recovers a prefix
+//! of its writes, and the next append's sync covers them (a truncation lost
+//! with the entries after it leaves the follower as it was before the
+//! leader's request; a purge lost leaves entries its snapshot covers). The committed hint is
 //! written at most every [`COMMITTED_EVERY`] by a background task (and when
 //! the store is dropped): one sled write per commit cost about a fifth of a
 //! write's CPU, and the hint only tells a restarting node how far it may
@@ -28,6 +35,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogId, RaftLogReader};
 
 use crate::codec::{decode, encode};
+use crate::disk_sync::DiskSync;
 use crate::error::{StoreError, storage_err};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -54,16 +62,23 @@ pub struct LogStore {
     /// entries a purge still has to delete in the background are never
     /// served.
     readable_from: Arc<AtomicU64>,
+    /// Syncs sled's files after each flush.
+    sync: Arc<DiskSync>,
 }
 
 type Flusher = tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>;
 
-/// Reports queued appends flushed: one fsync, begun after they were all
-/// inserted, for every append that queued while the previous one ran.
-async fn flusher(log: sled::Tree, mut queue: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+/// Reports queued appends flushed: one flush and sync, begun after they
+/// were all inserted, for every append that queued while the previous one
+/// ran.
+async fn flusher(
+    log: sled::Tree,
+    sync: Arc<DiskSync>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
     let mut waiting = Vec::new();
     while queue.recv_many(&mut waiting, 1024).await > 0 {
-        let result = log.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+        let result = flush_and_sync(&log, &sync).await.map_err(|e| e.to_string());
         for callback in waiting.drain(..) {
             callback.log_io_completed(result.clone().map_err(std::io::Error::other));
         }
@@ -132,13 +147,21 @@ fn remove_each(log: &sled::Tree, range: impl RangeBounds<[u8; 8]>) -> Result<(),
     Ok(())
 }
 
+/// sled's flush of everything written so far, then the sync that makes it
+/// survive a power cut.
+async fn flush_and_sync(tree: &sled::Tree, sync: &Arc<DiskSync>) -> Result<(), StoreError> {
+    tree.flush_async().await?;
+    sync.sync().await
+}
+
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
 impl LogStore {
-    /// Opens the log store's trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    /// Opens the log store's trees in `db`; `sync` is the [`DiskSync`] of
+    /// `db`'s directory.
+    pub fn open(db: &sled::Db, sync: Arc<DiskSync>) -> Result<Self, StoreError> {
         let meta = db.open_tree(META_TREE)?;
         let committed = Arc::new(CommittedHint {
             meta: meta.clone(),
@@ -151,6 +174,7 @@ impl LogStore {
             committed,
             flusher: Arc::default(),
             readable_from: Arc::default(),
+            sync,
         };
         let purged: Option<LogId> = store.read_meta(KEY_LAST_PURGED)?;
         store.readable_from = Arc::new(AtomicU64::new(purged.map_or(0, |p| p.index + 1)));
@@ -182,8 +206,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.log.flush_async().await?;
-        Ok(())
+        flush_and_sync(&self.log, &self.sync).await
     }
 }
 
@@ -232,8 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let write = || async {
             self.write_meta(KEY_VOTE, vote)?;
-            self.meta.flush_async().await?;
-            Ok::<_, StoreError>(())
+            flush_and_sync(&self.meta, &self.sync).await
         };
         write().await.map_err(storage_err(ErrorSubject::Vote, ErrorVerb::Write))
     }
@@ -285,10 +307,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StoreError::from(e).into_storage(ErrorSubject::Log(id), ErrorVerb::Write))?;
         }
         // Readable now; durable (and reported so) once the flusher's next
-        // fsync returns.
+        // flush and sync return.
         let queue = self.flusher.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(flusher(self.log.clone(), rx));
+            tokio::spawn(flusher(self.log.clone(), Arc::clone(&self.sync), rx));
             tx
         });
         if let Err(unsent) = queue.send(callback) {

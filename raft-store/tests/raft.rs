@@ -64,7 +64,8 @@ impl RaftNetwork<TypeConfig> for NoPeers {
 
 async fn start(path: &Path) -> Result<(Raft, StateWatch)> {
     let db = ferry_raft_store::open_db(path, Duration::from_secs(10))?;
-    let (log, sm) = ferry_raft_store::open(&db)?;
+    let sync = Arc::new(ferry_raft_store::DiskSync::open(path, ferry_raft_store::SyncMode::Fdatasync)?);
+    let (log, sm) = ferry_raft_store::open(&db, &sync)?;
     let watch = sm.watch();
     let config = ferry_raft_store::raft_config("test", RaftTimers::default())?;
     let raft = Raft::new(1, Arc::new(config), NoPeers, log, sm).await?;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -13,15 +14,20 @@ use ferry_client::RouteSpec;
 use ferry_raft_store::log_store::COMMITTED_EVERY;
 use ferry_raft_store::types::{Entry, LogId, Vote};
 use ferry_raft_store::{
-    ClusterState, Command, LogStore, NodeInfo, RECENT_CAPACITY, Request, Response, StateMachineStore,
+    ClusterState, Command, DiskSync, LogStore, NodeInfo, RECENT_CAPACITY, Request, Response,
+    StateMachineStore, SyncMode,
 };
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
 
 fn open(path: &Path) -> Result<(sled::Db, LogStore, StateMachineStore)> {
     let db = ferry_raft_store::open_db(path, Duration::from_secs(10))?;
-    let (log, sm) = ferry_raft_store::open(&db)?;
+    let (log, sm) = ferry_raft_store::open(&db, &sync(path)?)?;
     Ok((db, log, sm))
+}
+
+fn sync(path: &Path) -> Result<Arc<DiskSync>> {
+    Ok(Arc::new(DiskSync::open(path, SyncMode::Fdatasync)?))
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -202,7 +208,7 @@ async fn the_committed_hint_is_written_within_its_period_and_on_drop() -> Result
     // Another store on the same database reads only what was written.
     let deadline = tokio::time::Instant::now() + COMMITTED_EVERY * 20;
     loop {
-        let mut other = LogStore::open(&db)?;
+        let mut other = LogStore::open(&db, sync(dir.path())?)?;
         if other.read_committed().await? == Some(log_id(1, 3)) {
             break;
         }
@@ -212,7 +218,7 @@ async fn the_committed_hint_is_written_within_its_period_and_on_drop() -> Result
     // A value saved just before the store goes away is written on drop.
     log.save_committed(Some(log_id(1, 4))).await?;
     drop((log, _sm));
-    let mut other = LogStore::open(&db)?;
+    let mut other = LogStore::open(&db, sync(dir.path())?)?;
     assert_eq!(other.read_committed().await?, Some(log_id(1, 4)));
     Ok(())
 }

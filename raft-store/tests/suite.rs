@@ -17,7 +17,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
         };
         let dir = tempfile::tempdir().map_err(|e| io(&e))?;
         let db = ferry_raft_store::open_db(dir.path(), Duration::from_secs(5)).map_err(|e| io(&e))?;
-        let (log, sm) = ferry_raft_store::open(&db).map_err(|e| io(&e))?;
+        let sync = ferry_raft_store::DiskSync::open(dir.path(), ferry_raft_store::SyncMode::Fdatasync)
+            .map_err(|e| io(&e))?;
+        let (log, sm) = ferry_raft_store::open(&db, &std::sync::Arc::new(sync)).map_err(|e| io(&e))?;
         Ok((dir, log, sm))
     }
 }

@@ -18,7 +18,9 @@ use ferry_client::RouteSpec;
 use ferry_gossip::GossipHandle;
 use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
-use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateError, raft_config};
+use ferry_raft_store::{
+    Command, DiskSync, NodeId, NodeInfo, RaftTimers, Request, Response, StateError, SyncMode, raft_config,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -36,7 +38,7 @@ use crate::cluster::network::{Network, TransportPreVoter};
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
-use crate::config::{ClusterSection, Config};
+use crate::config::Config;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::telemetry::metrics::Metrics;
 
@@ -96,21 +98,26 @@ impl Member {
     /// Opens storage, starts Raft and the cluster server, bootstraps when
     /// this node is the lowest initial member of an uninitialized cluster,
     /// and starts feeding applied routes to `publisher`. The cluster port
-    /// serves what `services` holds.
+    /// serves what `services` holds. `sync` says whether the Raft store
+    /// syncs sled's files after its flush (`SyncMode::Skip` only for the
+    /// fault switch).
     pub async fn start(
         config: &Config,
-        cluster: &ClusterSection,
+        sync: SyncMode,
         admin_addr: std::net::SocketAddr,
         publisher: mpsc::Sender<PublisherCommand>,
         metrics: &Metrics,
         services: MemberServices,
     ) -> Result<Member, MemberError> {
         let MemberServices { hops, bind_failures, faults } = services;
+        let cluster =
+            config.cluster.as_ref().ok_or_else(|| MemberError::Raft("no [cluster] section".into()))?;
         let data_dir =
             config.node.data_dir.clone().ok_or_else(|| MemberError::Storage("is required".into()))?;
         let node_id = super::node_id::resolve(&data_dir, cluster.node_id)?;
-        let db = open_db(&data_dir.join("raft")).await?;
-        let (log, sm) = ferry_raft_store::open(&db).map_err(|e| MemberError::Storage(e.to_string()))?;
+        let (db, disk_sync) = open_db(&data_dir.join("raft"), sync, metrics).await?;
+        let (log, sm) =
+            ferry_raft_store::open(&db, &disk_sync).map_err(|e| MemberError::Storage(e.to_string()))?;
         let watch = sm.watch();
         let stats = Arc::new(TransportStats::default());
         let transport_config =
@@ -404,14 +411,26 @@ fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
     }
 }
 
-async fn open_db(dir: &Path) -> Result<sled::Db, MemberError> {
+/// Opens sled in `dir` and the handle that syncs its files, which reports
+/// each sync's duration in `ferry_raft_log_sync_seconds`.
+async fn open_db(
+    dir: &Path,
+    sync: SyncMode,
+    metrics: &Metrics,
+) -> Result<(sled::Db, Arc<DiskSync>), MemberError> {
     let dir = dir.to_path_buf();
     std::fs::create_dir_all(&dir)
         .map_err(|e| MemberError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-    tokio::task::spawn_blocking(move || ferry_raft_store::open_db(&dir, DB_LOCK_WAIT))
-        .await
-        .map_err(|e| MemberError::Storage(e.to_string()))?
-        .map_err(|e| MemberError::Storage(e.to_string()))
+    let histogram = metrics.raft_log_sync_seconds.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = ferry_raft_store::open_db(&dir, DB_LOCK_WAIT)?;
+        let disk_sync = DiskSync::open(&dir, sync)?
+            .with_observer(Box::new(move |took| histogram.observe(took.as_secs_f64())));
+        Ok::<_, ferry_raft_store::StoreError>((db, Arc::new(disk_sync)))
+    })
+    .await
+    .map_err(|e| MemberError::Storage(e.to_string()))?
+    .map_err(|e| MemberError::Storage(e.to_string()))
 }
 
 /// Proposes the file's routes to a cluster this node just initialized. The

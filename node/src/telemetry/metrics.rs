@@ -102,6 +102,9 @@ pub struct Metrics {
     pub raft_has_quorum: IntGauge,
     /// `ferry_raft_write_seconds`: admin writes, proposal to answer.
     pub raft_write_seconds: Histogram,
+    /// `ferry_raft_log_sync_seconds`: each `fdatasync` of the Raft store
+    /// after sled's flush (a batch of appends, a vote, a snapshot).
+    pub raft_log_sync_seconds: Histogram,
     /// `ferry_raft_snapshots_total`: snapshots this node built or installed.
     pub raft_snapshots_total: IntCounter,
     /// `ferry_raft_write_proposals_total`: log entries of client writes
@@ -336,6 +339,16 @@ impl Metrics {
                 ]),
         )?;
         r.register(Box::new(raft_write_seconds.clone()))?;
+        let raft_log_sync_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferry_raft_log_sync_seconds",
+                "fdatasync of the Raft store after sled's flush (appends, votes, snapshots)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        r.register(Box::new(raft_log_sync_seconds.clone()))?;
         let cluster_refused_total = counter_vec(
             &r,
             "ferry_cluster_messages_refused_total",
@@ -417,6 +430,7 @@ impl Metrics {
             raft_is_leader,
             raft_has_quorum,
             raft_write_seconds,
+            raft_log_sync_seconds,
             raft_snapshots_total,
             raft_write_proposals_total,
             raft_proposed_writes_total,

@@ -2,10 +2,10 @@
 //! as root): with ferryd's fault switch on (`stale-reads`), a short register
 //! run must be found invalid, and the violation named; its history holds
 //! the register workload's operations; `--ferryd-log` sets the nodes' log
-//! filter. With `no-write-deadline`, writes through a node cut off from the
-//! leader come back after their deadline, and the `bounded_indeterminacy`
-//! checker must find them. Skipped, saying so, when the machine cannot run
-//! them.
+//! filter. Skipped, saying so, when the machine cannot run it. (The proof
+//! that `bounded_indeterminacy` catches a real late write is
+//! `tests/zombie.rs`: in a random schedule a forward stuck in a pooled
+//! connection is rare, so the issue's reproduction is scripted there.)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,65 +71,5 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     let log = std::fs::read_to_string(dir.path().join("n1.1.log"))?;
     let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).take(3).collect();
     assert!(info.is_empty(), "n1 logged at info under --ferryd-log warn: {info:#?}");
-    Ok(())
-}
-
-/// Issue 22's zombie writes. With `no-write-deadline` the leader proposes
-/// writes whatever their deadline, and a forward that timed out is dropped,
-/// not aborted: writes sent through a node cut off from the leader for 15 s
-/// time out (503), and their frames, retransmitted by the kernel, reach the
-/// leader after the heal and take effect long after their deadline, over
-/// newer acknowledged writes. A frame stuck in a pooled connection when its
-/// partition starts is retransmitted about 12.6 s after it was sent (the
-/// kernel's backoff from 0.2 s), so the faults last 10 s and the heals 20 s:
-/// it lands while the clients still read. Three `partition-random-node`
-/// windows, of which the first two are followed by reads, so that one of
-/// them likely cuts off a follower (only a follower forwards). Needs the register workload's deadlines
-/// and unique values per key, `--register-retries 0` (a retry with the same
-/// request id would be acknowledged and make the late copy a no-op), and
-/// ferryd's `no-write-deadline` switch.
-#[test]
-fn without_write_deadlines_indeterminate_writes_take_effect_late() -> Result<(), Box<dyn std::error::Error>> {
-    if let Err(e) = jepsen_lite::net::check_prereqs() {
-        eprintln!("skipped: {e}");
-        return Ok(());
-    }
-    if !ferryd().exists() {
-        eprintln!("skipped: {} is not built", ferryd().display());
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let out = Command::new(env!("CARGO_BIN_EXE_jepsen-lite"))
-        .args(["test", "--nodes", "3", "--workload", "register", "--nemesis", "partition-random-node"])
-        .args([
-            "--time",
-            "90",
-            "--fault-secs",
-            "10",
-            "--heal-secs",
-            "20",
-            "--seed",
-            "22",
-            "--concurrency",
-            "5",
-            // A retry (same request id, to another node) would be acknowledged and
-            // turn the late copy into a no-op: leave indeterminate writes alone.
-            "--register-retries",
-            "0",
-        ])
-        .args(["--ferryd-log", "warn", "--unsafe-fault", "no-write-deadline", "--out"])
-        .arg(dir.path())
-        .arg("--ferryd")
-        .arg(ferryd())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let context = format!("stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{context}");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json"))?)?;
-    let check = &results["checkers"]["bounded_indeterminacy"];
-    assert_eq!(check["valid"], false, "{check}\n{context}");
-    assert!(check["late"].as_array().is_some_and(|l| !l.is_empty()), "{check}");
-    assert!(stdout.contains("took effect after its deadline"), "{context}");
     Ok(())
 }

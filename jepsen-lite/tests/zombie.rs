@@ -4,15 +4,22 @@
 //! write 2 through the leader (acknowledged), heal, and watch the register
 //! for 30 s. The newer value must stay. Run again with the fault switch
 //! `no-write-deadline` (the behaviour before the fix), the write of 7 takes
-//! effect after the heal: the test shows it still catches the zombie.
+//! effect after the heal: the test shows it still catches the zombie. The
+//! script records its own history (writes with their deadlines, every read)
+//! and the suite's `bounded_indeterminacy` checker judges it: valid on the
+//! fixed build, invalid under the switch — the proof that the checker can
+//! fail on a real late write.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_client::http::{AdminClient, WriteOpts};
+use jepsen_lite::checker::{Validity, bounded_indeterminacy};
+use jepsen_lite::history::{Event, Op, RunClock};
 use jepsen_lite::net::{Grudge, Net};
-use jepsen_lite::procs::{NodeSpec, Procs};
+use jepsen_lite::operation::History;
+use jepsen_lite::procs::{NODE_REQUEST_TIMEOUT, NodeSpec, Procs};
 use jepsen_lite::workload::{self, register};
 use tokio::time::{Instant, sleep};
 
@@ -36,6 +43,10 @@ struct Seen {
     /// acknowledged, in order, without repeats, each with when it was
     /// first read (ms after the heal).
     changes: Vec<(i64, u128)>,
+    /// The `bounded_indeterminacy` checker's verdict on the script's own
+    /// history (the writes, with the deadline of the one that timed out,
+    /// and every read).
+    verdict: Validity,
 }
 
 impl Seen {
@@ -58,6 +69,7 @@ fn a_write_that_timed_out_in_a_partition_does_not_take_effect_after_the_heal() -
     eprintln!("fixed build: {fixed:?}");
     assert!(fixed.zombie_answer.contains("503"), "the write through the isolated node: {fixed:?}");
     assert_eq!(fixed.values(), [2], "the timed-out write took effect after the heal: {fixed:?}");
+    assert_eq!(fixed.verdict, Validity::Valid, "{fixed:?}");
 
     let faulty = scripted(Some("no-write-deadline"))?;
     eprintln!("no-write-deadline: {faulty:?}");
@@ -67,6 +79,8 @@ fn a_write_that_timed_out_in_a_partition_does_not_take_effect_after_the_heal() -
         [2, 7],
         "under the fault switch the zombie write should come back: {faulty:?}"
     );
+    // The checker the suite runs finds it in the recorded history.
+    assert_eq!(faulty.verdict, Validity::Invalid, "bounded_indeterminacy missed the late write: {faulty:?}");
     Ok(())
 }
 
@@ -104,7 +118,35 @@ fn scripted(fault: Option<&str>) -> Result<Seen> {
     })
 }
 
+/// The script's history, for the checker: one process per operation kind.
+struct Recorded {
+    clock: RunClock,
+    events: Vec<Event>,
+}
+
+impl Recorded {
+    fn invoke(&mut self, process: u32, op: Op) -> u64 {
+        let now = self.clock.now_ns();
+        let mut e = Event::invoke(process, "n", op, now);
+        if matches!(e.op, Op::Write(_)) {
+            e = e.with_deadline(now + u64::try_from(NODE_REQUEST_TIMEOUT.as_nanos()).unwrap_or(u64::MAX));
+        }
+        self.events.push(e);
+        now
+    }
+
+    fn complete(&mut self, process: u32, op: Op, outcome: Result<(), String>, unknown: bool) {
+        let now = self.clock.now_ns();
+        self.events.push(match outcome {
+            Ok(()) => Event::ok(process, "n", op, now),
+            Err(e) if unknown => Event::info(process, "n", op, now, &e),
+            Err(e) => Event::fail(process, "n", op, now, &e),
+        });
+    }
+}
+
 async fn script(net: &Net) -> Result<Seen> {
+    let mut rec = Recorded { clock: RunClock::start(), events: vec![] };
     let leader = agreed_leader().await?;
     let follower = (1..=3).find(|&i| i != leader).context("no follower")?;
     let other = (1..=3).find(|&i| i != leader && i != follower).context("no third node")?;
@@ -114,33 +156,46 @@ async fn script(net: &Net) -> Result<Seen> {
     .await?;
     // A write through the follower first: its connection to the leader is
     // then open and pooled, as in a running cluster.
+    rec.invoke(1, Op::Write(1));
     retry(|| put(follower, 1)).await?;
+    rec.complete(1, Op::Write(1), Ok(()), false);
 
     let grudge: Grudge =
         [(follower, [leader, other].into()), (leader, [follower].into()), (other, [follower].into())].into();
     net.partition(&grudge)?;
     // The follower still names the leader: it forwards, and times out.
     let slow = workload::admin(follower).with_timeout(Duration::from_secs(15));
+    rec.invoke(2, Op::Write(7));
     let zombie_answer = match slow.put_route(&register::spec(0, 7), WriteOpts::default()).await {
         Ok(r) => bail!("the write through the isolated node was acknowledged: {r:?}"),
         Err(e) => e.to_string(),
     };
+    rec.complete(2, Op::Write(7), Err(zombie_answer.clone()), true);
+    rec.invoke(3, Op::Write(2));
     retry(|| put(leader, 2)).await?;
+    rec.complete(3, Op::Write(2), Ok(()), false);
     net.heal()?;
 
     let mut changes: Vec<(i64, u128)> = vec![];
     let healed = Instant::now();
     let end = healed + WATCH;
     while Instant::now() < end {
-        if let Ok(r) = workload::admin(leader).route(&register::route_name(0), false).await {
-            let v = register::value_of(&r.value);
-            if changes.last().map(|c| c.0) != Some(v) {
-                changes.push((v, healed.elapsed().as_millis()));
+        rec.invoke(4, Op::Read(None));
+        match workload::admin(leader).route(&register::route_name(0), false).await {
+            Ok(r) => {
+                let v = register::value_of(&r.value);
+                rec.complete(4, Op::Read(Some(v)), Ok(()), false);
+                if changes.last().map(|c| c.0) != Some(v) {
+                    changes.push((v, healed.elapsed().as_millis()));
+                }
             }
+            Err(e) => rec.complete(4, Op::Read(None), Err(e.to_string()), false),
         }
         sleep(POLL).await;
     }
-    Ok(Seen { zombie_answer, changes })
+    let history = History::from_events(rec.events)?;
+    let verdict = bounded_indeterminacy::check(&history).valid;
+    Ok(Seen { zombie_answer, changes, verdict })
 }
 
 /// Writes `value` to register 0 (the port of its backend's address).

@@ -28,7 +28,10 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     let dir = tempfile::tempdir()?;
     let out = Command::new(env!("CARGO_BIN_EXE_jepsen-lite"))
         .args(["test", "--nodes", "3", "--workload", "register", "--nemesis", "partition-random-halves"])
-        .args(["--time", "8", "--fault-secs", "4", "--heal-secs", "2", "--seed", "11"])
+        // With eight keys, six clients and 6 s faults so that stale reads of
+        // a key written meanwhile are common (an 8 s run of three clients
+        // came out valid).
+        .args(["--time", "16", "--fault-secs", "6", "--heal-secs", "2", "--seed", "11", "--concurrency", "6"])
         // Quieter nodes than the default `info`: checked below.
         .args(["--ferryd-log", "warn"])
         .args(["--unsafe-fault", "stale-reads", "--out"])

@@ -233,6 +233,13 @@ impl GossipConfig {
         NonZeroU32::new(self.expected_members).unwrap_or(NonZeroU32::MIN)
     }
 
+    /// How often a node out of the cluster (after a rejoin, or with every
+    /// other member down) announces itself again ([`crate::reannounce`]):
+    /// one probe period.
+    pub fn reannounce_every(&self) -> Duration {
+        self.timings().probe_period
+    }
+
     /// The foca config for these settings; call on a validated config.
     pub fn foca_config(&self) -> foca::Config {
         let t = self.timings();

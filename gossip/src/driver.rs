@@ -21,6 +21,7 @@ use crate::codec::BincodeCodec;
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::GossipError;
 use crate::identity::NodeIdentity;
+use crate::reannounce::Reannounce;
 use crate::runtime::Outbox;
 use crate::stats::GossipStats;
 use crate::timer::TimerQueue;
@@ -41,9 +42,13 @@ pub(crate) enum Command {
 /// One thing for the driver to react to.
 #[derive(Debug)]
 enum Input {
-    Datagram { len: usize },
+    Datagram {
+        len: usize,
+    },
     RecvError(std::io::Error),
     TimersDue,
+    /// A re-announce round may be due ([`Reannounce`]).
+    Reannounce,
     Command(Command),
 }
 
@@ -75,6 +80,8 @@ pub(crate) struct Driver {
     /// all of them wait the same time for their next probe (memberlist
     /// staggers its probe ticker the same way).
     pub probe_stagger: Option<Duration>,
+    /// Announcing again while foca is out of the cluster after a rejoin.
+    pub reannounce: Reannounce<Instant>,
 }
 
 impl Driver {
@@ -82,10 +89,12 @@ impl Driver {
         let mut commands_open = true;
         loop {
             let deadline = self.timers.next_deadline();
+            let reannounce = self.reannounce.deadline();
             let input = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Input::TimersDue,
+                () = sleep_until(reannounce.unwrap_or_else(Instant::now)), if reannounce.is_some() => Input::Reannounce,
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(cmd) => Input::Command(cmd),
                     None => {
@@ -123,6 +132,7 @@ impl Driver {
                     self.flush().await;
                 }
             }
+            Input::Reannounce => self.reannounce(),
             Input::Command(cmd) => self.on_command(cmd).await,
         }
         self.flush().await;
@@ -162,6 +172,24 @@ impl Driver {
             self.foca.announce(NodeIdentity::seed(*seed), &mut self.outbox)?;
         }
         Ok(())
+    }
+
+    /// One re-announce round, if due: an Announce to a few known addresses.
+    fn reannounce(&mut self) {
+        if self.left {
+            return self.reannounce.stop();
+        }
+        let own = self.foca.identity().gossip_addr;
+        let known = self.foca.iter_membership_state().map(|m| m.id());
+        let targets = self.reannounce.take_due(Instant::now(), own, known);
+        if !targets.is_empty() {
+            tracing::debug!(node = self.foca.identity().id, to = ?targets, "out of the cluster: announcing again");
+        }
+        for addr in targets {
+            if let Err(e) = self.foca.announce(NodeIdentity::seed(addr), &mut self.outbox) {
+                tracing::debug!(node = self.foca.identity().id, error = %e, "re-announce");
+            }
+        }
     }
 
     fn leave(&mut self) -> Result<(), GossipError> {
@@ -219,6 +247,7 @@ impl Driver {
         }
         while let Some(notification) = self.outbox.next_notification() {
             let id = self.foca.identity().id;
+            self.reannounce.on_notification(&notification, now);
             match notification {
                 OwnedNotification::ProbeFailed(_, member) => {
                     GossipStats::bump(&stats.probe_failures);

@@ -19,6 +19,7 @@ use crate::driver::{Command, Driver, Outlets};
 use crate::envelope::{ClusterTag, Envelope};
 use crate::error::GossipError;
 use crate::identity::NodeIdentity;
+use crate::reannounce::Reannounce;
 use crate::runtime::Outbox;
 use crate::stats::GossipStats;
 use crate::timer::TimerQueue;
@@ -86,6 +87,7 @@ impl Gossip {
             // One byte more than allowed, so an oversize datagram is seen as such.
             recv_buf: vec![0; config.max_packet_size + 1],
             probe_stagger: Some(probe_stagger(config.timings().probe_period)),
+            reannounce: Reannounce::new(config.reannounce_every()),
         };
 
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);

@@ -14,6 +14,7 @@
 //! - [`config`]: `GossipConfig`, the `lan` / `fast` profiles, `validate()`
 //! - [`timer`]: deadline-ordered timer heap
 //! - `runtime`: the enqueue-only foca `Runtime`
+//! - [`reannounce`]: announcing again after a rejoin or going idle
 //! - `broadcast`: leave notices and payload broadcasts
 //! - [`view`]: `MemberView`, `MemberEvent`, and the diff that derives them
 //! - [`stats`]: counters for the node's metrics
@@ -32,6 +33,7 @@ pub mod envelope;
 mod error;
 mod handle;
 pub mod identity;
+pub mod reannounce;
 mod runtime;
 pub mod sim;
 pub mod stats;

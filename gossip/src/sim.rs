@@ -20,21 +20,35 @@ use crate::codec::BincodeCodec;
 use crate::config::GossipConfig;
 use crate::envelope::{ClusterTag, Envelope};
 use crate::identity::NodeIdentity;
+use crate::reannounce::Reannounce;
 use crate::runtime::Outbox;
 use crate::timer::TimerQueue;
 
 type SimFoca = Foca<NodeIdentity, BincodeCodec, StdRng, NoCustomBroadcast>;
 
 enum Event {
-    Timer { node: usize, timer: Timer<NodeIdentity> },
-    Packet { node: usize, data: Bytes },
+    Timer {
+        node: usize,
+        timer: Timer<NodeIdentity>,
+    },
+    /// Member `node`'s re-announce round may be due ([`Reannounce`]).
+    Reannounce {
+        node: usize,
+    },
+    Packet {
+        node: usize,
+        data: Bytes,
+    },
 }
 
 struct SimMember {
     foca: SimFoca,
+    reannounce: Reannounce<Duration>,
     alive: bool,
     /// Packets to and from an isolated member are lost; its timers still run.
     isolated: bool,
+    /// Packets between members of different sides are lost (a partition).
+    side: u8,
 }
 
 /// What one measured membership change cost.
@@ -62,6 +76,7 @@ pub struct SimCluster {
     now: Duration,
     latency: Duration,
     foca_config: foca::Config,
+    reannounce_every: Duration,
     envelope: Envelope,
     outbox: Outbox,
     send_buf: Vec<u8>,
@@ -102,6 +117,7 @@ impl SimCluster {
             now: Duration::ZERO,
             latency: Duration::from_millis(1),
             foca_config: foca_config.clone(),
+            reannounce_every: config.reannounce_every(),
             envelope: Envelope::new(ClusterTag::of(&config.cluster_id), config.max_packet_size),
             outbox: Outbox::new(),
             send_buf: Vec::new(),
@@ -112,7 +128,13 @@ impl SimCluster {
         for i in 0..n {
             let rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
             let foca = Foca::new(sim_identity(i), foca_config.clone(), rng, BincodeCodec);
-            sim.members.push(SimMember { foca, alive: true, isolated: false });
+            sim.members.push(SimMember {
+                foca,
+                reannounce: Reannounce::new(sim.reannounce_every),
+                alive: true,
+                isolated: false,
+                side: 0,
+            });
         }
         for i in 0..n {
             let others: Vec<_> = (0..n).filter(|j| *j != i).map(|j| Member::alive(sim_identity(j))).collect();
@@ -160,7 +182,13 @@ impl SimCluster {
         let subject = identity.id;
         let rng = StdRng::seed_from_u64(u64::MAX - index as u64);
         let foca = Foca::new(identity, self.foca_config.clone(), rng, BincodeCodec);
-        self.members.push(SimMember { foca, alive: true, isolated: false });
+        self.members.push(SimMember {
+            foca,
+            reannounce: Reannounce::new(self.reannounce_every),
+            alive: true,
+            isolated: false,
+            side: 0,
+        });
         let result = self.members[index].foca.announce(sim_identity(0), &mut self.outbox);
         self.after_call(index, result);
         let observers: Vec<usize> = (0..index).filter(|i| self.members[*i].alive).collect();
@@ -171,6 +199,14 @@ impl SimCluster {
     pub fn set_isolated(&mut self, index: usize, isolated: bool) {
         if let Some(m) = self.members.get_mut(index) {
             m.isolated = isolated;
+        }
+    }
+
+    /// Puts member `index` on side `side`: packets between members on
+    /// different sides are lost (all start on side 0).
+    pub fn set_side(&mut self, index: usize, side: u8) {
+        if let Some(m) = self.members.get_mut(index) {
+            m.side = side;
         }
     }
 
@@ -230,6 +266,24 @@ impl SimCluster {
                 Event::Timer { node, timer } if self.members[node].alive => {
                     (node, self.members[node].foca.handle_timer(timer, &mut self.outbox))
                 }
+                Event::Reannounce { node } if self.members[node].alive => {
+                    let m = &mut self.members[node];
+                    // A stale event (the rounds stopped or moved) does nothing.
+                    if m.reannounce.deadline().is_none_or(|d| d > at) {
+                        continue;
+                    }
+                    let own = m.foca.identity().gossip_addr;
+                    let targets =
+                        m.reannounce.take_due(at, own, m.foca.iter_membership_state().map(|m| m.id()));
+                    if let Some(next) = m.reannounce.deadline() {
+                        self.queue.push(next, Event::Reannounce { node });
+                    }
+                    let mut result = Ok(());
+                    for addr in targets {
+                        result = result.and(m.foca.announce(NodeIdentity::seed(addr), &mut self.outbox));
+                    }
+                    (node, result)
+                }
                 Event::Packet { node, data } if self.members[node].alive => {
                     let result = match self.envelope.open(&data) {
                         Ok(payload) => self.members[node].foca.handle_data(payload, &mut self.outbox),
@@ -248,7 +302,10 @@ impl SimCluster {
             self.envelope.seal(&payload, &mut self.send_buf);
             self.packets += 1;
             let target = self.index_of(&dst.gossip_addr);
-            let lost = self.members[node].isolated || target.is_some_and(|t| self.members[t].isolated);
+            let lost = self.members[node].isolated
+                || target.is_some_and(|t| {
+                    self.members[t].isolated || self.members[t].side != self.members[node].side
+                });
             if let Some(target) = target.filter(|_| !lost) {
                 let data = Bytes::copy_from_slice(&self.send_buf);
                 self.queue.push(self.now + self.latency, Event::Packet { node: target, data });
@@ -258,6 +315,11 @@ impl SimCluster {
             self.queue.push(self.now + after, Event::Timer { node, timer });
         }
         while let Some(n) = self.outbox.next_notification() {
+            let before = self.members[node].reannounce.deadline();
+            self.members[node].reannounce.on_notification(&n, self.now);
+            if let Some(at) = self.members[node].reannounce.deadline().filter(|_| before.is_none()) {
+                self.queue.push(at, Event::Reannounce { node });
+            }
             match n {
                 OwnedNotification::MemberUp(id) => {
                     self.ups.insert((node, id.id));

@@ -2,8 +2,10 @@
 //! ways operators do it: SIGTERM keeps a node's seat (every node stopped,
 //! any two restarted; a rolling restart under writes), `POST /v1/leave` gives
 //! it up cleanly (no WARN line, autopilot does not add it back), a removed
-//! leader restarted alone does not name itself leader, and an isolated
-//! leader says it has no quorum and logs each lost peer once.
+//! leader restarted alone does not name itself leader, an isolated
+//! leader says it has no quorum and logs each lost peer once, and a voter
+//! that autopilot removed while it was unreachable (SIGSTOP) is a voter
+//! again within seconds of answering.
 //!
 //! Node i runs on 127.0.N.i with the default ports (gossip 7946, cluster
 //! 7947, admin 7948) and a config file; N differs per test. Every process is
@@ -536,5 +538,52 @@ async fn an_isolated_leader_reports_no_quorum_and_logs_each_lost_peer_once() -> 
             w.join("\n")
         );
     }
+    Ok(())
+}
+
+// ------------------------------------------------- removed while unreachable
+
+/// A voter unreachable past `dead_node_timeout_ms` (here SIGSTOP: the
+/// process neither answers nor runs its timers) is removed by autopilot;
+/// once it answers again it is added back and promoted within seconds, as
+/// Consul re-adds a reaped server that rejoins, and it applies what the
+/// cluster wrote while it was away. (Only the paused side renews its gossip
+/// identity here; the case where both sides do, a real partition, is
+/// `gossip/tests/sim.rs` and jepsen-lite's `partition-long`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_removed_while_unreachable_is_added_back_within_seconds() -> Result<()> {
+    /// Gossip heals in a few probe periods (announce to down members every
+    /// 2 s, then the rejoin), autopilot adds a learner at once, promotes it
+    /// after 2 s of stability: well under this.
+    const READD_BOUND: Duration = Duration::from_secs(10);
+    let opts = Opts { dead_node_timeout_ms: 2_000, ..Opts::default() };
+    let mut n = Nodes::start("readd", opts).await?;
+    let leader = n.leader(&[1, 2, 3]).await?;
+    let away = (1..=3u8).find(|&i| i != leader).context("a follower")?;
+    let rest: Vec<u8> = (1..=3u8).filter(|&i| i != away).collect();
+    n.proc(away)?.signal(Signal::SIGSTOP)?;
+    let removed = async {
+        n.wait_voters(&rest, &rest).await?;
+        // Written while it is away: it must apply this after the return.
+        let status = n.put_route(leader, "while-away", "ad0001").await?;
+        ensure!(status == 200, "write while n{away} is away: {status}");
+        Ok(())
+    }
+    .await;
+    n.proc(away)?.signal(Signal::SIGCONT)?;
+    removed?;
+    let back = Instant::now();
+    let all = [1, 2, 3];
+    let readded = tokio::time::timeout(READD_BOUND, n.wait_voters(&all, &all)).await;
+    ensure!(
+        matches!(readded, Ok(Ok(()))),
+        "n{away} not a voter again within {READD_BOUND:?} of SIGCONT ({readded:?}); n{leader}'s log:\n{}\nn{away}'s log:\n{}",
+        n.logs(leader),
+        n.logs(away)
+    );
+    eprintln!("n{away} a voter again {:?} after SIGCONT", back.elapsed());
+    ensure!(n.route_names(away).await?.contains("while-away"), "n{away} did not catch up");
+    let log = n.logs(leader);
+    ensure!(log.contains("change=\"remove\""), "n{leader} never removed n{away}:\n{log}");
     Ok(())
 }

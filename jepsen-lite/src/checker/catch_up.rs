@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Report, Validity};
 use crate::fault_shape::FaultShape;
@@ -33,22 +33,9 @@ pub const NAME: &str = "catch_up";
 /// Most lagging nodes the summary lists.
 const MAX_LISTED: usize = 10;
 
-/// The bound and the nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// How long after a heal every node must have applied what the
-    /// majority applied during the fault.
-    pub bound_ms: u64,
-    /// The nodes that must catch up; empty: every node sampled.
-    pub nodes: Vec<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { bound_ms: 10_000, nodes: Vec::new() }
-    }
-}
+/// The bound (how long after a heal every node must have applied what the
+/// majority applied during the fault) and the nodes that must catch up.
+pub type Config = super::HealBound;
 
 /// A node that did not catch up in time after a window.
 #[derive(Debug, Clone, Serialize)]

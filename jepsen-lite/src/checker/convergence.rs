@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Report, Validity};
 use crate::faults::{fault_windows, healed_at};
@@ -22,21 +22,9 @@ use crate::operation::{History, Outcome, secs};
 /// The checker's name in `results.json`.
 pub const NAME: &str = "convergence";
 
-/// The bound and the nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// How long after the heal every node must have converged.
-    pub bound_ms: u64,
-    /// The nodes that must converge; empty: every node sampled during the run.
-    pub nodes: Vec<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { bound_ms: 10_000, nodes: Vec::new() }
-    }
-}
+/// The bound (how long after the last heal every node must have converged)
+/// and the nodes that must converge.
+pub type Config = super::HealBound;
 
 /// What a node reported.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

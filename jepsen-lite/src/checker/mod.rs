@@ -30,6 +30,23 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::history::Workload;
 use crate::operation::History;
 
+/// A bound after a heal and the nodes it applies to, the settings of
+/// [`convergence`] and [`catch_up`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealBound {
+    /// Milliseconds after the heal.
+    pub bound_ms: u64,
+    /// The nodes judged; empty: every node sampled during the run.
+    pub nodes: Vec<String>,
+}
+
+impl Default for HealBound {
+    fn default() -> Self {
+        HealBound { bound_ms: 10_000, nodes: Vec::new() }
+    }
+}
+
 /// A checker's verdict: serialized as `true`, `false` or `"unknown"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validity {

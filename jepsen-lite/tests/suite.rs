@@ -67,9 +67,12 @@ fn the_fault_switch_makes_the_register_run_invalid() -> Result<(), Box<dyn std::
     for w in writes {
         assert!(w["request_id"].is_string() && w["deadline_ns"].is_u64(), "{w}");
     }
-    for checker in ["idempotency", "stale_reads"] {
-        assert_eq!(results["checkers"][checker]["valid"], true, "{results}");
-    }
+    // Stale reads do not fool the stale-read checker (`?consistency=stale`
+    // may be stale). `idempotency` is not asserted: it trusts linearizable
+    // reads, which the switch makes stale (a stale read of an overwritten
+    // value looks like it came back); `--quick` judges it on a healthy build.
+    assert_eq!(results["checkers"]["stale_reads"]["valid"], true, "{results}");
+    assert!(results["checkers"]["idempotency"]["valid"].is_boolean(), "{results}");
     // --ferryd-log reached the nodes: at `info` every node logs its start.
     let log = std::fs::read_to_string(dir.path().join("n1.1.log"))?;
     let info: Vec<&str> = log.lines().filter(|l| l.contains(" INFO ")).take(3).collect();

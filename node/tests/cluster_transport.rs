@@ -18,7 +18,7 @@ use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{Command, NodeId, NodeInfo, RaftTimers, Request, Response, StateWatch};
 use tempfile::TempDir;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -663,6 +663,97 @@ async fn a_closed_connection_of_a_live_leader_does_not_mark_it_gone() -> Result<
         drop(t);
         tokio::time::sleep(Duration::from_millis(150)).await;
         ensure!(!nodes[f].election.leader_gone(), "a live leader was marked gone after a connection closed");
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
+/// A TCP relay to `target` that passes bytes towards it at `bytes_per_sec`
+/// (a slow link or a slow follower) and replies at full speed. Returns the
+/// relay's address.
+async fn slow_relay(target: String, bytes_per_sec: u64) -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = TcpStream::connect(&target).await else { continue };
+            tokio::spawn(async move {
+                let (mut in_read, mut in_write) = inbound.into_split();
+                let (mut out_read, mut out_write) = outbound.into_split();
+                let towards = async {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = in_read.read(&mut buf).await?;
+                        if n == 0 {
+                            return out_write.shutdown().await;
+                        }
+                        tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / bytes_per_sec)).await;
+                        out_write.write_all(&buf[..n]).await?;
+                    }
+                };
+                let back = tokio::io::copy(&mut out_read, &mut in_write);
+                let _ = tokio::try_join!(towards, back);
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A follower that takes longer than openraft's default install timeout
+/// (200 ms) to receive and install a snapshot still catches up: the leader
+/// waits for it ([`ferry_raft_store::config::INSTALL_SNAPSHOT_TIMEOUT_MS`])
+/// instead of giving up on every attempt and starting over, which kept a
+/// loaded follower behind for tens of seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_slow_follower_installs_a_snapshot() -> Result<()> {
+    const RATE: u64 = 256 << 10;
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        // About half a megabyte of state: 1,000 routes of 8 backends, in
+        // batches of 50 per entry.
+        let mut last = None;
+        for entry in 0..20u16 {
+            let requests = (0..50u16)
+                .map(|i| {
+                    let n = entry * 50 + i;
+                    let backends: Vec<_> = (0..8)
+                        .map(|b| serde_json::json!({"id": format!("backend-{b}"), "addr": format!("127.0.0.{}:{}", b + 1, 9000 + n)}))
+                        .collect();
+                    let route = serde_json::from_value(serde_json::json!({
+                        "name": format!("route-{n:04}"), "listen": "127.0.0.1:0", "backends": backends
+                    }))
+                    .expect("valid route json");
+                    Request::with_id(u128::from(n) + 1, Command::PutRoute { route, cas: None })
+                })
+                .collect();
+            let resp = nodes[l].raft.client_write(Request::new(Command::Batch { requests })).await?;
+            last = Some(resp.log_id);
+        }
+        let last = last.context("no write")?;
+        let leader = &nodes[l].raft;
+        leader.trigger().snapshot().await?;
+        leader.wait(Some(WAIT)).snapshot(last, "snapshot").await?;
+        leader.trigger().purge_log(last.index).await?;
+        leader.wait(Some(WAIT)).purged(Some(last), "purged").await?;
+        let size = leader.get_snapshot().await?.context("no snapshot")?.snapshot.get_ref().len() as u64;
+        ensure!(size > RATE / 2, "a snapshot of {size} bytes crosses the relay in under half a second");
+
+        let learner = TestNode::start(4, |_| {}).await?;
+        let relay = slow_relay(learner.info.cluster_addr.clone(), RATE).await?;
+        let info = NodeInfo { cluster_addr: relay, ..learner.info.clone() };
+        timeout(WAIT, leader.add_learner(learner.id, info, false))
+            .await
+            .context("add_learner did not return")??;
+        let applied = leader.metrics().borrow().last_applied;
+        let caught_up = learner
+            .raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.last_applied >= applied, "caught up through the slow relay")
+            .await;
+        let m = caught_up.with_context(|| format!("a {size}-byte snapshot at {RATE} bytes/s"))?;
+        ensure!(m.snapshot.is_some_and(|s| s.index >= last.index), "learner snapshot {:?}", m.snapshot);
+        ensure!(learner.watch.state() == nodes[l].watch.state(), "learner state differs from the leader's");
+        nodes.push(learner);
         stop_all(&mut nodes).await
     })
     .await

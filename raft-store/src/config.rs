@@ -11,6 +11,20 @@ pub const MAX_IN_SNAPSHOT_LOG_TO_KEEP: u64 = 1_000;
 /// cluster transport's maximum frame must be larger.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
+/// How long the leader waits for a follower to take one snapshot chunk and,
+/// for the last one, to install the snapshot (decode it, write it to sled,
+/// `fdatasync`) before it gives up and starts over with a fresh snapshot.
+/// openraft's default, 200 ms, is less than a loaded two-core machine
+/// takes to install half a megabyte: a follower that needed a snapshot
+/// then installed it again and again while the leader timed out each
+/// attempt and sent it no entries, and stayed behind for tens of seconds
+/// (the 30-minute jepsen-lite run of 2026-12-07). A long wait costs
+/// little: it holds up only the stream to that one follower, and only when
+/// the follower stops answering in the middle of an exchange; one that
+/// cannot be reached fails at connect, within the transport's 500 ms.
+/// hashicorp/raft allows 10 s per 256 KiB for the same request.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
+
 /// Raft timers in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftTimers {
@@ -107,6 +121,7 @@ pub fn raft_config(cluster_name: &str, timers: RaftTimers) -> Result<Config, Box
         // follower behind by less than that is sent logs, not a snapshot.
         replication_lag_threshold: SNAPSHOT_LOGS_SINCE_LAST * 2,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
@@ -125,6 +140,7 @@ mod tests {
         assert_eq!(c.max_in_snapshot_log_to_keep, 1_000);
         assert_eq!(c.heartbeat_interval, 50);
         assert_eq!(c.max_payload_entries, 64);
+        assert_eq!(c.install_snapshot_timeout(), std::time::Duration::from_secs(5));
         let bad =
             RaftTimers { heartbeat_ms: 200, election_timeout_min_ms: 150, election_timeout_max_ms: 300 };
         assert!(raft_config("ferry", bad).is_err());

@@ -765,8 +765,9 @@ async fn a_wiped_node_catches_up_by_snapshot() -> Result<()> {
 /// survivor: writes and linearizable reads get a 503 with Retry-After
 /// within the request timeout (plus a margin), never a hang, whose code says
 /// what happened: `no_quorum` from a leader that hears from no majority
-/// (for a write, once the request timeout has passed, saying how long it has
-/// been without one), `no_leader` once the request timeout has passed on a
+/// (saying how long it has been without one: for a write it proposed before
+/// it could tell, once the request timeout has passed; for the writes after,
+/// at once, not proposed), `no_leader` once the request timeout has passed on a
 /// node that finds no leader, and never `timeout` (a leader's write used to
 /// answer `timeout` after its own 1.5 s, before the request timeout). Stale
 /// reads and traffic keep working with the last applied config.
@@ -846,13 +847,27 @@ async fn without_quorum(tag: &str, kill_leader: bool) -> Result<()> {
                         .and_then(|n| n.parse().ok())
                         .with_context(|| format!("no_quorum without a duration: {message}"))?;
                     // A read's confirmation round fails as soon as no
-                    // majority answers; a write waits for one until the
-                    // request timeout.
+                    // majority answers. A write the leader proposed (the
+                    // first, before it could tell) waits for one until the
+                    // request timeout; once it has been without a majority
+                    // for the quorum timeout it proposes nothing and says so
+                    // at once.
                     if method != "GET" {
+                        let proposed = message.contains("is in its log");
                         ensure!(
-                            since >= 400 && took >= Duration::from_millis(TIMEOUT_MS),
+                            proposed || message.contains("was not proposed"),
+                            "{method} {path}: no_quorum that says neither: {message}"
+                        );
+                        ensure!(
+                            since >= 400 && (!proposed || took >= Duration::from_millis(TIMEOUT_MS)),
                             "{method} {path}: no_quorum after {took:?}, {since} ms without a majority: {message}"
                         );
+                        if attempt > 0 {
+                            ensure!(
+                                !proposed,
+                                "{method} {path}: proposed by a leader long without a majority: {message}"
+                            );
+                        }
                     }
                 }
                 _ => bail!("{method} {path}: error code {code:?} does not say what happened: {}", r.body),

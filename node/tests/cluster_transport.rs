@@ -239,7 +239,7 @@ async fn cluster_refuses_foreign_frames_and_reuses_connections() -> Result<()> {
                 },
                 ErrorCode::WrongVersion,
             ),
-            (vec![0, 0, 0, 3, 2, 0xFF, 0xFF], ErrorCode::Malformed),
+            (vec![0, 0, 0, 3, ferry_node::cluster::WIRE_VERSION as u8, 0xFF, 0xFF], ErrorCode::Malformed),
         ];
         for (frame, want) in refusals {
             let mut stream = TcpStream::connect(&addr).await?;
@@ -754,6 +754,72 @@ async fn cluster_a_slow_follower_installs_a_snapshot() -> Result<()> {
         ensure!(m.snapshot.is_some_and(|s| s.index >= last.index), "learner snapshot {:?}", m.snapshot);
         ensure!(learner.watch.state() == nodes[l].watch.state(), "learner state differs from the leader's");
         nodes.push(learner);
+        stop_all(&mut nodes).await
+    })
+    .await
+}
+
+/// A leader that has had no answer from a majority for the quorum timeout
+/// proposes nothing: a write is refused at once as not proposed, and does
+/// not take effect when the majority comes back. It used to be appended,
+/// answered `NoQuorum { proposed: true }` after the write timeout, and
+/// committed when the followers came back, long after its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_leader_without_a_majority_proposes_nothing() -> Result<()> {
+    bounded(async {
+        let (mut nodes, l) = cluster(3, |_| {}).await?;
+        let config = ServerConfig {
+            write_timeout: Duration::from_secs(3),
+            quorum_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let server =
+            ClusterServer::new(nodes[l].raft.clone(), CLUSTER, Arc::new(TransportStats::default()), config);
+        let leader_raft = nodes[l].raft.clone();
+        let mut followers: Vec<&mut TestNode> =
+            nodes.iter_mut().enumerate().filter(|(i, _)| *i != l).map(|(_, n)| n).collect();
+        let (a, b) = followers.split_at_mut(1);
+        let cut = Duration::from_secs(4);
+        let write = async {
+            // Well past the quorum timeout: the leader has heard from no one.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ensure!(leader_raft.metrics().borrow().current_leader == Some(leader_raft.metrics().borrow().id));
+            let started = tokio::time::Instant::now();
+            let r = server.write(put("zombie", 77), started + Duration::from_secs(3)).await;
+            anyhow::Ok((r, started.elapsed()))
+        };
+        let (cut_a, cut_b, written) =
+            tokio::join!(a[0].cut_inbound_for(cut), b[0].cut_inbound_for(cut), write);
+        cut_a?;
+        cut_b?;
+        let (r, took) = written?;
+        ensure!(
+            matches!(r, Err(WriteError::NoQuorum { proposed: false, .. })),
+            "a leader without a majority answered {r:?}"
+        );
+        ensure!(took < Duration::from_secs(1), "refused only after {took:?}");
+        // The majority is back (an election may follow the cut): a new
+        // write commits, the refused one never does.
+        let mut committed = false;
+        for _ in 0..20 {
+            let leader = agreed_leader(&nodes, None).await?;
+            let index = nodes.iter().position(|n| n.id == leader).context("leader is not a node")?;
+            if nodes[index].raft.client_write(put("after", 78)).await.is_ok() {
+                nodes[index].wait_route("after").await?;
+                committed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(committed, "no write committed once the majority was back");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for node in &nodes {
+            ensure!(
+                !node.watch.state().routes.contains_key("zombie"),
+                "node {} applied the refused write",
+                node.id
+            );
+        }
         stop_all(&mut nodes).await
     })
     .await

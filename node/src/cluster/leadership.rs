@@ -13,11 +13,17 @@
 //!   (openraft's `millis_since_quorum_ack`): then the answer is
 //!   [`WriteError::NoQuorum`], not [`WriteError::Timeout`].
 //!
-//! The ack age is only a verdict at the end of a wait, never a reason to
-//! give up early: a follower catching up on a long log acknowledges only
-//! when a whole AppendEntries lands, so a live majority can be silent for
-//! a second or more (`a_new_leader_replicates_a_log_of_large_entries`),
-//! and a write that would have committed must not be refused for it.
+//! Once a write is proposed, the ack age is only a verdict at the end of
+//! its wait, never a reason to give up early: a follower catching up on a
+//! long log acknowledges only when a whole AppendEntries lands, so a live
+//! majority can be silent for a second or more
+//! (`a_new_leader_replicates_a_log_of_large_entries`), and a write that
+//! would have committed must not be refused for it. *Before* proposing it
+//! is a reason (the batcher's `refuse_without_quorum`): a leader that has
+//! had no majority's acknowledgement for the quorum timeout proposes
+//! nothing, since an entry it appended would commit whenever the majority
+//! came back, long after the write's deadline. A write refused that way is
+//! definitely not applied; a client retries it.
 //!
 //! [`judge`] and [`quorum_lost`] are pure functions of one metrics snapshot.
 

@@ -35,6 +35,9 @@ pub struct TransportStats {
     /// Client writes this node, as leader, refused to propose because
     /// their deadline had passed.
     pub writes_past_deadline: AtomicU64,
+    /// Client writes this node, as leader, refused to propose because it
+    /// had had no majority's acknowledgement for the quorum timeout.
+    pub writes_without_quorum: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -64,6 +67,8 @@ pub struct StatsSnapshot {
     pub round_reads: u64,
     /// See [`TransportStats::writes_past_deadline`].
     pub writes_past_deadline: u64,
+    /// See [`TransportStats::writes_without_quorum`].
+    pub writes_without_quorum: u64,
 }
 
 impl TransportStats {
@@ -83,6 +88,7 @@ impl TransportStats {
             read_rounds: get(&self.read_rounds),
             round_reads: get(&self.round_reads),
             writes_past_deadline: get(&self.writes_past_deadline),
+            writes_without_quorum: get(&self.writes_without_quorum),
         }
     }
 

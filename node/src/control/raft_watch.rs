@@ -53,6 +53,7 @@ pub async fn run(w: RaftWatch, stop: CancellationToken) {
         m.cluster_refused_total.with_label_values(&[reason]);
     }
     let (mut proposals, mut proposed, mut rounds, mut reads, mut late) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut no_quorum = 0u64;
     let mut probed: HashMap<NodeId, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,6 +113,8 @@ pub async fn run(w: RaftWatch, stop: CancellationToken) {
         m.raft_read_rounds_total.inc_by(s.read_rounds.saturating_sub(rounds));
         m.raft_round_reads_total.inc_by(s.round_reads.saturating_sub(reads));
         m.raft_writes_past_deadline_total.inc_by(s.writes_past_deadline.saturating_sub(late));
+        m.raft_writes_without_quorum_total.inc_by(s.writes_without_quorum.saturating_sub(no_quorum));
+        no_quorum = s.writes_without_quorum;
         (proposals, proposed, rounds, reads, late) =
             (s.write_proposals, s.proposed_writes, s.read_rounds, s.round_reads, s.writes_past_deadline);
         let now = [s.refused_cluster_id, s.refused_version, s.malformed, s.oversized];

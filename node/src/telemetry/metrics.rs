@@ -122,6 +122,10 @@ pub struct Metrics {
     /// `ferry_raft_writes_past_deadline_total`: client writes this node, as
     /// leader, refused to propose because their deadline had passed.
     pub raft_writes_past_deadline_total: IntCounter,
+    /// `ferry_raft_writes_without_quorum_total`: client writes this node,
+    /// as leader, refused to propose because it had had no majority's
+    /// acknowledgement for the quorum timeout.
+    pub raft_writes_without_quorum_total: IntCounter,
     /// `ferry_cluster_messages_refused_total{reason}`: cluster-port frames
     /// refused (foreign cluster id, other version, malformed, oversized).
     pub cluster_refused_total: IntCounterVec,
@@ -328,6 +332,10 @@ impl Metrics {
             "ferry_raft_writes_past_deadline_total",
             "Client writes the leader refused to propose because their deadline had passed",
         )?;
+        let raft_writes_without_quorum_total = counter(
+            "ferry_raft_writes_without_quorum_total",
+            "Client writes the leader refused to propose because no majority had acknowledged it for the quorum timeout",
+        )?;
         let raft_proposed_writes_total = counter(
             "ferry_raft_proposed_writes_total",
             "Client writes in the entries this node committed as leader",
@@ -437,6 +445,7 @@ impl Metrics {
             raft_read_rounds_total,
             raft_round_reads_total,
             raft_writes_past_deadline_total,
+            raft_writes_without_quorum_total,
             cluster_refused_total,
             gossip_members,
             gossip_packets_total,

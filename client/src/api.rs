@@ -9,7 +9,8 @@ use crate::RouteSpec;
 pub struct Status {
     /// The node's name (`[node] name`).
     pub node: String,
-    /// ferryd's version.
+    /// ferryd's version: the release and the first 12 hex digits of the git
+    /// commit it was built from (`0.1.0+0123456789ab`).
     pub version: String,
     /// Seconds since the node started.
     pub uptime_secs: u64,
@@ -32,6 +33,35 @@ pub struct Status {
     /// nodes with the same digest use the same route config.
     #[serde(default)]
     pub table_digest: String,
+    /// The full git commit ferryd was built from (`unknown` outside git).
+    #[serde(default)]
+    pub commit: String,
+    /// The cluster protocol this node speaks.
+    #[serde(default)]
+    pub protocol: u16,
+    /// The features this node speaks.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Cluster mode: what every voter and learner speaks, from this node's
+    /// last probe of them (every 5 s); null when standalone or before the
+    /// first probe.
+    #[serde(default)]
+    pub cluster_version: Option<ClusterVersion>,
+}
+
+/// The cluster version: the lowest cluster protocol among the voters and
+/// learners, and the features all of them speak. A write using a feature
+/// outside `features` is refused (409 `feature_not_enabled`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterVersion {
+    /// The lowest protocol; null while some member's is unknown.
+    pub protocol: Option<u16>,
+    /// The version of a member speaking that protocol.
+    pub version: Option<String>,
+    /// The features every member speaks.
+    pub features: Vec<String>,
+    /// Members whose version is unknown (they did not answer).
+    pub unknown: Vec<String>,
 }
 
 /// Raft's view of one node.
@@ -99,6 +129,13 @@ pub struct Member {
     /// How far the node has applied the Raft log; null when it did not
     /// answer (down, or not yet reachable).
     pub applied_index: Option<u64>,
+    /// The node's version (`0.1.0+0123456789ab`): from its answer, else as
+    /// gossip last advertised it; null when neither is known.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The node's cluster protocol, from the same source as `version`.
+    #[serde(default)]
+    pub protocol: Option<u16>,
 }
 
 /// The answer to `POST /v1/members/{id}/remove`.

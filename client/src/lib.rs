@@ -10,6 +10,9 @@
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
+//! - [`selfdesc`]: how ferry's own types are written inside binary formats
+//!   (the Raft log, snapshots, the cluster port) so that they can gain fields
+//!   across versions.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
@@ -23,6 +26,7 @@ pub mod http;
 pub mod listen;
 pub mod name;
 pub mod route;
+pub mod selfdesc;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

@@ -7,8 +7,7 @@
 
 use std::collections::HashSet;
 
-use serde::ser::SerializeStruct;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::FieldError;
 use crate::addr::BackendAddr;
@@ -89,9 +88,7 @@ pub struct RouteSpec {
 }
 
 /// One backend of a route.
-///
-/// `Serialize` is written by hand: see [`BackendSpec::node`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Unique within the route.
@@ -106,29 +103,8 @@ pub struct BackendSpec {
     /// decimal node id (a value of digits only is always an id). Other nodes
     /// reach it through that node (a peer hop); `None`: every node connects
     /// to `addr` itself.
-    ///
-    /// Left out of human-readable output (JSON, TOML) when `None`, as
-    /// `skip_serializing_if` would do. Binary formats (bincode in the Raft
-    /// log) always carry it: they are positional, and a skipped field would
-    /// put the decoder out of step.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-}
-
-impl Serialize for BackendSpec {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let omit_node = self.node.is_none() && serializer.is_human_readable();
-        let mut s = serializer.serialize_struct("BackendSpec", if omit_node { 3 } else { 4 })?;
-        s.serialize_field("id", &self.id)?;
-        s.serialize_field("addr", &self.addr)?;
-        s.serialize_field("weight", &self.weight)?;
-        if omit_node {
-            s.skip_field("node")?;
-        } else {
-            s.serialize_field("node", &self.node)?;
-        }
-        s.end()
-    }
 }
 
 /// What a backend's `node` names.

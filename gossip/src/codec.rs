@@ -136,8 +136,10 @@ mod tests {
     }
 }
 
-/// Golden bytes of envelope version 1: a sealed `Announce` from node 1 to a
-/// seed. A change that breaks this test breaks mixed-version clusters.
+/// Golden bytes of envelope version 2: a sealed `Announce` from node 1 to a
+/// seed. A change that breaks this test breaks mixed-version clusters; a
+/// fact added to the identity goes into its metadata document, which keeps
+/// these bytes for a node that does not set it.
 #[cfg(test)]
 mod fixture {
     use std::net::SocketAddr;
@@ -145,9 +147,12 @@ mod fixture {
     use foca::{Codec, Header, Message};
 
     use super::*;
-    use crate::envelope::{ClusterTag, Envelope};
+    use crate::envelope::{ClusterTag, Envelope, EnvelopeError};
+    use crate::identity::NodeMeta;
 
+    /// Version 1 (before the identity's metadata): refused as a version.
     const V1_ANNOUNCE: &str = "4647015bf7dcf4df24328901000a000001fb0a1f000a000001fb0b1f000a000001fb0c1f026e31fd0068e5cf8b0100000000000a000001fbf222000000000000000000000000000006";
+    const V2_ANNOUNCE: &str = "4647025bf7dcf4df24328901000a000001fb0a1f000a000001fb0b1f000a000001fb0c1f026e31fd0068e5cf8b0100002d7b2276657273696f6e223a22302e312e302b303132333435363738396162222c2270726f746f636f6c223a337d0000000a000001fbf2220000000000000000000000000000027b7d06";
 
     fn header() -> Header<NodeIdentity> {
         let a = |port| SocketAddr::from(([10, 0, 0, 1], port));
@@ -158,6 +163,7 @@ mod fixture {
             admin_addr: a(7948),
             name: "n1".into(),
             incarnation: 1_700_000_000_000,
+            meta: NodeMeta { version: "0.1.0+0123456789ab".into(), protocol: 3 },
         };
         Header { src, src_incarnation: 0, dst: NodeIdentity::seed(a(8946)), message: Message::Announce }
     }
@@ -171,9 +177,9 @@ mod fixture {
     }
 
     #[test]
-    fn v1_announce_decodes_from_golden_bytes() -> anyhow::Result<()> {
+    fn v2_announce_decodes_from_golden_bytes() -> anyhow::Result<()> {
         let envelope = Envelope::new(ClusterTag::of("ferry"), 1400);
-        let old = unhex(V1_ANNOUNCE);
+        let old = unhex(V2_ANNOUNCE);
         let mut rest = envelope.open(&old)?;
         assert_eq!(BincodeCodec.decode_header(&mut rest)?, header());
         assert!(rest.is_empty());
@@ -181,13 +187,19 @@ mod fixture {
     }
 
     #[test]
-    fn v1_announce_encodes_to_golden_bytes() -> anyhow::Result<()> {
+    fn v2_announce_encodes_to_golden_bytes() -> anyhow::Result<()> {
         let envelope = Envelope::new(ClusterTag::of("ferry"), 1400);
         let mut payload = Vec::new();
         BincodeCodec.encode_header(&header(), &mut payload)?;
         let mut sealed = Vec::new();
         envelope.seal(&payload, &mut sealed);
-        assert_eq!(hex(&sealed), V1_ANNOUNCE);
+        assert_eq!(hex(&sealed), V2_ANNOUNCE);
         Ok(())
+    }
+
+    #[test]
+    fn v1_is_refused_as_a_version() {
+        let envelope = Envelope::new(ClusterTag::of("ferry"), 1400);
+        assert_eq!(envelope.open(&unhex(V1_ANNOUNCE)).err(), Some(EnvelopeError::UnsupportedVersion(1)));
     }
 }

@@ -29,6 +29,7 @@ fn identity(id: u64) -> NodeIdentity {
         admin_addr: a,
         name: format!("n{id}"),
         incarnation: 42,
+        meta: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset 0  2 bytes  magic  b"FG"
-//!        2  1 byte   version (1)
+//!        2  1 byte   version (2)
 //!        3  8 bytes  cluster tag, u64 little-endian: FNV-1a 64 of the cluster id
 //!       11  ...      foca payload (bincode header + updates + broadcasts)
 //! ```
@@ -14,7 +14,11 @@ use std::fmt;
 /// First bytes of every ferry gossip packet.
 pub const MAGIC: [u8; 2] = *b"FG";
 /// The only envelope version this build reads and writes.
-pub const VERSION: u8 = 1;
+///
+/// - 1: the first.
+/// - 2: the identity carries [`crate::NodeMeta`], a self-describing
+///   document: facts added to it later need no new version.
+pub const VERSION: u8 = 2;
 /// Bytes the envelope adds in front of the foca payload.
 pub const ENVELOPE_LEN: usize = MAGIC.len() + 1 + 8;
 
@@ -141,8 +145,8 @@ mod tests {
         assert_eq!(envelope("dev").open(&out), Err(EnvelopeError::ForeignCluster(ClusterTag::of("prod"))));
         assert_eq!(envelope("prod").open(&out[..5]), Err(EnvelopeError::TooShort { len: 5 }));
         let mut bad = out.clone();
-        bad[2] = 2;
-        assert_eq!(envelope("prod").open(&bad), Err(EnvelopeError::UnsupportedVersion(2)));
+        bad[2] = 3;
+        assert_eq!(envelope("prod").open(&bad), Err(EnvelopeError::UnsupportedVersion(3)));
         bad[0] = b'X';
         assert_eq!(envelope("prod").open(&bad), Err(EnvelopeError::BadMagic));
         assert!(matches!(

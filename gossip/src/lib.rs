@@ -45,7 +45,7 @@ pub use config::{ConfigError, GossipConfig, Profile, Timings};
 pub use envelope::{ClusterTag, Envelope, EnvelopeError};
 pub use error::GossipError;
 pub use handle::{Gossip, GossipHandle};
-pub use identity::NodeIdentity;
+pub use identity::{NodeIdentity, NodeMeta};
 pub use stats::{GossipStats, StatsSnapshot};
 pub use view::{MemberEvent, MemberState, MemberStatus, MemberView, StateCounts};
 

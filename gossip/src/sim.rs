@@ -103,6 +103,7 @@ fn sim_identity(index: usize) -> NodeIdentity {
         admin_addr: addr,
         name: format!("sim-{id}"),
         incarnation: 1,
+        meta: Default::default(),
     }
 }
 

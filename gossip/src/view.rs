@@ -295,6 +295,7 @@ mod tests {
             admin_addr: a,
             name: format!("n{id}"),
             incarnation,
+            meta: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`dataplane`]: listeners, balancing, failover, health, the byte copy.
 //! - [`admin`]: the admin HTTP API.
 //! - [`telemetry`]: Prometheus metrics, logs and OTLP traces.
+//! - [`version`]: the release, commit and cluster protocol of this build.
 
 pub mod admin;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod dataplane;
 pub mod node;
 pub mod telemetry;
+pub mod version;
 
 pub use config::Config;
 pub use node::Node;

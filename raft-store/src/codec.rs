@@ -4,9 +4,16 @@
 //!
 //! Decoding never panics: truncated bytes, trailing bytes, and a version this
 //! build does not know are all [`CodecError`]s, which the stores turn into
-//! openraft `StorageError`s. A change to a persisted type must bump
-//! [`FORMAT_VERSION`] and keep decoding the old one; the fixture tests in
-//! `tests/fixture.rs` fail loudly if the bytes of an old version stop decoding.
+//! openraft `StorageError`s. The fixture tests in `tests/fixture.rs` fail
+//! loudly if the bytes of an old version stop decoding.
+//!
+//! Since version 4, ferry's own types in a value (a request and its command,
+//! a response, the cluster state, a node's info) are self-describing
+//! ([`ferry_client::selfdesc`]): a field added to them with a default needs
+//! no new version. bincode frames them and encodes openraft's own types
+//! (log ids, votes, memberships), which change only with openraft's wire
+//! format. A new version is needed only for a change that cannot be made
+//! additively (see `docs/architecture.md`, "Formats across versions").
 //!
 //! # Versions
 //! - 1: the first format.
@@ -21,15 +28,22 @@
 //!   entries without a digest. Log entries, stored routes and the rest are
 //!   the same as in version 2. A new `StateError` variant
 //!   (`RequestIdReused`) is never stored.
+//! - 4: ferry's own types are self-describing. Versions 1 to 3 are read
+//!   through frozen copies of their positional layouts ([`crate::legacy`]),
+//!   so that today's types can gain fields. Their command digests were
+//!   computed from the positional bytes, which version 4 no longer has, so
+//!   what is read from them keeps no digest: a request id remembered from
+//!   them answers its original response to any command, as one from
+//!   versions 1 and 2 always did.
 //!
-//! Every decoded type says, through [`Persisted`], how versions 1 and 2
+//! Every decoded type says, through [`Persisted`], how versions 1 to 3
 //! wrote it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written by this build.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 /// A type stored with [`encode`] and read with [`decode`].
 pub trait Persisted: DeserializeOwned {
@@ -38,6 +52,8 @@ pub trait Persisted: DeserializeOwned {
     type V1: DeserializeOwned + Into<Self>;
     /// The type as format version 2 wrote it, likewise.
     type V2: DeserializeOwned + Into<Self>;
+    /// The type as format version 3 wrote it, likewise.
+    type V3: DeserializeOwned + Into<Self>;
 }
 
 /// Marks types whose encoding is the same in every format version.
@@ -46,6 +62,7 @@ macro_rules! unchanged_since_v1 {
         $(impl $crate::codec::Persisted for $t {
             type V1 = $t;
             type V2 = $t;
+            type V3 = $t;
         })*
     };
 }
@@ -86,6 +103,7 @@ pub fn decode<T: Persisted>(bytes: &[u8]) -> Result<T, CodecError> {
     };
     match u16::from_be_bytes(*version) {
         FORMAT_VERSION => decode_body(body),
+        3 => decode_body::<T::V3>(body).map(Into::into),
         2 => decode_body::<T::V2>(body).map(Into::into),
         1 => decode_body::<T::V1>(body).map(Into::into),
         found => Err(CodecError::UnknownVersion { found }),
@@ -110,15 +128,16 @@ mod tests {
     fn round_trip_and_errors() {
         let v = (7u64, String::from("x"), u128::MAX);
         let bytes = encode(&v).expect("encode");
-        assert_eq!(&bytes[..2], &[0, 3]);
+        assert_eq!(&bytes[..2], &[0, 4]);
         assert_eq!(decode::<(u64, String, u128)>(&bytes).expect("decode"), v);
         assert!(matches!(decode::<u64>(&[0]), Err(CodecError::Truncated { len: 1 })));
-        assert!(matches!(decode::<u64>(&[0, 4, 0]), Err(CodecError::UnknownVersion { found: 4 })));
+        assert!(matches!(decode::<u64>(&[0, 5, 0]), Err(CodecError::UnknownVersion { found: 5 })));
         assert!(matches!(decode::<u64>(&[0, 0, 0]), Err(CodecError::UnknownVersion { found: 0 })));
-        assert!(matches!(decode::<u8>(&[0, 3, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
+        assert!(matches!(decode::<u8>(&[0, 4, 5, 6]), Err(CodecError::TrailingBytes { extra: 1 })));
         assert!(matches!(decode::<String>(&bytes[..bytes.len() - 1]), Err(CodecError::Decode(_))));
-        // An unchanged type reads versions 1 and 2 as they are.
+        // An unchanged type reads versions 1 to 3 as they are.
         assert_eq!(decode::<u8>(&[0, 1, 5]).expect("v1"), 5);
         assert_eq!(decode::<u8>(&[0, 2, 5]).expect("v2"), 5);
+        assert_eq!(decode::<u8>(&[0, 3, 5]).expect("v3"), 5);
     }
 }

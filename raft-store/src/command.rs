@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// object must not exist; `Some(n)` means its current revision (the config
 /// index of its last change) must be `n`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Command {
     /// Create or replace the route named `route.name`.
     PutRoute { route: RouteSpec, cas: Option<u64> },
@@ -53,6 +54,28 @@ impl Command {
         }
     }
 
+    /// The names of the features the command uses: what a node must speak
+    /// to apply it (the node's `version::FEATURES` gives the protocol of
+    /// each). A command using none can be applied by every node of the
+    /// window. A field or variant added to a command, route or policy that
+    /// an older node could not read is named here when it is used.
+    pub fn features(&self) -> Vec<&'static str> {
+        match self {
+            Command::Batch { requests } => {
+                let mut all: Vec<&'static str> = requests.iter().flat_map(|r| r.command.features()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+            Command::PutRoute { .. }
+            | Command::DeleteRoute { .. }
+            | Command::SetBackendWeight { .. }
+            | Command::PutChaosPolicy { .. }
+            | Command::DeleteChaosPolicy { .. }
+            | Command::SeedRoutes { .. } => Vec::new(),
+        }
+    }
+
     /// The compare-and-set condition of the command.
     pub fn cas(&self) -> Option<u64> {
         match self {
@@ -77,23 +100,43 @@ pub enum Target<'a> {
 
 /// One entry of the Raft log: a command and, optionally, the client's request
 /// id. A retry with the same id is answered from memory, not applied twice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Self-describing ([`ferry_client::selfdesc`]): in the log, in snapshots and
+/// on the cluster port it is a JSON document, so it and everything in it
+/// (the command, its route or policy) can gain fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Request {
     /// Client request id for idempotent retries (`None`: no de-duplication).
     pub id: Option<u128>,
     /// The change.
     pub command: Command,
+    /// Read from a format before 4, whose command digests were computed from
+    /// other bytes: applying it remembers no digest
+    /// ([`crate::legacy`]). Never encoded.
+    #[serde(skip)]
+    pub(crate) digestless: bool,
+}
+
+ferry_client::self_describing!(Request, Response);
+
+impl PartialEq for Request {
+    /// Equal when the id and the command are: `digestless` is how the request
+    /// was read, not what it is.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.command == other.command
+    }
 }
 
 impl Request {
     /// A request without a request id.
     pub fn new(command: Command) -> Self {
-        Self { id: None, command }
+        Self { id: None, command, digestless: false }
     }
 
     /// A request carrying the request id `id`.
     pub fn with_id(id: u128, command: Command) -> Self {
-        Self { id: Some(id), command }
+        Self { id: Some(id), command, digestless: false }
     }
 
     /// Whether the request may share a log entry with others: every
@@ -110,7 +153,9 @@ impl Request {
 }
 
 /// The result of applying one log entry, the same on every node.
+/// Self-describing, like [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub enum Response {
     /// The command changed the config.
     Applied {
@@ -153,6 +198,7 @@ impl Response {
 
 /// Why a command was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(deny_unknown_fields)]
 pub enum StateError {
     /// The compare-and-set condition failed; `current` is the object's
     /// revision now (0 when it does not exist). HTTP 409.

@@ -7,14 +7,17 @@
 //! are the same request exactly when their commands are equal (a body that
 //! differs only in spacing or key order is the same request).
 //!
-//! It is FNV-1a 128 of the command's bincode encoding (`standard()` config,
-//! the body of format version 3, without the version prefix): a function of
-//! those bytes alone, so every node, and every later build, computes the same
-//! digest for the same command. std's `DefaultHasher` would not do: its keys
-//! are random per process. A later format that changes the encoding of
-//! `Command` must keep digesting the format-3 bytes (through the types of
-//! [`crate::legacy`]), or digests remembered before the upgrade would refuse
-//! honest retries; the golden digests in the tests fail if the bytes move.
+//! It is FNV-1a 128 of the command's JSON document: the self-describing
+//! form in which a [`crate::Request`] carries it since format version 4
+//! ([`ferry_client::selfdesc`]). A function of those bytes alone, so every
+//! node, and every later build, computes the same digest for the same
+//! command. std's `DefaultHasher` would not do: its keys are random per
+//! process. A field added to a command, route or policy later leaves its
+//! default out of the document (`skip_serializing_if`), so commands that do
+//! not use it keep their digests across the upgrade; the golden digests in
+//! the tests fail if the bytes move. Format 3 digested the positional
+//! bincode bytes, which format 4 no longer has: what is read from formats 1
+//! to 3 keeps no digest ([`crate::legacy`]).
 //!
 //! Cost: about 8 ns a byte (release build), on every node, for requests
 //! with an id: well under a microsecond for a weight change, 0.25 ms for a
@@ -71,7 +74,7 @@ pub fn fnv1a_128(bytes: &[u8]) -> u128 {
 /// its id would be checked as an old entry without a digest is).
 pub fn command_digest(cmd: &Command) -> Option<u128> {
     let mut h = Fnv1a128::default();
-    bincode::serde::encode_into_std_write(cmd, &mut h, bincode::config::standard()).ok()?;
+    serde_json::to_writer(&mut h, cmd).ok()?;
     Some(h.0)
 }
 
@@ -95,12 +98,14 @@ mod tests {
         let delete = Command::DeleteRoute { name: "w1b".into(), cas: None };
         let weight =
             Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: Some(42) };
-        assert_eq!(command_digest(&delete), Some(0x3eb3b914d63c64bf6dc332bbcb8d67ef));
-        assert_eq!(command_digest(&weight), Some(0xb440afcdbb9e82c42d0c445f82778406));
-        // The same digests from the bytes written out by hand: variant
-        // index, length-prefixed strings, varint integers, option tags.
-        assert_eq!(command_digest(&delete), Some(fnv1a_128(b"\x01\x03w1b\x00")));
-        assert_eq!(command_digest(&weight), Some(fnv1a_128(b"\x02\x03w1b\x01a\x05\x01\x2a")));
+        assert_eq!(command_digest(&delete), Some(0xc595e4a724a500be097da3ca530e6028));
+        assert_eq!(command_digest(&weight), Some(0xd7d4eb99e1ebbad5a9ca1a880061d657));
+        // The same digests from the documents written out by hand.
+        assert_eq!(command_digest(&delete), Some(fnv1a_128(br#"{"DeleteRoute":{"name":"w1b","cas":null}}"#)));
+        assert_eq!(
+            command_digest(&weight),
+            Some(fnv1a_128(br#"{"SetBackendWeight":{"route":"w1b","backend":"a","weight":5,"cas":42}}"#))
+        );
         // Any field counts, the compare-and-set condition included.
         let other_cas =
             Command::SetBackendWeight { route: "w1b".into(), backend: "a".into(), weight: 5, cas: None };

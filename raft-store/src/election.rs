@@ -65,8 +65,10 @@ use crate::config::RaftTimers;
 use crate::log_store::LogStore;
 use crate::types::{LogId, NodeId, NodeInfo, Raft};
 
-/// A pre-vote request: "would you vote for me at `term`?"
+/// A pre-vote request: "would you vote for me at `term`?" Self-describing
+/// on the cluster port ([`ferry_client::selfdesc`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct PreVoteRequest {
     /// The node asking.
     pub candidate: NodeId,
@@ -75,6 +77,8 @@ pub struct PreVoteRequest {
     /// Its last log id.
     pub last_log_id: Option<LogId>,
 }
+
+ferry_client::self_describing!(PreVoteRequest);
 
 /// Asks one voter for a pre-vote. The node implements it over the cluster
 /// transport.

@@ -21,6 +21,7 @@ pub const RECENT_CAPACITY: usize = 10_000;
 
 /// One remembered request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Remembered {
     /// The client's request id.
     pub id: u128,
@@ -51,10 +52,10 @@ pub struct RecentRequests {
     by_id: HashMap<u128, u64>,
 }
 
-/// The serialized form (format version 3): the index is rebuilt on load.
-/// Versions 1 and 2 wrote `(id, response)` pairs: see
-/// [`crate::legacy::RecentRequestsV2`].
+/// The serialized form: the index is rebuilt on load. Versions 1 and 2
+/// wrote `(id, response)` pairs: see [`crate::legacy::RecentPairs`].
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecentWire {
     first_seq: u64,
     entries: Vec<Remembered>,

@@ -24,8 +24,10 @@ use crate::command::{Command, Request, Response, StateError, Target};
 use crate::digest::command_digest;
 use crate::recent::{RecentRequests, Remembered};
 
-/// The whole replicated config.
+/// The whole replicated config. Self-describing
+/// ([`ferry_client::selfdesc`]): a snapshot holds it as a JSON document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ClusterState {
     /// Routes by name.
     pub routes: BTreeMap<String, StoredRoute>,
@@ -42,8 +44,11 @@ pub struct ClusterState {
     pub recent: RecentRequests,
 }
 
+ferry_client::self_describing!(ClusterState);
+
 /// A route with the revision of its last change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoredRoute {
     /// The route as written.
     pub spec: RouteSpec,
@@ -53,6 +58,7 @@ pub struct StoredRoute {
 
 /// A chaos policy with the revision of its last change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoredPolicy {
     /// The policy as written.
     pub policy: ChaosPolicy,
@@ -180,7 +186,7 @@ impl ClusterState {
     /// format before digests), and [`StateError::RequestIdReused`] when it is
     /// another: either way nothing changes, the memory included.
     fn apply_one(&mut self, log_index: u64, req: &Request) -> Response {
-        let digest = req.id.and_then(|_| command_digest(&req.command));
+        let digest = if req.digestless { None } else { req.id.and_then(|_| command_digest(&req.command)) };
         if let Some(seen) = req.id.and_then(|id| self.recent.get(id)) {
             return match (seen.digest, digest) {
                 (Some(theirs), Some(ours)) if theirs != ours => {

@@ -56,6 +56,17 @@ pub(crate) struct SmMeta {
     recent_first_seq: u64,
 }
 
+impl SmMeta {
+    pub(crate) fn from_parts(
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        index: u64,
+        recent_first_seq: u64,
+    ) -> Self {
+        Self { last_applied, membership, index, recent_first_seq }
+    }
+}
+
 /// A cheap, cloneable view of the applied config for the node: the current
 /// state and a watch that fires after every applied batch and every installed
 /// snapshot.
@@ -387,22 +398,34 @@ mod tests {
     }
 
     /// A state machine tree as versions that persisted every apply left it.
+    /// `value` as format version 2 wrote it (the per-apply layout existed
+    /// only in versions 1 and 2).
+    fn enc_v2<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = vec![0, 2];
+        bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).expect("encode");
+        out
+    }
+
+    /// Writes the per-apply layout of versions 1 and 2 at `at` (its route is
+    /// the version-2 fixture's) and returns the state it holds.
     fn write_legacy(tree: &sled::Tree, at: u64) -> Result<ClusterState, StoreError> {
-        let route: ferry_client::RouteSpec = serde_json::from_value(serde_json::json!({
-            "name": "web", "listen": ":7000", "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
-        }))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let text = include_str!("../tests/fixtures/stored_route_v2.hex").trim();
+        let route_bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let route: StoredRoute = dec(b"route/web", &route_bytes)?;
         let mut state = ClusterState { index: at, ..Default::default() };
-        state.routes.insert("web".into(), StoredRoute { spec: route, revision: at });
+        state.routes.insert(route.spec.name.clone(), route);
         state.recent.insert(Remembered::new(5, None, Response::Applied { index: at, revision: at }));
-        let meta = SmMeta { last_applied: Some(log_id(at)), index: at, ..Default::default() };
-        tree.insert(KEY_META, enc("meta", &meta)?)?;
-        tree.insert(format!("{ROUTE_PREFIX}web"), enc("route", &state.routes["web"])?)?;
-        for (i, entry) in state.recent.iter().enumerate() {
-            // That layout kept (id, response) pairs.
-            let pair = (entry.id, entry.response.clone());
-            tree.insert(recent_key(state.recent.first_seq() + i as u64), enc("request id", &pair)?)?;
-        }
+        // SmMeta: last applied, membership (empty), index, first sequence.
+        let meta = (Some(log_id(at)), StoredMembership::default(), at, 0u64);
+        tree.insert(KEY_META, enc_v2(&meta))?;
+        tree.insert(format!("{ROUTE_PREFIX}web"), route_bytes)?;
+        // That layout kept (id, response) pairs: 5, Applied (0) { at, at }.
+        let pair = (5u128, 0u8, at, at);
+        tree.insert(recent_key(state.recent.first_seq()), enc_v2(&pair))?;
         Ok(state)
     }
 

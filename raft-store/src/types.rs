@@ -25,7 +25,11 @@ openraft::declare_raft_types!(
 
 /// What the Raft membership records about a node, so that any member can
 /// reach it: its cluster port (Raft RPCs, forwarded writes) and its admin API.
+///
+/// Self-describing ([`ferry_client::selfdesc`]): it is in every membership
+/// (log entries, snapshots, votes' neighbours), so it can gain fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct NodeInfo {
     /// The node's name (`[node] name`).
     pub name: String,
@@ -34,6 +38,8 @@ pub struct NodeInfo {
     /// `IP:PORT` of the admin HTTP API.
     pub admin_addr: String,
 }
+
+ferry_client::self_describing!(NodeInfo);
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,17 +1,19 @@
 //! Golden bytes of the persisted formats. If one of these fails, the on-disk
-//! or snapshot encoding changed: bump `codec::FORMAT_VERSION`, keep a decoder
-//! for the old versions, and add fixtures for the new one — never regenerate
-//! these files to make the test pass.
+//! or snapshot encoding changed. Since format version 4 ferry's types are
+//! self-describing, so a field added with a default changes no fixture; a
+//! change that does needs a new format version, a decoder for the old one,
+//! and fixtures for the new one. Never regenerate these files to make the
+//! test pass.
 //!
 //! - `*_v1.hex`: written by format version 1 (before backends had `node`).
-//!   They must keep decoding, to today's types with `node: None`; they are
-//!   no longer what this build writes.
 //! - `*_v2.hex`: written by format version 2 (before remembered request ids
-//!   kept their command's digest). They must keep decoding, the memory's
-//!   entries with `digest: None`. The types that did not change in version 3
-//!   (log entries, stored routes) still encode to these bytes but for the
-//!   version prefix.
-//! - `*_v3.hex`: today's format, decoded and re-encoded byte for byte.
+//!   kept their command's digest).
+//! - `*_v3.hex`: written by format version 3 (positional bincode). Their
+//!   digests are dropped on reading (`Persisted::from_positional`).
+//! - `*_v4.hex`: today's format, decoded and re-encoded byte for byte.
+//!
+//! Versions 1 to 3 must keep decoding to today's types; they are no longer
+//! what this build writes.
 //!
 //! To create a fixture for a *new* file: `FERRY_WRITE_FIXTURES=1 cargo test
 //! -p ferry-raft-store --test fixture` (existing files are never overwritten).
@@ -218,69 +220,164 @@ fn pinned_state(digests: bool) -> ClusterState {
 fn version_2_decodes() -> Result<()> {
     check_old("cluster_state_v2.hex", &pinned_state(false))?;
     check_old("snapshot_v2.hex", &snapshot(pinned_state(false)))?;
-    // Unchanged in version 3: the same bytes but for the version prefix.
-    check_as_v2("log_entry_v2.hex", &log_entry())?;
-    check_as_v2("log_entry_put_route_v2.hex", &put_route(pinned("web", ":7000")))?;
-    check_as_v2(
+    check_old("log_entry_v2.hex", &log_entry())?;
+    check_old("log_entry_put_route_v2.hex", &put_route(pinned("web", ":7000")))?;
+    check_old(
         "log_entry_seed_routes_v2.hex",
         &seed_routes(vec![route("api", "127.0.0.1:7001"), pinned("web", ":7000")]),
     )?;
-    check_as_v2("stored_route_v2.hex", &StoredRoute { spec: pinned("web", ":7000"), revision: 7 })?;
+    check_old("stored_route_v2.hex", &StoredRoute { spec: pinned("web", ":7000"), revision: 7 })?;
     Ok(())
 }
 
-/// Decodes the version-2 fixture `file` of a type version 3 did not change,
-/// and checks that today's encoding differs only in the version prefix.
-fn check_as_v2<T: Serialize + Persisted + PartialEq + std::fmt::Debug>(
-    file: &str,
-    expected: &T,
-) -> Result<()> {
-    let text = check_old(file, expected)?;
-    let mut bytes = encode(expected)?;
-    assert_eq!(bytes[..2], [0, 3]);
-    bytes[1] = 2;
-    assert_eq!(hex(&bytes), text.trim(), "{file}: a type unchanged in version 3 encodes differently");
+/// Version 3 bytes decode to today's types, their digests dropped: format 3
+/// digested positional bytes that format 4 no longer writes.
+#[test]
+fn version_3_decodes_without_digests() -> Result<()> {
+    check_old("cluster_state_v3.hex", &pinned_state(false))?;
+    check_old("snapshot_v3.hex", &snapshot(pinned_state(false)))?;
+    check_old("log_entry_v3.hex", &log_entry())?;
+    // A request read from a version-3 entry remembers no digest when
+    // applied; the same request in a version-4 entry does.
+    let bytes = unhex(include_str!("fixtures/log_entry_v3.hex").trim()).context("hex")?;
+    for (entry, digest) in
+        [(decode::<Entry>(&bytes)?, None), (log_entry(), command_digest(&policy_command()))]
+    {
+        let EntryPayload::Normal(request) = entry.payload else { panic!("a normal entry") };
+        let mut state = ClusterState::default();
+        state.apply(10, &request);
+        let id = request.id.context("an id")?;
+        assert_eq!(state.recent.get(id).map(|r| r.digest), Some(digest));
+    }
     Ok(())
 }
 
 #[test]
-fn version_3_round_trips() -> Result<()> {
-    check("cluster_state_v3.hex", &pinned_state(true))?;
-    check("snapshot_v3.hex", &snapshot(pinned_state(true)))?;
-    check("log_entry_v3.hex", &log_entry())?;
+fn version_4_round_trips() -> Result<()> {
+    check("cluster_state_v4.hex", &pinned_state(true))?;
+    check("snapshot_v4.hex", &snapshot(pinned_state(true)))?;
+    check("log_entry_v4.hex", &log_entry())?;
+    check("log_entry_put_route_v4.hex", &put_route(pinned("web", ":7000")))?;
+    check(
+        "log_entry_seed_routes_v4.hex",
+        &seed_routes(vec![route("api", "127.0.0.1:7001"), pinned("web", ":7000")]),
+    )?;
     Ok(())
 }
 
-/// Version 3 bytes of the request-id memory differ from version 2 only by
-/// each entry's digest: a `Some` tag and a varint u128 each.
+/// A log entry's layout with any payload in place of the request: how a
+/// test writes the bytes another version would.
+#[derive(Serialize)]
+struct EntryOf<P> {
+    log_id: LogId,
+    payload: PayloadOf<P>,
+}
+
+/// openraft's `EntryPayload` layout (the variants in order).
+#[derive(Serialize)]
+#[allow(dead_code)]
+enum PayloadOf<P> {
+    Blank,
+    Normal(P),
+    Membership(Membership<u64, NodeInfo>),
+}
+
+/// A JSON document written the way a self-describing type is in bincode.
+struct Embedded(serde_json::Value);
+
+impl Serialize for Embedded {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+}
+
+/// A route entry with a request id below 2^64 (serde_json's `Value` holds
+/// no larger integer).
+fn small_put_route() -> Entry {
+    let mut entry = put_route(pinned("web", ":7000"));
+    if let EntryPayload::Normal(r) = &mut entry.payload {
+        r.id = Some(42);
+    }
+    entry
+}
+
+/// `entry` as format 4 bytes, its request's JSON document changed by `edit`.
+fn entry_bytes_with(entry: &Entry, edit: impl FnOnce(&mut serde_json::Value)) -> Result<Vec<u8>> {
+    let EntryPayload::Normal(request) = &entry.payload else { anyhow::bail!("a normal entry") };
+    let mut doc = serde_json::to_value(request)?;
+    edit(&mut doc);
+    encode(&EntryOf { log_id: entry.log_id, payload: PayloadOf::Normal(Embedded(doc)) }).map_err(Into::into)
+}
+
+/// The layout above writes what another version would: an entry whose
+/// request document is today's, fields in another order (serde_json's
+/// `Value` sorts them), reads as the same entry.
 #[test]
-fn version_3_adds_one_digest_per_remembered_id() -> Result<()> {
-    let v3 = encode(&pinned_state(true))?;
-    let v2 = unhex(include_str!("fixtures/cluster_state_v2.hex").trim()).context("hex")?;
-    let digests: Vec<u128> = pinned_state(true).recent.iter().filter_map(|e| e.digest).collect();
-    assert_eq!(digests.len(), 3);
-    // A varint u128 above u64::MAX takes a tag byte and 16 bytes.
-    let added: usize = digests.iter().map(|d| 1 + if *d > u128::from(u64::MAX) { 17 } else { 9 }).sum();
-    assert_eq!(v3.len(), v2.len() + added);
-    // Without digests, version 3 is version 2 plus one `None` tag per entry.
-    assert_eq!(encode(&pinned_state(false))?.len(), v2.len() + 3);
+fn a_log_entry_is_its_requests_json_document_in_the_bincode_frame() -> Result<()> {
+    let entry = small_put_route();
+    let bytes = entry_bytes_with(&entry, |_| {})?;
+    assert_ne!(bytes, encode(&entry)?, "the fields are in another order");
+    assert_eq!(decode::<Entry>(&bytes)?, entry);
     Ok(())
 }
 
-/// Version 1 and later bytes of a route differ only by the backends' `node`.
+/// A route written by an older version, without a field this build has
+/// (here every field with a default: the oldest routes), reads with the
+/// defaults; no format version is needed for a field added that way. This
+/// is also how a newer build reads today's bytes: today's type stands for
+/// the older one.
 #[test]
-fn version_2_adds_one_option_per_backend() -> Result<()> {
-    let v2 = encode(&StoredRoute { spec: route("web", ":7000"), revision: 7 })?;
-    let v1 = unhex(include_str!("fixtures/stored_route_v1.hex").trim()).context("hex")?;
-    assert_eq!((v1[..2].to_vec(), v2[..2].to_vec()), (vec![0, 1], vec![0, 3]));
-    // Two backends, each one byte longer (the `None` tag).
-    assert_eq!(v2.len(), v1.len() + 2);
+fn a_field_missing_from_older_bytes_reads_as_its_default() -> Result<()> {
+    let entry = small_put_route();
+    let bytes = entry_bytes_with(&entry, |doc| {
+        let route = &mut doc["command"]["PutRoute"]["route"];
+        let obj = route.as_object_mut().expect("a route object");
+        obj.retain(|k, _| k == "name" || k == "listen" || k == "backends");
+        for b in obj["backends"].as_array_mut().expect("backends") {
+            b.as_object_mut().expect("a backend").remove("weight");
+        }
+    })?;
+    let decoded: Entry = decode(&bytes)?;
+    let EntryPayload::Normal(request) = decoded.payload else { panic!("a normal entry") };
+    let Command::PutRoute { route, .. } = request.command else { panic!("a route") };
+    let mut expected = pinned("web", ":7000");
+    expected.balance = Default::default();
+    expected.health_check = None;
+    for b in &mut expected.backends {
+        b.weight = 1;
+    }
+    assert_eq!(route, expected);
     Ok(())
+}
+
+/// A route from a newer version that uses a field this build does not know
+/// is refused, naming the field: applying it without the setting would
+/// route differently from the nodes that know it.
+#[test]
+fn a_field_this_build_does_not_know_is_refused_by_name() -> Result<()> {
+    let entry = small_put_route();
+    let bytes = entry_bytes_with(&entry, |doc| {
+        doc["command"]["PutRoute"]["route"]["send_proxy"] = serde_json::json!("v2");
+    })?;
+    let err = decode::<Entry>(&bytes).expect_err("an unknown route field is refused").to_string();
+    assert!(err.contains("Request") && err.contains("unknown field `send_proxy`"), "{err}");
+    // A new command variant likewise.
+    let bytes = entry_bytes_with(&entry, |doc| {
+        doc["command"] = serde_json::json!({"PutCertificate": {"name": "x"}});
+    })?;
+    let err = decode::<Entry>(&bytes).expect_err("an unknown command is refused").to_string();
+    assert!(err.contains("unknown variant `PutCertificate`"), "{err}");
+    Ok(())
+}
+
+fn policy_command() -> Command {
+    Command::PutChaosPolicy { policy: policy(), cas: Some(9) }
 }
 
 #[test]
 fn an_unknown_version_is_an_error() {
     let mut bytes = encode(&cluster_state()).expect("encode");
-    bytes[1] = 4;
+    bytes[1] = 5;
     assert!(decode::<ClusterState>(&bytes).is_err());
 }

@@ -43,7 +43,11 @@ fn route(name: &str, listen: &str) -> RouteSpec {
 }
 
 fn normal(index: u64, id: Option<u128>, command: Command) -> Entry {
-    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(Request { id, command }) }
+    let request = match id {
+        Some(id) => Request::with_id(id, command),
+        None => Request::new(command),
+    };
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(request) }
 }
 
 fn membership(index: u64) -> Entry {

@@ -210,7 +210,7 @@ async fn status(State(s): State<AdminState>) -> Response {
     let index = s.replica.as_ref().map_or(table.generation, |r| r.state().index);
     let body = Json(Status {
         node: s.node_name.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::version::version(),
         uptime_secs: s.started.elapsed().as_secs(),
         draining: s.draining.load(Relaxed),
         routes: table.len(),
@@ -219,6 +219,17 @@ async fn status(State(s): State<AdminState>) -> Response {
         index,
         raft: s.replica.as_ref().map(|r| r.status()),
         table_digest: table_digest(&table),
+        commit: crate::version::COMMIT.to_string(),
+        protocol: crate::version::PROTOCOL,
+        features: crate::version::features_of(crate::version::PROTOCOL),
+        cluster_version: s.member.as_ref().and_then(|m| m.versions.last()).map(|v| {
+            ferry_client::api::ClusterVersion {
+                protocol: v.protocol,
+                version: v.version,
+                features: v.features,
+                unknown: v.unknown,
+            }
+        }),
     });
     request::with_index(body.into_response(), index)
 }
@@ -252,14 +263,42 @@ async fn live() -> Json<serde_json::Value> {
 
 /// `/health/ready`: 200 when the node is not draining and, in cluster mode,
 /// has applied the cluster's config at least once (it applied a log entry,
-/// from a leader or from its own data dir at start); 503 with the reason
-/// otherwise. Routes this node could not bind are listed in the 200 body
+/// from a leader or from its own data dir at start), its Raft is running,
+/// and it has not had to refuse what a newer peer sent in the last
+/// [`UNREADABLE_RECENT`]; 503 with the reason otherwise. Routes this node could not bind are listed in the 200 body
 /// (and in `GET /v1/routes`), and do not make it unready: taking it out of
 /// rotation would also stop the routes it does serve, and the route is
 /// retried.
+/// How long a refused frame from a newer peer keeps a node unready: a few
+/// of the leader's retries.
+const UNREADABLE_RECENT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn ready(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     if s.draining.load(Relaxed) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the node is shutting down"));
+    }
+    if let Some(replica) = &s.replica
+        && let Err(fatal) = replica.raft().metrics().borrow().running_state.clone()
+    {
+        let text = fatal.to_string();
+        let newer = crate::version::newer_data_hint(&text);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "raft_stopped",
+            format!("this node's Raft stopped and it applies no more config: {text}{newer}"),
+        ));
+    }
+    if let Some(replica) = &s.replica
+        && let Some(why) = replica.server().unreadable_within(UNREADABLE_RECENT)
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "incompatible",
+            format!(
+                "this node cannot read what a newer member sends ({why}), so it falls behind the \
+                 cluster's config: upgrade it (README, Upgrading)"
+            ),
+        ));
     }
     if let Some(replica) = &s.replica
         && replica.raft().metrics().borrow().last_applied.is_none()

@@ -58,6 +58,9 @@ impl From<ReplicaError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
             ReplicaError::Refused(_) => ApiError::new(StatusCode::CONFLICT, "refused", e.to_string()),
+            ReplicaError::FeatureNotEnabled(_) => {
+                ApiError::new(StatusCode::CONFLICT, "feature_not_enabled", e.to_string())
+            }
         }
     }
 }
@@ -289,6 +292,7 @@ mod tests {
             (ReplicaError::NoLeader("x".into()), 503, "no_leader"),
             (ReplicaError::LeaderChanged("x".into()), 503, "leader_changed"),
             (ReplicaError::DeadlineExceeded("x".into()), 503, "deadline_exceeded"),
+            (ReplicaError::FeatureNotEnabled("x".into()), 409, "feature_not_enabled"),
             (ReplicaError::NoQuorum("x".into()), 503, "no_quorum"),
             (ReplicaError::Timeout("x".into()), 503, "timeout"),
             (ReplicaError::Unavailable("x".into()), 503, "unavailable"),

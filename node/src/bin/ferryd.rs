@@ -32,7 +32,7 @@ ferryd --config FILE [OPTIONS]
 /// place on SIGTERM (it resumes on restart); `POST /v1/leave`, or
 /// `[cluster] leave_on_terminate = true`, makes it leave first.
 #[derive(Debug, Parser)]
-#[command(name = "ferryd", version, override_usage = USAGE)]
+#[command(name = "ferryd", version = ferry_node::version::LONG, override_usage = USAGE)]
 struct Args {
     /// Configuration file to run with (optional when `--data-dir` is given:
     /// flags and defaults then make the whole configuration).

@@ -48,6 +48,7 @@ pub struct LocalClock {
 /// The answer to [`Message::Clock`](crate::cluster::message::Message::Clock):
 /// the leader's time when it answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ClockReading {
     /// The clock's epoch (random per server start).
     pub epoch: u64,
@@ -57,12 +58,15 @@ pub struct ClockReading {
 
 /// A write's deadline on the leader's clock (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct PeerDeadline {
     /// The epoch of the reading it was computed from.
     pub epoch: u64,
     /// The deadline, in nanoseconds since that clock's base.
     pub at_ns: u64,
 }
+
+ferry_client::self_describing!(ClockReading, PeerDeadline);
 
 impl LocalClock {
     /// A clock starting now, with a random epoch.

@@ -17,47 +17,33 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cluster::message::Message;
 
-/// The envelope version this node writes and accepts.
+/// The envelope version this node writes: its cluster protocol
+/// ([`crate::version::PROTOCOL`]). It accepts frames of every protocol in
+/// [`crate::version::window`] (one either way), which a rolling upgrade
+/// moves through one release at a time; a frame of another version is
+/// refused, counted (`ferry_cluster_messages_refused_total{reason="version"}`)
+/// and logged with both versions.
 ///
 /// - 1: the first version.
-/// - 2: routes in Raft entries and forwarded writes carry each backend's
-///   `node` (raft-store format version 2). bincode is positional, so a
-///   version-1 peer would misread them: the two refuse each other cleanly
-///   instead, and a cluster is upgraded across this change all at once.
+/// - 2: routes carry each backend's `node`. bincode was positional, so a
+///   version-1 peer would misread them: the two refused each other, and a
+///   cluster was upgraded across this change all at once.
+/// - 3: ferry's own types in a message (requests, responses, errors,
+///   statuses) are self-describing ([`ferry_client::selfdesc`]), so they can
+///   gain fields without a new version. Version-2 peers are refused: the
+///   move to 3 is the last upgrade made all at once.
 ///
-/// A new [`Message`] variant appended at the end keeps the version (the
-/// variant index of every other message is unchanged): a node that does not
-/// know it refuses that one frame as malformed and answers
-/// [`Message::Error`] (counted as `malformed` there), and the sender takes
-/// that as no answer. So a question appended this way (`BindFailures`) must
-/// be one a peer may leave unanswered. `Clock` is: a follower that gets
-/// no reading forwards the write as a plain `ClientWrite` (an older leader
-/// then proposes it whatever its age, as before); `ClientWriteBy` is sent
-/// only to a node that answered `Clock`. Changing the fields of an existing
-/// message, or of a type inside one, needs a new version.
-///
-/// Appended variants of types inside answers (not of [`Message`] itself)
-/// follow the same rule: an older peer has never seen the new index, so it
-/// cannot misread it, only fail to decode that one answer. So far:
-/// - `StateError::RequestIdReused` (in [`Message::ClientWriteResult`], inside
-///   `Response::Rejected`): a leader refuses a request id reused for another
-///   command. An older follower that forwarded the write cannot decode the
-///   refusal: the call fails as malformed and it answers its client 503,
-///   which says the outcome is unknown; nothing was applied, and a retry
-///   through an upgraded node gets the 409. (Raft entries are unchanged:
-///   the digest is computed on apply, not carried.)
-/// - `WriteError::DeadlineExceeded` (in [`Message::ClientWriteResult`]): a
-///   leader refuses a write past its deadline. It only answers
-///   [`Message::ClientWriteBy`], which only a node that knows it sends.
-/// - `WriteError::NoQuorum` and `WriteError::LeaderChanged` (in
-///   [`Message::ClientWriteResult`], [`Message::ReadIndexResult`] and
-///   [`Message::ChangeMembershipResult`]): a leader without a majority, or
-///   one that stepped down, says so instead of waiting out its timeout. An
-///   older follower cannot decode them and answers its client 503, as it
-///   did when that leader timed out. An older leader never sends them: an
-///   upgraded follower still gets `NoLeader`, `ForwardToLeader` or
-///   `Timeout` from it, as before.
-pub const WIRE_VERSION: u16 = 2;
+/// Within the window, a peer may not know everything a newer one sends:
+/// - a [`Message`] variant appended at the end: the older node refuses that
+///   one frame as malformed and answers [`Message::Error`], and the sender
+///   takes that as no answer. So a message appended this way must be one a
+///   peer may leave unanswered, or be sent only to a peer whose protocol
+///   has it;
+/// - a field or variant of a self-describing type: the older node refuses
+///   the frame naming what it does not know. A newer node leaves a new
+///   field out while it holds its default, and a write that would need it is
+///   refused until every member speaks it ([`crate::version::Feature`]).
+pub const WIRE_VERSION: u16 = crate::version::PROTOCOL;
 
 /// The largest payload accepted or sent: 8 MiB. Snapshot chunks are at most
 /// [`SNAPSHOT_CHUNK_BYTES`] (1 MiB) of data plus their metadata; larger
@@ -131,8 +117,12 @@ pub enum FrameError {
     /// The payload is not a valid envelope.
     #[error("malformed frame: {0}")]
     Malformed(String),
-    /// The envelope has a version this node does not speak.
-    #[error("unsupported wire version {version} (this node speaks {WIRE_VERSION})")]
+    /// The envelope has a version outside this node's window.
+    #[error(
+        "the peer speaks cluster protocol {version}; this node speaks {WIRE_VERSION} and talks to protocols {}..={}",
+        crate::version::window().start(),
+        crate::version::window().end()
+    )]
     WrongVersion {
         /// The sender's version.
         version: u16,
@@ -168,7 +158,7 @@ pub fn decode_payload(payload: &[u8], cluster_id: &str) -> Result<Message, Frame
     let malformed = |e: bincode::error::DecodeError| FrameError::Malformed(e.to_string());
     let (version, n): (u16, usize) =
         bincode::serde::decode_from_slice(payload, wire_config()).map_err(malformed)?;
-    if version != WIRE_VERSION {
+    if !crate::version::compatible(version) {
         return Err(FrameError::WrongVersion { version });
     }
     let rest = payload.get(n..).unwrap_or_default();
@@ -296,6 +286,26 @@ mod tests {
                 deadline: crate::cluster::deadline::PeerDeadline { epoch: 9, at_ns: (1 << 40) + 5 },
             },
             Message::ClientWriteResult(Err(WriteError::DeadlineExceeded { late_ms: 12 })),
+            Message::ClientWriteResult(Err(WriteError::FeatureNotEnabled {
+                feature: "route_labels".into(),
+                since: 4,
+                behind: vec!["n3 (0.1.0+0123456789ab, protocol 3)".into()],
+            })),
+            Message::NodeStatusResult(crate::cluster::message::NodeStatus {
+                node_id: 3,
+                name: "n3".into(),
+                initialized: true,
+                applied_index: Some(9),
+                bootstrap_expect: 3,
+                version: "0.1.0+0123456789ab".into(),
+                protocol: 3,
+                features: vec![],
+            }),
+            Message::PreVote(ferry_raft_store::election::PreVoteRequest {
+                candidate: 2,
+                term: 7,
+                last_log_id: Some(log_id(6, 40)),
+            }),
             Message::BindFailuresResult(crate::cluster::message::BindReport {
                 node_id: 2,
                 name: "n2".into(),
@@ -324,39 +334,41 @@ mod tests {
         }
     }
 
-    /// The envelope layout and the variant indexes are part of the wire
-    /// format: these bytes must keep decoding while the version is 2.
+    /// A self-describing value's bytes: its JSON document, length first
+    /// (one varint byte below 251).
+    fn doc(json: &str) -> Vec<u8> {
+        assert!(json.len() < 251);
+        let mut out = vec![json.len() as u8];
+        out.extend_from_slice(json.as_bytes());
+        out
+    }
+
+    /// A payload from a peer of `version` to cluster "ferry": `body` after
+    /// the envelope.
+    fn payload(version: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![version, 5];
+        out.extend_from_slice(b"ferry");
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The envelope layout, the variant indexes of `Message` and the JSON
+    /// documents inside are the wire format: these bytes must keep decoding
+    /// while protocol 3 is in the window.
     #[test]
-    fn frame_fixture_v2() {
+    fn frame_fixture_v3() {
         let ping = encode_frame("ferry", &Message::Ping).expect("encode");
-        assert_eq!(ping, [0, 0, 0, 8, 2, 5, b'f', b'e', b'r', b'r', b'y', 0]);
+        assert_eq!(ping, [0, 0, 0, 8, 3, 5, b'f', b'e', b'r', b'r', b'y', 0]);
         // The documented Envelope reads the same bytes.
         let (envelope, n): (Envelope, usize) =
             bincode::serde::decode_from_slice(&ping[4..], wire_config()).expect("envelope");
-        assert_eq!((envelope.version, envelope.cluster_id.as_str(), n), (2, "ferry", 8));
+        assert_eq!((envelope.version, envelope.cluster_id.as_str(), n), (3, "ferry", 8));
         assert!(matches!(envelope.body, Message::Ping));
-        // version 2, "ferry", ClientWriteResult (9), Err (1), NoLeader (1)
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        let decode = |body: Vec<u8>| decode_payload(&payload(3, &body), "ferry").expect("decode fixture");
+        // ClientWriteResult (9), Err (1), NoLeader.
+        let msg = decode([vec![9, 1], doc(r#""NoLeader""#)].concat());
         assert!(matches!(msg, Message::ClientWriteResult(Err(WriteError::NoLeader))), "{msg:?}");
-        // A version 1 peer (backends without `node`) is refused as a version.
-        let payload = [1, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 1];
-        let err = decode_payload(&payload, "ferry").expect_err("version 1");
-        assert!(matches!(err, FrameError::WrongVersion { version: 1 }), "{err:?}");
-        // BindFailures (19), appended within version 2; BindFailuresResult
-        // (20) { node_id 2, "n", [] }.
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 19];
-        assert!(matches!(decode_payload(&payload, "ferry"), Ok(Message::BindFailures)));
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 20, 2, 1, b'n', 0];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
-        assert!(
-            matches!(&msg, Message::BindFailuresResult(r) if r.node_id == 2 && r.name == "n" && r.failures.is_empty()),
-            "{msg:?}"
-        );
-        // Variants appended without a version bump keep these indexes:
-        // ClientWriteResult (9), Err (1), NoQuorum (5) { 300 ms, true }.
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 1, 5, 251, 44, 1, 1];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        let msg = decode([vec![9, 1], doc(r#"{"NoQuorum":{"since_ms":300,"proposed":true}}"#)].concat());
         assert!(
             matches!(
                 msg,
@@ -364,13 +376,12 @@ mod tests {
             ),
             "{msg:?}"
         );
-        // ReadIndexResult (12), Err (1), LeaderChanged (6).
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 12, 1, 6];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        // ReadIndexResult (12), Err (1), LeaderChanged.
+        let msg = decode([vec![12, 1], doc(r#""LeaderChanged""#)].concat());
         assert!(matches!(msg, Message::ReadIndexResult(Err(WriteError::LeaderChanged))), "{msg:?}");
-        // ClientWriteResult (9), Ok (0), Rejected (1), RequestIdReused (3) { 42 }.
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 9, 0, 1, 3, 42];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        // ClientWriteResult (9), Ok (0), a rejection.
+        let msg =
+            decode([vec![9, 0], doc(r#"{"Rejected":{"error":{"RequestIdReused":{"id":42}}}}"#)].concat());
         assert!(
             matches!(
                 msg,
@@ -380,13 +391,90 @@ mod tests {
             ),
             "{msg:?}"
         );
-        // Error (10) { WrongCluster (1), "no" }
-        let payload = [2, 5, b'f', b'e', b'r', b'r', b'y', 10, 1, 2, b'n', b'o'];
-        let msg = decode_payload(&payload, "ferry").expect("decode fixture");
+        // Error (10) { WrongCluster, "no" }.
+        let msg = decode([vec![10], doc(r#""WrongCluster""#), vec![2, b'n', b'o']].concat());
         assert!(
             matches!(&msg, Message::Error { code: crate::cluster::message::ErrorCode::WrongCluster, message } if message == "no"),
             "{msg:?}"
         );
+        // BindFailures (19); BindFailuresResult (20) { node_id 2, "n", [] }.
+        assert!(matches!(decode(vec![19]), Message::BindFailures));
+        let msg = decode([vec![20], doc(r#"{"node_id":2,"name":"n","failures":[]}"#)].concat());
+        assert!(
+            matches!(&msg, Message::BindFailuresResult(r) if r.node_id == 2 && r.name == "n" && r.failures.is_empty()),
+            "{msg:?}"
+        );
+        // FeatureNotEnabled names the feature and the members behind.
+        let msg = decode(
+            [vec![9, 1], doc(r#"{"FeatureNotEnabled":{"feature":"f","since":4,"behind":["n2 (0.1.0+abc, protocol 3)"]}}"#)]
+                .concat(),
+        );
+        assert!(
+            matches!(&msg, Message::ClientWriteResult(Err(WriteError::FeatureNotEnabled { feature, since: 4, behind }))
+                if feature == "f" && behind.len() == 1),
+            "{msg:?}"
+        );
+    }
+
+    /// Golden frames of protocol 3: every sample message but the snapshot
+    /// chunk (its 70,000 data bytes), one hex frame per line. They must
+    /// keep decoding, to the same message, while protocol 3 is in the
+    /// window; and this build writes them byte for byte. Never regenerate
+    /// the file to make the test pass (`FERRY_WRITE_FIXTURES=1` writes it
+    /// only when it is missing).
+    #[test]
+    fn frame_golden_bytes_of_protocol_3() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/frames_protocol_3.hex");
+        let msgs: Vec<Message> =
+            samples().into_iter().filter(|m| !matches!(m, Message::InstallSnapshot(_))).collect();
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        if std::env::var_os("FERRY_WRITE_FIXTURES").is_some() && !path.exists() {
+            let lines: Vec<String> =
+                msgs.iter().map(|m| hex(&encode_frame(CLUSTER, m).expect("encode"))).collect();
+            std::fs::write(&path, lines.join("\n") + "\n").expect("write fixture");
+        }
+        let text = std::fs::read_to_string(&path).expect("read the fixture");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), msgs.len(), "one frame per sample");
+        for (line, msg) in lines.iter().zip(&msgs) {
+            let bytes: Vec<u8> = (0..line.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
+                .collect();
+            let decoded = decode_payload(&bytes[4..], CLUSTER).expect("decode a golden frame");
+            assert_eq!(format!("{decoded:?}"), format!("{msg:?}"));
+            assert_eq!(hex(&encode_frame(CLUSTER, msg).expect("encode")), *line, "{}", msg.kind());
+        }
+    }
+
+    /// Within the window, a newer peer's frames are read: a status with a
+    /// field this build does not know (informational) reads without it; a
+    /// write with a field it does not know is refused, naming the field.
+    #[test]
+    fn frame_from_the_next_protocol() {
+        let next = (crate::version::PROTOCOL + 1) as u8;
+        // NodeStatusResult (14) with a field from the future.
+        let status = r#"{"node_id":2,"name":"n2","initialized":true,"applied_index":7,"bootstrap_expect":0,"version":"0.2.0+abc","protocol":4,"features":[],"zone":"b"}"#;
+        let msg =
+            decode_payload(&payload(next, &[vec![14], doc(status)].concat()), "ferry").expect("newer status");
+        assert!(
+            matches!(&msg, Message::NodeStatusResult(s) if s.protocol == 4 && s.applied_index == Some(7)),
+            "{msg:?}"
+        );
+        // ClientWrite (8) of a route with a setting this build does not know.
+        let write = r#"{"id":null,"command":{"DeleteRoute":{"name":"web","cas":null,"force":true}}}"#;
+        let err =
+            decode_payload(&payload(next, &[vec![8], doc(write)].concat()), "ferry").expect_err("refused");
+        assert!(matches!(&err, FrameError::Malformed(m) if m.contains("unknown field `force`")), "{err:?}");
+        // Two protocols apart, or before the self-describing one: refused
+        // as a version, whatever follows.
+        for version in [next + 1, 2, 1] {
+            let err = decode_payload(&payload(version, &[0]), "ferry").expect_err("outside the window");
+            assert!(
+                matches!(err, FrameError::WrongVersion { version: v } if v == u16::from(version)),
+                "{err:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -426,12 +514,12 @@ mod tests {
         );
 
         let mut payload = frame[4..].to_vec();
-        payload[0] = 3;
-        let err = decode_payload(&payload, "other").expect_err("version 3");
-        assert!(matches!(err, FrameError::WrongVersion { version: 3 }), "{err:?}");
-        // A version 3 body we cannot parse is still refused as a version.
-        let err = decode_payload(&[3, 0xFF, 0xFF], "other").expect_err("version 3");
-        assert!(matches!(err, FrameError::WrongVersion { version: 3 }), "{err:?}");
+        payload[0] = 5;
+        let err = decode_payload(&payload, "other").expect_err("version 5");
+        assert!(matches!(err, FrameError::WrongVersion { version: 5 }), "{err:?}");
+        // A version 5 body we cannot parse is still refused as a version.
+        let err = decode_payload(&[5, 0xFF, 0xFF], "other").expect_err("version 5");
+        assert!(matches!(err, FrameError::WrongVersion { version: 5 }), "{err:?}");
         // Trailing bytes are malformed.
         let mut payload = frame[4..].to_vec();
         payload.push(0);

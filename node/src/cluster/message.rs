@@ -111,6 +111,7 @@ pub enum Message {
 
 /// A node's answer to [`Message::BindFailures`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct BindReport {
     pub node_id: NodeId,
     pub name: String,
@@ -148,8 +149,10 @@ pub struct BindFailure {
     pub error: String,
 }
 
-/// A node's answer to [`Message::NodeStatus`].
+/// A node's answer to [`Message::NodeStatus`]. Informational, so a field
+/// from a newer node is ignored rather than refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct NodeStatus {
     pub node_id: NodeId,
     pub name: String,
@@ -158,10 +161,20 @@ pub struct NodeStatus {
     pub applied_index: Option<u64>,
     /// The node's `bootstrap_expect` (0: it only joins).
     pub bootstrap_expect: u32,
+    /// The node's version ([`crate::version::version`]).
+    #[serde(default)]
+    pub version: String,
+    /// The node's cluster protocol ([`crate::version::PROTOCOL`]).
+    #[serde(default)]
+    pub protocol: u16,
+    /// The features the node speaks ([`crate::version::FEATURES`]).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// A membership change the leader performs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub enum MembershipChange {
     /// Remove the node from the voters and learners. The leader refuses to
     /// remove its last voter.
@@ -202,6 +215,7 @@ impl Message {
 
 /// Why a node refused a request with [`Message::Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum ErrorCode {
     /// The envelope's version is not one this node speaks.
     WrongVersion,
@@ -220,6 +234,7 @@ pub enum ErrorCode {
 /// [`WriteError::NoQuorum`] with `proposed`, whose outcome is unknown: retry
 /// with the same request id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(remote = "Self")]
 pub enum WriteError {
     /// This node is not the leader; `leader` is, as far as it knows.
     #[error("not the leader: forward to node {leader_id} ({leader})")]
@@ -285,7 +300,24 @@ pub enum WriteError {
         /// How far past the deadline the leader was when it refused.
         late_ms: u64,
     },
+    /// The write uses a feature that some members do not speak yet
+    /// ([`crate::cluster::versions`]): nothing was proposed.
+    #[error(
+        "the write uses feature {feature} (cluster protocol {since}), which not every member speaks yet: {}; \
+         upgrade them, then retry",
+        behind.join(", ")
+    )]
+    FeatureNotEnabled {
+        /// The feature's name.
+        feature: String,
+        /// The protocol that introduced it.
+        since: u16,
+        /// The members behind: name, version and protocol, or why unknown.
+        behind: Vec<String>,
+    },
 }
+
+ferry_client::self_describing!(BindReport, NodeStatus, MembershipChange, ErrorCode, WriteError);
 
 impl WriteError {
     /// [`WriteError::Timeout`] after `after`.

@@ -17,6 +17,8 @@
 //! - [`contacts`]: [`Contacts`], the last contact with each peer and the
 //!   log lines about peers becoming unreachable.
 //! - [`stats`]: [`TransportStats`], the counters telemetry exports.
+//! - [`versions`]: what every member speaks, the cluster version and the
+//!   gate on features.
 //!
 //! # Wiring
 //! The network only needs the transport, so the order is: stats, transport,
@@ -36,6 +38,7 @@ pub mod network;
 pub mod server;
 pub mod stats;
 pub mod transport;
+pub mod versions;
 
 pub use contacts::Contacts;
 pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};

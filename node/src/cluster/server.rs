@@ -14,8 +14,8 @@
 //! limit, and must not starve Raft of connections.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -40,6 +40,7 @@ use crate::cluster::hop::HopServer;
 use crate::cluster::leadership;
 use crate::cluster::message::{BindReport, ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
+use crate::cluster::versions::Versions;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::dataplane::proxy_v2::SIGNATURE;
 
@@ -122,6 +123,11 @@ pub struct ClusterServer {
     /// The clock forwarded writes state their deadline on
     /// ([`Message::Clock`]).
     clock: LocalClock,
+    /// The gate on features: what every member speaks.
+    versions: Option<Versions>,
+    /// The last frame refused for holding what this build cannot read (a
+    /// field or variant of a newer protocol), and when.
+    unreadable: Arc<Mutex<Option<(tokio::time::Instant, String)>>>,
 }
 
 impl ClusterServer {
@@ -149,6 +155,8 @@ impl ClusterServer {
             contacts: None,
             bind_failures: Arc::default(),
             clock: LocalClock::start(),
+            versions: None,
+            unreadable: Arc::default(),
         }
     }
 
@@ -170,6 +178,13 @@ impl ClusterServer {
     /// Reports contact with the leader to `contacts` too.
     pub fn with_contacts(mut self, contacts: Arc<Contacts>) -> Self {
         self.contacts = Some(contacts);
+        self
+    }
+
+    /// Refuses writes using a feature some member does not speak
+    /// ([`Versions::check`]). Without it, every feature is allowed.
+    pub fn with_versions(mut self, versions: Versions) -> Self {
+        self.versions = Some(versions);
         self
     }
 
@@ -292,6 +307,9 @@ impl ClusterServer {
             initialized,
             applied_index: m.last_applied.map(|l| l.index),
             bootstrap_expect: self.bootstrap_expect,
+            version: crate::version::version(),
+            protocol: crate::version::PROTOCOL,
+            features: crate::version::features_of(crate::version::PROTOCOL),
         }
     }
 
@@ -371,12 +389,33 @@ impl ClusterServer {
     /// writes that queue behind earlier ones ([`Batcher`]); otherwise names
     /// the leader. Not proposed once `deadline` has passed (the batcher
     /// checks right before proposing): [`WriteError::DeadlineExceeded`].
+    /// The leader refuses a write using a feature some member does not speak
+    /// ([`WriteError::FeatureNotEnabled`]).
     pub async fn write(&self, req: Request, deadline: tokio::time::Instant) -> Result<Response, WriteError> {
         let started = tokio::time::Instant::now();
+        let used = req.command.features();
+        if let Some(versions) = self.versions.as_ref().filter(|_| !used.is_empty() && self.leads()) {
+            versions.check(&used).await?;
+        }
         match timeout(self.config.write_timeout, self.batcher.write(req, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out(started)),
         }
+    }
+
+    /// The last frame this node refused for holding a field or variant it
+    /// does not know, if that was within `recent`: what a newer peer sent
+    /// that this build cannot read.
+    pub fn unreadable_within(&self, recent: Duration) -> Option<String> {
+        let last = self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        last.filter(|(at, _)| at.elapsed() <= recent).map(|(_, why)| why)
+    }
+
+    /// Whether this node is the leader, as its Raft last said.
+    fn leads(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.current_leader == Some(m.id)
     }
 
     /// The error of a wait that began at `started` and ran out the write
@@ -494,8 +533,21 @@ impl ClusterServer {
                 ErrorCode::WrongCluster
             }
             FrameError::WrongVersion { version } => {
-                tracing::warn!(%peer, version, "refused a cluster frame of another wire version");
+                tracing::warn!(
+                    %peer, peer_protocol = version, protocol = crate::version::PROTOCOL,
+                    "refused a cluster frame of a protocol outside this node's window"
+                );
                 ErrorCode::WrongVersion
+            }
+            FrameError::Malformed(m) if m.contains("unknown field") || m.contains("unknown variant") => {
+                tracing::error!(
+                    %peer, error = %e, protocol = crate::version::PROTOCOL,
+                    "refused a cluster frame holding what this build cannot read: a newer ferry wrote it; \
+                     upgrade this node (README, Upgrading)"
+                );
+                *self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((tokio::time::Instant::now(), format!("from {peer}: {m}")));
+                ErrorCode::Malformed
             }
             _ => {
                 tracing::warn!(%peer, error = %e, "refused a malformed cluster frame");

@@ -76,6 +76,9 @@ pub fn after_write_error(e: WriteError, from: Source<'_>, write: bool) -> Next {
             if write { "; the write may still commit: retry with the same request id" } else { "" }
         ))),
         WriteError::Membership { message } => Next::Answer(ReplicaError::Refused(message)),
+        e @ WriteError::FeatureNotEnabled { .. } => {
+            Next::Answer(ReplicaError::FeatureNotEnabled(e.to_string()))
+        }
         WriteError::DeadlineExceeded { late_ms } => Next::Answer(ReplicaError::DeadlineExceeded(format!(
             "{who}, the leader, could propose the write only {late_ms} ms after its deadline (the request \
              timeout), so it did not: the write was not applied and never will be"

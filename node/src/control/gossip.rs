@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_gossip::{Gossip, GossipHandle, MemberState, MemberView, NodeIdentity};
+use ferry_gossip::{Gossip, GossipHandle, MemberState, MemberView, NodeIdentity, NodeMeta};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,8 @@ pub async fn start(
 ) -> Result<GossipHandle, GossipStartError> {
     let addr = section.addr(cluster);
     let socket = UdpSocket::bind(addr).await.map_err(|source| GossipStartError::Bind { addr, source })?;
-    let identity = NodeIdentity::new(node_id, name, addr, cluster.addr, admin_addr);
+    let meta = NodeMeta { version: crate::version::version(), protocol: crate::version::PROTOCOL };
+    let identity = NodeIdentity::new(node_id, name, addr, cluster.addr, admin_addr).with_meta(meta);
     let config = section.gossip_config(&cluster.cluster_id);
     let handle = Gossip::start(config, identity, socket, stop.child_token())?;
     if !section.join.is_empty() {

@@ -38,6 +38,7 @@ use crate::cluster::network::{Network, TransportPreVoter};
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
 use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
+use crate::cluster::versions::Versions;
 use crate::config::Config;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::telemetry::metrics::Metrics;
@@ -81,6 +82,8 @@ pub struct MemberHandle {
     /// Gossip, when the node has a `[gossip]` section.
     pub gossip: Option<GossipHandle>,
     pub(crate) transport: Arc<Transport>,
+    /// What every member speaks.
+    pub versions: Versions,
 }
 
 /// What the cluster port serves besides Raft, and the faults switched on.
@@ -141,11 +144,14 @@ impl Member {
         // unreachable: by then a follower would have stopped waiting for it.
         let contacts = Arc::new(Contacts::new(Duration::from_millis(cluster.election_timeout_max_ms)));
         let network = Network::new(node_id, Arc::clone(&transport)).with_contacts(Arc::clone(&contacts));
-        let raft = Raft::new(node_id, Arc::new(raft_config), network, log.clone(), sm)
-            .await
-            .map_err(|e| MemberError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(node_id, Arc::new(raft_config), network, log.clone(), sm).await.map_err(|e| {
+                let text = e.to_string();
+                MemberError::Raft(format!("{text}{}", crate::version::newer_data_hint(&text)))
+            })?;
         let election = Election::new(raft.clone(), log, timers);
 
+        let versions = Versions::new(node_id, &config.node.name, raft.clone(), Arc::clone(&transport));
         let listener = TcpListener::bind(cluster.addr)
             .await
             .map_err(|source| MemberError::Listen { addr: cluster.addr, source })?;
@@ -166,7 +172,8 @@ impl Member {
         .with_hops(hops)
         .with_bind_failures(bind_failures)
         .with_election(Arc::clone(&election))
-        .with_contacts(Arc::clone(&contacts));
+        .with_contacts(Arc::clone(&contacts))
+        .with_versions(versions.clone());
         let mut tasks = vec![
             tokio::spawn(serve(listener, server.clone(), stop.child_token())),
             tokio::spawn(election.run(
@@ -273,7 +280,8 @@ impl Member {
             transport: Arc::clone(&transport),
         };
         tasks.push(tokio::spawn(super::raft_watch::run(watch, stop.clone())));
-        let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport };
+        tasks.push(tokio::spawn(versions.clone().run(stop.child_token())));
+        let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport, versions };
         Ok(Member { handle, replica, stats, stop, tasks })
     }
 
@@ -361,6 +369,11 @@ impl MemberHandle {
             row.incarnation = Some(i.incarnation);
             row.cluster_addr = i.cluster_addr.to_string();
             row.admin_addr = i.admin_addr.to_string();
+            // What gossip last advertised; a live node's own answer wins.
+            if i.meta.protocol > 0 {
+                row.version = Some(i.meta.version.clone());
+                row.protocol = Some(i.meta.protocol);
+            }
         }
         let mut probes = tokio::task::JoinSet::new();
         for row in rows.values_mut() {
@@ -371,18 +384,28 @@ impl MemberHandle {
                 let (id, addr, transport) = (row.id, row.cluster_addr.clone(), Arc::clone(&self.transport));
                 probes.spawn(async move {
                     match transport.call_timeout(&addr, &Message::NodeStatus, probe_timeout).await {
-                        Ok(Message::NodeStatusResult(s)) if s.node_id == id => (id, s.applied_index, s.name),
-                        _ => (id, None, String::new()),
+                        Ok(Message::NodeStatusResult(s)) if s.node_id == id => (id, Some(s)),
+                        _ => (id, None),
                     }
                 });
             }
         }
         while let Some(joined) = probes.join_next().await {
-            if let Ok((id, applied, name)) = joined
+            if let Ok((id, Some(status))) = joined
                 && let Some(row) = rows.get_mut(&id)
             {
-                row.applied_index = applied;
-                self.replica.contacts().learn_name(id, &name);
+                row.applied_index = status.applied_index;
+                if status.protocol > 0 {
+                    row.version = Some(status.version);
+                    row.protocol = Some(status.protocol);
+                }
+                self.replica.contacts().learn_name(id, &status.name);
+            }
+        }
+        for row in rows.values_mut() {
+            if row.id == self.node_id {
+                row.version = Some(crate::version::version());
+                row.protocol = Some(crate::version::PROTOCOL);
             }
         }
         // A static membership records only the first node's name: fill in
@@ -408,6 +431,8 @@ fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
         admin_addr: String::new(),
         raft: raft.to_string(),
         applied_index: None,
+        version: None,
+        protocol: None,
     }
 }
 

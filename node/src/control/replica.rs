@@ -92,6 +92,10 @@ pub enum ReplicaError {
     /// The leader refused a membership change; nothing changed (409).
     #[error("{0}")]
     Refused(String),
+    /// The write uses a feature not every member speaks yet; nothing was
+    /// proposed (409 `feature_not_enabled`).
+    #[error("{0}")]
+    FeatureNotEnabled(String),
 }
 
 /// See the module doc.
@@ -137,6 +141,11 @@ impl Replica {
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// This node's cluster server.
+    pub fn server(&self) -> &ClusterServer {
+        &self.server
     }
 
     /// The state this node has applied (a stale read).

@@ -87,7 +87,7 @@ pub struct Metrics {
     /// `ferry_admin_connections_rejected_total{reason}`: slow or refused
     /// admin clients, by reason (`crate::admin::server::REJECT_REASONS`).
     pub admin_connections_rejected_total: IntCounterVec,
-    /// `ferry_build_info{version}`, always 1.
+    /// `ferry_build_info{version, commit, protocol}`, always 1.
     pub build_info: IntGaugeVec,
     /// `ferry_raft_term`: the current Raft term (cluster mode).
     pub raft_term: IntGauge,
@@ -401,9 +401,19 @@ impl Metrics {
         for reason in crate::admin::server::REJECT_REASONS {
             admin_connections_rejected_total.with_label_values(&[reason]);
         }
-        let build_info =
-            gauge_vec(&r, "ferry_build_info", "Build information; the value is always 1", &["version"])?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = gauge_vec(
+            &r,
+            "ferry_build_info",
+            "Build information; the value is always 1",
+            &["version", "commit", "protocol"],
+        )?;
+        build_info
+            .with_label_values(&[
+                crate::version::version().as_str(),
+                crate::version::COMMIT,
+                crate::version::PROTOCOL.to_string().as_str(),
+            ])
+            .set(1);
         // Series whose labels are known up front exist from the start, at
         // 0: an alert on their rate sees a 0, not an absent series.
         for result in RELOAD_RESULTS {
@@ -544,7 +554,12 @@ mod tests {
         );
         assert!(out.contains("ferry_table_generation 7"), "{out}");
         assert!(
-            out.contains(&format!(r#"ferry_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))),
+            out.contains(&format!(
+                r#"ferry_build_info{{commit="{}",protocol="{}",version="{}"}} 1"#,
+                crate::version::COMMIT,
+                crate::version::PROTOCOL,
+                crate::version::version()
+            )),
             "{out}"
         );
     }

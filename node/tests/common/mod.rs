@@ -83,9 +83,20 @@ impl Ferryd {
 
     /// [`Ferryd::spawn`] with `env` added to its environment.
     pub fn spawn_with_env(dir: &TempDir, name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn_bin(Path::new(env!("CARGO_BIN_EXE_ferryd")), dir, name, args, env)
+    }
+
+    /// [`Ferryd::spawn_with_env`] of the binary `bin` (another build).
+    pub fn spawn_bin(
+        bin: &Path,
+        dir: &TempDir,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let stdout = dir.file(&format!("{name}.stdout"));
         let stderr = dir.file(&format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        let child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -94,7 +105,7 @@ impl Ferryd {
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)
             .spawn()
-            .context("spawning ferryd")?;
+            .with_context(|| format!("spawning {}", bin.display()))?;
         Ok(Self { child, stdout, stderr })
     }
 

@@ -350,7 +350,7 @@ fn apply_never_panics_and_keeps_invariants_on_random_commands() {
             _ => Command::DeleteChaosPolicy { name, cas },
         };
         let id = if rng.bool() { Some(u128::from(rng.u8(..50))) } else { None };
-        let req = Request { id, command };
+        let req = Request { id, command, digestless: false };
         let before = (s.routes.clone(), s.chaos.clone(), s.index);
         match s.apply(index, &req) {
             Response::Applied { index: i, .. } if i == index => assert_eq!(s.index, index),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: every unit and integration test in the workspace, the
-# benchmark report's tests (when python3 is installed), a smoke
+# benchmark report's tests (when python3 is installed), a rolling upgrade
+# from the pinned previous release under load (ops/upgrade-test.sh), a smoke
 # run of the quick-start script (ops/local-cluster.sh --no-wait), then the
 # partition suite (jepsen-lite test --quick) against real nodes in network
 # namespaces.
@@ -23,6 +24,9 @@ if command -v python3 >/dev/null; then
 else
     echo "bench-report: skipped: python3 is not installed (the benchmarks need it too)"
 fi
+
+echo "==> rolling upgrade (ops/upgrade-test.sh)"
+ops/upgrade-test.sh
 
 echo "==> quick-start smoke run"
 out=$(PROFILE=debug ops/local-cluster.sh --no-wait 2>&1) || { echo "$out"; echo "quick-start: 0 passed, 1 failed"; exit 1; }

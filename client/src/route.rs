@@ -5,7 +5,7 @@
 //! the field path (`routes[1].backends[0].addr: invalid address "x": …`),
 //! so the file loader, the API and the CLI report the same messages.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,19 @@ pub struct RouteSpec {
     pub backends: Vec<BackendSpec>,
     #[serde(default)]
     pub health_check: Option<HealthCheckSpec>,
+    /// Operators' key/value metadata (owner, ticket, environment): stored,
+    /// replicated and returned as written; routing ignores it. At most
+    /// [`MAX_LABELS`]; keys are 1 to 63 of `a-z 0-9 _ - . /`, values at
+    /// most [`MAX_LABEL_VALUE`] bytes. The feature `route_labels`
+    /// (protocol 4): refused while a member runs an older ferry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Most labels on one route.
+pub const MAX_LABELS: usize = 32;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 256;
 
 /// One backend of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +306,29 @@ impl RouteSpec {
                 ));
             }
         }
+        if self.labels.len() > MAX_LABELS {
+            errors.push(FieldError::new(
+                format!("{path}.labels"),
+                format!("at most {MAX_LABELS} labels, got {}", self.labels.len()),
+            ));
+        }
+        for (key, value) in &self.labels {
+            let valid_key = !key.is_empty()
+                && key.len() <= 63
+                && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-./".contains(&b));
+            if !valid_key {
+                errors.push(FieldError::new(
+                    format!("{path}.labels"),
+                    format!("invalid label key {key:?}: 1 to 63 of a-z 0-9 _ - . /"),
+                ));
+            }
+            if value.len() > MAX_LABEL_VALUE {
+                errors.push(FieldError::new(
+                    format!("{path}.labels.{key}"),
+                    format!("at most {MAX_LABEL_VALUE} bytes, got {}", value.len()),
+                ));
+            }
+        }
         if let Some(hc) = &self.health_check {
             let hpath = format!("{path}.health_check");
             let mut herr =
@@ -360,6 +395,31 @@ mod tests {
             &[ReservedAddr::new(admin, "the admin address")],
         ));
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn labels_are_checked_and_left_out_of_json_when_empty() {
+        let mut r = route("a", "127.0.0.1:7000");
+        let json = serde_json::to_value(&r).expect("json");
+        assert!(json.get("labels").is_none(), "{json}");
+        r.labels.insert("team".into(), "edge".into());
+        r.labels.insert("a/b.c_d-1".into(), String::new());
+        assert!(messages(&[r.clone()]).is_empty());
+        r.labels.insert("Bad".into(), "x".into());
+        r.labels.insert("long".into(), "x".repeat(MAX_LABEL_VALUE + 1));
+        assert_eq!(
+            messages(&[r.clone()]),
+            vec![
+                "routes[0].labels: invalid label key \"Bad\": 1 to 63 of a-z 0-9 _ - . /".to_string(),
+                format!(
+                    "routes[0].labels.long: at most {MAX_LABEL_VALUE} bytes, got {}",
+                    MAX_LABEL_VALUE + 1
+                ),
+            ]
+        );
+        let mut many = route("a", "127.0.0.1:7000");
+        many.labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(messages(&[many]), vec![format!("routes[0].labels: at most {MAX_LABELS} labels, got 33")]);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub const LONG: &str = concat!(
     env!("FERRY_GIT_COMMIT"),
     ", protocol ",
     // Keep in step with `PROTOCOL`; a test checks.
-    "3",
+    "4",
     ")"
 );
 
@@ -48,7 +48,8 @@ pub const LONG: &str = concat!(
 ///   format 4, cluster-port envelope 3, gossip envelope 2). Protocols 1 and
 ///   2 (the envelope versions before it) are not in any window: a cluster
 ///   moves to 3 all at once.
-pub const PROTOCOL: u16 = 3;
+/// - 4: routes carry `labels` (feature `route_labels`).
+pub const PROTOCOL: u16 = 4;
 
 /// The oldest protocol any build of this line talks to.
 pub const OLDEST_PROTOCOL: u16 = 3;
@@ -74,7 +75,7 @@ pub struct Feature {
 }
 
 /// Every feature this build knows, oldest first.
-pub const FEATURES: &[Feature] = &[];
+pub const FEATURES: &[Feature] = &[Feature { name: ferry_raft_store::command::ROUTE_LABELS, since: 4 }];
 
 /// The names of the features a node speaking `protocol` speaks.
 pub fn features_of(protocol: u16) -> Vec<String> {
@@ -130,7 +131,8 @@ mod tests {
         assert!(compatible(PROTOCOL + 1));
         assert!(!compatible(PROTOCOL + 2));
         assert!(!compatible(2), "protocols before the self-describing one are out");
-        assert_eq!(window(), 3..=4);
+        assert!(compatible(3), "the previous protocol is in");
+        assert_eq!(window(), 3..=5);
         for p in 0..10 {
             assert_eq!(compatible(p), window().contains(&p), "protocol {p}");
         }

@@ -67,6 +67,10 @@ impl Command {
                 all.dedup();
                 all
             }
+            Command::PutRoute { route, .. } if !route.labels.is_empty() => vec![ROUTE_LABELS],
+            Command::SeedRoutes { routes } if routes.iter().any(|r| !r.labels.is_empty()) => {
+                vec![ROUTE_LABELS]
+            }
             Command::PutRoute { .. }
             | Command::DeleteRoute { .. }
             | Command::SetBackendWeight { .. }
@@ -88,6 +92,9 @@ impl Command {
         }
     }
 }
+
+/// The feature of a route with `labels`.
+pub const ROUTE_LABELS: &str = "route_labels";
 
 /// The object a command changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

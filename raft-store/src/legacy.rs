@@ -251,6 +251,7 @@ impl<B: Into<BackendSpec>> From<RouteP<B>> for RouteSpec {
             eject_backoff_ms: r.eject_backoff_ms,
             backends: r.backends.into_iter().map(Into::into).collect(),
             health_check: r.health_check.map(Into::into),
+            labels: BTreeMap::new(),
         }
     }
 }

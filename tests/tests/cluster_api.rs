@@ -227,6 +227,31 @@ async fn a_request_id_reused_for_another_request_is_409_and_applies_nothing() ->
     c.shutdown().await
 }
 
+/// Labels (the feature `route_labels`, protocol 4): accepted through any
+/// node once every member speaks them, stored as written and returned by
+/// every node; a route without labels has no `labels` field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_labels_are_stored_and_returned_as_written() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let leader = c.leader().await?;
+    let f = c.other_than(&[leader])?;
+    let mut route = route_json("labeled", &c.listen()?, &[("a", nowhere())]);
+    route["labels"] = json!({"team": "edge", "ticket": "OPS-1 / rollout"});
+    let index = written(&c.put_route(f, &route).await?)?;
+    c.converged(index).await?;
+    for id in c.ids() {
+        let r = c.send(id, Request::get("/v1/routes/labeled?consistency=stale")).await?;
+        let body = r.expect(200)?;
+        anyhow::ensure!(body["config"]["labels"] == route["labels"], "n{id}: {body}");
+    }
+    let plain = route_json("plain", &c.listen()?, &[("a", nowhere())]);
+    let index = written(&c.put_route(leader, &plain).await?)?;
+    c.converged(index).await?;
+    let body = c.send(f, Request::get("/v1/routes/plain")).await?.expect(200)?;
+    anyhow::ensure!(body["config"].get("labels").is_none(), "{body}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Result<()> {
     let c = TestCluster::start(Options::default()).await?;
@@ -258,6 +283,21 @@ async fn bad_input_is_400_naming_the_field_and_changes_nothing() -> anyhow::Resu
             "backends[0].weight",
         ),
         ("no backends", Request::put("/v1/routes/bad", &with(&|v| v["backends"] = json!([]))), "backends"),
+        (
+            "a label key with a capital",
+            Request::put("/v1/routes/bad", &with(&|v| v["labels"] = json!({"Team": "edge"}))),
+            "labels",
+        ),
+        (
+            "a label value over 256 bytes",
+            Request::put("/v1/routes/bad", &with(&|v| v["labels"] = json!({"team": "x".repeat(257)}))),
+            "labels.team",
+        ),
+        (
+            "labels that are not strings",
+            Request::put("/v1/routes/bad", &with(&|v| v["labels"] = json!({"team": 1}))),
+            "labels.team",
+        ),
         ("bad listen", Request::put("/v1/routes/bad", &with(&|v| v["listen"] = json!("7000"))), "listen"),
         // Accepted before: the OS picked a port no client knew, another on each node.
         (

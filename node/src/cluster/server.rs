@@ -389,12 +389,14 @@ impl ClusterServer {
     /// writes that queue behind earlier ones ([`Batcher`]); otherwise names
     /// the leader. Not proposed once `deadline` has passed (the batcher
     /// checks right before proposing): [`WriteError::DeadlineExceeded`].
-    /// The leader refuses a write using a feature some member does not speak
-    /// ([`WriteError::FeatureNotEnabled`]).
+    /// A write using a feature some member does not speak is refused
+    /// ([`WriteError::FeatureNotEnabled`]) by whichever node it reaches
+    /// first, leader or not: a leader that is itself behind could not even
+    /// read a forwarded one.
     pub async fn write(&self, req: Request, deadline: tokio::time::Instant) -> Result<Response, WriteError> {
         let started = tokio::time::Instant::now();
         let used = req.command.features();
-        if let Some(versions) = self.versions.as_ref().filter(|_| !used.is_empty() && self.leads()) {
+        if let Some(versions) = self.versions.as_ref().filter(|_| !used.is_empty()) {
             versions.check(&used).await?;
         }
         match timeout(self.config.write_timeout, self.batcher.write(req, deadline)).await {
@@ -409,13 +411,6 @@ impl ClusterServer {
     pub fn unreadable_within(&self, recent: Duration) -> Option<String> {
         let last = self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         last.filter(|(at, _)| at.elapsed() <= recent).map(|(_, why)| why)
-    }
-
-    /// Whether this node is the leader, as its Raft last said.
-    fn leads(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.current_leader == Some(m.id)
     }
 
     /// The error of a wait that began at `started` and ran out the write

@@ -8,10 +8,12 @@
 //! while any member's is. The last probe is kept for `/v1/status`, and a
 //! task refreshes it every [`REFRESH`] ([`Versions::run`]).
 //!
-//! The gate ([`Versions::check`]) probes afresh: the leader refuses a write
+//! The gate ([`Versions::check`]) probes afresh: a node refuses a write
 //! that uses a feature unless every member is known to speak it, so a
-//! member that is down when the write is made counts as behind. It is
-//! asked only for writes that use a feature, which are rare.
+//! member that is down when the write is made counts as behind. The node
+//! that receives the write checks, and the leader again before proposing
+//! (an older leader could not read it at all). It is asked only for writes
+//! that use a feature, which are rare.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -485,3 +485,25 @@ fn a_nested_batch_is_rejected_and_changes_nothing() {
     assert!(!Request::new(Command::SeedRoutes { routes: Vec::new() }).batchable());
     assert!(weight("web", "a", 1, None).batchable());
 }
+
+/// A command uses `route_labels` exactly when a route in it has labels, a
+/// batch when any of its requests does.
+#[test]
+fn commands_name_the_features_they_use() {
+    let mut labeled: ferry_client::RouteSpec = serde_json::from_value(serde_json::json!({
+        "name": "w", "listen": ":7000", "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
+    }))
+    .expect("valid route json");
+    let plain = Command::PutRoute { route: labeled.clone(), cas: None };
+    assert!(plain.features().is_empty());
+    labeled.labels.insert("team".into(), "edge".into());
+    let put = Command::PutRoute { route: labeled.clone(), cas: None };
+    assert_eq!(put.features(), [crate::command::ROUTE_LABELS]);
+    let seed = Command::SeedRoutes { routes: vec![labeled.clone()] };
+    assert_eq!(seed.features(), [crate::command::ROUTE_LABELS]);
+    let batch = Command::Batch {
+        requests: vec![Request::new(plain.clone()), Request::new(put.clone()), Request::new(put)],
+    };
+    assert_eq!(batch.features(), [crate::command::ROUTE_LABELS]);
+    assert!(Command::Batch { requests: vec![Request::new(plain)] }.features().is_empty());
+}

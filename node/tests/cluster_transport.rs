@@ -825,6 +825,46 @@ async fn cluster_a_leader_without_a_majority_proposes_nothing() -> Result<()> {
     .await
 }
 
+/// A frame from a newer peer (the next protocol) holding a field this build
+/// does not know is refused naming the field, and the server remembers it
+/// for a while: what `/health/ready` answers `incompatible` from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_newer_peers_unknown_field_is_refused_and_remembered() -> Result<()> {
+    bounded(async {
+        let mut node = TestNode::start(1, |_| {}).await?;
+        let server =
+            ClusterServer::new(node.raft.clone(), CLUSTER, Arc::new(TransportStats::default()), ServerConfig::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, server.clone(), stop.clone()));
+        ensure!(server.unreadable_within(Duration::from_secs(5)).is_none());
+        // ClientWrite (8) from the next protocol, its request with a field
+        // this build does not know.
+        let doc = br#"{"id":null,"command":{"DeleteRoute":{"name":"web","cas":null,"force":true}}}"#;
+        let mut payload = vec![ferry_node::cluster::WIRE_VERSION as u8 + 1, CLUSTER.len() as u8];
+        payload.extend_from_slice(CLUSTER.as_bytes());
+        payload.extend_from_slice(&[8, doc.len() as u8]);
+        payload.extend_from_slice(doc);
+        let mut frame = u32::try_from(payload.len())?.to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        let mut stream = TcpStream::connect(addr).await?;
+        write_frame(&mut stream, &frame).await?;
+        let reply = ferry_node::cluster::frame::decode_payload(&timeout(WAIT, read_frame(&mut stream)).await??, CLUSTER)?;
+        ensure!(
+            matches!(&reply, Message::Error { code: ErrorCode::Malformed, message } if message.contains("unknown field `force`")),
+            "{reply:?}"
+        );
+        let why = server.unreadable_within(Duration::from_secs(5)).context("the refusal was not remembered")?;
+        ensure!(why.contains("unknown field `force`"), "{why}");
+        ensure!(server.unreadable_within(Duration::ZERO).is_none(), "remembered past its window");
+        stop.cancel();
+        timeout(WAIT, task).await??;
+        node.stop().await
+    })
+    .await
+}
+
 /// Small snapshot chunks so the snapshot crosses the transport in many frames.
 fn small_chunks(c: &mut openraft::Config) {
     c.snapshot_max_chunk_size = SMALL_CHUNK;

@@ -89,10 +89,16 @@ pub fn version() -> String {
     format!("{RELEASE}+{commit}")
 }
 
+/// Whether `error` says this build met a field or variant it does not know:
+/// data a newer ferry wrote.
+pub fn is_newer_data(error: &str) -> bool {
+    error.contains("unknown field") || error.contains("unknown variant")
+}
+
 /// What to add to an error that says this build met a field or variant it
 /// does not know: where it came from and what to do.
 pub fn newer_data_hint(error: &str) -> &'static str {
-    if error.contains("unknown field") || error.contains("unknown variant") {
+    if is_newer_data(error) {
         "; a newer ferry wrote it, and this build cannot read it: run that version (README, Upgrading)"
     } else {
         ""
@@ -110,7 +116,7 @@ pub struct NodeVersion {
 
 impl fmt::Display for NodeVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (protocol {})", self.version, self.protocol)
+        write!(f, "{}, protocol {}", self.version, self.protocol)
     }
 }
 

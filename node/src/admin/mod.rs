@@ -222,14 +222,7 @@ async fn status(State(s): State<AdminState>) -> Response {
         commit: crate::version::COMMIT.to_string(),
         protocol: crate::version::PROTOCOL,
         features: crate::version::features_of(crate::version::PROTOCOL),
-        cluster_version: s.member.as_ref().and_then(|m| m.versions.last()).map(|v| {
-            ferry_client::api::ClusterVersion {
-                protocol: v.protocol,
-                version: v.version,
-                features: v.features,
-                unknown: v.unknown,
-            }
-        }),
+        cluster_version: s.member.as_ref().and_then(|m| m.versions.last()),
     });
     request::with_index(body.into_response(), index)
 }

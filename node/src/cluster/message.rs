@@ -172,6 +172,14 @@ pub struct NodeStatus {
     pub features: Vec<String>,
 }
 
+impl NodeStatus {
+    /// The node's version and protocol, if it said (protocol 0: it did not).
+    pub fn node_version(&self) -> Option<crate::version::NodeVersion> {
+        (self.protocol > 0)
+            .then(|| crate::version::NodeVersion { version: self.version.clone(), protocol: self.protocol })
+    }
+}
+
 /// A membership change the leader performs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]

@@ -534,7 +534,7 @@ impl ClusterServer {
                 );
                 ErrorCode::WrongVersion
             }
-            FrameError::Malformed(m) if m.contains("unknown field") || m.contains("unknown variant") => {
+            FrameError::Malformed(m) if crate::version::is_newer_data(m) => {
                 tracing::error!(
                     %peer, error = %e, protocol = crate::version::PROTOCOL,
                     "refused a cluster frame holding what this build cannot read: a newer ferry wrote it; \

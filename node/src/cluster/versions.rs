@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_client::api::ClusterVersion;
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{NodeId, NodeInfo};
 use tokio_util::sync::CancellationToken;
@@ -47,41 +48,26 @@ impl MemberVersion {
     fn describe(&self) -> String {
         let name = if self.name.is_empty() { format!("node {}", self.id) } else { self.name.clone() };
         match &self.version {
-            Some(v) => format!("{name} ({}, protocol {})", v.version, v.protocol),
+            Some(v) => format!("{name} ({v})"),
             None => format!("{name} (version unknown: no answer)"),
         }
     }
 }
 
-/// The cluster version: what every member speaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterVersion {
-    /// The lowest protocol among the members; `None` while a member's is
-    /// unknown.
-    pub protocol: Option<u16>,
-    /// The version of a member speaking that protocol.
-    pub version: Option<String>,
-    /// The features every member speaks (those of `protocol`).
-    pub features: Vec<String>,
-    /// Members whose version is unknown.
-    pub unknown: Vec<String>,
-}
-
-impl ClusterVersion {
-    /// The cluster version of `members`.
-    pub fn of(members: &[MemberVersion]) -> Self {
-        let unknown: Vec<String> =
-            members.iter().filter(|m| m.version.is_none()).map(MemberVersion::describe).collect();
-        let lowest = members.iter().filter_map(|m| m.version.as_ref()).min_by_key(|v| v.protocol);
-        match lowest {
-            Some(v) if unknown.is_empty() => Self {
-                protocol: Some(v.protocol),
-                version: Some(v.version.clone()),
-                features: version::features_of(v.protocol),
-                unknown,
-            },
-            _ => Self { protocol: None, version: None, features: Vec::new(), unknown },
-        }
+/// The cluster version of `members` (the lowest protocol, unknown while a
+/// member's is), as `/v1/status` shows it.
+pub fn cluster_version(members: &[MemberVersion]) -> ClusterVersion {
+    let unknown: Vec<String> =
+        members.iter().filter(|m| m.version.is_none()).map(MemberVersion::describe).collect();
+    let lowest = members.iter().filter_map(|m| m.version.as_ref()).min_by_key(|v| v.protocol);
+    match lowest {
+        Some(v) if unknown.is_empty() => ClusterVersion {
+            protocol: Some(v.protocol),
+            version: Some(v.version.clone()),
+            features: version::features_of(v.protocol),
+            unknown,
+        },
+        _ => ClusterVersion { protocol: None, version: None, features: Vec::new(), unknown },
     }
 }
 
@@ -146,9 +132,7 @@ impl Versions {
             probes.spawn(async move {
                 let answer = transport.call_timeout(&info.cluster_addr, &Message::NodeStatus, timeout).await;
                 let version = match answer {
-                    Ok(Message::NodeStatusResult(s)) if s.node_id == id && s.protocol > 0 => {
-                        Some(NodeVersion { version: s.version, protocol: s.protocol })
-                    }
+                    Ok(Message::NodeStatusResult(s)) if s.node_id == id => s.node_version(),
                     _ => None,
                 };
                 MemberVersion { id, name: info.name, version }
@@ -160,7 +144,7 @@ impl Versions {
             }
         }
         out.sort_by_key(|m| m.id);
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ClusterVersion::of(&out));
+        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cluster_version(&out));
         out
     }
 
@@ -203,11 +187,11 @@ mod tests {
 
     #[test]
     fn the_cluster_version_is_the_lowest_and_unknown_while_a_member_is() {
-        let v = ClusterVersion::of(&[member(1, Some(4)), member(2, Some(3)), member(3, Some(4))]);
+        let v = cluster_version(&[member(1, Some(4)), member(2, Some(3)), member(3, Some(4))]);
         assert_eq!(v.protocol, Some(3));
         assert_eq!(v.version.as_deref(), Some("0.3.0+abc"));
         assert!(v.unknown.is_empty());
-        let v = ClusterVersion::of(&[member(1, Some(4)), member(2, None)]);
+        let v = cluster_version(&[member(1, Some(4)), member(2, None)]);
         assert_eq!(v.protocol, None);
         assert_eq!(v.unknown, ["n2 (version unknown: no answer)"]);
     }

@@ -395,9 +395,9 @@ impl MemberHandle {
                 && let Some(row) = rows.get_mut(&id)
             {
                 row.applied_index = status.applied_index;
-                if status.protocol > 0 {
-                    row.version = Some(status.version);
-                    row.protocol = Some(status.protocol);
+                if let Some(v) = status.node_version() {
+                    row.version = Some(v.version);
+                    row.protocol = Some(v.protocol);
                 }
                 self.replica.contacts().learn_name(id, &status.name);
             }

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PINNED=ac48fdabeb983755f0093a9700c22765893dc0af
+PINNED=04a6006ba115adf8b35f6bc6f33b9c6e3c3883fb
 
 root=$(pwd)
 out="$root/target/upgrade-test"

@@ -3,12 +3,13 @@
 //! cluster stores and replicates for routes and nodes, with validation that
 //! names every bad field.
 //!
-//! One type serves the admin API (JSON) and the Raft log (bincode). bincode is
-//! not self-describing, so the toxic kind is an *externally* tagged enum
-//! (`{"latency": {"latency_ms": 100, "jitter_ms": 10}}`): serde's internally
-//! tagged form (`{"type": "latency", ...}`) needs `deserialize_any`, which
-//! bincode cannot do. Every field is always serialized (no
-//! `skip_serializing_if`), for the same reason.
+//! One type serves the admin API and the Raft log, both JSON (the log's
+//! entries are self-describing: see `selfdesc`). The toxic kind is an
+//! externally tagged enum (`{"latency": {"latency_ms": 100, "jitter_ms":
+//! 10}}`), as it was when the log was positional. Fields added since
+//! protocol 4 (`seed`, `scope.backends`, direction `both`, `connect_delay`)
+//! are omitted when unused, so a policy that does not use them reads the
+//! same to an older node; one that does is the feature `chaos_traffic`.
 
 use std::collections::HashSet;
 
@@ -25,6 +26,8 @@ pub const MAX_DELAY_MS: u64 = 3_600_000;
 pub const MAX_SLICER_DELAY_US: u64 = 1_000_000;
 /// Most names one scope list may hold.
 pub const MAX_SCOPE_NAMES: usize = 256;
+/// Largest seed: 2^53 - 1, the largest integer every JSON reader keeps exact.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 /// A named set of faults applied to some routes on some nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,14 @@ pub struct ChaosPolicy {
     /// replicated state never does (apply must be deterministic).
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// Seeds every random decision the policy makes (whether a connection
+    /// is hit, jitter, slice sizes), with the connection's node, route and
+    /// ordinal: the same seed and connection sequence give the same
+    /// decisions. At most 2^53 - 1, so that JSON numbers keep it exact.
+    /// Absent, the policy uses [`ChaosPolicy::effective_seed`], derived
+    /// from its name and revision (both in the log), which the API shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// One fault and the direction of traffic it affects.
@@ -68,7 +79,8 @@ pub enum ToxicKind {
         #[serde(default)]
         jitter_ms: u64,
     },
-    /// Limit throughput to `rate_kbps` kilobytes per second.
+    /// Limit throughput to `rate_kbps` units of 1,000 bytes per second
+    /// (Toxiproxy's `rate`): 100 is 100,000 bytes/s.
     Bandwidth { rate_kbps: u64 },
     /// Delay the close of the connection by `delay_ms`.
     SlowClose { delay_ms: u64 },
@@ -93,6 +105,10 @@ pub enum ToxicKind {
     LimitData { bytes: u64 },
     /// Refuse new connections (closed right after accept).
     Refuse {},
+    /// Hold each new connection `delay_ms` before connecting to its
+    /// backend (handshake latency). Acts on the connection, whatever its
+    /// `direction`.
+    ConnectDelay { delay_ms: u64 },
 }
 
 /// Which way of a proxied connection a toxic affects.
@@ -104,9 +120,24 @@ pub enum Direction {
     /// Backend to client.
     #[default]
     Downstream,
+    /// Each way, independently.
+    Both,
 }
 
-/// Routes and nodes a policy applies to. An empty list means all of them.
+impl Direction {
+    /// Whether the toxic acts on the client-to-backend way.
+    pub fn upstream(self) -> bool {
+        matches!(self, Direction::Upstream | Direction::Both)
+    }
+
+    /// Whether the toxic acts on the backend-to-client way.
+    pub fn downstream(self) -> bool {
+        matches!(self, Direction::Downstream | Direction::Both)
+    }
+}
+
+/// Routes, nodes and backends a policy applies to. An empty list means all
+/// of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ChaosScope {
@@ -116,6 +147,10 @@ pub struct ChaosScope {
     /// Node names.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Backend ids: the policy hits only connections to these backends (of
+    /// whichever route in scope has them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
 }
 
 fn default_toxicity() -> f64 {
@@ -134,6 +169,7 @@ impl ToxicKind {
             ToxicKind::Slicer { .. } => "slicer",
             ToxicKind::LimitData { .. } => "limit_data",
             ToxicKind::Refuse {} => "refuse",
+            ToxicKind::ConnectDelay { .. } => "connect_delay",
         }
     }
 
@@ -154,7 +190,7 @@ impl ToxicKind {
             ToxicKind::Bandwidth { rate_kbps: 0 } => {
                 err("rate_kbps", "must be greater than 0 (use timeout to stop data)".into());
             }
-            ToxicKind::SlowClose { delay_ms } if delay(delay_ms) => {
+            ToxicKind::SlowClose { delay_ms } | ToxicKind::ConnectDelay { delay_ms } if delay(delay_ms) => {
                 err("delay_ms", format!("must be at most {MAX_DELAY_MS}, got {delay_ms}"));
             }
             ToxicKind::Timeout { timeout_ms } | ToxicKind::ResetPeer { timeout_ms } if delay(timeout_ms) => {
@@ -180,6 +216,43 @@ impl ToxicKind {
 }
 
 impl ChaosPolicy {
+    /// Whether the policy uses what protocol 5 added (the feature
+    /// `chaos_traffic`): a seed, a backend scope, direction `both` or
+    /// `connect_delay`. An older node cannot read such a policy.
+    pub fn uses_protocol_5(&self) -> bool {
+        self.seed.is_some()
+            || !self.scope.backends.is_empty()
+            || self
+                .toxics
+                .iter()
+                .any(|t| t.direction == Direction::Both || matches!(t.kind, ToxicKind::ConnectDelay { .. }))
+    }
+
+    /// The seed the policy's decisions use: `seed`, or one derived from the
+    /// name and `revision` (the index of the write that stored it), so that
+    /// every node decides alike without a seed in the log. A policy written
+    /// again without a seed gets another.
+    pub fn effective_seed(&self, revision: u64) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            // FNV-1a 64 of the name, then the revision mixed in (SplitMix64's finaliser).
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in self.name.bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let mut z = h ^ revision.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) & MAX_SEED
+        })
+    }
+
+    /// Whether the policy applies on node `node` to route `route`
+    /// (its scope; not its expiry or toxicity).
+    pub fn in_scope(&self, node: &str, route: &str) -> bool {
+        let has = |names: &[String], n: &str| names.is_empty() || names.iter().any(|x| x == n);
+        has(&self.scope.nodes, node) && has(&self.scope.routes, route)
+    }
+
     /// Every problem with this policy as new input (an API body), paths
     /// prefixed by `path` (for example `policy`). An empty list means the
     /// policy is valid.
@@ -210,7 +283,18 @@ impl ChaosPolicy {
                 format!("must be between 0.0 and 1.0, got {}", self.toxicity),
             ));
         }
-        for (field, names) in [("routes", &self.scope.routes), ("nodes", &self.scope.nodes)] {
+        if let Some(seed) = self.seed.filter(|s| *s > MAX_SEED) {
+            errors.push(FieldError::new(
+                format!("{path}.seed"),
+                format!("must be at most {MAX_SEED} (2^53 - 1, exact in JSON), got {seed}"),
+            ));
+        }
+        let scopes = [
+            ("routes", &self.scope.routes),
+            ("nodes", &self.scope.nodes),
+            ("backends", &self.scope.backends),
+        ];
+        for (field, names) in scopes {
             if names.len() > MAX_SCOPE_NAMES {
                 errors.push(FieldError::new(
                     format!("{path}.scope.{field}"),
@@ -306,5 +390,35 @@ mod tests {
         assert_eq!(empty.validate("p")[0].path, "p.toxics");
         let nan = ChaosPolicy { toxicity: f64::NAN, ..empty };
         assert!(nan.validate("p").iter().any(|e| e.path == "p.toxicity"));
+    }
+
+    /// What protocol 5 added is omitted when unused (an older node reads
+    /// such a policy as before) and named by `uses_protocol_5` when used.
+    #[test]
+    fn protocol_5_fields_are_omitted_unused_and_flagged_used() {
+        let plain = policy(serde_json::json!({"name": "p", "toxics": [{"kind": {"refuse": {}}}]}));
+        let json = serde_json::to_value(&plain).expect("serialize");
+        assert!(json.get("seed").is_none() && json["scope"].get("backends").is_none(), "{json}");
+        assert!(!plain.uses_protocol_5());
+        for used in [
+            serde_json::json!({"name": "p", "seed": 7, "toxics": [{"kind": {"refuse": {}}}]}),
+            serde_json::json!({"name": "p", "scope": {"backends": ["b"]}, "toxics": [{"kind": {"refuse": {}}}]}),
+            serde_json::json!({"name": "p", "toxics": [{"direction": "both", "kind": {"refuse": {}}}]}),
+            serde_json::json!({"name": "p", "toxics": [{"kind": {"connect_delay": {"delay_ms": 5}}}]}),
+        ] {
+            let p = policy(used.clone());
+            assert!(p.uses_protocol_5(), "{used}");
+            assert!(p.validate("policy").is_empty(), "{used}");
+        }
+        let big = policy(
+            serde_json::json!({"name": "p", "seed": MAX_SEED + 1, "toxics": [{"kind": {"refuse": {}}}]}),
+        );
+        assert_eq!(big.validate("policy")[0].path, "policy.seed");
+        let dup = policy(
+            serde_json::json!({"name": "p", "scope": {"backends": ["b", "b"]}, "toxics": [{"kind": {"refuse": {}}}]}),
+        );
+        assert_eq!(dup.validate("policy")[0].path, "policy.scope.backends[1]");
+        assert!(Direction::Both.upstream() && Direction::Both.downstream());
+        assert!(!Direction::Upstream.downstream() && !Direction::Downstream.upstream());
     }
 }

@@ -49,7 +49,9 @@ pub const LONG: &str = concat!(
 ///   2 (the envelope versions before it) are not in any window: a cluster
 ///   moves to 3 all at once.
 /// - 4: routes carry `labels` (feature `route_labels`).
-pub const PROTOCOL: u16 = 4;
+/// - 5: chaos policies carry a `seed`, a backend scope, direction `both`
+///   and the `connect_delay` toxic (feature `chaos_traffic`).
+pub const PROTOCOL: u16 = 5;
 
 /// The oldest protocol any build of this line talks to.
 pub const OLDEST_PROTOCOL: u16 = 3;
@@ -75,7 +77,10 @@ pub struct Feature {
 }
 
 /// Every feature this build knows, oldest first.
-pub const FEATURES: &[Feature] = &[Feature { name: ferry_raft_store::command::ROUTE_LABELS, since: 4 }];
+pub const FEATURES: &[Feature] = &[
+    Feature { name: ferry_raft_store::command::ROUTE_LABELS, since: 4 },
+    Feature { name: ferry_raft_store::command::CHAOS_TRAFFIC, since: 5 },
+];
 
 /// The names of the features a node speaking `protocol` speaks.
 pub fn features_of(protocol: u16) -> Vec<String> {

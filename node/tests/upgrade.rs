@@ -300,15 +300,19 @@ async fn traffic(up: Arc<Up>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// A route using this build's new feature (labels).
-fn labeled_route() -> String {
+/// A chaos policy using this build's new feature (`chaos_traffic`: a
+/// toxic in direction `both`), scoped to a route that does not exist so
+/// that it touches no traffic.
+fn new_feature_policy() -> String {
     json!({
-        "name": "labeled", "listen": ":7002",
-        "labels": {"team": "edge"},
-        "backends": [{"id": "a", "addr": "127.0.0.1:9"}]
+        "name": "both-ways", "scope": {"routes": ["nowhere"]},
+        "toxics": [{"direction": "both", "kind": {"latency": {"latency_ms": 1}}}]
     })
     .to_string()
 }
+
+/// Where [`new_feature_policy`] is written.
+const NEW_FEATURE_PATH: &str = "/v1/chaos/both-ways";
 
 /// Replaces node `id` with `build`: marked down for the loads, SIGTERM,
 /// started on the same data dir, marked up once ready and speaking the
@@ -388,9 +392,14 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         // refused, naming the node still behind.
         for id in IDS {
             if id == 3 {
-                let r = http(admin(1), "PUT", "/v1/routes/labeled", &[], Some(&labeled_route()), IO_TIMEOUT)
+                let r = http(admin(1), "PUT", NEW_FEATURE_PATH, &[], Some(&new_feature_policy()), IO_TIMEOUT)
                     .await?;
-                ensure!(r.status == 409, "a labeled route with n3 on the old build: {} {}", r.status, r.body);
+                ensure!(
+                    r.status == 409,
+                    "a new-feature write with n3 on the old build: {} {}",
+                    r.status,
+                    r.body
+                );
                 let body = r.json()?;
                 ensure!(body["error"]["code"] == "feature_not_enabled", "{body}");
                 let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -406,18 +415,18 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         restart(&mut c, &up, 3, Build::New, new_protocol).await?;
         // Every member speaks the feature now.
-        let r = http(admin(2), "PUT", "/v1/routes/labeled", &[], Some(&labeled_route()), IO_TIMEOUT).await?;
+        let r = http(admin(2), "PUT", NEW_FEATURE_PATH, &[], Some(&new_feature_policy()), IO_TIMEOUT).await?;
         ensure!(
             r.status == 200,
-            "a labeled route once all run protocol {new_protocol}: {} {}",
+            "a new-feature write once all run protocol {new_protocol}: {} {}",
             r.status,
             r.body
         );
         let index: u64 = r.header("x-ferry-index").context("no index")?.parse()?;
         for id in IDS {
-            poll(&format!("n{id} has the labeled route"), WAIT, async || {
-                let route = get_json(id, "/v1/routes/labeled?consistency=stale").await?;
-                ensure!(route["config"]["labels"]["team"] == "edge", "{route}");
+            poll(&format!("n{id} has the new-feature policy"), WAIT, async || {
+                let policy = get_json(id, &format!("{NEW_FEATURE_PATH}?consistency=stale")).await?;
+                ensure!(policy["policy"]["toxics"][0]["direction"] == "both", "{policy}");
                 Ok(())
             })
             .await?;
@@ -436,12 +445,16 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
             if let Some((p, _)) = c.procs[1].as_mut()
                 && let Some(status) = p.exited()?
             {
-                ensure!(!status.success(), "n2 exited 0 on the old build with labels in use");
+                ensure!(!status.success(), "n2 exited 0 on the old build with the new feature in use");
                 break format!("exited {status}: {}", p.stderr());
             }
             let answer = http(admin(2), "GET", "/health/ready", &[], None, IO_TIMEOUT).await;
             if let Ok(r) = answer {
-                ensure!(r.status != 200, "n2 is ready on the old build with labels in use: {}", r.body);
+                ensure!(
+                    r.status != 200,
+                    "n2 is ready on the old build with the new feature in use: {}",
+                    r.body
+                );
                 let body = r.json()?;
                 let code = body["error"]["code"].as_str().unwrap_or_default();
                 if code == "raft_stopped" || code == "incompatible" {
@@ -455,9 +468,9 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        ensure!(why.contains("labels") && why.contains("newer ferry"), "the refusal does not say why: {why}");
+        ensure!(why.contains("both") && why.contains("newer ferry"), "the refusal does not say why: {why}");
         ensure!(!c.stderr(2).contains("panicked"), "n2 panicked:\n{}", c.stderr(2));
-        eprintln!("upgrade-test: the old build with labels in use: {why}");
+        eprintln!("upgrade-test: the old build with the new feature in use: {why}");
         if c.procs[1].as_mut().map(|(p, _)| p.exited()).transpose()?.flatten().is_some() {
             c.procs[1] = None;
             c.start(2, Build::New)?;

@@ -71,6 +71,7 @@ impl Command {
             Command::SeedRoutes { routes } if routes.iter().any(|r| !r.labels.is_empty()) => {
                 vec![ROUTE_LABELS]
             }
+            Command::PutChaosPolicy { policy, .. } if policy.uses_protocol_5() => vec![CHAOS_TRAFFIC],
             Command::PutRoute { .. }
             | Command::DeleteRoute { .. }
             | Command::SetBackendWeight { .. }
@@ -95,6 +96,9 @@ impl Command {
 
 /// The feature of a route with `labels`.
 pub const ROUTE_LABELS: &str = "route_labels";
+/// The feature of a chaos policy with a `seed`, a backend scope, direction
+/// `both` or a `connect_delay` toxic.
+pub const CHAOS_TRAFFIC: &str = "chaos_traffic";
 
 /// The object a command changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -347,9 +347,10 @@ impl From<ChaosPolicyP> for ChaosPolicy {
         ChaosPolicy {
             name: p.name,
             toxics,
-            scope: ChaosScope { routes: p.scope.routes, nodes: p.scope.nodes },
+            scope: ChaosScope { routes: p.scope.routes, nodes: p.scope.nodes, backends: Vec::new() },
             toxicity: p.toxicity,
             expires_at: p.expires_at,
+            seed: None,
         }
     }
 }

@@ -59,9 +59,10 @@ fn policy() -> ChaosPolicy {
             },
             Toxic { direction: Direction::Upstream, kind: ToxicKind::Refuse {} },
         ],
-        scope: ChaosScope { routes: vec!["web".into()], nodes: vec![] },
+        scope: ChaosScope { routes: vec!["web".into()], nodes: vec![], backends: vec![] },
         toxicity: 0.25,
         expires_at: Some(1_900_000_000_000),
+        seed: None,
     }
 }
 

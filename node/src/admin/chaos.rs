@@ -1,5 +1,5 @@
 //! `/v1/chaos`: chaos policies, stored and replicated through Raft (cluster
-//! mode). Enforcing them on traffic is not built yet: see the README.
+//! mode); each node's data plane enforces them (`dataplane::chaos`).
 
 use axum::body::Bytes;
 use axum::extract::State;

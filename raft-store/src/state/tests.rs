@@ -25,6 +25,7 @@ fn policy(name: &str) -> ChaosPolicy {
         scope: ChaosScope::default(),
         toxicity: 0.5,
         expires_at: None,
+        seed: None,
     }
 }
 

@@ -22,6 +22,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use common::{Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
 use ferry_client::api::Status;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What differs between the test clusters.
 #[derive(Debug, Clone, Copy)]
@@ -1046,5 +1047,159 @@ async fn a_chaos_policy_put_on_one_node_delays_traffic_through_every_node_until_
             );
         }
     }
+    Ok(())
+}
+
+/// A policy scoped to node n1 slows only n1; one scoped to backend `two`
+/// slows only connections to it; `expires_at` ends a policy on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_scope_by_node_and_backend_and_expiry() -> Result<()> {
+    const DELAY: Duration = Duration::from_millis(300);
+    let (one, two) = (echo_server("one").await?, echo_server("two").await?);
+    let c = Cluster::start("chaos-scope", Opts::default()).await?;
+    let leader = c.leader(&Cluster::IDS).await?;
+    let port = free_ports(&c.ips(), 1)?[0];
+    let web = json!({"name": "web", "listen": format!(":{port}"), "balance": "round_robin", "backends": [
+        {"id": "one", "addr": one.to_string()}, {"id": "two", "addr": two.to_string()}]});
+    let index = written(&c.send(leader, "PUT", "/v1/routes/web", &[], Some(&web)).await?)?;
+    c.converged(&Cluster::IDS, index).await?;
+    let timed = async |id: u64| -> Result<(String, Duration)> {
+        let mut conn = Conn::open(SocketAddr::new(c.ip(id), port)).await?;
+        let t0 = Instant::now();
+        let r = conn.ask("x").await?;
+        Ok((r, t0.elapsed()))
+    };
+    let slow = |p: Value| -> Value {
+        let mut p = p;
+        p["toxics"] = json!([{"kind": {"latency": {"latency_ms": 300}}}]);
+        p
+    };
+    // Node scope.
+    written(
+        &c.send(
+            2,
+            "PUT",
+            "/v1/chaos/n1",
+            &[],
+            Some(&slow(json!({"name": "n1", "scope": {"nodes": ["n1"]}}))),
+        )
+        .await?,
+    )?;
+    poll("n1 slowed", WAIT, async || {
+        ensure!(timed(1).await?.1 >= DELAY);
+        Ok(())
+    })
+    .await?;
+    for id in [2, 3] {
+        for _ in 0..4 {
+            let (r, took) = timed(id).await?;
+            ensure!(took < DELAY / 3, "node {id} slowed by a policy scoped to n1: {r} in {took:?}");
+        }
+    }
+    let status = c.send(3, "GET", "/v1/chaos/n1", &[], None).await?.json()?;
+    ensure!(status["in_effect_on"] == json!(["n1"]), "{status}");
+    written(&c.send(1, "DELETE", "/v1/chaos/n1", &[], None).await?)?;
+    // Backend scope: connections to `two` only, on every node.
+    written(
+        &c.send(
+            3,
+            "PUT",
+            "/v1/chaos/b2",
+            &[],
+            Some(&slow(json!({"name": "b2", "scope": {"backends": ["two"]}}))),
+        )
+        .await?,
+    )?;
+    for id in Cluster::IDS {
+        poll(&format!("node {id}: `two` slowed, `one` not"), WAIT, async || {
+            let (mut saw_one, mut saw_two) = (false, false);
+            for _ in 0..4 {
+                let (r, took) = timed(id).await?;
+                if r.starts_with("one") {
+                    ensure!(took < DELAY / 3, "backend one slowed: {took:?}");
+                    saw_one = true;
+                } else {
+                    ensure!(took >= DELAY, "backend two not slowed yet: {took:?}");
+                    saw_two = true;
+                }
+            }
+            ensure!(saw_one && saw_two, "round robin reached both");
+            Ok(())
+        })
+        .await?;
+    }
+    written(&c.send(3, "DELETE", "/v1/chaos/b2", &[], None).await?)?;
+    // Expiry: in effect now, gone 1.5 s later without a write.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let expiring = json!({"name": "brief", "expires_at": now_ms + 1500,
+        "toxics": [{"kind": {"latency": {"latency_ms": 300}}}]});
+    written(&c.send(1, "PUT", "/v1/chaos/brief", &[], Some(&expiring)).await?)?;
+    poll("brief in effect", WAIT, async || {
+        ensure!(timed(2).await?.1 >= DELAY);
+        Ok(())
+    })
+    .await?;
+    let expiry = std::time::UNIX_EPOCH + Duration::from_millis(now_ms + 1500);
+    tokio::time::sleep(
+        expiry.duration_since(std::time::SystemTime::now()).unwrap_or_default() + Duration::from_millis(100),
+    )
+    .await;
+    for id in Cluster::IDS {
+        let (r, took) = timed(id).await?;
+        ensure!(took < DELAY / 3, "node {id} still slow 100 ms after the expiry: {r} in {took:?}");
+    }
+    Ok(())
+}
+
+/// `refuse` closes new connections before any backend connect;
+/// `connect_delay` holds them before it; `reset_peer` resets the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_refuse_connect_delay_and_reset_act_on_new_connections() -> Result<()> {
+    let (c, port) = chaos_cluster("chaos-connect").await?;
+    let addr = |id: u64| SocketAddr::new(c.ip(id), port);
+    let refuse = json!({"name": "refuse", "toxics": [{"kind": {"refuse": {}}}]});
+    written(&c.send(1, "PUT", "/v1/chaos/refuse", &[], Some(&refuse)).await?)?;
+    for id in Cluster::IDS {
+        poll(&format!("node {id} refuses"), WAIT, async || {
+            let mut conn = Conn::open(addr(id)).await?;
+            conn.send(b"x\n").await?;
+            conn.expect_closed(IO_TIMEOUT).await
+        })
+        .await?;
+    }
+    written(&c.send(1, "DELETE", "/v1/chaos/refuse", &[], None).await?)?;
+    let delay = json!({"name": "handshake", "toxics": [{"kind": {"connect_delay": {"delay_ms": 400}}}]});
+    written(&c.send(2, "PUT", "/v1/chaos/handshake", &[], Some(&delay)).await?)?;
+    for id in Cluster::IDS {
+        poll(&format!("node {id} holds the connect"), WAIT, async || {
+            let t0 = Instant::now();
+            let r = ask_once(addr(id), "hi").await?;
+            ensure!(r == "one: hi", "{r}");
+            ensure!(t0.elapsed() >= Duration::from_millis(400), "answered after {:?}", t0.elapsed());
+            Ok(())
+        })
+        .await?;
+    }
+    written(&c.send(2, "DELETE", "/v1/chaos/handshake", &[], None).await?)?;
+    let reset = json!({"name": "rst", "toxics": [{"direction": "upstream", "kind": {"reset_peer": {"timeout_ms": 0}}}]});
+    written(&c.send(3, "PUT", "/v1/chaos/rst", &[], Some(&reset)).await?)?;
+    poll("node 1 resets", WAIT, async || {
+        let mut s = tokio::net::TcpStream::connect(addr(1)).await?;
+        s.write_all(b"x\n").await?;
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(IO_TIMEOUT, s.read(&mut buf)).await? {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            other => bail!("wanted a reset, got {other:?}"),
+        }
+    })
+    .await?;
+    let metrics = c.send(1, "GET", "/metrics", &[], None).await?.body;
+    ensure!(metrics.contains("ferry_chaos_resets_total"), "no reset metric");
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_chaos_connections_total{policy=\"refuse\",route=\"web\"}")),
+        "no per-policy connection count"
+    );
     Ok(())
 }

@@ -26,13 +26,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::cluster::hop::{DEFAULT_MAX_HOPS, HopClient, HopServer, HopServerConfig};
 use crate::config::{Config, ConfigErrors};
 use crate::control::member::{Member, MemberError, MemberHandle, MemberServices};
 use crate::control::publisher::{Command, Publisher};
 use crate::control::registry::Registry;
 use crate::control::resolver::SystemResolver;
 use crate::dataplane::clock::Clock;
+use crate::dataplane::hop::{DEFAULT_MAX_HOPS, HopClient, HopServer, HopServerConfig};
 use crate::dataplane::listener::{BindError, ListenerContext, Listeners, WorkerLoads};
 use crate::dataplane::peers::{PeerDirectory, SelfNode};
 use crate::dataplane::table::RoutingTable;

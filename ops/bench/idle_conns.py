@@ -6,6 +6,11 @@ them for --hold seconds, reads VmRSS of --pid while they are open, checks
 that the connections are still alive (the proxy did not close them), counts
 how many connections the proxy holds towards the upstream port, then closes
 everything. Prints one JSON object on stdout.
+
+With --hello (ops/bench/chaos.sh, to an echo upstream), each connection
+first sends one short line and waits for it to come back, so that each has
+carried bytes both ways (and a shaped connection has set up its shaping)
+before it idles; all lines are sent before any answer is awaited.
 """
 
 import argparse
@@ -54,6 +59,8 @@ def main():
     ap.add_argument("--pid", type=int, required=True, help="proxy PID to sample")
     ap.add_argument("--upstream-port", type=int, default=0,
                     help="count proxy->upstream connections to this port")
+    ap.add_argument("--hello", action="store_true",
+                    help="send a line on each connection and wait for its echo before holding")
     args = ap.parse_args()
 
     res = {
@@ -77,6 +84,31 @@ def main():
     res["opened"] = len(socks)
     res["open_s"] = round(time.monotonic() - t0, 3)
     res["connect_errors"] = errors
+
+    if args.hello:
+        t1 = time.monotonic()
+        sent = answered = 0
+        for s in socks:
+            try:
+                s.sendall(b"hello\n")
+                sent += 1
+            except OSError:
+                pass
+        for s in socks:
+            buf = b""
+            try:
+                while not buf.endswith(b"\n"):
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    buf += chunk
+            except OSError:
+                pass
+            if buf == b"hello\n":
+                answered += 1
+        res["hello_sent"] = sent
+        res["hello_answered"] = answered
+        res["hello_s"] = round(time.monotonic() - t1, 3)
 
     time.sleep(args.hold)
 
@@ -110,7 +142,10 @@ def main():
 
     json.dump(res, sys.stdout)
     sys.stdout.write("\n")
-    return 0 if res["opened"] == args.count and closed == 0 else 1
+    ok = res["opened"] == args.count and closed == 0
+    if args.hello:
+        ok = ok and res["hello_answered"] == res["opened"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -97,6 +97,31 @@ async fn pinned_backends_are_reached_through_their_owner() -> anyhow::Result<()>
     assert_eq!(view(&c, 1).await?, (json!("remote"), json!(true)));
     assert_eq!(view(&c, 2).await?, (json!("up"), json!(true)));
 
+    // A chaos policy acts once, on the node that accepted the client, never
+    // again on the owner the hop reaches: one delay per round trip, not two.
+    let slow = json!({"name": "slow", "toxics": [{"kind": {"latency": {"latency_ms": 300}}}]});
+    let index =
+        c.send(1, Request::put("/v1/chaos/slow", &slow)).await?.expect(200)?["index"].as_u64().unwrap_or(0);
+    c.converged(index).await?;
+    for id in [1, 2] {
+        eventually(SETTLE, &format!("node {id} applying the policy"), || async {
+            let r =
+                c.send(id, Request::get("/v1/routes/web?consistency=stale")).await.ok()?.expect(200).ok()?;
+            (r["chaos"] == json!(["slow"])).then_some(())
+        })
+        .await?;
+    }
+    let mut s = Session::open(web).await?;
+    let t0 = std::time::Instant::now();
+    assert_eq!(s.echo(b"once").await?, b"once");
+    let took = t0.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(300) && took < std::time::Duration::from_millis(550),
+        "a round trip through a hop took {took:?}: the delay must apply once"
+    );
+    drop(s);
+    c.send(1, Request::delete("/v1/chaos/slow")).await?.expect(200)?;
+
     // A refused hop is a failed connect: node 1 fails over to y at once.
     let skew = SocketAddr::new(c.ip(1), skew_port);
     for _ in 0..4 {

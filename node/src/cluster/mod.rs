@@ -5,7 +5,6 @@
 //! # Layout
 //! - [`frame`]: length-prefixed frames and the versioned [`Envelope`](frame::Envelope).
 //! - [`message`]: the [`Message`] enum and [`WriteError`].
-//! - [`hop`]: peer hops to backends another node owns, both sides.
 //! - [`transport`]: the client side, [`Transport`], with a connection pool per peer.
 //! - [`server`]: the server side, [`serve`] and [`ClusterServer`].
 //! - [`batcher`]: the leader's write batches and shared read-index rounds.
@@ -31,7 +30,6 @@ pub mod batcher;
 pub mod contacts;
 pub mod deadline;
 pub mod frame;
-pub mod hop;
 pub mod leadership;
 pub mod message;
 pub mod network;
@@ -42,7 +40,6 @@ pub mod versions;
 
 pub use contacts::Contacts;
 pub use frame::{Envelope, FrameError, MAX_FRAME_BYTES, WIRE_VERSION};
-pub use hop::{HopClient, HopServer, HopServerConfig, HopStatus};
 pub use message::{ErrorCode, Message, WriteError};
 pub use network::{Network, PeerClient, TransportPreVoter};
 pub use server::{ClusterServer, ServerConfig, serve};

@@ -36,11 +36,11 @@ use crate::cluster::deadline::LocalClock;
 use crate::cluster::frame::{
     FRAME_FIRST_BYTE, FrameError, decode_payload, encode_frame, read_frame, write_frame,
 };
-use crate::cluster::hop::HopServer;
 use crate::cluster::leadership;
 use crate::cluster::message::{BindReport, ErrorCode, MembershipChange, Message, NodeStatus, WriteError};
 use crate::cluster::stats::{TransportStats, bump};
 use crate::cluster::versions::Versions;
+use crate::dataplane::hop::HopServer;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::dataplane::proxy_v2::SIGNATURE;
 

@@ -32,7 +32,6 @@ use super::publisher::Command as PublisherCommand;
 use super::raft_watch::RaftWatch;
 use super::replica::{Replica, ReplicaParts};
 use crate::cluster::contacts::Contacts;
-use crate::cluster::hop::HopServer;
 use crate::cluster::message::{MembershipChange, Message};
 use crate::cluster::network::{Network, TransportPreVoter};
 use crate::cluster::server::{ClusterServer, ServerConfig, serve};
@@ -41,6 +40,7 @@ use crate::cluster::transport::{Transport, TransportConfig};
 use crate::cluster::versions::Versions;
 use crate::config::Config;
 use crate::dataplane::chaos::PolicyInput;
+use crate::dataplane::hop::HopServer;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::telemetry::metrics::Metrics;
 

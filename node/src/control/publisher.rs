@@ -384,7 +384,7 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::cluster::hop::HopClient;
+    use crate::dataplane::hop::HopClient;
     use crate::dataplane::listener::{ListenerContext, WorkerLoads};
 
     fn route(name: &str) -> RouteSpec {

@@ -68,7 +68,7 @@ pub struct ListenerContext {
     /// True when each runtime is a dedicated worker (bind with `SO_REUSEPORT`).
     pub reuse_port: bool,
     /// Opens peer hops to backends other nodes own.
-    pub hops: Arc<crate::cluster::hop::HopClient>,
+    pub hops: Arc<crate::dataplane::hop::HopClient>,
     /// Connections per runtime of `runtimes`, for balancing.
     pub loads: Arc<WorkerLoads>,
 }

@@ -10,6 +10,10 @@
 //!   [`listen_failures`]: the routes this node could not bind, and why.
 //! - [`peers`]: the peer directory: this node and its peers' state.
 //! - [`proxy`]: one connection: connect with failover, then copy.
+//! - [`hop`]: peer hops to backends another node owns, both sides.
+//! - [`pipeline`]: what both share: the backend connect and its record,
+//!   and the connection's tail (counters, copy, how it ended).
+//! - [`chaos`]: chaos policies on live traffic.
 //! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
@@ -23,10 +27,12 @@ pub mod chaos;
 pub mod checker;
 pub mod clock;
 pub mod copy;
+pub mod hop;
 pub(crate) mod lazy;
 pub mod listen_failures;
 pub mod listener;
 pub mod peers;
+pub mod pipeline;
 pub mod proxy;
 pub mod proxy_v2;
 pub mod splice;

@@ -150,7 +150,7 @@ pub struct Metrics {
     pub autopilot_changes_total: IntCounterVec,
     /// `ferry_peer_hops_total{direction,result}`: peer hops sent (`out`) and
     /// received (`in`); result is `ok` or a hop status name (see
-    /// `cluster::hop::HopStatus`), plus `peer_refused`, `peer_timeout`,
+    /// `dataplane::hop::HopStatus`), plus `peer_refused`, `peer_timeout`,
     /// `peer_error` (out) and `malformed` (in).
     pub peer_hops_total: IntCounterVec,
 }

@@ -34,8 +34,8 @@ use tracing::debug;
 
 use crate::dataplane::backend::{BackendState, ConnectResult};
 use crate::dataplane::clock::Clock;
-use crate::dataplane::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
-use crate::dataplane::proxy::connect_any;
+use crate::dataplane::copy::CopyMode;
+use crate::dataplane::pipeline;
 use crate::dataplane::proxy_v2::{HopHeader, ReadError, read_header};
 use crate::dataplane::table::{RouteEntry, RoutingTable};
 use crate::telemetry::metrics::Metrics;
@@ -234,6 +234,8 @@ pub struct AcceptedHop {
     pub header: HopHeader,
     /// The route, as of the owner's table when the hop arrived.
     pub route: Arc<RouteEntry>,
+    /// The backend's index in the route.
+    pub idx: usize,
     /// The backend's state on the owner.
     pub backend: Arc<BackendState>,
     /// The connection to the backend.
@@ -319,12 +321,13 @@ impl HopServer {
             }
         };
         match self.decide_and_connect(&header).await {
-            Ok((route, backend, stream, permit)) => {
+            Ok((route, idx, stream, permit)) => {
                 // Connected even if the status cannot be written: the caller
                 // will find the stream closed.
                 self.metrics.inbound(HopStatus::Connected);
                 let _ = conn.write_all(&[HopStatus::Connected as u8]).await;
-                Ok(AcceptedHop { header, route, backend, stream, _permit: permit })
+                let backend = Arc::clone(&route.backends[idx]);
+                Ok(AcceptedHop { header, route, idx, backend, stream, _permit: permit })
             }
             Err(status) => {
                 self.metrics.inbound(status);
@@ -338,7 +341,7 @@ impl HopServer {
     async fn decide_and_connect(
         &self,
         h: &HopHeader,
-    ) -> Result<(Arc<RouteEntry>, Arc<BackendState>, TcpStream, OwnedSemaphorePermit), HopStatus> {
+    ) -> Result<(Arc<RouteEntry>, usize, TcpStream, OwnedSemaphorePermit), HopStatus> {
         if h.cluster_id != self.cluster_id {
             return Err(HopStatus::WrongCluster);
         }
@@ -350,16 +353,15 @@ impl HopServer {
             return Err(HopStatus::NotOwner);
         }
         let permit = Arc::clone(&self.limit).try_acquire_owned().map_err(|_| HopStatus::Overloaded)?;
-        let backend = Arc::clone(&route.backends[idx]);
         // The owner resolved the backend's name (if it has one): its
         // addresses are tried in turn, as for a local client. A name that
         // does not resolve here has none: a connect error.
-        let connected = connect_any(&route.resolved[idx].addrs, route.connect_timeout).await;
-        let result = connected.as_ref().map_or_else(|(kind, _)| *kind, |_| ConnectResult::Ok);
+        let connected = pipeline::connect_local(&route, idx).await;
         // The owner's own record of its backend, as for a local client.
-        backend.record_connect(result, self.clock.now_ms(), route.eject);
+        let outcome = connected.as_ref().map(|_| ()).map_err(|(k, e)| (*k, e));
+        pipeline::record_connect(&route, idx, outcome, &self.clock);
         match connected {
-            Ok(stream) => Ok((route, backend, stream, permit)),
+            Ok(stream) => Ok((route, idx, stream, permit)),
             Err((ConnectResult::Refused, _)) => Err(HopStatus::BackendRefused),
             Err((ConnectResult::Timeout, _)) => Err(HopStatus::BackendTimeout),
             Err(_) => Err(HopStatus::BackendError),
@@ -385,23 +387,12 @@ impl HopServer {
                 return;
             }
         };
-        let AcceptedHop { header, route, backend, stream: mut server, _permit } = hop;
+        let AcceptedHop { header, route, idx, stream: mut server, _permit, .. } = hop;
         debug!(%peer, route = %header.route, backend = %header.backend, client = %header.src,
             dst = %header.dst, "peer hop in");
-        let _backend_conn = backend.open_connection();
-        let _ = server.set_nodelay(true);
-        let counters =
-            CopyCounters { upstream: &route.state.m.bytes_up, downstream: &route.state.m.bytes_down };
-        let outcome = tokio::select! {
-            o = copy_bidirectional(&mut conn, &mut server, route.idle_timeout, counters, self.copy_mode) => o,
-            () = shutdown.cancelled() => return,
-        };
-        match outcome.end {
-            CopyEnd::IdleTimeout => route.state.m.idle_timeouts.inc(),
-            CopyEnd::Error(e) => debug!(route = %header.route, backend = %header.backend, error = %e,
-                "peer hop ended with error"),
-            CopyEnd::Closed | CopyEnd::Chaos(_) => {}
-        }
+        // No chaos here: the forwarding node applied its policies.
+        let stopped = std::pin::pin!(shutdown.cancelled());
+        pipeline::relay(&mut conn, &mut server, &route, idx, self.copy_mode, None, stopped).await;
     }
 }
 

@@ -185,6 +185,10 @@ pub struct RouteStatus {
     pub panic_mode: bool,
     /// Live view of every backend.
     pub backends: Vec<BackendStatus>,
+    /// The chaos policies in effect on this route on this node, in the
+    /// order their toxics apply.
+    #[serde(default)]
+    pub chaos: Vec<String>,
 }
 
 fn enabled_default() -> bool {

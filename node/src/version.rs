@@ -38,7 +38,7 @@ pub const LONG: &str = concat!(
     env!("FERRY_GIT_COMMIT"),
     ", protocol ",
     // Keep in step with `PROTOCOL`; a test checks.
-    "4",
+    "5",
     ")"
 );
 
@@ -63,7 +63,7 @@ pub fn compatible(protocol: u16) -> bool {
     protocol >= OLDEST_PROTOCOL && protocol.abs_diff(PROTOCOL) <= 1
 }
 
-/// The accepted window, for messages: `3..=4`.
+/// The accepted window, for messages: `PROTOCOL - 1 ..= PROTOCOL + 1`.
 pub fn window() -> std::ops::RangeInclusive<u16> {
     OLDEST_PROTOCOL.max(PROTOCOL.saturating_sub(1))..=PROTOCOL + 1
 }
@@ -144,8 +144,9 @@ mod tests {
         assert!(compatible(PROTOCOL + 1));
         assert!(!compatible(PROTOCOL + 2));
         assert!(!compatible(2), "protocols before the self-describing one are out");
-        assert!(compatible(3), "the previous protocol is in");
-        assert_eq!(window(), 3..=5);
+        assert!(compatible(PROTOCOL - 1), "the previous protocol is in");
+        assert!(!compatible(PROTOCOL - 2), "the one before it is out");
+        assert_eq!(window(), PROTOCOL - 1..=PROTOCOL + 1);
         for p in 0..10 {
             assert_eq!(compatible(p), window().contains(&p), "protocol {p}");
         }

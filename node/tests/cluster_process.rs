@@ -938,3 +938,113 @@ async fn status_and_members_name_every_node_of_a_static_cluster() -> Result<()> 
     ensure!(log.contains("this node is the raft leader"), "no leader line:\n{log}");
     Ok(())
 }
+
+// ---------------------------------------------------------------- chaos
+
+/// Round-trip time of one echo exchange on `conn`, checking the reply.
+async fn rtt(conn: &mut Conn, msg: &str, backend: &str) -> Result<Duration> {
+    let t0 = Instant::now();
+    let r = conn.ask(msg).await?;
+    ensure!(r == format!("{backend}: {msg}"), "asked {msg:?}, got {r:?}");
+    Ok(t0.elapsed())
+}
+
+/// A route `web` on every node to one echo backend; returns its port.
+async fn chaos_cluster(tag: &str) -> Result<(Cluster, u16)> {
+    let backend = echo_server("one").await?;
+    let c = Cluster::start(tag, Opts::default()).await?;
+    let leader = c.leader(&Cluster::IDS).await?;
+    let port = free_ports(&c.ips(), 1)?[0];
+    let index = written(
+        &c.send(leader, "PUT", "/v1/routes/web", &[], Some(&route("web", &format!(":{port}"), backend)))
+            .await?,
+    )?;
+    c.converged(&Cluster::IDS, index).await?;
+    for id in Cluster::IDS {
+        let addr = SocketAddr::new(c.ip(id), port);
+        poll(&format!("node {id} forwarding"), WAIT, async || {
+            ensure!(ask_once(addr, "hi").await? == "one: hi");
+            Ok(())
+        })
+        .await?;
+    }
+    Ok((c, port))
+}
+
+/// A latency policy written on node 2 slows fresh connections through
+/// nodes 1 and 3 within a second, and connections already open within
+/// 100 ms of the node applying it; DELETE ends it everywhere, with every
+/// byte of the open connections delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaos_policy_put_on_one_node_delays_traffic_through_every_node_until_deleted() -> Result<()> {
+    const DELAY: Duration = Duration::from_millis(300);
+    let (c, port) = chaos_cluster("chaos-latency").await?;
+    let mut open = Vec::new();
+    for id in Cluster::IDS {
+        let mut conn = Conn::open(SocketAddr::new(c.ip(id), port)).await?;
+        ensure!(rtt(&mut conn, "before", "one").await? < DELAY / 3, "node {id} is slow before any policy");
+        open.push(conn);
+    }
+    let policy = json!({"name": "slow", "toxics": [{"kind": {"latency": {"latency_ms": 300}}}]});
+    let put_at = Instant::now();
+    written(&c.send(2, "PUT", "/v1/chaos/slow", &[], Some(&policy)).await?)?;
+    for id in Cluster::IDS {
+        let addr = SocketAddr::new(c.ip(id), port);
+        poll(&format!("node {id} delays new connections"), Duration::from_secs(1), async || {
+            let mut conn = Conn::open(addr).await?;
+            let took = rtt(&mut conn, "fresh", "one").await?;
+            ensure!(took >= DELAY && took < DELAY * 2, "a round trip took {took:?}");
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("{:?} after the PUT", put_at.elapsed()))?;
+    }
+    for (i, conn) in open.iter_mut().enumerate() {
+        let took = rtt(conn, "during", "one").await?;
+        ensure!(took >= DELAY, "open connection {i}: a round trip under the policy took {took:?}");
+    }
+    // The policy is in effect on every node, and says so.
+    let status = c.send(1, "GET", "/v1/chaos/slow", &[], None).await?.json()?;
+    let on: Vec<&str> =
+        status["in_effect_on"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    ensure!(on == ["n1", "n2", "n3"], "{status}");
+    let route = c.send(3, "GET", "/v1/routes/web", &[], None).await?.json()?;
+    ensure!(route["chaos"] == json!(["slow"]), "{route}");
+
+    // Bytes in flight when the policy goes are delivered, in order.
+    for conn in &mut open {
+        conn.send(b"in-flight-1\nin-flight-2\n").await?;
+    }
+    let deleted = c.send(3, "DELETE", "/v1/chaos/slow", &[], None).await?;
+    ensure!(deleted.status == 200, "{} {}", deleted.status, deleted.body);
+    for conn in &mut open {
+        for want in ["one: in-flight-1", "one: in-flight-2"] {
+            let line = conn.line().await?;
+            ensure!(line == want, "got {line:?}, wanted {want:?}");
+        }
+    }
+    for id in Cluster::IDS {
+        let addr = SocketAddr::new(c.ip(id), port);
+        poll(&format!("node {id} fast again"), Duration::from_secs(1), async || {
+            let mut conn = Conn::open(addr).await?;
+            let took = rtt(&mut conn, "after", "one").await?;
+            ensure!(took < DELAY / 3, "a round trip took {took:?}");
+            Ok(())
+        })
+        .await?;
+    }
+    for (i, conn) in open.iter_mut().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let took = rtt(conn, "after", "one").await?;
+            if took < DELAY / 3 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "open connection {i}: still {took:?} a second after the DELETE"
+            );
+        }
+    }
+    Ok(())
+}

@@ -13,19 +13,41 @@ use super::params::Path;
 use super::request::{Params, ReadParams, WriteParams, check_body, parse_body, with_index};
 use super::routes::commit;
 use super::{AdminState, ApiError};
+use crate::dataplane::chaos;
 
 /// A stored policy and its revision.
 #[derive(Debug, Serialize)]
 struct PolicyStatus<'a> {
     policy: &'a ChaosPolicy,
     revision: u64,
+    /// The seed its decisions use (`policy.seed`, or the one derived from
+    /// its name and revision).
+    seed: u64,
+    /// `GET /v1/chaos/{name}` only: the nodes whose data plane applies it,
+    /// by name: every member not known to be down that is in its scope,
+    /// with a route in scope, before `expires_at` by this node's clock
+    /// (each node runs the same function on the same log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_effect_on: Option<Vec<String>>,
 }
+
+/// How long `GET /v1/chaos/{name}` waits for each member's answer about
+/// its applied index (the members list it reuses asks for it).
+const MEMBER_PROBE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// `GET /v1/chaos`.
 pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
     let state = s.read_state(&q).await?;
-    let all: Vec<PolicyStatus<'_>> =
-        state.chaos.values().map(|p| PolicyStatus { policy: &p.policy, revision: p.revision }).collect();
+    let all: Vec<PolicyStatus<'_>> = state
+        .chaos
+        .values()
+        .map(|p| PolicyStatus {
+            policy: &p.policy,
+            revision: p.revision,
+            seed: p.policy.effective_seed(p.revision),
+            in_effect_on: None,
+        })
+        .collect();
     Ok(with_index(Json(all).into_response(), state.index))
 }
 
@@ -39,10 +61,28 @@ pub async fn get(
     let p = state.chaos.get(&name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no chaos policy named {name:?}"))
     })?;
-    Ok(with_index(
-        Json(PolicyStatus { policy: &p.policy, revision: p.revision }).into_response(),
-        state.index,
-    ))
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let members = match s.member.as_ref() {
+        Some(m) => m.members(MEMBER_PROBE).await,
+        None => Vec::new(),
+    };
+    let live = members
+        .into_iter()
+        .filter(|m| m.state.as_deref().is_none_or(|st| st == "alive" || st == "suspect"))
+        .map(|m| m.name);
+    let mut on: Vec<String> = live
+        .filter(|node| state.routes.values().any(|r| chaos::in_effect(&p.policy, node, &r.spec, now)))
+        .collect();
+    on.sort();
+    let status = PolicyStatus {
+        policy: &p.policy,
+        revision: p.revision,
+        seed: p.policy.effective_seed(p.revision),
+        in_effect_on: Some(on),
+    };
+    Ok(with_index(Json(status).into_response(), state.index))
 }
 
 /// `PUT /v1/chaos/{name}?cas=N`.

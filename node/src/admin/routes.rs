@@ -255,6 +255,7 @@ impl AdminState {
             active_connections: live.map_or(0, |r| r.state.active()),
             panic_mode: live.is_some_and(|r| r.panic_mode),
             backends,
+            chaos: table.get(&spec.name).map(|r| r.chaos.names()).unwrap_or_default(),
         }
     }
 }

@@ -400,7 +400,7 @@ impl HopServer {
             CopyEnd::IdleTimeout => route.state.m.idle_timeouts.inc(),
             CopyEnd::Error(e) => debug!(route = %header.route, backend = %header.backend, error = %e,
                 "peer hop ended with error"),
-            CopyEnd::Closed => {}
+            CopyEnd::Closed | CopyEnd::Chaos(_) => {}
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::cluster::stats::TransportStats;
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::cluster::versions::Versions;
 use crate::config::Config;
+use crate::dataplane::chaos::PolicyInput;
 use crate::dataplane::listen_failures::ListenFailures;
 use crate::telemetry::metrics::Metrics;
 
@@ -512,8 +513,27 @@ async fn feed(
     stop: CancellationToken,
 ) {
     let mut last: Option<Vec<RouteSpec>> = None;
+    let mut last_chaos: Option<Vec<PolicyInput>> = None;
     loop {
-        let routes: Vec<RouteSpec> = rx.borrow_and_update().routes.values().map(|r| r.spec.clone()).collect();
+        let (routes, chaos): (Vec<RouteSpec>, Vec<PolicyInput>) = {
+            let state = rx.borrow_and_update();
+            let routes = state.routes.values().map(|r| r.spec.clone()).collect();
+            let chaos = state
+                .chaos
+                .values()
+                .map(|p| PolicyInput { policy: p.policy.clone(), revision: p.revision })
+                .collect();
+            (routes, chaos)
+        };
+        // Policies first: a route and a policy for it written together
+        // then start together.
+        if last_chaos.as_ref() != Some(&chaos) {
+            let cmd = PublisherCommand::SetChaos { policies: chaos.clone() };
+            if publisher.send(cmd).await.is_err() {
+                return;
+            }
+            last_chaos = Some(chaos);
+        }
         if last.as_ref() != Some(&routes) {
             let (reply, done) = oneshot::channel();
             if publisher

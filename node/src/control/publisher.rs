@@ -21,6 +21,7 @@
 //! addresses or the error rebuilds the table, the same answer does not
 //! (`control::names` has the hold rule).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::names::{self, Names};
 use super::registry::Registry;
 use super::resolver::{Answer, Lookups, Resolve, ResolveSettings, SystemResolver};
+use crate::dataplane::chaos::{self, PolicyInput};
 use crate::dataplane::clock::Clock;
 use crate::dataplane::listen_failures::BIND_RETRY;
 use crate::dataplane::listener::{BindError, Listeners};
@@ -50,6 +52,9 @@ pub enum Command {
     /// Replace the peer directory (membership changed); the table is
     /// rebuilt when it differs from the current one.
     SetPeers { peers: Arc<PeerDirectory> },
+    /// Replace the chaos policies (a committed Raft entry changed them);
+    /// the table is rebuilt when they differ.
+    SetChaos { policies: Vec<PolicyInput> },
     /// Stop every listener (shutdown); replies when done.
     StopAccepting { reply: oneshot::Sender<()> },
 }
@@ -72,6 +77,11 @@ pub struct Publisher {
     settings: ResolveSettings,
     /// When to bind the routes that failed again (`None`: none failed).
     retry_binds: Option<tokio::time::Instant>,
+    /// Every chaos policy of the cluster, with its revision.
+    chaos: Vec<PolicyInput>,
+    /// The policies in effect on this node at the last publish, with the
+    /// routes they act on.
+    chaos_in_effect: BTreeMap<String, Vec<String>>,
 }
 
 impl Publisher {
@@ -100,6 +110,8 @@ impl Publisher {
             resolver,
             settings,
             retry_binds: None,
+            chaos: Vec::new(),
+            chaos_in_effect: BTreeMap::new(),
         }
     }
 
@@ -275,14 +287,47 @@ impl Publisher {
             .collect()
     }
 
-    /// Builds and swaps in a new table from the current routes and health.
+    /// Builds and swaps in a new table from the current routes, health and
+    /// chaos policies, then tells each route's connections of a change in
+    /// its policies.
     fn publish(&mut self) {
         let prev = self.table.load_full();
-        let inputs = self.registry.inputs(&self.specs, &self.peers, &self.names);
+        let mut inputs = self.registry.inputs(&self.specs, &self.peers, &self.names);
+        let node = self.peers.me().map_or("", |m| m.name.as_str());
+        let now = unix_ms();
+        for input in &mut inputs {
+            input.chaos = Arc::new(chaos::resolve(&self.chaos, node, &input.spec, now, &self.metrics));
+        }
         let next = RoutingTable::build(prev.generation + 1, inputs, &prev, &self.peers, self.clock.now_ms());
         self.metrics.table_generation.set(next.generation as i64);
         debug!(generation = next.generation, "routing table published");
-        self.table.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.table.store(Arc::clone(&next));
+        let mut in_effect: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for route in next.routes() {
+            route.state.chaos.set(&route.chaos);
+            for p in &route.chaos.policies {
+                in_effect.entry(p.name.clone()).or_default().push(route.spec.name.clone());
+            }
+        }
+        for (name, routes) in &in_effect {
+            if self.chaos_in_effect.get(name) != Some(routes) {
+                info!(policy = %name, routes = ?routes, "chaos policy in effect on this node");
+            }
+        }
+        for name in self.chaos_in_effect.keys().filter(|n| !in_effect.contains_key(*n)) {
+            info!(policy = %name, "chaos policy no longer in effect on this node");
+        }
+        self.metrics.chaos_policies_active.set(in_effect.len() as i64);
+        self.chaos_in_effect = in_effect;
+    }
+
+    /// Replaces the chaos policies and republishes if they changed.
+    fn set_chaos(&mut self, policies: Vec<PolicyInput>) {
+        if policies != self.chaos {
+            self.chaos = policies;
+            self.publish();
+        }
     }
 
     /// Serves commands and health changes until the command channel closes.
@@ -293,12 +338,17 @@ impl Publisher {
             let resolve = self.names.next_due().map(|ms| self.clock.instant(ms));
             let looking_up = !self.lookups.is_empty();
             let retry = self.retry_binds;
+            // The next chaos expiry, on the wall clock policies are written in.
+            let expiry = chaos::next_expiry(&self.chaos, unix_ms()).map(|at| {
+                tokio::time::Instant::now() + std::time::Duration::from_millis(at.saturating_sub(unix_ms()))
+            });
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::ApplyRoutes { routes, all_or_nothing, reply }) => {
                         let _ = reply.send(self.apply_routes(routes, all_or_nothing).await);
                     }
                     Some(Command::SetPeers { peers }) => self.set_peers(peers).await,
+                    Some(Command::SetChaos { policies }) => self.set_chaos(policies),
                     Some(Command::StopAccepting { reply }) => {
                         self.listeners.stop_accepting();
                         self.binds_changed();
@@ -311,9 +361,15 @@ impl Publisher {
                 () = sleep_until_opt(resolve), if resolve.is_some() => self.start_due_lookups(),
                 Some((name, answer)) = self.lookups.next(), if looking_up => self.lookup_done(name, answer),
                 () = sleep_until_opt(retry), if retry.is_some() => self.retry_binds(),
+                () = sleep_until_opt(expiry), if expiry.is_some() => self.publish(),
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock of `expires_at`.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -155,7 +155,8 @@ impl Registry {
                 live_backends.insert(key);
             }
             let listen = self.listen_addr(spec);
-            inputs.push(RouteInput { spec: Arc::clone(spec), listen, state, backends, resolved });
+            let chaos = Arc::default();
+            inputs.push(RouteInput { spec: Arc::clone(spec), listen, state, backends, resolved, chaos });
         }
         self.retire(&live_routes, &live_backends);
         inputs

@@ -16,6 +16,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use prometheus::IntCounter;
+
+use super::chaos::shape::{self, Chain, Shaped};
+use super::chaos::{ChaosCell, ChaosMetrics, ConnId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -38,6 +41,47 @@ pub enum CopyEnd {
     IdleTimeout,
     /// A read or write failed (reset, broken pipe, ...).
     Error(io::Error),
+    /// A chaos toxic ended the connection.
+    Chaos(Abort),
+}
+
+/// How a chaos toxic ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// Both sockets closed with `SO_LINGER` 0: the client sees a reset
+    /// (reset_peer).
+    Reset,
+    /// Both sockets closed (timeout, limit_data).
+    Close,
+}
+
+/// Why a direction's pump returned.
+#[derive(Debug)]
+pub enum PumpEnd {
+    /// Its source ended, and the end was passed on.
+    Eof,
+    /// The route's chaos policies changed: these bytes, read and not yet
+    /// written, go first under the new decision.
+    Switch(Vec<u8>),
+    /// A shaped direction stopped for a change, everything it held
+    /// written.
+    Interrupted,
+    /// A toxic ends the connection.
+    Abort(Abort),
+}
+
+/// Where a plain direction looks for changes of its route's chaos
+/// policies: one atomic load per read.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation<'a> {
+    pub cell: &'a ChaosCell,
+    pub seen: u64,
+}
+
+impl Generation<'_> {
+    pub(crate) fn moved(&self) -> bool {
+        self.cell.generation() != self.seen
+    }
 }
 
 /// Bytes moved and how the copy ended.
@@ -177,26 +221,55 @@ pub async fn copy_bidirectional(
     counters: CopyCounters<'_>,
     mode: CopyMode,
 ) -> CopyOutcome {
+    copy(client, server, idle, counters, mode, None).await
+}
+
+/// [`copy_bidirectional`], shaped by the chaos policies of `chaos` when
+/// given: each direction runs the plain copy while no policy hits it, and
+/// the shaped copy (`chaos::shape`) while some do, moving between the two
+/// when the route's policies change (see [`chaos_direction`]).
+pub async fn copy(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    idle: Duration,
+    counters: CopyCounters<'_>,
+    mode: CopyMode,
+    chaos: Option<&LiveChaos<'_>>,
+) -> CopyOutcome {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (buffers, ended) = (AtomicU32::new(0), AtomicU32::new(0));
     let up_activity = Activity::new(counters.upstream, &last, start, &buffers, &ended);
     let down_activity = Activity::new(counters.downstream, &last, start, &buffers, &ended);
     let both = async {
+        let (mut client_rd, mut client_wr) = client.split();
+        let (mut server_rd, mut server_wr) = server.split();
+        if let Some(live) = chaos {
+            let up = chaos_direction(&mut client_rd, &mut server_wr, &up_activity, mode, live, true);
+            let down = chaos_direction(&mut server_rd, &mut client_wr, &down_activity, mode, live, false);
+            let r = join_directions(up, down).await;
+            if let Ok(Some(Abort::Reset)) = r {
+                // close(2) with a zero linger sends a RST instead of a FIN.
+                for s in [client_rd.as_ref(), server_rd.as_ref()] {
+                    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                }
+            }
+            return r;
+        }
         match mode {
             CopyMode::Userspace | CopyMode::Auto => {
                 let auto = mode == CopyMode::Auto;
-                let (client_rd, client_wr) = client.split();
-                let (server_rd, server_wr) = server.split();
                 tokio::try_join!(
-                    pump(client_rd, server_wr, &up_activity, auto),
-                    pump(server_rd, client_wr, &down_activity, auto)
+                    pump(&mut client_rd, &mut server_wr, &up_activity, auto, None),
+                    pump(&mut server_rd, &mut client_wr, &down_activity, auto, None)
                 )
+                .map(|_| None)
             }
             CopyMode::Splice => tokio::try_join!(
-                super::splice::pump(client, server, &up_activity),
-                super::splice::pump(server, client, &down_activity)
-            ),
+                super::splice::pump(client_rd.as_ref(), server_wr.as_ref(), &up_activity, None),
+                super::splice::pump(server_rd.as_ref(), client_wr.as_ref(), &down_activity, None)
+            )
+            .map(|_| None),
         }
     };
     tokio::pin!(both);
@@ -214,7 +287,8 @@ pub async fn copy_bidirectional(
         tokio::pin!(sleep);
         tokio::select! {
             r = &mut both => break match r {
-                Ok(_) => CopyEnd::Closed,
+                Ok(None) => CopyEnd::Closed,
+                Ok(Some(abort)) => CopyEnd::Chaos(abort),
                 Err(e) => CopyEnd::Error(e),
             },
             () = idle_timer(sleep.as_mut()) => {
@@ -260,12 +334,17 @@ const PROBE: usize = 256;
 /// readiness after a short read: the next wait parks at once instead of
 /// paying a read that returns `EAGAIN`. With `auto`, a read that fills the
 /// whole buffer hands the rest of the direction to splice(2).
+///
+/// With `generation`, a read that finds the route's chaos policies changed
+/// returns its bytes unwritten ([`PumpEnd::Switch`]): one atomic load per
+/// read, and nothing else, while no policy acts on the direction.
 async fn pump(
-    mut src: ReadHalf<'_>,
-    mut dst: WriteHalf<'_>,
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
     activity: &Activity<'_>,
     auto: bool,
-) -> io::Result<()> {
+    generation: Option<Generation<'_>>,
+) -> io::Result<PumpEnd> {
     // Small messages go through the probe. Only a read that fills it (more
     // is waiting) moves the direction to a full buffer: under connection
     // churn of small requests, two 64 KiB allocations per connection were
@@ -276,7 +355,10 @@ async fn pump(
         let n = src.read(&mut probe).await?;
         reads = reads.saturating_add(1);
         if n == 0 {
-            return end_of_stream(dst.as_ref(), activity);
+            return end_of_stream(dst.as_ref(), activity).map(|()| PumpEnd::Eof);
+        }
+        if generation.is_some_and(|g| g.moved()) {
+            return Ok(PumpEnd::Switch(probe[..n].to_vec()));
         }
         let merged =
             send_before_fin(src.as_ref(), dst.as_ref(), &probe[..n], n < PROBE && reads <= FIN_LOOKUP_READS)?;
@@ -296,7 +378,10 @@ async fn pump(
         let n = src.read_buf(&mut buf).await?;
         reads = reads.saturating_add(1);
         if n == 0 {
-            return end_of_stream(dst.as_ref(), activity);
+            return end_of_stream(dst.as_ref(), activity).map(|()| PumpEnd::Eof);
+        }
+        if generation.is_some_and(|g| g.moved()) {
+            return Ok(PumpEnd::Switch(buf));
         }
         let merged =
             send_before_fin(src.as_ref(), dst.as_ref(), &buf, n < BUF_SIZE && reads <= FIN_LOOKUP_READS)?;
@@ -308,9 +393,122 @@ async fn pump(
             // (idle ones too) by its size; this allocates once per bulk
             // direction instead.
             drop(buf);
-            return Box::pin(super::splice::pump_leased(src.as_ref(), dst.as_ref(), activity)).await;
+            let spliced = super::splice::pump_leased(src.as_ref(), dst.as_ref(), activity, generation);
+            return Box::pin(spliced).await;
         }
     }
+}
+
+/// A connection's chaos context: its route's policies as they change, who
+/// it is, and the backend it reached.
+#[derive(Debug)]
+pub struct LiveChaos<'a> {
+    pub cell: &'a ChaosCell,
+    pub id: ConnId,
+    pub backend: usize,
+    pub metrics: &'a ChaosMetrics,
+    /// Policies already counted as hitting the connection (by name and
+    /// revision): each is counted once, by whichever direction meets it.
+    pub counted: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl LiveChaos<'_> {
+    /// The chains of the policies in effect now for one direction, and the
+    /// generation they are of. Counts the policies that hit the connection
+    /// for the first time.
+    fn decide(&self, upstream: bool) -> (u64, Chain) {
+        let generation = self.cell.generation();
+        let chaos = self.cell.current();
+        let mut hits = super::chaos::decide(&chaos, self.id, self.backend);
+        if !hits.is_empty() {
+            let mut counted = self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for h in &hits {
+                let key = (h.policy.name.clone(), h.policy.revision);
+                if !counted.contains(&key) {
+                    h.policy.connections.inc();
+                    counted.push(key);
+                }
+            }
+        }
+        (generation, Chain::new(&mut hits, upstream))
+    }
+}
+
+/// One direction under chaos: the plain copy while no policy acts on it,
+/// the shaped copy while some do, deciding again at each change of the
+/// route's policies. A plain direction notices a change at its next read
+/// (the bytes of that read go first under the new decision): one that
+/// waits for data has nothing to shape. A shaped one is woken by the
+/// change, writes what it holds and decides again.
+async fn chaos_direction(
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    activity: &Activity<'_>,
+    mode: CopyMode,
+    live: &LiveChaos<'_>,
+    upstream: bool,
+) -> io::Result<Option<Abort>> {
+    let mut carry = Vec::new();
+    loop {
+        let watch = live.cell.watch();
+        let (seen, chain) = live.decide(upstream);
+        let end = if chain.is_empty() {
+            if !carry.is_empty() {
+                dst.write_all(&carry).await?;
+                activity.moved(carry.len());
+            }
+            let generation = Some(Generation { cell: live.cell, seen });
+            match mode {
+                CopyMode::Splice => {
+                    super::splice::pump(src.as_ref(), dst.as_ref(), activity, generation).await?
+                }
+                _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await?,
+            }
+        } else {
+            let shaped = Shaped { chain, activity, watch: &watch, metrics: live.metrics };
+            let carried = std::mem::take(&mut carry);
+            let mut run = std::pin::pin!(watch.run());
+            let mut shaped = std::pin::pin!(shape::pump(src, dst, shaped, carried));
+            std::future::poll_fn(|cx| {
+                let _ = run.as_mut().poll(cx);
+                shaped.as_mut().poll(cx)
+            })
+            .await?
+        };
+        match end {
+            PumpEnd::Eof => return Ok(None),
+            PumpEnd::Abort(abort) => return Ok(Some(abort)),
+            PumpEnd::Switch(bytes) => carry = bytes,
+            PumpEnd::Interrupted => {}
+        }
+    }
+}
+
+/// Runs both directions until both end, or until one fails or aborts the
+/// connection.
+async fn join_directions(
+    up: impl Future<Output = io::Result<Option<Abort>>>,
+    down: impl Future<Output = io::Result<Option<Abort>>>,
+) -> io::Result<Option<Abort>> {
+    let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+    let (mut up_done, mut down_done) = (false, false);
+    std::future::poll_fn(|cx| {
+        for (fut, done) in
+            [(up.as_mut() as Pin<&mut dyn Future<Output = _>>, &mut up_done), (down.as_mut(), &mut down_done)]
+        {
+            if *done {
+                continue;
+            }
+            if let Poll::Ready(r) = fut.poll(cx) {
+                match r {
+                    Ok(None) => *done = true,
+                    other => return Poll::Ready(other),
+                }
+            }
+        }
+        if up_done && down_done { Poll::Ready(Ok(None)) } else { Poll::Pending }
+    })
+    .await
 }
 
 /// Reads of a direction after which [`send_before_fin`] stops looking for

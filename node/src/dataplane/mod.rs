@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod chaos;
 pub mod checker;
 pub mod clock;
 pub mod copy;

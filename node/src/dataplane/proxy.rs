@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::backend::ConnectResult;
+use super::chaos::{self, Hit};
 use super::clock::Clock;
-use super::copy::{CopyCounters, CopyEnd, CopyMode, copy_bidirectional};
+use super::copy::{CopyCounters, CopyEnd, CopyMode, LiveChaos, copy};
 use super::stop::Stop;
 use super::table::{RouteEntry, RouteGuard, Target};
 use crate::cluster::hop::HopClient;
@@ -58,11 +59,15 @@ pub async fn serve(
     let stopped = hard_stop.stopped();
     tokio::pin!(stopped);
     let candidates = route.candidates(peer);
+    let ordinal = route.state.next_ordinal();
     let mut connected = None;
     for (attempt, &idx) in candidates.as_slice().iter().enumerate() {
         let backend = &route.backends[idx as usize];
         if attempt > 0 {
             route.state.m.failovers.inc();
+        }
+        if !route.chaos.is_empty() && !connect_chaos(&route, ordinal, idx as usize, &mut stopped).await {
+            return;
         }
         let t0 = Instant::now();
         let attempt = async {
@@ -88,7 +93,7 @@ pub async fn serve(
             Ok(stream) => {
                 route.state.m.connect_seconds.observe(t0.elapsed().as_secs_f64());
                 backend.record_connect(ConnectResult::Ok, clock.now_ms(), route.eject);
-                connected = Some((stream, backend));
+                connected = Some((stream, backend, idx as usize));
                 break;
             }
             Err((kind, e)) => {
@@ -100,15 +105,22 @@ pub async fn serve(
             }
         }
     }
-    let Some((mut server, backend)) = connected else {
+    let Some((mut server, backend, idx)) = connected else {
         route.state.m.rejected_no_backend.inc();
         debug!(route = name, client = %peer, tried = candidates.as_slice().len(), "no backend reachable");
         return;
     };
     let _backend_conn = backend.open_connection();
     let counters = CopyCounters { upstream: &route.state.m.bytes_up, downstream: &route.state.m.bytes_down };
+    let chaos = LiveChaos {
+        cell: &route.state.chaos,
+        id: route.chaos.conn(ordinal),
+        backend: idx,
+        metrics: &route.state.chaos_metrics,
+        counted: Default::default(),
+    };
     let outcome = tokio::select! {
-        o = copy_bidirectional(&mut client, &mut server, route.idle_timeout, counters, copy_mode) => o,
+        o = copy(&mut client, &mut server, route.idle_timeout, counters, copy_mode, Some(&chaos)) => o,
         () = &mut stopped => return,
     };
     match outcome.end {
@@ -116,7 +128,35 @@ pub async fn serve(
         CopyEnd::Error(e) => {
             debug!(route = name, backend = %backend.id, error = %e, "connection ended with error")
         }
-        CopyEnd::Closed => {}
+        CopyEnd::Closed | CopyEnd::Chaos(_) => {}
+    }
+}
+
+/// The chaos of connection `ordinal` before it connects to backend `idx`:
+/// false when a `refuse` toxic hits it (the client is closed), after any
+/// `connect_delay` (cut short by the hard stop, which also answers false).
+async fn connect_chaos(
+    route: &RouteEntry,
+    ordinal: u64,
+    idx: usize,
+    stopped: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    let hits: Vec<Hit> = chaos::decide(&route.chaos, route.chaos.conn(ordinal), idx);
+    let (refuse, delay) = chaos::connect_phase(&hits);
+    if refuse {
+        for h in &hits {
+            h.policy.connections.inc();
+        }
+        debug!(route = %route.spec.name, conn = ordinal, "chaos: connection refused");
+        return false;
+    }
+    if delay.is_zero() {
+        return true;
+    }
+    route.state.chaos_metrics.delay.observe(delay.as_secs_f64());
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = stopped.as_mut() => false,
     }
 }
 

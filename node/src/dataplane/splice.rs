@@ -16,7 +16,7 @@ use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::copy::{Activity, end_of_stream, wait_for_data};
+use super::copy::{Activity, Generation, PumpEnd, end_of_stream, wait_for_data};
 
 /// Bytes moved per splice call with the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
@@ -96,17 +96,34 @@ fn flags() -> SpliceFFlags {
 /// Splices `src` into `dst` until `src` ends, then shuts down `dst`'s
 /// sending direction. The pipe is leased the first time `src` has data, so
 /// an idle connection holds no pipe.
-pub async fn pump(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
+pub async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    activity: &Activity<'_>,
+    generation: Option<Generation<'_>>,
+) -> io::Result<PumpEnd> {
     wait_for_data(src).await?;
     activity.allocated();
-    pump_leased(src, dst, activity).await
+    pump_leased(src, dst, activity, generation).await
 }
 
 /// [`pump`] for a direction that already carried data (the auto mode
 /// switching over from the userspace copy): no wait, no allocation counted.
-pub async fn pump_leased(src: &TcpStream, dst: &TcpStream, activity: &Activity<'_>) -> io::Result<()> {
+///
+/// With `generation`, the route's chaos policies are checked before each
+/// read (the pipe is empty then): a change returns
+/// [`PumpEnd::Switch`] with no bytes, and the connection decides again.
+pub async fn pump_leased(
+    src: &TcpStream,
+    dst: &TcpStream,
+    activity: &Activity<'_>,
+    generation: Option<Generation<'_>>,
+) -> io::Result<PumpEnd> {
     let (mut lease, _) = Lease::take()?;
     loop {
+        if generation.is_some_and(|g| g.moved()) {
+            return Ok(PumpEnd::Switch(Vec::new()));
+        }
         let Some(p) = lease.pipe.as_ref() else {
             return Err(io::Error::other("pipe lease lost"));
         };
@@ -121,7 +138,7 @@ pub async fn pump_leased(src: &TcpStream, dst: &TcpStream, activity: &Activity<'
             Err(e) => return Err(e),
         };
         if n == 0 {
-            return end_of_stream(dst, activity);
+            return end_of_stream(dst, activity).map(|()| PumpEnd::Eof);
         }
         // Drain the pipe completely before reading again, so a WouldBlock
         // on the read side always means "no data", never "pipe full". Until

@@ -37,6 +37,7 @@ use ferry_client::route::MAX_CONNECT_ATTEMPTS;
 
 use super::backend::{BackendState, EjectPolicy};
 use super::balance::{Balancer, Candidates};
+use super::chaos::{ChaosCell, ChaosMetrics, RouteChaos};
 use super::peers::{Owner, PeerDirectory, PeerState};
 use crate::telemetry::metrics::Metrics;
 
@@ -45,6 +46,12 @@ use crate::telemetry::metrics::Metrics;
 pub struct RouteState {
     pub name: String,
     active: AtomicU64,
+    /// Connections accepted on this route by this node: the next one's
+    /// ordinal, for its chaos decisions.
+    ordinals: AtomicU64,
+    /// The chaos policies in effect on the route, as they change.
+    pub chaos: ChaosCell,
+    pub chaos_metrics: ChaosMetrics,
     /// The balancer's rotation, kept across table rebuilds.
     cursor: Arc<AtomicUsize>,
     pub m: RouteMetrics,
@@ -70,6 +77,9 @@ impl RouteState {
         Self {
             name: name.to_string(),
             active: AtomicU64::new(0),
+            ordinals: AtomicU64::new(0),
+            chaos: ChaosCell::default(),
+            chaos_metrics: ChaosMetrics::new(metrics),
             cursor: Arc::default(),
             m: RouteMetrics {
                 active: metrics.proxy_active_connections.with_label_values(&[name]),
@@ -82,6 +92,11 @@ impl RouteState {
                 idle_timeouts: metrics.proxy_idle_timeouts_total.with_label_values(&[name]),
             },
         }
+    }
+
+    /// The ordinal of a new connection: 0, 1, 2, ... in accept order.
+    pub fn next_ordinal(&self) -> u64 {
+        self.ordinals.fetch_add(1, Relaxed)
     }
 
     /// Open client connections on this route.
@@ -167,6 +182,9 @@ pub struct RouteEntry {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub eject: EjectPolicy,
+    /// The chaos policies in effect on this route of this node when the
+    /// table was built.
+    pub chaos: Arc<RouteChaos>,
 }
 
 impl RouteEntry {
@@ -198,6 +216,8 @@ pub struct RouteInput {
     pub backends: Vec<Arc<BackendState>>,
     /// One per `spec.backends`, same order: where the local ones are.
     pub resolved: Vec<Resolved>,
+    /// The chaos policies in effect on the route on this node.
+    pub chaos: Arc<RouteChaos>,
 }
 
 /// Every route, by name.
@@ -328,6 +348,7 @@ fn build_route(
         connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
         idle_timeout: Duration::from_millis(spec.idle_timeout_ms),
         eject: EjectPolicy { after_failures: spec.eject_after_failures, backoff_ms: spec.eject_backoff_ms },
+        chaos: input.chaos,
         spec,
     }
 }
@@ -354,6 +375,7 @@ mod tests {
             state: Arc::new(RouteState::new(&spec.name, metrics)),
             backends,
             resolved: resolved_literals(&spec),
+            chaos: Arc::default(),
             spec,
         }
     }
@@ -456,6 +478,7 @@ mod tests {
                     state: Arc::clone(&state),
                     backends: backends.clone(),
                     resolved: resolved_literals(&spec),
+                    chaos: Arc::default(),
                 };
                 table = RoutingTable::build(generation, vec![again], &table, &standalone(), 0);
             }
@@ -631,6 +654,7 @@ mod tests {
             state,
             backends,
             resolved: vec![resolved_literals_one("127.0.0.1:1"), Resolved::default()],
+            chaos: Arc::default(),
         };
         let t = RoutingTable::build(2, vec![again], &t, &standalone(), 0);
         let r = t.get("n").expect("route");

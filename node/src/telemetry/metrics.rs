@@ -59,6 +59,16 @@ pub struct Metrics {
     pub proxy_rejected_total: IntCounterVec,
     /// `ferry_proxy_idle_timeouts_total{route}`
     pub proxy_idle_timeouts_total: IntCounterVec,
+    /// `ferry_chaos_connections_total{policy,route}`: connections a chaos
+    /// policy hit on this node.
+    pub chaos_connections_total: IntCounterVec,
+    /// `ferry_chaos_injected_delay_seconds`: delay chaos added to each
+    /// chunk it held (latency, bandwidth, slicer) and to each connect.
+    pub chaos_injected_delay_seconds: Histogram,
+    /// `ferry_chaos_resets_total`: connections a `reset_peer` toxic reset.
+    pub chaos_resets_total: IntCounter,
+    /// `ferry_chaos_policies_active`: policies in effect on this node.
+    pub chaos_policies_active: IntGauge,
     /// `ferry_backend_healthy{route,backend}` (1 healthy, 0 not)
     pub backend_healthy: IntGaugeVec,
     /// `ferry_backend_ejections_total{route,backend}`
@@ -251,6 +261,30 @@ impl Metrics {
             "Proxied connections closed by the idle timeout",
             &["route"],
         )?;
+        let chaos_connections_total = counter_vec(
+            &r,
+            "ferry_chaos_connections_total",
+            "Client connections a chaos policy hit on this node",
+            &["policy", "route"],
+        )?;
+        let chaos_injected_delay_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferry_chaos_injected_delay_seconds",
+                "Delay chaos toxics added to a chunk of data or to a connect",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        r.register(Box::new(chaos_injected_delay_seconds.clone()))?;
+        let chaos_resets_total = IntCounter::new(
+            "ferry_chaos_resets_total",
+            "Client connections a reset_peer toxic reset (TCP RST)",
+        )?;
+        r.register(Box::new(chaos_resets_total.clone()))?;
+        let chaos_policies_active =
+            IntGauge::new("ferry_chaos_policies_active", "Chaos policies in effect on this node")?;
+        r.register(Box::new(chaos_policies_active.clone()))?;
         let backend_healthy = gauge_vec(
             &r,
             "ferry_backend_healthy",
@@ -434,6 +468,10 @@ impl Metrics {
             proxy_failovers_total,
             proxy_rejected_total,
             proxy_idle_timeouts_total,
+            chaos_connections_total,
+            chaos_injected_delay_seconds,
+            chaos_resets_total,
+            chaos_policies_active,
             backend_healthy,
             backend_ejections_total,
             backend_resolve_failures_total,

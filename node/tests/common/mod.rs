@@ -332,6 +332,19 @@ impl Conn {
         tokio::time::timeout(IO_TIMEOUT, exchange).await.with_context(|| format!("no reply to {msg:?}"))?
     }
 
+    /// Sends `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        Ok(self.0.get_mut().write_all(bytes).await?)
+    }
+
+    /// Reads one line (without its newline), within [`IO_TIMEOUT`].
+    pub async fn line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(IO_TIMEOUT, self.0.read_line(&mut line)).await.context("no line")??;
+        ensure!(n > 0, "connection closed instead of a line");
+        Ok(line.trim_end().to_string())
+    }
+
     /// Waits (at most `within`) for the proxy to close the connection: EOF
     /// or a reset, with no data first.
     pub async fn expect_closed(&mut self, within: Duration) -> Result<()> {

@@ -5,8 +5,10 @@
 # run of the quick-start script (ops/local-cluster.sh --no-wait), then the
 # partition suite (jepsen-lite test --quick) against real nodes in network
 # namespaces.
-# Needs only the Rust toolchain; the smoke run uses 127.0.0.1-3 ports 7000,
-# 7946-7948 and 127.0.0.1 ports 9001, 9002. The partition suite needs root
+# Needs the Rust toolchain, and python3 with pip and node with npm for the
+# Toxiproxy clients (installed from Debian's packages when missing and run
+# as root). The Toxiproxy API's test uses 127.0.94.1-3; the smoke run uses
+# 127.0.0.1-3 ports 7000, 7946-7948 and 127.0.0.1 ports 9001, 9002. The partition suite needs root
 # (CI runs as root): it installs iproute2 and iptables if they are missing,
 # and is skipped, saying so, when not root.
 set -euo pipefail
@@ -15,6 +17,13 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
     ops/jepsen-deps.sh
 fi
+
+echo "==> Toxiproxy clients (ops/toxiproxy-clients.sh)"
+# The Python and Node Toxiproxy clients the Toxiproxy API's test drives,
+# from PyPI and npm into target/toxiproxy-clients. A failed install fails
+# the suite, and so does the test when they are missing (no skip here).
+ops/toxiproxy-clients.sh
+export FERRY_REQUIRE_TOXIPROXY_CLIENTS=1
 
 cargo test -j2 --workspace --locked
 

@@ -163,8 +163,12 @@ pub struct RouteStatus {
     /// Cluster mode: the index of the route's last change (for `?cas=`).
     #[serde(default)]
     pub revision: Option<u64>,
+    /// False when the route is disabled (`config.enabled`): no node binds
+    /// it. Always shown, where `config` leaves an enabled route's out.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
     /// The address this node has bound, or null when it could not bind it
-    /// (then it is in `bind_failures`).
+    /// (then it is in `bind_failures`, unless the route is disabled).
     pub listening: Option<String>,
     /// Nodes that could not bind the route's listener, and why: this node,
     /// and in cluster mode every live member, asked over the cluster port
@@ -185,6 +189,10 @@ pub struct RouteStatus {
     /// order their toxics apply.
     #[serde(default)]
     pub chaos: Vec<String>,
+}
+
+fn enabled_default() -> bool {
+    true
 }
 
 /// A node that could not bind a route's listener.

@@ -92,6 +92,13 @@ pub struct RouteSpec {
     /// (protocol 4): refused while a member runs an older ferry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// False: the route stays in the config and the routing table, but no
+    /// node binds its listener, and its open connections are closed at
+    /// once (a Toxiproxy proxy's `enabled: false`). Left out of the JSON
+    /// when true, so an enabled route reads the same to an older node; a
+    /// disabled one is the feature `route_enabled` (protocol 5).
+    #[serde(default = "default_enabled", skip_serializing_if = "is_true")]
+    pub enabled: bool,
 }
 
 /// Most labels on one route.
@@ -177,6 +184,12 @@ fn default_eject_after_failures() -> u32 {
 }
 fn default_eject_backoff_ms() -> u64 {
     1_000
+}
+fn default_enabled() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 fn default_weight() -> u32 {
     1
@@ -576,6 +589,21 @@ mod tests {
         r.backends[0].node = Some("n2".into());
         let json = serde_json::to_value(&r)?;
         assert_eq!(json["backends"][0]["node"], "n2");
+        assert_eq!(serde_json::from_value::<RouteSpec>(json)?, r);
+        Ok(())
+    }
+
+    /// An enabled route serializes exactly as before the field existed,
+    /// so an older node reads it; a disabled one carries `enabled: false`.
+    #[test]
+    fn enabled_is_left_out_of_json_unless_false() -> Result<(), serde_json::Error> {
+        let mut r = route("web", "127.0.0.1:7000");
+        assert!(r.enabled, "a route is enabled by default");
+        let json = serde_json::to_value(&r)?;
+        assert!(json.get("enabled").is_none(), "{json}");
+        r.enabled = false;
+        let json = serde_json::to_value(&r)?;
+        assert_eq!(json["enabled"], false);
         assert_eq!(serde_json::from_value::<RouteSpec>(json)?, r);
         Ok(())
     }

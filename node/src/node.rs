@@ -44,6 +44,8 @@ use crate::telemetry::metrics::Metrics;
 pub enum StartError {
     #[error("admin.addr: cannot listen on {addr}: {source}")]
     Admin { addr: SocketAddr, source: std::io::Error },
+    #[error("chaos.toxiproxy_addr: cannot listen on {addr}: {source}")]
+    Toxiproxy { addr: SocketAddr, source: std::io::Error },
     #[error("{}", join_lines(.0))]
     Listen(Vec<BindError>),
     #[error("metrics: {0}")]
@@ -173,6 +175,9 @@ pub struct Node {
     hard_stop: CancellationToken,
     admin_stop: CancellationToken,
     admin_task: JoinHandle<()>,
+    /// The Toxiproxy-compatible API (`[chaos] toxiproxy_addr`), stopped
+    /// with the admin API.
+    toxiproxy_task: Option<JoinHandle<()>>,
     draining: Arc<AtomicBool>,
     drain: Duration,
     metrics: Metrics,
@@ -228,6 +233,14 @@ impl Node {
             .await
             .map_err(|source| StartError::Admin { addr: config.admin.addr, source })?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
+        let toxiproxy_listener = match config.toxiproxy_addr() {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Toxiproxy { addr, source })?,
+            ),
+        };
 
         let (commands, rx) = mpsc::channel(16);
         let mut hop_server = None;
@@ -296,6 +309,10 @@ impl Node {
             unsafe_stale_reads: faults.stale_reads,
         };
         let limits = admin::Limits::from(&config.admin);
+        let toxiproxy_task = toxiproxy_listener.map(|listener| {
+            let state = admin::toxiproxy::ToxiState { admin: state.clone(), bind_ip: config.node.bind_addr };
+            tokio::spawn(admin::toxiproxy::serve(listener, state, admin_stop.clone()))
+        });
         let admin_task = tokio::spawn(admin::serve(admin_listener, state, limits, admin_stop.clone()));
         info!(node = %config.node.name, admin = %admin_addr, routes = config.routes.len(), "ferryd started");
         Ok(Node {
@@ -309,6 +326,7 @@ impl Node {
             hard_stop,
             admin_stop,
             admin_task,
+            toxiproxy_task,
             draining,
             drain,
             metrics,
@@ -440,6 +458,9 @@ impl Node {
         self.hard_stop.cancel();
         self.admin_stop.cancel();
         let _ = step("stop the admin API", self.admin_task).await;
+        if let Some(task) = self.toxiproxy_task {
+            let _ = step("stop the Toxiproxy-compatible API", task).await;
+        }
         if let Some(member) = self.member {
             step("stop Raft", member.shutdown()).await;
         }

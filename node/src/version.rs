@@ -50,7 +50,8 @@ pub const LONG: &str = concat!(
 ///   moves to 3 all at once.
 /// - 4: routes carry `labels` (feature `route_labels`).
 /// - 5: chaos policies carry a `seed`, a backend scope, direction `both`
-///   and the `connect_delay` toxic (feature `chaos_traffic`).
+///   and the `connect_delay` toxic (feature `chaos_traffic`); a route may be
+///   disabled, `enabled: false` (feature `route_enabled`).
 pub const PROTOCOL: u16 = 5;
 
 /// The oldest protocol any build of this line talks to.
@@ -80,6 +81,7 @@ pub struct Feature {
 pub const FEATURES: &[Feature] = &[
     Feature { name: ferry_raft_store::command::ROUTE_LABELS, since: 4 },
     Feature { name: ferry_raft_store::command::CHAOS_TRAFFIC, since: 5 },
+    Feature { name: ferry_raft_store::command::ROUTE_ENABLED, since: 5 },
 ];
 
 /// The names of the features a node speaking `protocol` speaks.

@@ -67,17 +67,13 @@ impl Command {
                 all.dedup();
                 all
             }
-            Command::PutRoute { route, .. } if !route.labels.is_empty() => vec![ROUTE_LABELS],
-            Command::SeedRoutes { routes } if routes.iter().any(|r| !r.labels.is_empty()) => {
-                vec![ROUTE_LABELS]
-            }
+            Command::PutRoute { route, .. } => route_features(std::slice::from_ref(route)),
+            Command::SeedRoutes { routes } => route_features(routes),
             Command::PutChaosPolicy { policy, .. } if policy.uses_protocol_5() => vec![CHAOS_TRAFFIC],
-            Command::PutRoute { .. }
-            | Command::DeleteRoute { .. }
+            Command::DeleteRoute { .. }
             | Command::SetBackendWeight { .. }
             | Command::PutChaosPolicy { .. }
-            | Command::DeleteChaosPolicy { .. }
-            | Command::SeedRoutes { .. } => Vec::new(),
+            | Command::DeleteChaosPolicy { .. } => Vec::new(),
         }
     }
 
@@ -94,8 +90,23 @@ impl Command {
     }
 }
 
+/// The features the routes `routes` use, in [`Command::features`]' order.
+fn route_features(routes: &[RouteSpec]) -> Vec<&'static str> {
+    let mut used = Vec::new();
+    if routes.iter().any(|r| !r.labels.is_empty()) {
+        used.push(ROUTE_LABELS);
+    }
+    if routes.iter().any(|r| !r.enabled) {
+        used.push(ROUTE_ENABLED);
+    }
+    used
+}
+
 /// The feature of a route with `labels`.
 pub const ROUTE_LABELS: &str = "route_labels";
+/// The feature of a disabled route (`enabled: false`): an older node
+/// would bind it (it cannot read the field at all).
+pub const ROUTE_ENABLED: &str = "route_enabled";
 /// The feature of a chaos policy with a `seed`, a backend scope, direction
 /// `both` or a `connect_delay` toxic.
 pub const CHAOS_TRAFFIC: &str = "chaos_traffic";

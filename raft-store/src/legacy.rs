@@ -252,6 +252,7 @@ impl<B: Into<BackendSpec>> From<RouteP<B>> for RouteSpec {
             backends: r.backends.into_iter().map(Into::into).collect(),
             health_check: r.health_check.map(Into::into),
             labels: BTreeMap::new(),
+            enabled: true,
         }
     }
 }

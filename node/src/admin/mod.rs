@@ -17,6 +17,8 @@
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`params`]: query and path parameters, one rule for every endpoint.
 //! - [`request`]: auth, bodies, consistency, blocking queries.
+//! - [`toxiproxy`]: the Toxiproxy-compatible API (`[chaos] toxiproxy_addr`),
+//!   on its own address, mapped onto routes and chaos policies.
 //! - [`binds`]: the listen check before proposing a route, and which nodes
 //!   could not bind which route.
 
@@ -28,6 +30,7 @@ pub mod request;
 pub mod routes;
 pub mod server;
 mod service;
+pub mod toxiproxy;
 pub mod wire_errors;
 
 pub use server::Limits;

@@ -248,6 +248,7 @@ impl AdminState {
         RouteStatus {
             config: spec.clone(),
             revision,
+            enabled: spec.enabled,
             listening: bound.get(&spec.name).map(ToString::to_string),
             bind_failures: binds.failures(&spec.name),
             bind_unknown: binds.unknown.clone(),

@@ -46,10 +46,30 @@ pub struct Config {
     /// (`bootstrap_expect`, `join`); requires `[cluster]`.
     #[serde(default)]
     pub gossip: Option<GossipSection>,
+    /// Chaos settings; requires `[cluster]` (chaos policies are replicated).
+    #[serde(default)]
+    pub chaos: Option<ChaosSection>,
     /// Standalone: the node's routes. Cluster mode: the routes that seed a
     /// new cluster, written once when it is first initialized.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+}
+
+/// `[chaos]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosSection {
+    /// Where to serve the Toxiproxy-compatible API (`admin::toxiproxy`),
+    /// e.g. `127.0.0.1:8474`, Toxiproxy's own port. Unset: not served.
+    #[serde(default)]
+    pub toxiproxy_addr: Option<SocketAddr>,
+}
+
+impl Config {
+    /// `[chaos] toxiproxy_addr`, if set.
+    pub fn toxiproxy_addr(&self) -> Option<SocketAddr> {
+        self.chaos.as_ref().and_then(|c| c.toxiproxy_addr)
+    }
 }
 
 /// `[cluster]`: this node's place in a Raft cluster.

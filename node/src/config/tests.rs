@@ -469,3 +469,34 @@ fn empty_file_is_a_node_without_routes() -> Result<(), ConfigErrors> {
     assert_eq!(c.admin.addr, default_admin_addr());
     Ok(())
 }
+
+#[test]
+fn toxiproxy_addr_is_off_by_default_and_needs_cluster_mode() -> Result<(), ConfigErrors> {
+    assert_eq!(Config::parse(CLUSTER)?.validate()?.toxiproxy_addr(), None);
+    let on = format!("{CLUSTER}\n[chaos]\ntoxiproxy_addr = \"127.0.0.2:8474\"\n");
+    let c = Config::parse(&on)?.validate()?;
+    assert_eq!(c.toxiproxy_addr(), Some("127.0.0.2:8474".parse().expect("addr")));
+    assert!(
+        c.reserved_addrs(c.admin.addr).iter().any(|r| r.what.contains("Toxiproxy")),
+        "no route may listen on it"
+    );
+    let standalone = errors("[chaos]\ntoxiproxy_addr = \"127.0.0.1:8474\"\n");
+    assert_eq!(standalone.len(), 1, "{standalone:?}");
+    assert!(
+        standalone[0].starts_with("chaos.toxiproxy_addr: requires a [cluster] section")
+            && standalone[0].contains("only in cluster mode"),
+        "{standalone:?}"
+    );
+    let bad = errors(&format!("{CLUSTER}\n[chaos]\ntoxiproxy_addr = \"localhost\"\n"));
+    assert!(bad.len() == 1 && bad[0].starts_with("chaos.toxiproxy_addr: "), "{bad:?}");
+    let zero = errors(&format!("{CLUSTER}\n[chaos]\ntoxiproxy_addr = \"127.0.0.2:0\"\n"));
+    assert_eq!(
+        zero,
+        ["chaos.toxiproxy_addr: must have a fixed port (Toxiproxy clients are told it), got 127.0.0.2:0"]
+    );
+    let admin = errors(&format!("{CLUSTER}\n[chaos]\ntoxiproxy_addr = \"0.0.0.0:7948\"\n"));
+    assert!(admin.iter().any(|e| e.contains("collides with the admin address")), "{admin:?}");
+    let unknown = errors(&format!("{CLUSTER}\n[chaos]\ntoxiproxy = \"127.0.0.2:8474\"\n"));
+    assert!(unknown.len() == 1 && unknown[0].starts_with("chaos.toxiproxy: "), "{unknown:?}");
+    Ok(())
+}

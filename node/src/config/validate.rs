@@ -87,6 +87,9 @@ impl Config {
             (Some(g), Some(c)) => validate_gossip(g, c, self.admin.addr, &mut errors),
             (None, _) => {}
         }
+        if let Some(addr) = self.toxiproxy_addr() {
+            self.validate_toxiproxy(addr, &mut errors);
+        }
         errors.extend(validate_routes(&self.routes, "routes"));
         let reserved = self.reserved_addrs(self.admin.addr);
         errors.extend(listen_conflicts(&self.routes, "routes", self.node.bind_addr, &reserved));
@@ -100,6 +103,9 @@ impl Config {
     /// refused all the same, as the mistake it almost surely is).
     pub fn reserved_addrs(&self, admin: SocketAddr) -> Vec<ReservedAddr> {
         let mut reserved = vec![ReservedAddr::new(admin, "the admin address")];
+        if let Some(addr) = self.toxiproxy_addr() {
+            reserved.push(ReservedAddr::new(addr, "the Toxiproxy API address"));
+        }
         if let Some(c) = &self.cluster {
             reserved.push(ReservedAddr::new(c.addr, "the cluster address"));
             if let Some(g) = &self.gossip {
@@ -107,6 +113,36 @@ impl Config {
             }
         }
         reserved
+    }
+}
+
+impl Config {
+    /// `[chaos] toxiproxy_addr`: cluster mode only (what it writes are
+    /// replicated routes and policies), a fixed port (clients are told
+    /// it), and none of the node's other addresses.
+    fn validate_toxiproxy(&self, addr: SocketAddr, errors: &mut Vec<FieldError>) {
+        let mut err = |msg: String| errors.push(FieldError::new("chaos.toxiproxy_addr", msg));
+        if self.cluster.is_none() {
+            err("requires a [cluster] section: the Toxiproxy API writes chaos policies and routes, \
+                 which exist only in cluster mode (a standalone node's routes come from its file)"
+                .into());
+        }
+        if addr.port() == 0 {
+            err(format!("must have a fixed port (Toxiproxy clients are told it), got {addr}"));
+        }
+        let overlaps = |other: SocketAddr| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+        };
+        let mut others = vec![(self.admin.addr, "the admin address")];
+        if let Some(c) = &self.cluster {
+            others.push((c.addr, "the cluster address"));
+        }
+        for (other, what) in others {
+            if addr.port() != 0 && overlaps(other) {
+                err(format!("{addr} collides with {what} {other}"));
+            }
+        }
     }
 }
 

@@ -273,12 +273,18 @@ impl Publisher {
         self.retry_binds = (!failures.is_empty()).then(|| tokio::time::Instant::now() + BIND_RETRY);
     }
 
-    /// `(name, listen address)` of each route, for the listeners.
+    /// `(name, listen address)` of each enabled route, for the listeners:
+    /// a disabled route keeps its table entry and binds nothing (the
+    /// listeners close its connections at once, see `Listeners::commit`).
     fn listens<'a>(
         &self,
         routes: impl IntoIterator<Item = &'a RouteSpec>,
     ) -> Vec<(String, std::net::SocketAddr)> {
-        routes.into_iter().map(|r| (r.name.clone(), self.registry.listen_addr(r))).collect()
+        routes
+            .into_iter()
+            .filter(|r| r.enabled)
+            .map(|r| (r.name.clone(), self.registry.listen_addr(r)))
+            .collect()
     }
 
     /// Builds and swaps in a new table from the current routes, health and

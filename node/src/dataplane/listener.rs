@@ -9,6 +9,8 @@
 //! listener whose route moves to another address stops accepting too, but
 //! its connections belong to a route that still exists: they run on until
 //! they end (or the node shuts down), as they would on an unchanged route.
+//! A listener whose route is disabled (`enabled: false`; it stays in the
+//! table) stops accepting and closes its connections at once, no drain.
 //!
 //! With dedicated workers each route has one `SO_REUSEPORT` socket per
 //! worker, and the kernel picks the socket by a hash of the connection's
@@ -276,8 +278,17 @@ impl Listeners {
     /// deferred bind that failed).
     pub fn commit(&mut self, plan: Plan) -> Vec<BindError> {
         let Plan { stale, ready, deferred, mut errors } = plan;
+        let table = self.ctx.table.load();
         for (name, moved) in stale {
             let Some(r) = self.running.remove(&name) else { continue };
+            // Disabled (the route is still in the table, which the caller
+            // published first): no drain, as Toxiproxy's `enabled: false`.
+            if table.get(&name).is_some_and(|e| !e.spec.enabled) {
+                info!(route = %name, addr = %r.bound, "route disabled: listener stopped, its connections closed");
+                r.stop_accepting();
+                r.conns.cancel();
+                continue;
+            }
             if moved {
                 info!(route = %name, addr = %r.bound, "listener moved: stopped accepting here, its connections run on");
                 r.stop_accepting();

@@ -508,3 +508,22 @@ fn commands_name_the_features_they_use() {
     assert_eq!(batch.features(), [crate::command::ROUTE_LABELS]);
     assert!(Command::Batch { requests: vec![Request::new(plain)] }.features().is_empty());
 }
+
+/// A command uses `route_enabled` exactly when a route in it is disabled;
+/// an enabled route uses nothing new (and serializes as before).
+#[test]
+fn a_disabled_route_uses_route_enabled() {
+    let mut route: ferry_client::RouteSpec = serde_json::from_value(serde_json::json!({
+        "name": "w", "listen": ":7000", "backends": [{"id": "a", "addr": "127.0.0.1:9001"}]
+    }))
+    .expect("valid route json");
+    assert!(Command::PutRoute { route: route.clone(), cas: None }.features().is_empty());
+    route.enabled = false;
+    let put = Command::PutRoute { route: route.clone(), cas: None };
+    assert_eq!(put.features(), [crate::command::ROUTE_ENABLED]);
+    route.labels.insert("team".into(), "edge".into());
+    let seed = Command::SeedRoutes { routes: vec![route.clone()] };
+    assert_eq!(seed.features(), [crate::command::ROUTE_LABELS, crate::command::ROUTE_ENABLED]);
+    let batch = Command::Batch { requests: vec![Request::new(put)] };
+    assert_eq!(batch.features(), [crate::command::ROUTE_ENABLED]);
+}

@@ -593,7 +593,7 @@ measure() {
 # run, so each run's RSS is a fresh process's and not memory the allocator
 # kept from the previous run.
 phase_memory() {
-    local r i state order dir rc
+    local r i state order dir rc variant
     mkdir -p "$RAW/mem"
     log "=== memory: $IDLE_CONNS idle connections through route idle, latency 20 ms policy vs none; $MEM_ROUNDS ABBA rounds"
     i=0
@@ -606,23 +606,25 @@ phase_memory() {
             else
                 [[ -n "$(route_chaos idle)" ]] && policy_delete idle-lat idle
             fi
-            stop_ferry
             wait_idle
-            start_ferry "$FERRY_LOG" || die "ferryd did not restart for memory run $i"
-            wait_listen "$FERRY_PID" "${ROUTE_PORT[idle]}" "ferryd route idle" "$FERRY_LOG" || die "route idle not listening after restart"
-            wait_chaos idle "$([[ "$state" == policy ]] && echo idle-lat)"
-            sleep "$SETTLE"
-            dir=$RAW/mem/run$i-$state
-            mkdir -p "$dir"
-            proc_status_kib "$FERRY_PID" VmRSS >"$dir/rss_start_kib" || true
-            rc=0
-            timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) python3 -B "$SCRIPT_DIR/idle_conns.py" --port "${ROUTE_PORT[idle]}" \
-                --count "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$FERRY_PID" --upstream-port "$UP_ECHO_PORT" --hello \
-                >"$dir/idle.out" 2>"$dir/idle.err" || rc=$?
-            echo "$rc" >"$dir/idle.rc"
-            (( rc == 0 )) || warn "memory run $i ($state): idle_conns exit $rc: $(tail -c 400 "$dir/idle.out" "$dir/idle.err")"
-            log "  run $i ($state): $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%d/%d open, %s echoed, %d alive; RSS %s -> %s KiB (+%s)" % (j["opened"], j["requested"], j.get("hello_answered"), j["alive_after_hold"], j["rss_before_kib"], j["rss_kib"], j["rss_kib"] - j["rss_before_kib"]))' "$dir/idle.out" 2>/dev/null || echo unparseable)"
-            kill -0 "$FERRY_PID" 2>/dev/null || die "ferryd died during memory run $i"
+            for variant in "" -silent; do
+                stop_ferry
+                start_ferry "$FERRY_LOG" || die "ferryd did not restart for memory run $i"
+                wait_listen "$FERRY_PID" "${ROUTE_PORT[idle]}" "ferryd route idle" "$FERRY_LOG" || die "route idle not listening after restart"
+                wait_chaos idle "$([[ "$state" == policy ]] && echo idle-lat)"
+                sleep "$SETTLE"
+                dir=$RAW/mem/run$i-$state$variant
+                mkdir -p "$dir"
+                proc_status_kib "$FERRY_PID" VmRSS >"$dir/rss_start_kib" || true
+                rc=0
+                timeout --foreground -k 5 $(( IDLE_HOLD + 60 )) python3 -B "$SCRIPT_DIR/idle_conns.py" --port "${ROUTE_PORT[idle]}" \
+                    --count "$IDLE_CONNS" --hold "$IDLE_HOLD" --pid "$FERRY_PID" --upstream-port "$UP_ECHO_PORT" \
+                    $([[ -z "$variant" ]] && echo --hello) >"$dir/idle.out" 2>"$dir/idle.err" || rc=$?
+                echo "$rc" >"$dir/idle.rc"
+                (( rc == 0 )) || warn "memory run $i ($state$variant): idle_conns exit $rc: $(tail -c 400 "$dir/idle.out" "$dir/idle.err")"
+                log "  run $i ($state${variant:-, one line echoed}): $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%d/%d open, %s echoed, %d alive; RSS %s -> %s KiB (+%s)" % (j["opened"], j["requested"], j.get("hello_answered"), j["alive_after_hold"], j["rss_before_kib"], j["rss_kib"], j["rss_kib"] - j["rss_before_kib"]))' "$dir/idle.out" 2>/dev/null || echo unparseable)"
+                kill -0 "$FERRY_PID" 2>/dev/null || die "ferryd died during memory run $i"
+            done
         done
     done
     [[ -n "$(route_chaos idle)" ]] && policy_delete idle-lat idle

@@ -126,10 +126,11 @@ def collect(raw, clk=100.0):
                                for route in ("fast", "lat1")})
     d = os.path.join(raw, "mem")
     if os.path.isdir(d):
-        runs = [n for n in os.listdir(d) if re.fullmatch(r"run\d+-(none|policy)", n)]
-        for n in sorted(runs, key=lambda n: int(n[3:].split("-")[0])):
+        runs = [n for n in os.listdir(d) if re.fullmatch(r"run\d+-(none|policy)(-silent)?", n)]
+        for n in sorted(runs, key=lambda n: (int(n[3:].split("-")[0]), n)):
             j = parse_json(read(os.path.join(d, n, "idle.out"))) or {"error": "no output"}
-            j["state"] = n.split("-", 1)[1]
+            j["state"] = n.split("-")[1]
+            j["silent"] = n.endswith("-silent")
             j["run"] = int(n[3:].split("-")[0])
             j["rc"] = read_int(os.path.join(d, n, "idle.rc"))
             data["mem"].append(j)
@@ -253,10 +254,15 @@ def figures(data):
     # 5. memory: RSS held by the idle connections (while held minus before)
     held = {"none": [], "policy": []}
     absolute = {"none": [], "policy": []}
+    silent = {"none": [], "policy": []}
     complete = True
     for j in data.get("mem", []):
         st = j.get("state")
         if st not in held:
+            continue
+        if j.get("silent"):  # connections that never carried a byte: a detail, not the target
+            if j.get("rss_kib") is not None and j.get("rss_before_kib") is not None:
+                silent[st].append((j["rss_kib"] - j["rss_before_kib"]) / 1024.0)
             continue
         if j.get("rss_kib") is None or j.get("rss_before_kib") is None or j.get("opened") != j.get("requested") \
                 or j.get("closed_by_peer") or ("hello_answered" in j and j["hello_answered"] != j.get("opened")):
@@ -267,6 +273,7 @@ def figures(data):
     hn, hp = median(held["none"]), median(held["policy"])
     f["mem"] = {"held_mib_none": spread(held["none"]), "held_mib_policy": spread(held["policy"]),
                 "rss_mib_none": spread(absolute["none"]), "rss_mib_policy": spread(absolute["policy"]),
+                "silent_held_mib_none": spread(silent["none"]), "silent_held_mib_policy": spread(silent["policy"]),
                 "ratio": hp / hn if hn and hn > 0 and hp is not None else None,
                 "all_runs_complete": complete}
     return f
@@ -392,7 +399,9 @@ def details(f):
     m = f["mem"]
     out.append(f"  memory: held MiB, policy {' '.join(f'{x:.2f}' for x in m['held_mib_policy']['values'])}, "
                f"none {' '.join(f'{x:.2f}' for x in m['held_mib_none']['values'])}; RSS while held "
-               f"policy {fmt(m['rss_mib_policy']['median'])} MiB, none {fmt(m['rss_mib_none']['median'])} MiB"
+               f"policy {fmt(m['rss_mib_policy']['median'])} MiB, none {fmt(m['rss_mib_none']['median'])} MiB; "
+               f"silent connections (no byte sent) held policy {fmt(m['silent_held_mib_policy']['median'])} MiB, "
+               f"none {fmt(m['silent_held_mib_none']['median'])} MiB"
                f"{'' if m['all_runs_complete'] else '; SOME RUNS INCOMPLETE (connections not opened, echoed or kept)'}")
     return "\n".join(out) + "\n"
 

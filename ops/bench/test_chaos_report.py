@@ -142,6 +142,13 @@ class Targets(unittest.TestCase):
         d["mem"] = [mem_run("none", 10240, 3072), mem_run("policy", 10240, 7000)]
         self.assertIs(rows_of(d)["mem"]["passed"], False)
 
+    def test_silent_memory_runs_are_a_detail_not_the_target(self):
+        d = data_all_pass()
+        d["mem"].append(mem_run("policy", 10240, 50000, silent=True))
+        f = C.figures(d)
+        self.assertAlmostEqual(f["mem"]["ratio"], 5120 / 3072)
+        self.assertEqual(f["mem"]["silent_held_mib_policy"]["n"], 1)
+
     def test_memory_fails_when_a_run_lost_connections(self):
         d = data_all_pass()
         d["mem"][1] = mem_run("policy", 10240, 3072, opened=900)
@@ -182,13 +189,15 @@ class Collect(unittest.TestCase):
             write("bw/r1/bw100.foreign", "10 200 1000000 3000000\n")
             write("mem/run1-none/idle.out", '{"requested": 2, "opened": 2, "rss_before_kib": 100, "rss_kib": 110}')
             write("mem/run2-policy/idle.out", '{"requested": 2, "opened": 2, "rss_before_kib": 100, "rss_kib": 120}')
+            write("mem/run2-policy-silent/idle.out", '{"requested": 2, "opened": 2, "rss_before_kib": 100, "rss_kib": 100}')
             d = C.collect(raw, 100.0)
             self.assertEqual(len(d["bw"][100]), 1)
             self.assertAlmostEqual(d["bw"][100][0]["foreign_pct"], 5.0)  # 10 ticks over 2 s at 100 Hz
             f = C.figures(d)
             self.assertAlmostEqual(f["bw"][100]["kBps"]["median"], 100.0)
             self.assertAlmostEqual(f["mem"]["ratio"], 2.0)
-            self.assertEqual([j["state"] for j in d["mem"]], ["none", "policy"])
+            self.assertEqual([(j["state"], j["silent"]) for j in d["mem"]],
+                             [("none", False), ("policy", False), ("policy", True)])
 
 
 if __name__ == "__main__":

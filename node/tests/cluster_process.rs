@@ -1203,3 +1203,26 @@ async fn chaos_refuse_connect_delay_and_reset_act_on_new_connections() -> Result
     );
     Ok(())
 }
+
+/// A `timeout` policy reaches an idle established connection (it waits
+/// for data, so only the route's poke wakes it) and closes it after its
+/// timeout, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_policy_closes_idle_established_connections() -> Result<()> {
+    let (c, port) = chaos_cluster("chaos-idle").await?;
+    let mut open = Vec::new();
+    for id in Cluster::IDS {
+        let mut conn = Conn::open(SocketAddr::new(c.ip(id), port)).await?;
+        ensure!(conn.ask("hi").await? == "one: hi");
+        open.push(conn);
+    }
+    // Idle long enough that nothing of the connection's own wakes it (its
+    // byte counters' timer stops two seconds after the last byte).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let policy = json!({"name": "hold", "toxics": [{"direction": "upstream", "kind": {"timeout": {"timeout_ms": 200}}}]});
+    written(&c.send(2, "PUT", "/v1/chaos/hold", &[], Some(&policy)).await?)?;
+    for (i, conn) in open.iter_mut().enumerate() {
+        conn.expect_closed(Duration::from_secs(1)).await.with_context(|| format!("idle connection {i}"))?;
+    }
+    Ok(())
+}

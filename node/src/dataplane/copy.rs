@@ -84,6 +84,25 @@ impl Generation<'_> {
     }
 }
 
+/// `wait`, unless the route's chaos policies changed: `None` then. Checked
+/// at each poll (one atomic load): a change pokes every connection of the
+/// route (`ChaosCell::set`), so a direction waiting for data sees it at
+/// once. Only for waits that lose nothing when dropped (a read, a
+/// readiness wait).
+pub(crate) async fn unless_moved<T>(
+    wait: impl Future<Output = T>,
+    generation: Option<Generation<'_>>,
+) -> Option<T> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if generation.is_some_and(|g| g.moved()) {
+            return Poll::Ready(None);
+        }
+        wait.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 /// Bytes moved and how the copy ended.
 #[derive(Debug)]
 pub struct CopyOutcome {
@@ -352,9 +371,16 @@ async fn pump(
     let mut probe = [0u8; PROBE];
     let mut reads = 0u32;
     loop {
-        let n = src.read(&mut probe).await?;
+        let Some(n) = unless_moved(src.read(&mut probe), generation).await else {
+            return Ok(PumpEnd::Switch(Vec::new()));
+        };
+        let n = n?;
         reads = reads.saturating_add(1);
         if n == 0 {
+            if generation.is_some_and(|g| g.moved()) {
+                // The end, under the new decision (a slow_close).
+                return Ok(PumpEnd::Switch(Vec::new()));
+            }
             return end_of_stream(dst.as_ref(), activity).map(|()| PumpEnd::Eof);
         }
         if generation.is_some_and(|g| g.moved()) {
@@ -375,9 +401,15 @@ async fn pump(
     let mut buf: Vec<u8> = Vec::with_capacity(BUF_SIZE);
     loop {
         buf.clear();
-        let n = src.read_buf(&mut buf).await?;
+        let Some(n) = unless_moved(src.read_buf(&mut buf), generation).await else {
+            return Ok(PumpEnd::Switch(Vec::new()));
+        };
+        let n = n?;
         reads = reads.saturating_add(1);
         if n == 0 {
+            if generation.is_some_and(|g| g.moved()) {
+                return Ok(PumpEnd::Switch(Vec::new()));
+            }
             return end_of_stream(dst.as_ref(), activity).map(|()| PumpEnd::Eof);
         }
         if generation.is_some_and(|g| g.moved()) {

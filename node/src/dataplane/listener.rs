@@ -437,6 +437,11 @@ async fn accept_loop(
     // of every worker, each would be written from both cores for every
     // connection.
     let hard_stop = Stop::new();
+    // Given at the loop's end at the latest, which also unregisters it.
+    let ended = hard_stop.clone();
+    if let Some(entry) = ctx.table.load().get(&route) {
+        entry.state.chaos.wake_on_change(hard_stop.clone());
+    }
     let shared = Arc::new(proxy::ConnContext {
         clock: ctx.clock,
         copy_mode: ctx.copy_mode,
@@ -498,6 +503,7 @@ async fn accept_loop(
     tracker.close();
     tracker.wait().await;
     relay.abort();
+    ended.stop();
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::copy::{Activity, Generation, PumpEnd, end_of_stream, wait_for_data};
+use super::copy::{Activity, Generation, PumpEnd, end_of_stream, unless_moved, wait_for_data};
 
 /// Bytes moved per splice call with the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
@@ -102,7 +102,10 @@ pub async fn pump(
     activity: &Activity<'_>,
     generation: Option<Generation<'_>>,
 ) -> io::Result<PumpEnd> {
-    wait_for_data(src).await?;
+    let Some(waited) = unless_moved(wait_for_data(src), generation).await else {
+        return Ok(PumpEnd::Switch(Vec::new()));
+    };
+    waited?;
     activity.allocated();
     pump_leased(src, dst, activity, generation).await
 }
@@ -132,12 +135,20 @@ pub async fn pump_leased(
         {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                src.readable().await?;
+                // The pipe is empty here: a change of the route's chaos
+                // policies hands the direction over.
+                match unless_moved(src.readable(), generation).await {
+                    Some(ready) => ready?,
+                    None => return Ok(PumpEnd::Switch(Vec::new())),
+                }
                 continue;
             }
             Err(e) => return Err(e),
         };
         if n == 0 {
+            if generation.is_some_and(|g| g.moved()) {
+                return Ok(PumpEnd::Switch(Vec::new()));
+            }
             return end_of_stream(dst, activity).map(|()| PumpEnd::Eof);
         }
         // Drain the pipe completely before reading again, so a WouldBlock

@@ -10,7 +10,7 @@
 //! the lock only if the task's waker changes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -24,6 +24,8 @@ pub struct Stop {
 #[derive(Debug, Default)]
 struct Inner {
     stopped: AtomicBool,
+    /// Bumped by each [`Stop::poke`].
+    pokes: AtomicU64,
     notify: Notify,
 }
 
@@ -39,6 +41,14 @@ impl Stop {
         self.inner.notify.notify_waiters();
     }
 
+    /// Wakes every task waiting in [`Stop::stopped`] without stopping
+    /// anything: the connections then look at what changed (their route's
+    /// chaos policies), on the registration they already hold.
+    pub fn poke(&self) {
+        self.inner.pokes.fetch_add(1, Ordering::Release);
+        self.inner.notify.notify_waiters();
+    }
+
     /// Whether the signal was given.
     pub fn is_stopped(&self) -> bool {
         self.inner.stopped.load(Ordering::Acquire)
@@ -47,16 +57,27 @@ impl Stop {
     /// Completes once the signal is given. Polling it costs one atomic load
     /// while the task's waker stays the one it registered
     /// ([`super::lazy::poll_when`]).
+    ///
+    /// A [`Stop::poke`] wakes the task (which is the point) and the wait
+    /// registers again; it does not complete.
     pub async fn stopped(&self) {
-        // Created before the flag is read: a `stop` between the two still
-        // completes it, as a `Notified` receives every `notify_waiters`
-        // from its creation on, polled or not (so no `enable`, which would
-        // take the waiter list's lock once more per connection).
-        let notified = std::pin::pin!(self.inner.notify.notified());
-        if self.is_stopped() {
-            return;
+        loop {
+            // Created before the flag is read: a `stop` between the two
+            // still completes it, as a `Notified` receives every
+            // `notify_waiters` from its creation on, polled or not (so no
+            // `enable`, which would take the waiter list's lock once more
+            // per connection).
+            let notified = std::pin::pin!(self.inner.notify.notified());
+            let pokes = self.inner.pokes.load(Ordering::Acquire);
+            if self.is_stopped() {
+                return;
+            }
+            let poked = || self.inner.pokes.load(Ordering::Acquire) != pokes;
+            super::lazy::poll_when(notified, |_| self.is_stopped() || poked()).await;
+            if self.is_stopped() {
+                return;
+            }
         }
-        super::lazy::poll_when(notified, |_| self.is_stopped()).await;
     }
 }
 
@@ -89,6 +110,22 @@ mod tests {
         // A wait that starts after the signal completes at once.
         let mut late = std::pin::pin!(stop.stopped());
         assert!(late.as_mut().poll(&mut Context::from_waker(&w1)).is_ready());
+    }
+
+    /// A poke wakes the waiting task without completing the wait, and a
+    /// stop after it still completes it (the wait registered again).
+    #[test]
+    fn a_poke_wakes_without_stopping_and_a_later_stop_still_completes() {
+        let stop = Stop::new();
+        let (count, waker) = CountingWaker::new();
+        let mut wait = std::pin::pin!(stop.stopped());
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        stop.poke();
+        assert_eq!(count.count(), 1, "the poke wakes the task");
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "and does not stop it");
+        stop.stop();
+        assert_eq!(count.count(), 2, "the stop after a poke wakes it too");
+        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
     }
 
     #[test]

@@ -31,6 +31,7 @@ use ferry_client::chaos::{ChaosPolicy, Toxic, ToxicKind};
 use prometheus::{Histogram, IntCounter};
 use tokio::sync::Notify;
 
+use super::stop::Stop;
 use crate::telemetry::metrics::Metrics;
 
 /// A policy as it applies to one route on this node.
@@ -268,6 +269,11 @@ pub struct ChaosCell {
     current: ArcSwap<RouteChaos>,
     generation: AtomicU64,
     notify: Notify,
+    /// The hard stops of the route's accept loops: a change pokes them,
+    /// waking every connection of the route on the registration it
+    /// already holds (a plain connection waiting for data then decides
+    /// again, so that a `timeout` reaches an idle connection).
+    stops: std::sync::Mutex<Vec<Stop>>,
 }
 
 impl ChaosCell {
@@ -290,7 +296,20 @@ impl ChaosCell {
         self.current.store(Arc::clone(chaos));
         self.generation.fetch_add(1, Ordering::Release);
         self.notify.notify_waiters();
+        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stops.retain(|s| !s.is_stopped());
+        for s in stops.iter() {
+            s.poke();
+        }
         true
+    }
+
+    /// Pokes `stop` at each change from now on (an accept loop's hard
+    /// stop, until it is given).
+    pub fn wake_on_change(&self, stop: Stop) {
+        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stops.retain(|s| !s.is_stopped());
+        stops.push(stop);
     }
 
     /// A watch for the next change after now: take it before reading

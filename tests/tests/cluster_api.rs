@@ -723,7 +723,20 @@ async fn a_new_leader_replicates_a_log_of_large_entries() -> anyhow::Result<()> 
     for round in 0..150u32 {
         let mut body = route_json("big", &listen, &backends);
         body["backends"][0]["weight"] = json!(round % 5 + 1);
-        index = written(&c.put_route(leader, &body).await?)?;
+        // Building the log, not testing it: on a loaded machine a follower
+        // busy with 40 KiB entries can miss the 400 ms quorum window, and
+        // the leader then refuses the write unproposed (503 `no_quorum`),
+        // which is safe to send again.
+        let mut tries = 0;
+        index = loop {
+            let r = c.put_route(leader, &body).await?;
+            tries += 1;
+            if r.status == 503 && tries < 10 && r.body.contains("was not proposed") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            break written(&r)?;
+        };
     }
     c.converged(index).await?;
     c.stop(leader).await?;

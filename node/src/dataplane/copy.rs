@@ -450,8 +450,7 @@ impl LiveChaos<'_> {
     /// for the first time.
     fn decide(&self, upstream: bool) -> (u64, Chain) {
         let generation = self.cell.generation();
-        let chaos = self.cell.current();
-        let mut hits = super::chaos::decide(&chaos, self.id, self.backend);
+        let mut hits = self.cell.with_current(|chaos| super::chaos::decide(chaos, self.id, self.backend));
         if !hits.is_empty() {
             let mut counted = self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for h in &hits {

@@ -287,6 +287,12 @@ impl ChaosCell {
         self.current.load_full()
     }
 
+    /// `f` of the policies in effect now, without taking a reference count
+    /// (a connection start on both cores would contend on it).
+    pub fn with_current<R>(&self, f: impl FnOnce(&RouteChaos) -> R) -> R {
+        f(&self.current.load())
+    }
+
     /// Replaces the policies if they differ; true if they did, and then
     /// every connection of the route is told.
     pub fn set(&self, chaos: &Arc<RouteChaos>) -> bool {

@@ -467,10 +467,10 @@ impl LiveChaos<'_> {
 
 /// One direction under chaos: the plain copy while no policy acts on it,
 /// the shaped copy while some do, deciding again at each change of the
-/// route's policies. A plain direction notices a change at its next read
-/// (the bytes of that read go first under the new decision): one that
-/// waits for data has nothing to shape. A shaped one is woken by the
-/// change, writes what it holds and decides again.
+/// route's policies. The plain copy of a direction no policy acts on runs
+/// inline; everything else ([`chaos_loop`]) is boxed once the direction
+/// needs it, so that a connection without chaos carries none of it in its
+/// task (every connection's task is as big as its largest future).
 async fn chaos_direction(
     src: &mut ReadHalf<'_>,
     dst: &mut WriteHalf<'_>,
@@ -479,7 +479,46 @@ async fn chaos_direction(
     live: &LiveChaos<'_>,
     upstream: bool,
 ) -> io::Result<Option<Abort>> {
-    let mut carry = Vec::new();
+    // Only the generation and whether the chain is empty are kept across
+    // the await: the chain itself is rebuilt by `chaos_loop` if needed.
+    let (seen, plain) = {
+        let (seen, chain) = live.decide(upstream);
+        (seen, chain.is_empty())
+    };
+    let carry = if plain {
+        let generation = Some(Generation { cell: live.cell, seen });
+        let end = match mode {
+            CopyMode::Splice => super::splice::pump(src.as_ref(), dst.as_ref(), activity, generation).await?,
+            _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await?,
+        };
+        match end {
+            PumpEnd::Eof => return Ok(None),
+            PumpEnd::Abort(abort) => return Ok(Some(abort)),
+            PumpEnd::Switch(bytes) => bytes,
+            PumpEnd::Interrupted => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    Box::pin(chaos_loop(src, dst, activity, mode, live, upstream, carry)).await
+}
+
+/// [`chaos_direction`] from its first change on (or from its start when a
+/// policy acts on it at once), with `carry`, the bytes read and not yet
+/// written. A plain direction notices a change at each poll of a read and
+/// after each read (the bytes of that read go first under the new
+/// decision); a change pokes the route's connections awake, so one
+/// waiting for data notices too. A shaped one is woken by the change,
+/// writes what it holds and decides again.
+async fn chaos_loop(
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    activity: &Activity<'_>,
+    mode: CopyMode,
+    live: &LiveChaos<'_>,
+    upstream: bool,
+    mut carry: Vec<u8>,
+) -> io::Result<Option<Abort>> {
     loop {
         let watch = live.cell.watch();
         let (seen, chain) = live.decide(upstream);
@@ -487,6 +526,7 @@ async fn chaos_direction(
             if !carry.is_empty() {
                 dst.write_all(&carry).await?;
                 activity.moved(carry.len());
+                carry.clear();
             }
             let generation = Some(Generation { cell: live.cell, seen });
             match mode {

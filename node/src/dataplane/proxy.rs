@@ -67,7 +67,10 @@ pub async fn serve(
         if attempt > 0 {
             route.state.m.failovers.inc();
         }
-        if !route.chaos.is_empty() && !connect_chaos(&route, ordinal, idx as usize, &mut stopped).await {
+        // Boxed: only a route with policies pays for the wait's state.
+        if !route.chaos.is_empty()
+            && !Box::pin(connect_chaos(&route, ordinal, idx as usize, &mut stopped)).await
+        {
             return;
         }
         let t0 = Instant::now();

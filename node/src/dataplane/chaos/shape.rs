@@ -9,10 +9,10 @@
 //!   jitter, so delays pipeline rather than add up (Toxiproxy PR #47);
 //!   order is kept (a chunk never overtakes the one before it); stacked
 //!   latency toxics add.
-//! - bandwidth: a token bucket one slice deep: slices of at most a tenth of
-//!   a second's worth, each released when the previous one's bytes have
-//!   drained at `rate_kbps` × 1,000 bytes/s, so the rate holds exactly over
-//!   any span longer than a slice.
+//! - bandwidth: a token bucket one slice deep: slices of at most a
+//!   hundredth of a second's worth, each released when its bytes have
+//!   drained at `rate_kbps` × 1,000 bytes/s after the previous one's, so
+//!   the rate holds exactly over any span longer than a slice (10 ms).
 //! - slicer: the chunk cut into pieces of `average_size` ± `size_variation`
 //!   bytes, `delay_us` apart.
 //!
@@ -26,9 +26,9 @@
 //! - slow_close: the direction's end (FIN) is held `delay_ms`.
 //!
 //! The held bytes are bounded ([`Chain::hold_bytes`]): reading pauses when
-//! the ring is full, as a real link's window does. The ring is allocated at
-//! the direction's first byte: an idle connection holds none. Slices are
-//! released up to half a millisecond early (tokio's timer fires on whole
+//! the ring is full, as a real link's window does. The ring is allocated
+//! when the source first has data: an idle connection holds none. Slices are
+//! released up to a millisecond early (tokio's timer fires on whole
 //! milliseconds, rounding up): the median release is on time.
 //!
 //! When the route's policies change, the direction stops reading, writes
@@ -52,13 +52,18 @@ use crate::dataplane::copy::{Abort, Activity, PumpEnd, end_of_stream};
 
 /// Most bytes one read of a shaped direction takes (Toxiproxy's chunk).
 pub const CHUNK: usize = 32 * 1024;
-/// Bytes a shaped direction holds at most, unless a bandwidth toxic needs
-/// more to keep its rate (10 ms of it, up to [`MAX_HOLD`]).
+/// Bytes a shaped direction holds at most, unless a toxic needs more (see
+/// [`Chain::hold_bytes`]).
 pub const HOLD: usize = 256 * 1024;
 /// The most any shaped direction holds.
 pub const MAX_HOLD: usize = 8 * 1024 * 1024;
-/// How early a slice may be released (see the module doc).
-const EARLY: Duration = Duration::from_micros(500);
+/// Bytes per second a latency toxic's hold is sized for (10 Gbit/s).
+pub const WINDOW_RATE: u64 = 1_250_000_000;
+/// How early a slice may be released (see the module doc): tokio's timer
+/// rounds a deadline up to its next millisecond tick and fires after it,
+/// about a millisecond late on average, so aiming a millisecond early
+/// centres releases on their target.
+const EARLY: Duration = Duration::from_millis(1);
 
 /// One stage of the schedule.
 #[derive(Debug, Clone)]
@@ -107,7 +112,7 @@ impl Chain {
                     }),
                     ToxicKind::Bandwidth { rate_kbps } => {
                         let bytes_per_s = rate_kbps.saturating_mul(1000).max(1);
-                        let slice = (bytes_per_s / 10).clamp(1, CHUNK as u64) as usize;
+                        let slice = (bytes_per_s / 100).clamp(1, CHUNK as u64) as usize;
                         chain.stages.push(Stage::Bandwidth { bytes_per_s, slice, next_free: None })
                     }
                     ToxicKind::Slicer { average_size, size_variation, delay_us } => {
@@ -152,19 +157,24 @@ impl Chain {
             && self.slow_close.is_zero()
     }
 
-    /// The most bytes the direction holds: [`HOLD`], or 10 ms of the
-    /// fastest bandwidth stage's rate if more (at most [`MAX_HOLD`]).
+    /// The most bytes the direction holds: [`HOLD`], or more when a toxic
+    /// needs it (at most [`MAX_HOLD`]): 10 ms of the fastest bandwidth
+    /// stage's rate, so that the reader keeps ahead of its releases; and
+    /// [`WINDOW_RATE`] × the added latency, so that a delay caps a stream
+    /// no lower than a real link of that delay would with Linux's default
+    /// TCP windows (held bytes are the bytes in flight).
     pub fn hold_bytes(&self) -> usize {
-        let bw = self
-            .stages
-            .iter()
-            .filter_map(|s| match s {
-                Stage::Bandwidth { bytes_per_s, .. } => Some((bytes_per_s / 100) as usize),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        bw.clamp(HOLD, MAX_HOLD)
+        let mut bw = 0u64;
+        let mut latency = Duration::ZERO;
+        for s in &self.stages {
+            match s {
+                Stage::Bandwidth { bytes_per_s, .. } => bw = bw.max(bytes_per_s / 100),
+                Stage::Latency { latency: l, jitter, .. } => latency += *l + Duration::from_nanos(*jitter),
+                Stage::Slicer { .. } => {}
+            }
+        }
+        let window = (latency.as_secs_f64() * WINDOW_RATE as f64) as u64;
+        usize::try_from(bw.max(window)).unwrap_or(MAX_HOLD).clamp(HOLD, MAX_HOLD)
     }
 
     /// Schedules a chunk of `len` bytes received at `at`: appends its
@@ -411,8 +421,16 @@ impl Direction<'_, '_, '_> {
             // Read while there is room.
             let mut progressed = false;
             if !self.eof && !changed && self.limit_left != Some(0) {
-                self.allocate();
-                if self.ring.free() > 0 {
+                if self.ring.buf.is_empty() {
+                    // The ring waits for the first data (or end): an idle
+                    // connection holds none.
+                    match src.as_ref().poll_read_ready(cx) {
+                        Poll::Pending => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => self.allocate(),
+                    }
+                }
+                if !self.ring.buf.is_empty() && self.ring.free() > 0 {
                     let spare = self.ring.spare();
                     let take = spare.len().min(CHUNK);
                     let mut rb = ReadBuf::new(&mut spare[..take]);

@@ -70,7 +70,7 @@ fn latency_pipelines_from_receive_time_and_keeps_order() {
 }
 
 /// Bandwidth: the last byte of N bytes leaves exactly N / rate after the
-/// first arrived, in slices of at most a tenth of a second's worth.
+/// first arrived, in slices of at most a hundredth of a second's worth.
 #[test]
 fn bandwidth_releases_at_the_exact_rate() {
     for rate_kbps in [10u64, 100, 10_000, 1_000_000] {
@@ -87,7 +87,7 @@ fn bandwidth_releases_at_the_exact_rate() {
         let last = out.back().map(|(_, t)| *t - t0).expect("slices");
         let err = (last.as_secs_f64() - 2.0).abs() / 2.0;
         assert!(err < 0.001, "{rate_kbps} kB/s: {total} bytes take {last:?}");
-        let slice = (rate_kbps * 100).clamp(1, CHUNK as u64) as usize;
+        let slice = (rate_kbps * 10).clamp(1, CHUNK as u64) as usize;
         assert!(out.iter().all(|(n, _)| *n <= slice), "{rate_kbps}: slices of at most {slice}");
         assert_eq!(out.iter().map(|(n, _)| *n as u64).sum::<u64>(), total);
     }
@@ -234,4 +234,16 @@ async fn latency_delays_each_round_trip_once() -> io::Result<()> {
         assert!(rtt >= ms(49) && rtt < ms(150), "round trip {i}: {rtt:?}");
     }
     Ok(())
+}
+
+/// The bytes held are sized for the toxics: a latency toxic's window is
+/// 10 Gbit/s × its delay (a 1 ms toxic must not cap a stream at 256 KiB
+/// per millisecond), within the bounds.
+#[test]
+fn the_hold_is_sized_for_latency_and_bandwidth() {
+    let hold = |toxics| chain(toxics, false).hold_bytes();
+    assert_eq!(hold(serde_json::json!([{"kind": {"slow_close": {"delay_ms": 1}}}])), HOLD);
+    assert_eq!(hold(serde_json::json!([{"kind": {"latency": {"latency_ms": 1}}}])), 1_250_000);
+    assert_eq!(hold(serde_json::json!([{"kind": {"latency": {"latency_ms": 100}}}])), MAX_HOLD);
+    assert_eq!(hold(serde_json::json!([{"kind": {"bandwidth": {"rate_kbps": 500000}}}])), 5_000_000);
 }

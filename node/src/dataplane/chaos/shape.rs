@@ -27,7 +27,9 @@
 //!
 //! The held bytes are bounded ([`Chain::hold_bytes`]): reading pauses when
 //! the ring is full, as a real link's window does. The ring is allocated
-//! when the source first has data: an idle connection holds none. Slices are
+//! when the source first has data (an idle connection holds none), at
+//! 4 KiB, and doubles when it fills, up to the hold: small exchanges keep
+//! a small one. Slices are
 //! released up to a millisecond early (tokio's timer fires on whole
 //! milliseconds, rounding up): the median release is on time.
 //!
@@ -55,6 +57,9 @@ pub const CHUNK: usize = 32 * 1024;
 /// Bytes a shaped direction holds at most, unless a toxic needs more (see
 /// [`Chain::hold_bytes`]).
 pub const HOLD: usize = 256 * 1024;
+/// The ring a shaped direction starts with; it doubles as needed, up to
+/// its hold.
+pub const RING_START: usize = 4 * 1024;
 /// The most any shaped direction holds.
 pub const MAX_HOLD: usize = 8 * 1024 * 1024;
 /// Bytes per second a latency toxic's hold is sized for (10 Gbit/s).
@@ -276,6 +281,16 @@ impl Ring {
         &self.buf[self.head..self.head + n]
     }
 
+    /// Moves the held bytes, in order, to a new ring of `cap` bytes.
+    fn grow(&mut self, cap: usize) {
+        let mut buf = vec![0u8; cap].into_boxed_slice();
+        let first = self.len.min(self.buf.len() - self.head);
+        buf[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+        buf[first..self.len].copy_from_slice(&self.buf[..self.len - first]);
+        self.buf = buf;
+        self.head = 0;
+    }
+
     fn consume(&mut self, n: usize) {
         self.head = (self.head + n) % self.buf.len().max(1);
         self.len -= n;
@@ -309,6 +324,7 @@ pub async fn pump(
     let mut d = Direction {
         ring: Ring::default(),
         hold: shaped.chain.hold_bytes(),
+        filled_spare: false,
         slices: VecDeque::new(),
         timeout_at: shaped.chain.timeout.flatten().map(|t| start + t),
         drop_data: shaped.chain.timeout.is_some(),
@@ -322,8 +338,7 @@ pub async fn pump(
         metrics: shaped.metrics,
     };
     if !carried.is_empty() {
-        d.allocate();
-        // The ring holds at least HOLD bytes, more than any carried read.
+        d.allocate(carried.len());
         let n = carried.len().min(d.ring.buf.len());
         d.ring.spare()[..n].copy_from_slice(&carried[..n]);
         d.received(n, start);
@@ -335,6 +350,8 @@ pub async fn pump(
 struct Direction<'a, 'b, 'w> {
     ring: Ring,
     hold: usize,
+    /// The last read filled all the room the ring had.
+    filled_spare: bool,
     slices: VecDeque<(usize, Instant)>,
     timeout_at: Option<Instant>,
     drop_data: bool,
@@ -349,11 +366,25 @@ struct Direction<'a, 'b, 'w> {
 }
 
 impl Direction<'_, '_, '_> {
-    fn allocate(&mut self) {
+    /// Allocates the ring, [`RING_START`] bytes (or `at_least`), at most
+    /// the hold.
+    fn allocate(&mut self, at_least: usize) {
         if self.ring.buf.is_empty() {
-            self.ring.buf = vec![0u8; self.hold].into_boxed_slice();
+            self.ring.buf =
+                vec![0u8; RING_START.max(at_least).min(self.hold.max(at_least))].into_boxed_slice();
             self.activity.allocated();
         }
+    }
+
+    /// Doubles the ring, up to the hold, when it is full or the last read
+    /// filled all the room it had (more is waiting): small exchanges keep
+    /// a small ring, a bulk or delayed stream grows it in a few steps.
+    fn grow_if_needed(&mut self) {
+        let cap = self.ring.buf.len();
+        if cap < self.hold && (self.ring.free() == 0 || self.filled_spare) {
+            self.ring.grow((cap * 2).min(self.hold));
+        }
+        self.filled_spare = false;
     }
 
     fn poll(
@@ -427,8 +458,11 @@ impl Direction<'_, '_, '_> {
                     match src.as_ref().poll_read_ready(cx) {
                         Poll::Pending => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Ready(Ok(())) => self.allocate(),
+                        Poll::Ready(Ok(())) => self.allocate(0),
                     }
+                }
+                if !self.ring.buf.is_empty() {
+                    self.grow_if_needed();
                 }
                 if !self.ring.buf.is_empty() && self.ring.free() > 0 {
                     let spare = self.ring.spare();
@@ -440,6 +474,7 @@ impl Direction<'_, '_, '_> {
                         Poll::Ready(Ok(())) => {
                             progressed = true;
                             let n = rb.filled().len();
+                            self.filled_spare = n == take && take < CHUNK;
                             if n == 0 {
                                 self.eof = true;
                             } else {

@@ -28,7 +28,7 @@
 //! The held bytes are bounded ([`Chain::hold_bytes`]): reading pauses when
 //! the ring is full, as a real link's window does. The ring is allocated
 //! when the source first has data (an idle connection holds none), at
-//! 4 KiB, and doubles when it fills, up to the hold: small exchanges keep
+//! 1 KiB, and doubles when it fills, up to the hold: small exchanges keep
 //! a small one. Slices are
 //! released up to a millisecond early (tokio's timer fires on whole
 //! milliseconds, rounding up): the median release is on time.
@@ -59,7 +59,7 @@ pub const CHUNK: usize = 32 * 1024;
 pub const HOLD: usize = 256 * 1024;
 /// The ring a shaped direction starts with; it doubles as needed, up to
 /// its hold.
-pub const RING_START: usize = 4 * 1024;
+pub const RING_START: usize = 1024;
 /// The most any shaped direction holds.
 pub const MAX_HOLD: usize = 8 * 1024 * 1024;
 /// Bytes per second a latency toxic's hold is sized for (10 Gbit/s).

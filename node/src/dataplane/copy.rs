@@ -264,9 +264,17 @@ pub async fn copy(
         let (mut client_rd, mut client_wr) = client.split();
         let (mut server_rd, mut server_wr) = server.split();
         if let Some(live) = chaos {
-            let up = chaos_direction(&mut client_rd, &mut server_wr, &up_activity, mode, live, true);
-            let down = chaos_direction(&mut server_rd, &mut client_wr, &down_activity, mode, live, false);
-            let r = join_directions(up, down).await;
+            // Built inside the join: a future moved into another still
+            // holds its space in the async state, and every connection's
+            // task is as big as that state.
+            let r = match tokio::try_join!(
+                chaos_direction(&mut client_rd, &mut server_wr, &up_activity, mode, live, true),
+                chaos_direction(&mut server_rd, &mut client_wr, &down_activity, mode, live, false)
+            ) {
+                Ok(_) => Ok(None),
+                Err(DirEnd::Abort(abort)) => Ok(Some(abort)),
+                Err(DirEnd::Io(e)) => Err(e),
+            };
             if let Ok(Some(Abort::Reset)) = r {
                 // close(2) with a zero linger sends a RST instead of a FIN.
                 for s in [client_rd.as_ref(), server_rd.as_ref()] {
@@ -478,7 +486,7 @@ async fn chaos_direction(
     mode: CopyMode,
     live: &LiveChaos<'_>,
     upstream: bool,
-) -> io::Result<Option<Abort>> {
+) -> Result<(), DirEnd> {
     // Only the generation and whether the chain is empty are kept across
     // the await: the chain itself is rebuilt by `chaos_loop` if needed.
     let (seen, plain) = {
@@ -492,8 +500,8 @@ async fn chaos_direction(
             _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await?,
         };
         match end {
-            PumpEnd::Eof => return Ok(None),
-            PumpEnd::Abort(abort) => return Ok(Some(abort)),
+            PumpEnd::Eof => return Ok(()),
+            PumpEnd::Abort(abort) => return Err(DirEnd::Abort(abort)),
             PumpEnd::Switch(bytes) => bytes,
             PumpEnd::Interrupted => Vec::new(),
         }
@@ -518,7 +526,7 @@ async fn chaos_loop(
     live: &LiveChaos<'_>,
     upstream: bool,
     mut carry: Vec<u8>,
-) -> io::Result<Option<Abort>> {
+) -> Result<(), DirEnd> {
     loop {
         let watch = live.cell.watch();
         let (seen, chain) = live.decide(upstream);
@@ -547,39 +555,26 @@ async fn chaos_loop(
             .await?
         };
         match end {
-            PumpEnd::Eof => return Ok(None),
-            PumpEnd::Abort(abort) => return Ok(Some(abort)),
+            PumpEnd::Eof => return Ok(()),
+            PumpEnd::Abort(abort) => return Err(DirEnd::Abort(abort)),
             PumpEnd::Switch(bytes) => carry = bytes,
             PumpEnd::Interrupted => {}
         }
     }
 }
 
-/// Runs both directions until both end, or until one fails or aborts the
-/// connection.
-async fn join_directions(
-    up: impl Future<Output = io::Result<Option<Abort>>>,
-    down: impl Future<Output = io::Result<Option<Abort>>>,
-) -> io::Result<Option<Abort>> {
-    let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
-    let (mut up_done, mut down_done) = (false, false);
-    std::future::poll_fn(|cx| {
-        for (fut, done) in
-            [(up.as_mut() as Pin<&mut dyn Future<Output = _>>, &mut up_done), (down.as_mut(), &mut down_done)]
-        {
-            if *done {
-                continue;
-            }
-            if let Poll::Ready(r) = fut.poll(cx) {
-                match r {
-                    Ok(None) => *done = true,
-                    other => return Poll::Ready(other),
-                }
-            }
-        }
-        if up_done && down_done { Poll::Ready(Ok(None)) } else { Poll::Pending }
-    })
-    .await
+/// Why a direction under chaos ended the connection: an I/O error, or a
+/// toxic (ending the join at once, as an error does).
+#[derive(Debug)]
+enum DirEnd {
+    Io(io::Error),
+    Abort(Abort),
+}
+
+impl From<io::Error> for DirEnd {
+    fn from(e: io::Error) -> Self {
+        DirEnd::Io(e)
+    }
 }
 
 /// Reads of a direction after which [`send_before_fin`] stops looking for

@@ -49,6 +49,8 @@ Options:
   -h, --help                   this text
 
 Environment:
+  PHASES="mem off lat bw shaped"   the phases to run, in the order given (the
+                      report marks the others "info", no data)
   FERRYD=target/release/ferryd   ferryd binary (relative to the repo root);
                       needs chaos on traffic (protocol 5)
   BINARY_WAIT=0       wait up to this many seconds for FERRYD to appear
@@ -133,6 +135,10 @@ FERRYD=${FERRYD:-target/release/ferryd}
 OUT=${OUT:-target/bench}
 KEEP_TMP=${KEEP_TMP:-0}
 NO_INSTALL=${NO_INSTALL:-0}
+PHASES=${PHASES:-mem off lat bw shaped}
+for ph in $PHASES; do
+    case "$ph" in mem|off|lat|bw|shaped) ;; *) die "PHASES: unknown phase '$ph' (mem off lat bw shaped)" ;; esac
+done
 
 for v in DURATION OFF_ROUNDS LAT_ROUNDS LAT_DURATION LAT_RATE LAT_CONNS BW_ROUNDS BW_DURATION SHAPE_ROUNDS \
          MEM_ROUNDS IDLE_CONNS IDLE_HOLD WRK_THREADS WRK_CONNS SETTLE WAIT_IDLE NOISY_RETRIES READY_TIMEOUT BINARY_WAIT; do
@@ -715,11 +721,15 @@ phase_shaped() {
     policy_delete lat1ms lat1
 }
 
-phase_memory
-phase_off
-phase_latency
-phase_bandwidth
-phase_shaped
+for ph in $PHASES; do
+    case "$ph" in
+        mem) phase_memory ;;
+        off) phase_off ;;
+        lat) phase_latency ;;
+        bw) phase_bandwidth ;;
+        shaped) phase_shaped ;;
+    esac
+done
 
 proc_status_kib "$FERRY_PID" VmHWM >"$RAW/ferry_hwm_kib" 2>/dev/null || true
 api GET /metrics >"$RAW/metrics.txt" 2>/dev/null || true
@@ -748,6 +758,7 @@ stop_ferry
     echo "wrk_threads=$WRK_THREADS"
     echo "wrk_conns=$WRK_CONNS"
     echo "wait_idle=$WAIT_IDLE"
+    echo "phases=$PHASES"
     echo "loadavg_start=$loadavg"
     echo "cpu_busy_pct_start=$busy_start"
     echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -439,7 +439,7 @@ def main():
         f"bandwidth {meta.get('bw_duration', '')}s x {meta.get('bw_rounds', '')}; "
         f"shaped {meta.get('duration', '')}s x {meta.get('shape_rounds', '')}; "
         f"memory {meta.get('idle_conns', '')} conns x {meta.get('mem_rounds', '')} ABBA rounds\n"
-        f"WAIT_IDLE={meta.get('wait_idle', '0')}; CPU busy before start {meta.get('cpu_busy_pct_start', '?')}%; "
+        f"phases {meta.get('phases', 'mem off lat bw shaped')}; WAIT_IDLE={meta.get('wait_idle', '0')}; CPU busy before start {meta.get('cpu_busy_pct_start', '?')}%; "
         f"loadavg start {meta.get('loadavg_start', '')} end {meta.get('loadavg_end', '')}\n"
         f"ferryd {meta.get('ferryd', '')}: {meta.get('ferryd_info', '')}\n"
         f"{meta.get('versions', '')}\n"

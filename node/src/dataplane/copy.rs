@@ -147,7 +147,7 @@ const FLUSH_BYTES: u64 = 256 * 1024;
 /// ...and about the longest they may wait, so trickling connections and a
 /// burst followed by silence still show: a move this long after the last
 /// flush flushes at once, and the copy's timer flushes what a connection
-/// moved in its last second (see [`copy_bidirectional`]).
+/// moved in its last second (see [`copy`]).
 const FLUSH_MS: u64 = 1_000;
 
 /// Byte accounting and idle tracking of one direction. Its own atomics are
@@ -232,18 +232,7 @@ impl Drop for Activity<'_> {
 }
 
 /// Copies between `client` and `server` until both directions end, an error,
-/// or `idle` without traffic.
-pub async fn copy_bidirectional(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
-    idle: Duration,
-    counters: CopyCounters<'_>,
-    mode: CopyMode,
-) -> CopyOutcome {
-    copy(client, server, idle, counters, mode, None).await
-}
-
-/// [`copy_bidirectional`], shaped by the chaos policies of `chaos` when
+/// or `idle` without traffic; shaped by the chaos policies of `chaos` when
 /// given: each direction runs the plain copy while no policy hits it, and
 /// the shaped copy (`chaos::shape`) while some do, moving between the two
 /// when the route's policies change (see [`chaos_direction`]).
@@ -495,11 +484,7 @@ async fn chaos_direction(
     };
     let carry = if plain {
         let generation = Some(Generation { cell: live.cell, seen });
-        let end = match mode {
-            CopyMode::Splice => super::splice::pump(src.as_ref(), dst.as_ref(), activity, generation).await?,
-            _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await?,
-        };
-        match end {
+        match plain_pump(src, dst, activity, mode, generation).await? {
             PumpEnd::Eof => return Ok(()),
             PumpEnd::Abort(abort) => return Err(DirEnd::Abort(abort)),
             PumpEnd::Switch(bytes) => bytes,
@@ -536,13 +521,7 @@ async fn chaos_loop(
                 activity.moved(carry.len());
                 carry.clear();
             }
-            let generation = Some(Generation { cell: live.cell, seen });
-            match mode {
-                CopyMode::Splice => {
-                    super::splice::pump(src.as_ref(), dst.as_ref(), activity, generation).await?
-                }
-                _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await?,
-            }
+            plain_pump(src, dst, activity, mode, Some(Generation { cell: live.cell, seen })).await?
         } else {
             let shaped = Shaped { chain, activity, watch: &watch, metrics: live.metrics };
             let carried = std::mem::take(&mut carry);
@@ -560,6 +539,21 @@ async fn chaos_loop(
             PumpEnd::Switch(bytes) => carry = bytes,
             PumpEnd::Interrupted => {}
         }
+    }
+}
+
+/// The plain copy of one direction in `mode` (splice, or the userspace
+/// pump, auto moving to splice on bulk).
+async fn plain_pump(
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
+    activity: &Activity<'_>,
+    mode: CopyMode,
+    generation: Option<Generation<'_>>,
+) -> io::Result<PumpEnd> {
+    match mode {
+        CopyMode::Splice => super::splice::pump(src.as_ref(), dst.as_ref(), activity, generation).await,
+        _ => pump(src, dst, activity, mode == CopyMode::Auto, generation).await,
     }
 }
 
@@ -650,6 +644,17 @@ pub(crate) async fn wait_for_data(src: &TcpStream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain copy (no chaos), as a peer hop runs it.
+    async fn copy_bidirectional(
+        client: &mut TcpStream,
+        server: &mut TcpStream,
+        idle: Duration,
+        counters: CopyCounters<'_>,
+        mode: CopyMode,
+    ) -> CopyOutcome {
+        copy(client, server, idle, counters, mode, None).await
+    }
     use crate::dataplane::lazy::CountingWaker;
     use tokio::net::TcpListener;
 

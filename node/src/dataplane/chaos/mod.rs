@@ -282,11 +282,6 @@ impl ChaosCell {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The policies in effect now.
-    pub fn current(&self) -> Arc<RouteChaos> {
-        self.current.load_full()
-    }
-
     /// `f` of the policies in effect now, without taking a reference count
     /// (a connection start on both cores would contend on it).
     pub fn with_current<R>(&self, f: impl FnOnce(&RouteChaos) -> R) -> R {

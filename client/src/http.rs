@@ -191,7 +191,7 @@ impl AdminClient {
         self.call::<serde_json::Value>("POST", "/v1/leave", None, None).await.map(|_| ())
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,

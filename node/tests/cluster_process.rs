@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use common::{Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
-use ferry_client::api::Status;
+use ferry_client::api::{Role, Status};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -245,7 +245,7 @@ snapshot_logs = {snapshot_logs}
             let mut leading = Vec::new();
             for &id in among {
                 let raft = self.status(id).await?.raft.context("no raft status")?;
-                if raft.role == "leader" {
+                if raft.role == Role::Leader {
                     leading.push(id);
                 }
                 named.push(raft.leader_id);

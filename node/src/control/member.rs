@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
+use ferry_client::api::{GossipState, RaftMembership};
 use ferry_gossip::GossipHandle;
 use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
@@ -357,15 +358,18 @@ impl MemberHandle {
                     name: info.name.clone(),
                     cluster_addr: info.cluster_addr.clone(),
                     admin_addr: info.admin_addr.clone(),
-                    ..member_row(*id, if voters.contains(id) { "voter" } else { "learner" })
+                    ..member_row(
+                        *id,
+                        if voters.contains(id) { RaftMembership::Voter } else { RaftMembership::Learner },
+                    )
                 },
             );
         }
         for status in view.iter().flat_map(|v| v.members.values()) {
             let i = &status.identity;
-            let row = rows.entry(i.id).or_insert_with(|| member_row(i.id, "none"));
+            let row = rows.entry(i.id).or_insert_with(|| member_row(i.id, RaftMembership::None));
             row.name.clone_from(&i.name);
-            row.state = Some(status.state.as_str().to_string());
+            row.state = Some(gossip_state(status.state));
             row.gossip_addr = Some(i.gossip_addr.to_string());
             row.incarnation = Some(i.incarnation);
             row.cluster_addr = i.cluster_addr.to_string();
@@ -378,7 +382,7 @@ impl MemberHandle {
         }
         let mut probes = tokio::task::JoinSet::new();
         for row in rows.values_mut() {
-            let up = row.state.as_deref().is_none_or(|s| s == "alive" || s == "suspect");
+            let up = row.state.is_none_or(GossipState::is_up);
             if row.id == self.node_id {
                 row.applied_index = m.last_applied.map(|l| l.index);
             } else if up && !row.cluster_addr.is_empty() {
@@ -421,7 +425,18 @@ impl MemberHandle {
 }
 
 /// A `/v1/members` row knowing only the id and the Raft role.
-fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
+/// The API's name for a gossip state.
+fn gossip_state(state: ferry_gossip::view::MemberState) -> GossipState {
+    use ferry_gossip::MemberState as S;
+    match state {
+        S::Alive => GossipState::Alive,
+        S::Suspect => GossipState::Suspect,
+        S::Down => GossipState::Down,
+        S::Left => GossipState::Left,
+    }
+}
+
+fn member_row(id: NodeId, raft: RaftMembership) -> ferry_client::api::Member {
     ferry_client::api::Member {
         id,
         name: String::new(),
@@ -430,7 +445,7 @@ fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
         incarnation: None,
         cluster_addr: String::new(),
         admin_addr: String::new(),
-        raft: raft.to_string(),
+        raft,
         applied_index: None,
         version: None,
         protocol: None,

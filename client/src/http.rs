@@ -16,7 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::RouteSpec;
-use crate::api::{ErrorBody, Member, RemoveResult, RouteStatus, Status, WriteResult};
+use crate::api::{
+    ChaosPolicyStatus, ErrorBody, JoinRequest, JoinResult, Member, RemoveResult, RouteStatus, Status, WriteResult,
+};
+use crate::chaos::ChaosPolicy;
 
 /// Largest response read (a route list of a big cluster fits easily).
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
@@ -261,9 +264,7 @@ impl AdminClient {
         wait: Duration,
         stale: bool,
     ) -> Result<Indexed<RouteStatus>, ClientError> {
-        let stale = if stale { "&consistency=stale" } else { "" };
-        let path = format!("/v1/routes/{name}?index={index}&wait={}ms{stale}", wait.as_millis());
-        self.call("GET", &path, None, None).await
+        self.call("GET", &blocking(&format!("/v1/routes/{name}"), index, wait, stale), None, None).await
     }
 
     /// `GET /v1/routes`.
@@ -306,6 +307,60 @@ impl AdminClient {
     /// `POST /v1/leave`: the node leaves the cluster and stops.
     pub async fn leave(&self) -> Result<(), ClientError> {
         self.call::<serde_json::Value>("POST", "/v1/leave", None, None).await.map(|_| ())
+    }
+
+    /// `GET /v1/routes?index=N&wait=<ms>ms`: a blocking query on the
+    /// route list (see [`AdminClient::route_after`]).
+    pub async fn routes_after(
+        &self,
+        index: u64,
+        wait: Duration,
+        stale: bool,
+    ) -> Result<Indexed<Vec<RouteStatus>>, ClientError> {
+        self.call("GET", &blocking("/v1/routes", index, wait, stale), None, None).await
+    }
+
+    /// `GET /v1/chaos`.
+    pub async fn chaos_policies(&self, stale: bool) -> Result<Indexed<Vec<ChaosPolicyStatus>>, ClientError> {
+        let q = if stale { "?consistency=stale" } else { "" };
+        self.call("GET", &format!("/v1/chaos{q}"), None, None).await
+    }
+
+    /// `GET /v1/chaos?index=N&wait=<ms>ms`: a blocking query on the policy
+    /// list (see [`AdminClient::route_after`]).
+    pub async fn chaos_after(
+        &self,
+        index: u64,
+        wait: Duration,
+        stale: bool,
+    ) -> Result<Indexed<Vec<ChaosPolicyStatus>>, ClientError> {
+        self.call("GET", &blocking("/v1/chaos", index, wait, stale), None, None).await
+    }
+
+    /// `GET /v1/chaos/{name}`.
+    pub async fn chaos_policy(&self, name: &str, stale: bool) -> Result<Indexed<ChaosPolicyStatus>, ClientError> {
+        let q = if stale { "?consistency=stale" } else { "" };
+        self.call("GET", &format!("/v1/chaos/{name}{q}"), None, None).await
+    }
+
+    /// `PUT /v1/chaos/{name}`.
+    pub async fn put_chaos(&self, policy: &ChaosPolicy, opts: WriteOpts) -> Result<WriteResult, ClientError> {
+        let body = json(self.addr(), policy)?;
+        let path = format!("/v1/chaos/{}{}", policy.name, cas(opts));
+        Ok(self.call("PUT", &path, Some(body), opts.request_id).await?.value)
+    }
+
+    /// `DELETE /v1/chaos/{name}`.
+    pub async fn delete_chaos(&self, name: &str, opts: WriteOpts) -> Result<WriteResult, ClientError> {
+        let path = format!("/v1/chaos/{name}{}", cas(opts));
+        Ok(self.call("DELETE", &path, None, opts.request_id).await?.value)
+    }
+
+    /// `POST /v1/join`: the node joins the gossip of the members at `addrs`
+    /// (`host:port` gossip addresses).
+    pub async fn join(&self, addrs: &[String]) -> Result<JoinResult, ClientError> {
+        let body = json(self.addr(), &JoinRequest { addrs: addrs.to_vec() })?;
+        Ok(self.call("POST", "/v1/join", Some(body), None).await?.value)
     }
 
     pub(crate) async fn call<T: DeserializeOwned>(
@@ -398,6 +453,12 @@ impl AdminClient {
         }
         Ok(answer)
     }
+}
+
+/// `path?index=N&wait=<ms>ms[&consistency=stale]`.
+fn blocking(path: &str, index: u64, wait: Duration, stale: bool) -> String {
+    let stale = if stale { "&consistency=stale" } else { "" };
+    format!("{path}?index={index}&wait={}ms{stale}", wait.as_millis())
 }
 
 fn cas(opts: WriteOpts) -> String {
@@ -628,6 +689,39 @@ mod tests {
         assert!(sent.starts_with("POST /v1/x?y=1 HTTP/1.1\r\n"), "{sent}");
         assert!(sent.contains("X-A: b\r\n") && sent.contains("Content-Type: application/json"), "{sent}");
         assert!(matches!(r.into_result::<serde_json::Value>(), Err(ClientError::Api { status: 404, .. })));
+    }
+
+    #[tokio::test]
+    async fn join_posts_the_gossip_addresses_and_reads_the_result() {
+        let (addr, req) = serve_once(answer("200 OK", r#"{"node_id":7,"joined":["127.0.0.2:7946"]}"#)).await;
+        let r = AdminClient::new(addr).join(&["n2.example:7946".to_string()]).await;
+        assert_eq!(r, Ok(JoinResult { node_id: 7, joined: vec!["127.0.0.2:7946".into()] }));
+        let req = req.await.expect("request");
+        assert!(req.starts_with("POST /v1/join HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Content-Type: application/json\r\n"), "{req}");
+        assert!(req.ends_with(r#"{"addrs":["n2.example:7946"]}"#), "{req}");
+    }
+
+    #[tokio::test]
+    async fn chaos_and_list_blocking_queries_send_their_paths() {
+        let (addr, req) = serve_once(answer("200 OK", "[]")).await;
+        let r = AdminClient::new(addr).chaos_after(4, Duration::from_secs(2), false).await;
+        assert_eq!(r.map(|r| r.value.len()), Ok(0));
+        assert!(req.await.expect("request").starts_with("GET /v1/chaos?index=4&wait=2000ms HTTP/1.1\r\n"));
+        let (addr, req) = serve_once(answer("200 OK", "[]")).await;
+        let r = AdminClient::new(addr).routes_after(9, Duration::from_millis(300), true).await;
+        assert_eq!(r.map(|r| r.index), Ok(7));
+        let sent = req.await.expect("request");
+        assert!(sent.starts_with("GET /v1/routes?index=9&wait=300ms&consistency=stale HTTP/1.1\r\n"), "{sent}");
+
+        let policy: ChaosPolicy =
+            serde_json::from_str(r#"{"name":"slow","toxics":[{"kind":{"refuse":{}}}]}"#).expect("policy");
+        let (addr, req) = serve_once(answer("200 OK", r#"{"index":8,"revision":8}"#)).await;
+        let r = AdminClient::new(addr).put_chaos(&policy, WriteOpts { cas: Some(0), request_id: None }).await;
+        assert_eq!(r, Ok(WriteResult { index: 8, revision: 8 }));
+        let sent = req.await.expect("request");
+        assert!(sent.starts_with("PUT /v1/chaos/slow?cas=0 HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains(r#""name":"slow""#), "{sent}");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
 //!   across versions.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
+//! - `toml_input` (feature `toml`): `[[routes]]` read from TOML, every
+//!   problem with its path and line (ferryd's config, ferryctl's files).
+//!
+//! The binary `ferryctl` (feature `cli`, on by default) is the operator's
+//! command line, built on `AdminClient`.
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
@@ -27,6 +32,8 @@ pub mod listen;
 pub mod name;
 pub mod route;
 pub mod selfdesc;
+#[cfg(feature = "toml")]
+pub mod toml_input;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

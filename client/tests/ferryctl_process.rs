@@ -1,0 +1,559 @@
+//! The real `ferryctl` against a real three-node cluster of `ferryd`
+//! processes (gossip, `--bootstrap-expect 3`, a token for writes): every
+//! command in table and JSON output, each exit status with its error
+//! class, `--addr` failover past a closed port, the token and its
+//! environment variables, and `watch` printing a change made through
+//! another node.
+//!
+//! Node i runs on 127.0.N.i with ferryd's default ports (gossip 7946,
+//! cluster 7947, admin 7948); N differs per cluster (`next_net`). ferryd is
+//! a binary of ferry-node, found next to ferryctl in the target dir. Every
+//! process is spawned here and killed by its own handle when its guard
+//! drops.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+/// Longest wait for a cluster to form, a change to show, a process to end.
+const SETTLE: Duration = Duration::from_secs(30);
+/// Longest run of one ferryctl command.
+const RUN: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+const TOKEN: &str = "s3cret-token";
+
+fn ferryctl() -> &'static str {
+    env!("CARGO_BIN_EXE_ferryctl")
+}
+
+/// `ferryd`, built into the same target dir as ferryctl.
+fn ferryd() -> Result<PathBuf> {
+    let dir = Path::new(ferryctl()).parent().context("ferryctl has no directory")?;
+    let path = dir.join("ferryd");
+    ensure!(
+        path.exists(),
+        "{} is missing: build it: cargo build -p ferry-node --bin ferryd (cargo test --workspace does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A distinct 127.0.N.0/24 per cluster (N ≥ 1), varied by process id with
+/// other multipliers than the other process tests'.
+fn next_net() -> u8 {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let n = std::process::id().wrapping_mul(17).wrapping_add(SEQ.fetch_add(1, Relaxed) * 67 + 101);
+    (1 + n % 250) as u8
+}
+
+fn ip(net: u8, i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, net, i))
+}
+
+/// A child process killed (by its own handle) and reaped on drop; output in
+/// files.
+struct Proc {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, dir: &Path, log: &str) -> Result<Self> {
+        let stdout = dir.join(format!("{log}.stdout"));
+        let stderr = dir.join(format!("{log}.stderr"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("spawning {log}"))?;
+        Ok(Self { child, stdout, stderr })
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait(&mut self, within: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                bail!("still running after {within:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// SIGINT, as Ctrl-C sends it (refused once reaped: the PID may be
+    /// another process's by then).
+    fn interrupt(&mut self) -> Result<()> {
+        ensure!(self.child.try_wait()?.is_none(), "already exited");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What one ferryctl run gave.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Result<Self> {
+        ensure!(self.code == 0, "exit {}: {}{}", self.code, self.stdout, self.stderr);
+        Ok(self)
+    }
+
+    fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.stdout).with_context(|| format!("not JSON: {}", self.stdout))
+    }
+
+    fn exits(self, code: i32, stderr_has: &str) -> Result<Self> {
+        ensure!(
+            self.code == code && self.stderr.contains(stderr_has),
+            "expected exit {code} with {stderr_has:?} on stderr, got {}: stdout {:?} stderr {:?}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        Ok(self)
+    }
+}
+
+/// Three gossip nodes that formed a cluster with a token for writes.
+/// Fields drop in order: processes before their dir.
+struct Cluster {
+    procs: Vec<Option<Proc>>,
+    net: u8,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Result<Self> {
+        let bin = ferryd()?;
+        let net = (0..20)
+            .map(|_| next_net())
+            .find(|net| {
+                (1..=3u8).all(|i| {
+                    [7946, 7947, 7948].iter().all(|p| TcpListener::bind(SocketAddr::new(ip(*net, i), *p)).is_ok())
+                })
+            })
+            .context("no free 127.0.N.0/24")?;
+        let dir = tempfile::Builder::new().prefix("ferryctl-process-").tempdir()?;
+        let token = dir.path().join("token");
+        fs::write(&token, format!("{TOKEN}\n"))?;
+        let config = dir.path().join("ferryd.toml");
+        fs::write(&config, format!("[admin]\ntoken_file = {:?}\n", token.display().to_string()))?;
+        let mut c = Self { procs: Vec::new(), net, dir };
+        let seeds: Vec<String> = (1..=3).map(|i| ip(net, i).to_string()).collect();
+        for i in 1..=3u8 {
+            let data = c.dir.path().join(format!("n{i}"));
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--config", config.to_str().context("path")?])
+                .args(["--name", &format!("n{i}"), "--bind", &ip(net, i).to_string()])
+                .args(["--data-dir", data.to_str().context("path")?])
+                .args(["--bootstrap-expect", "3", "--join", &seeds.join(","), "--gossip-profile", "fast"])
+                .env("RUST_LOG", "info")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+            c.procs.push(Some(Proc::spawn(&mut cmd, c.dir.path(), &format!("n{i}"))?));
+        }
+        // Formed: every node lists three alive voters.
+        for i in 1..=3 {
+            c.poll(&format!("three alive voters seen by n{i}"), || {
+                let ms = c.ctl(&["members", "-o", "json", "--addr", &c.admin(i)])?.ok()?.json()?;
+                let voters = ms
+                    .as_array()
+                    .context("an array")?
+                    .iter()
+                    .filter(|m| m["raft"] == "voter" && m["state"] == "alive")
+                    .count();
+                ensure!(voters == 3, "{ms}");
+                Ok(())
+            })?;
+        }
+        Ok(c)
+    }
+
+    fn admin(&self, i: u8) -> String {
+        SocketAddr::new(ip(self.net, i), 7948).to_string()
+    }
+
+    fn proc(&mut self, i: u8) -> Result<&mut Proc> {
+        self.procs[usize::from(i) - 1].as_mut().with_context(|| format!("n{i} is not running"))
+    }
+
+    /// Runs ferryctl with `args` (after `--addr` of node 1 unless `args`
+    /// name one) and `env`, bounded.
+    fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Out> {
+        let mut cmd = Command::new(ferryctl());
+        if !args.iter().any(|a| a.starts_with("--addr")) && !env.iter().any(|(k, _)| *k == "FERRY_HTTP_ADDR") {
+            cmd.args(["--addr", &self.admin(1)]);
+        }
+        cmd.args(args)
+            .env_remove("FERRY_HTTP_ADDR")
+            .env_remove("FERRY_HTTP_TOKEN")
+            .env_remove("FERRY_HTTP_TOKEN_FILE")
+            .envs(env.iter().copied());
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let log = format!("ctl-{}", SEQ.fetch_add(1, Relaxed));
+        let mut p = Proc::spawn(&mut cmd, self.dir.path(), &log)?;
+        let status = p.wait(RUN).with_context(|| format!("ferryctl {args:?}"))?;
+        Ok(Out { code: status.code().unwrap_or(-1), stdout: p.stdout(), stderr: p.stderr() })
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<Out> {
+        self.ctl_env(args, &[])
+    }
+
+    /// `ctl` with the token.
+    fn write(&self, args: &[&str]) -> Result<Out> {
+        self.ctl_env(args, &[("FERRY_HTTP_TOKEN", TOKEN)])
+    }
+
+    fn file(&self, name: &str, text: &str) -> Result<String> {
+        let path = self.dir.path().join(name);
+        fs::write(&path, text)?;
+        Ok(path.to_str().context("path")?.to_string())
+    }
+
+    fn poll<T>(&self, what: &str, mut check: impl FnMut() -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            match check() {
+                Ok(v) => return Ok(v),
+                Err(e) if Instant::now() >= deadline => return Err(e.context(format!("{what} after {SETTLE:?}"))),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// A port free on every node's address, for a route's `:PORT`.
+    fn route_port(&self) -> Result<u16> {
+        for _ in 0..100 {
+            let first = TcpListener::bind(SocketAddr::new(ip(self.net, 1), 0))?;
+            let port = first.local_addr()?.port();
+            if (2..=3).all(|i| TcpListener::bind(SocketAddr::new(ip(self.net, i), port)).is_ok()) {
+                return Ok(port);
+            }
+        }
+        bail!("no port free on every node")
+    }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn routes_toml(port: u16) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "web"
+listen = ":{port}"
+  [[routes.backends]]
+  id = "a"
+  addr = "127.0.0.1:9"
+  [[routes.backends]]
+  id = "b"
+  addr = "127.0.0.1:10"
+  weight = 2
+
+[[routes]]
+name = "api"
+listen = ":{}"
+  [[routes.backends]]
+  id = "a"
+  addr = "127.0.0.1:11"
+"#,
+        port + 1
+    )
+}
+
+#[test]
+fn every_command_with_its_output_and_exit_status() -> Result<()> {
+    let c = Cluster::start()?;
+    let port = c.route_port()?;
+
+    // status: table and JSON, names next to ids.
+    let out = c.ctl(&["status"])?.ok()?;
+    assert!(out.stdout.contains("node ") && out.stdout.contains("n1 (id "), "{}", out.stdout);
+    for key in ["role", "leader", "term", "index", "table", "routes", "connections", "uptime", "cluster"] {
+        assert!(out.stdout.lines().any(|l| l.starts_with(key)), "{key} in {}", out.stdout);
+    }
+    let s = c.ctl(&["status", "-o", "json"])?.ok()?.json()?;
+    assert_eq!(s["node"], "n1");
+
+    // members: the table, --status, a bad regex, no match.
+    let out = c.ctl(&["members"])?.ok()?;
+    assert!(out.stdout.starts_with("ID "), "{}", out.stdout);
+    for i in 1..=3 {
+        let row = out.stdout.lines().find(|l| l.contains(&format!(" n{i} "))).context("a row")?;
+        assert!(row.contains("alive") && row.contains("voter") && row.contains(&c.admin(i)), "{row}");
+    }
+    assert_eq!(c.ctl(&["members", "--status", "^alive$"])?.ok()?.stdout.lines().count(), 4);
+    c.ctl(&["members", "--status", "("])?.exits(2, "--status: bad regex")?;
+    let none = c.ctl(&["members", "--status", "suspect"])?.exits(2, "no member's state matches")?;
+    assert!(none.stdout.is_empty(), "{}", none.stdout);
+
+    // route put: a write without the token is a 401 (exit 1, saying how).
+    let toml = c.file("routes.toml", &routes_toml(port))?;
+    c.ctl(&["route", "put", "-f", &toml])?.exits(1, "--token")?;
+    let out = c.write(&["route", "put", "-f", &toml])?.ok()?;
+    assert!(out.stdout.contains("route web: revision ") && out.stdout.contains("route api: revision "), "{}", out.stdout);
+
+    // A file with problems: every one, with its line, exit 2, and nothing
+    // sent (the only address is closed).
+    let bad = routes_toml(port).replace("addr = \"127.0.0.1:10\"", "addr = \"nope\"\n  wieght = 3");
+    let bad = c.file("bad.toml", &bad)?;
+    let closed = closed_port()?.to_string();
+    let out = c.write(&["route", "put", "-f", &bad, "--addr", &closed])?.exits(2, "error: ")?;
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("error: routes[0].backends[1].wieght: unknown field `wieght`"), "{lines:?}");
+    assert!(lines[0].contains("(line 13, column 3)"), "{lines:?}");
+    let bad2 = c.file("bad2.toml", &routes_toml(port).replace("addr = \"127.0.0.1:10\"", "addr = \"nope\""))?;
+    let out = c.write(&["route", "put", "-f", &bad2, "--addr", &closed])?.exits(2, "error: ")?;
+    assert!(out.stderr.starts_with("error: routes[0].backends[1].addr: "), "{}", out.stderr);
+
+    // Input only the server can refuse (the admin port as a route's
+    // listener): a 400, one line per field, exit 2.
+    let clash = c.file(
+        "clash.json",
+        r#"{"name":"clash","listen":":7948","backends":[{"id":"a","addr":"127.0.0.1:9"}]}"#,
+    )?;
+    let out = c.write(&["route", "put", "-f", &clash])?.exits(2, "error: route.listen: ")?;
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+
+    // route list and get, table and JSON; not found is exit 4.
+    let out = c.ctl(&["route", "list"])?.ok()?;
+    assert!(out.stdout.starts_with("NAME "), "{}", out.stdout);
+    assert!(out.stdout.lines().any(|l| l.starts_with("web ") && l.contains("/2 healthy")), "{}", out.stdout);
+    let list = c.ctl(&["route", "list", "-o", "json", "--stale"])?.ok()?.json()?;
+    let names: BTreeSet<&str> =
+        list.as_array().context("array")?.iter().filter_map(|r| r["config"]["name"].as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["api", "web"]));
+    let out = c.ctl(&["route", "get", "web"])?.ok()?;
+    assert!(out.stdout.contains("BACKEND") && out.stdout.lines().any(|l| l.starts_with("b ") && l.contains(" 2 ")));
+    let web = c.ctl(&["route", "get", "web", "-o", "json"])?.ok()?.json()?;
+    let rev = web["revision"].as_u64().context("revision")?;
+    c.ctl(&["route", "get", "nope"])?.exits(4, "404")?;
+
+    // weight with CAS: a stale revision is exit 3 naming the current one.
+    let stale = (rev - 1).to_string();
+    let out = c.write(&["route", "weight", "web", "b", "5", "--cas", &stale])?;
+    out.exits(3, &format!("current revision is {rev}"))?;
+    let out = c.write(&["route", "weight", "web", "b", "5", "--cas", &rev.to_string(), "-o", "json"])?.ok()?;
+    let new_rev = out.json()?["revision"].as_u64().context("revision")?;
+    assert!(new_rev > rev);
+    c.write(&["route", "weight", "web", "b", "300"])?.exits(2, "weight: must be between 0 and 256")?;
+    c.write(&["route", "weight", "web", "zz", "1"])?.exits(4, "")?;
+
+    // delete: CAS, then gone, then not found.
+    c.write(&["route", "delete", "api", "--cas", "1"])?.exits(3, "current revision is")?;
+    c.write(&["route", "delete", "api"])?.ok()?;
+    c.write(&["route", "delete", "api"])?.exits(4, "")?;
+
+    // chaos: the quick form, list, get, put from a file, delete.
+    let out = c.write(&[
+        "chaos", "add", "slow-web", "--route", "web", "--latency", "100ms", "--jitter", "10ms", "--ttl", "5m",
+    ])?;
+    assert!(out.ok()?.stdout.contains("chaos policy slow-web: revision "));
+    let out = c.ctl(&["chaos", "list"])?.ok()?;
+    let row = out.stdout.lines().find(|l| l.starts_with("slow-web ")).context("a row")?;
+    assert!(row.contains("latency 100ms±10ms") && row.contains("routes web") && row.contains("in 4m"), "{row}");
+    let got = c.ctl(&["chaos", "get", "slow-web", "-o", "json"])?.ok()?.json()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let expires = got["policy"]["expires_at"].as_u64().context("expires_at")?;
+    assert!(expires > now + 290_000 && expires <= now + 300_000, "{expires} vs {now}");
+    let out = c.ctl(&["chaos", "get", "slow-web"])?.ok()?;
+    assert!(out.stdout.lines().any(|l| l.starts_with("in effect on")), "{}", out.stdout);
+    c.write(&["chaos", "add", "x", "--route", "web"])?.exits(2, "at least one toxic")?;
+    c.write(&["chaos", "add", "x", "--bandwidth", "0"])?.exits(2, "policy.toxics[0].kind.bandwidth.rate_kbps")?;
+    let policy = c.file(
+        "cut.json",
+        r#"[{"name":"cut","toxics":[{"kind":{"reset_peer":{"timeout_ms":5}}}],"scope":{"nodes":["n2"]}}]"#,
+    )?;
+    c.write(&["chaos", "put", "-f", &policy, "--cas", "0"])?.ok()?;
+    c.write(&["chaos", "put", "-f", &policy, "--cas", "0"])?.exits(3, "current revision is")?;
+    let list = c.ctl(&["chaos", "list", "-o", "json"])?.ok()?.json()?;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    c.write(&["chaos", "delete", "cut"])?.ok()?;
+    c.ctl(&["chaos", "get", "cut"])?.exits(4, "")?;
+
+    // --addr failover: a closed port first, then node 2.
+    let both = format!("{closed},{}", c.admin(2));
+    let s = c.ctl(&["status", "-o", "json", "--addr", &both])?.ok()?.json()?;
+    assert_eq!(s["node"], "n2");
+    // Only closed ports: exit 1, the transport error.
+    c.ctl(&["status", "--addr", &closed])?.exits(1, "cannot connect")?;
+
+    // The environment, and flags beating it.
+    let s = c.ctl_env(&["status", "-o", "json"], &[("FERRY_HTTP_ADDR", &c.admin(3))])?.ok()?.json()?;
+    assert_eq!(s["node"], "n3");
+    let flag = format!("--addr={}", c.admin(2));
+    let s = c.ctl_env(&["status", "-o", "json", &flag], &[("FERRY_HTTP_ADDR", &c.admin(3))])?.ok()?.json()?;
+    assert_eq!(s["node"], "n2", "--addr beats FERRY_HTTP_ADDR");
+    let token_file = c.file("token", TOKEN)?;
+    let wrong = [("FERRY_HTTP_TOKEN", "wrong")];
+    c.ctl_env(&["route", "weight", "web", "a", "2"], &wrong)?.exits(1, "401 unauthorized")?;
+    c.ctl_env(&["route", "weight", "web", "a", "2", "--token-file", &token_file], &wrong)?.ok()?;
+    c.ctl_env(&["route", "weight", "web", "a", "3"], &[("FERRY_HTTP_TOKEN_FILE", &token_file)])?.ok()?;
+    c.ctl(&["status", "--token", "x", "--token-file", &token_file])?.exits(2, "--token and --token-file")?;
+    c.ctl(&["status", "--timeout", "5"])?.exits(2, "missing unit")?;
+
+    // Other classes: a 409 that is not a CAS conflict is exit 1.
+    let out = c.write(&["force-leave", "n2"])?.exits(1, "member_alive")?;
+    assert!(out.stdout.is_empty());
+    c.write(&["force-leave", "nobody"])?.exits(4, "no member is named \"nobody\"")?;
+
+    // completion.
+    let out = c.ctl(&["completion", "bash"])?.ok()?;
+    assert!(out.stdout.contains("ferryctl") && out.stdout.contains("force-leave"), "{}", out.stdout);
+    c.ctl(&["completion", "tcsh"])?.exits(2, "")?;
+    Ok(())
+}
+
+/// `watch` through node 2 prints a change written through node 3, runs a
+/// command per change, and Ctrl-C ends it with 0.
+#[test]
+fn watch_prints_changes_made_on_another_node() -> Result<()> {
+    let c = Cluster::start()?;
+    let port = c.route_port()?;
+    let toml = c.file("routes.toml", &routes_toml(port))?;
+    c.write(&["route", "put", "-f", &toml])?.ok()?;
+
+    let spawn_watch = |log: &str, args: &[&str]| -> Result<Proc> {
+        let mut cmd = Command::new(ferryctl());
+        cmd.args(["--addr", &c.admin(2), "watch"]).args(args).env_remove("FERRY_HTTP_ADDR");
+        Proc::spawn(&mut cmd, c.dir.path(), log)
+    };
+    let started = |p: &Proc, kind: &str| {
+        c.poll("the watch's first answer", || {
+            ensure!(p.stderr().contains(&format!("watching {kind} at index")), "{}", p.stderr());
+            Ok(())
+        })
+    };
+    let mut routes = spawn_watch("watch-routes", &["routes"])?;
+    let mut chaos = spawn_watch("watch-chaos", &["chaos", "-o", "json"])?;
+    let changes = c.dir.path().join("changes");
+    let script = format!(
+        "echo \"$FERRY_WATCH_KIND $FERRY_WATCH_INDEX $FERRY_WATCH_CHANGE\" >> {}",
+        changes.display()
+    );
+    let mut run = spawn_watch("watch-cmd", &["routes", "--", "sh", "-c", &script])?;
+    started(&routes, "routes")?;
+    started(&chaos, "chaos")?;
+    started(&run, "routes")?;
+
+    let n3 = format!("--addr={}", c.admin(3));
+    let out = c.write(&["route", "weight", "web", "b", "7", "-o", "json", &n3])?.ok()?;
+    let rev = out.json()?["revision"].as_u64().context("revision")?;
+    c.write(&["route", "delete", "api", &n3])?.ok()?;
+    c.write(&["chaos", "add", "slow", "--latency", "5ms", &n3])?.ok()?;
+    c.poll("the changes printed", || {
+        let out = routes.stdout();
+        ensure!(out.contains(&format!("changed route web rev {rev}\n")), "{out:?}");
+        ensure!(out.lines().any(|l| l.starts_with("removed route api rev ")), "{out:?}");
+        let line = chaos.stdout();
+        let first = line.lines().next().context("a line")?;
+        let v: Value = serde_json::from_str(first)?;
+        ensure!(v["kind"] == "chaos" && v["change"] == "added" && v["name"] == "slow", "{v}");
+        ensure!(v["value"]["policy"]["toxics"][0]["kind"]["latency"]["latency_ms"] == 5, "{v}");
+        let ran = fs::read_to_string(&changes).unwrap_or_default();
+        let web = ran.lines().find(|l| l.starts_with("routes ") && l.contains("\"name\":\"web\"")).context("web")?;
+        let change: Value = serde_json::from_str(web.splitn(3, ' ').nth(2).context("json")?)?;
+        ensure!(change["change"] == "changed" && change["revision"] == rev, "{change}");
+        Ok(())
+    })?;
+    assert_eq!(routes.stdout().lines().count(), 2, "nothing else changed: {}", routes.stdout());
+
+    for p in [&mut routes, &mut chaos, &mut run] {
+        p.interrupt()?;
+        let status = p.wait(SETTLE)?;
+        assert_eq!(status.code(), Some(0), "Ctrl-C exits 0; stderr {}", p.stderr());
+    }
+    Ok(())
+}
+
+/// `leave` acts on the first address only; `force-leave` removes a node
+/// that is down, by name; `watch members` prints both.
+#[test]
+fn leave_and_force_leave_with_watch_members() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let mut cmd = Command::new(ferryctl());
+    cmd.args(["--addr", &c.admin(1), "watch", "members", "--interval", "200ms"]).env_remove("FERRY_HTTP_ADDR");
+    let mut watch = Proc::spawn(&mut cmd, c.dir.path(), "watch-members")?;
+    c.poll("the watch's first answer", || {
+        ensure!(watch.stderr().contains("watching members at index"), "{}", watch.stderr());
+        Ok(())
+    })?;
+
+    // n3 dies; force-leave by name removes it from Raft.
+    let p = c.proc(3)?;
+    p.child.kill()?;
+    p.wait(SETTLE)?;
+    c.poll("n3 down", || {
+        let out = c.ctl(&["members", "--status", "down|suspect"])?;
+        ensure!(out.code == 0 && out.stdout.contains(" n3 "), "{out:?}");
+        Ok(())
+    })?;
+    let out = c.poll("n3 removed", || c.write(&["force-leave", "n3"])?.ok())?;
+    assert!(out.stdout.starts_with("removed n3 (id "), "{}", out.stdout);
+
+    // leave goes to the first address only, even with others after it.
+    let both = format!("{},{}", c.admin(2), c.admin(1));
+    let out = c.write(&["leave", "--addr", &both])?.ok()?;
+    assert!(out.stdout.contains(&c.admin(2)), "{}", out.stdout);
+    let status = c.proc(2)?.wait(SETTLE)?;
+    assert!(status.success(), "n2 exits 0 after leaving: {status}");
+    c.poll("n1 alone", || {
+        let out = c.ctl(&["members", "-o", "json"])?.ok()?.json()?;
+        let voters: Vec<&str> = out
+            .as_array()
+            .context("array")?
+            .iter()
+            .filter(|m| m["raft"] == "voter")
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        ensure!(voters == ["n1"], "{out}");
+        Ok(())
+    })?;
+    c.poll("the watch saw both", || {
+        let out = watch.stdout();
+        ensure!(out.lines().any(|l| l.contains("member n3 (id ")), "{out}");
+        ensure!(out.lines().any(|l| l.contains("member n2 (id ")), "{out}");
+        Ok(())
+    })?;
+    watch.interrupt()?;
+    assert_eq!(watch.wait(SETTLE)?.code(), Some(0));
+    Ok(())
+}

@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 
 use crate::RouteSpec;
 use crate::api::{
-    ChaosPolicyStatus, ErrorBody, JoinRequest, JoinResult, Member, RemoveResult, RouteStatus, Status, WriteResult,
+    ChaosPolicyStatus, ErrorBody, JoinRequest, JoinResult, Member, RemoveResult, RouteStatus, Status,
+    WriteResult,
 };
 use crate::chaos::ChaosPolicy;
 
@@ -338,7 +339,11 @@ impl AdminClient {
     }
 
     /// `GET /v1/chaos/{name}`.
-    pub async fn chaos_policy(&self, name: &str, stale: bool) -> Result<Indexed<ChaosPolicyStatus>, ClientError> {
+    pub async fn chaos_policy(
+        &self,
+        name: &str,
+        stale: bool,
+    ) -> Result<Indexed<ChaosPolicyStatus>, ClientError> {
         let q = if stale { "?consistency=stale" } else { "" };
         self.call("GET", &format!("/v1/chaos/{name}{q}"), None, None).await
     }
@@ -712,7 +717,10 @@ mod tests {
         let r = AdminClient::new(addr).routes_after(9, Duration::from_millis(300), true).await;
         assert_eq!(r.map(|r| r.index), Ok(7));
         let sent = req.await.expect("request");
-        assert!(sent.starts_with("GET /v1/routes?index=9&wait=300ms&consistency=stale HTTP/1.1\r\n"), "{sent}");
+        assert!(
+            sent.starts_with("GET /v1/routes?index=9&wait=300ms&consistency=stale HTTP/1.1\r\n"),
+            "{sent}"
+        );
 
         let policy: ChaosPolicy =
             serde_json::from_str(r#"{"name":"slow","toxics":[{"kind":{"refuse":{}}}]}"#).expect("policy");

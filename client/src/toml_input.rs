@@ -31,8 +31,15 @@ pub fn parse_route_file(text: &str) -> Result<Vec<RouteSpec>, Vec<FieldError>> {
         Some(value) => parse_routes(value, text, &mut errors),
     };
     for (key, value) in root.get_ref() {
-        let msg = format!("unknown field `{}`: a route file holds [[routes]] tables only{}", key.get_ref(), at(key.span(), text));
-        errors.push((value.span().start.min(key.span().start), FieldError::new(key.get_ref().to_string(), msg)));
+        let msg = format!(
+            "unknown field `{}`: a route file holds [[routes]] tables only{}",
+            key.get_ref(),
+            at(key.span(), text)
+        );
+        errors.push((
+            value.span().start.min(key.span().start),
+            FieldError::new(key.get_ref().to_string(), msg),
+        ));
     }
     errors.sort_by_key(|(at, _)| *at);
     let mut problems: Vec<FieldError> = errors.into_iter().map(|(_, e)| e).collect();

@@ -184,7 +184,7 @@ impl AddArgs {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| ms(d))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
 }
 
 fn cas(c: Option<u64>) -> String {
@@ -251,7 +251,9 @@ pub fn toxic(t: &Toxic) -> String {
     let d = |ms: u64| human(Duration::from_millis(ms));
     let what = match &t.kind {
         ToxicKind::Latency { latency_ms, jitter_ms: 0 } => format!("latency {}", d(*latency_ms)),
-        ToxicKind::Latency { latency_ms, jitter_ms } => format!("latency {}±{}", d(*latency_ms), d(*jitter_ms)),
+        ToxicKind::Latency { latency_ms, jitter_ms } => {
+            format!("latency {}±{}", d(*latency_ms), d(*jitter_ms))
+        }
         ToxicKind::Bandwidth { rate_kbps } => format!("bandwidth {rate_kbps}KB/s"),
         ToxicKind::SlowClose { delay_ms } => format!("slow_close {}", d(*delay_ms)),
         ToxicKind::Timeout { timeout_ms } => format!("timeout {}", d(*timeout_ms)),
@@ -343,23 +345,45 @@ mod tests {
         let p = a.policy(1_000_000).expect("policy");
         assert_eq!(p.name, "slow-web");
         assert_eq!(p.scope.routes, ["web"]);
-        assert_eq!(p.toxics, [Toxic {
-            direction: Direction::Downstream,
-            kind: ToxicKind::Latency { latency_ms: 100, jitter_ms: 10 }
-        }]);
+        assert_eq!(
+            p.toxics,
+            [Toxic {
+                direction: Direction::Downstream,
+                kind: ToxicKind::Latency { latency_ms: 100, jitter_ms: 10 }
+            }]
+        );
         assert_eq!(p.expires_at, Some(1_000_000 + 300_000));
         assert!(p.validate("policy").is_empty());
 
         let a = add(&[
-            "x", "--refuse", "--bandwidth", "50", "--slicer", "64", "--slicer-delay", "1ms", "--direction", "both",
-            "--toxicity", "0.5", "--seed", "7", "--node", "n1", "--backend", "b",
+            "x",
+            "--refuse",
+            "--bandwidth",
+            "50",
+            "--slicer",
+            "64",
+            "--slicer-delay",
+            "1ms",
+            "--direction",
+            "both",
+            "--toxicity",
+            "0.5",
+            "--seed",
+            "7",
+            "--node",
+            "n1",
+            "--backend",
+            "b",
         ]);
         let p = a.policy(0).expect("policy");
         let kinds: Vec<&str> = p.toxics.iter().map(|t| t.kind.name()).collect();
         assert_eq!(kinds, ["bandwidth", "refuse", "slicer"]);
         assert!(p.toxics.iter().all(|t| t.direction == Direction::Both));
         assert_eq!((p.toxicity, p.seed, p.expires_at), (0.5, Some(7), None));
-        assert_eq!(p.toxics[2].kind, ToxicKind::Slicer { average_size: 64, size_variation: 0, delay_us: 1000 });
+        assert_eq!(
+            p.toxics[2].kind,
+            ToxicKind::Slicer { average_size: 64, size_variation: 0, delay_us: 1000 }
+        );
 
         let none = add(&["x", "--route", "web"]).policy(0).expect_err("no toxic");
         assert_eq!(none.exit, Exit::Usage);

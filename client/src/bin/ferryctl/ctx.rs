@@ -22,7 +22,13 @@ const ADMIN_PORT: u16 = 7948;
 pub struct Global {
     /// Admin API addresses, HOST[:PORT] (port 7948 by default), comma
     /// separated: tried in order, moving on when one cannot be reached.
-    #[arg(long, global = true, env = "FERRY_HTTP_ADDR", value_delimiter = ',', default_value = "127.0.0.1:7948")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_HTTP_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7948"
+    )]
     pub addr: Vec<String>,
     /// Token for writes (`Authorization: Bearer`). Not with --token-file.
     #[arg(long, global = true, env = "FERRY_HTTP_TOKEN", hide_env_values = true)]
@@ -67,14 +73,16 @@ pub fn pick_token(
         (None, None) => Ok(None),
         (Some((t, _)), None) => Ok(Some(TokenFrom::Value(t))),
         (None, Some((f, _))) => Ok(Some(TokenFrom::File(f))),
-        (Some((t, ts)), Some((f, fs))) => match (ts == ValueSource::CommandLine, fs == ValueSource::CommandLine) {
-            (true, false) => Ok(Some(TokenFrom::Value(t))),
-            (false, true) => Ok(Some(TokenFrom::File(f))),
-            (true, true) => Err("--token and --token-file both given: use one".into()),
-            (false, false) => {
-                Err("FERRY_HTTP_TOKEN and FERRY_HTTP_TOKEN_FILE both set: use one (or a flag)".into())
+        (Some((t, ts)), Some((f, fs))) => {
+            match (ts == ValueSource::CommandLine, fs == ValueSource::CommandLine) {
+                (true, false) => Ok(Some(TokenFrom::Value(t))),
+                (false, true) => Ok(Some(TokenFrom::File(f))),
+                (true, true) => Err("--token and --token-file both given: use one".into()),
+                (false, false) => {
+                    Err("FERRY_HTTP_TOKEN and FERRY_HTTP_TOKEN_FILE both set: use one (or a flag)".into())
+                }
             }
-        },
+        }
     }
 }
 
@@ -247,7 +255,10 @@ mod tests {
     #[test]
     fn addresses_take_a_default_port_and_resolve_names() {
         let a = resolve_addrs(&["127.0.0.1:1".into(), "127.0.0.2".into(), "127.0.0.1:1".into()]);
-        assert_eq!(a, Ok(vec!["127.0.0.1:1".parse().expect("addr"), "127.0.0.2:7948".parse().expect("addr")]));
+        assert_eq!(
+            a,
+            Ok(vec!["127.0.0.1:1".parse().expect("addr"), "127.0.0.2:7948".parse().expect("addr")])
+        );
         let local = resolve_addrs(&["localhost:9".into()]).expect("localhost resolves");
         assert!(local.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{local:?}");
         assert!(resolve_addrs(&["".into()]).is_err());

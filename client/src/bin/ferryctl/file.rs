@@ -22,7 +22,8 @@ pub enum Format {
 
 /// The text of `path` (`-`: stdin) and its format from its extension.
 pub fn read(path: &Path) -> Result<(String, Option<Format>), Failure> {
-    let cannot = |e: std::io::Error| Failure::new(Exit::Usage, format!("cannot read {}: {e}", path.display()));
+    let cannot =
+        |e: std::io::Error| Failure::new(Exit::Usage, format!("cannot read {}: {e}", path.display()));
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(cannot)?;
@@ -170,12 +171,17 @@ listen = ":7001"
     /// by path, in the order of the file.
     #[test]
     fn toml_problems_name_the_field_and_the_line() {
-        let text = TOML.replace("  addr = \"127.0.0.1:9001\"", "  addr = \"127.0.0.1:9001\"\n  wieght = 4")
+        let text = TOML
+            .replace("  addr = \"127.0.0.1:9001\"", "  addr = \"127.0.0.1:9001\"\n  wieght = 4")
             .replace("listen = \":7001\"", "listen = 7001");
         let f = routes(&text, Some(Format::Toml)).expect_err("bad");
         assert_eq!(f.exit, Exit::Usage);
         assert_eq!(f.lines.len(), 2, "{:?}", f.lines);
-        assert!(f.lines[0].starts_with("routes[0].backends[0].wieght: unknown field `wieght`"), "{:?}", f.lines);
+        assert!(
+            f.lines[0].starts_with("routes[0].backends[0].wieght: unknown field `wieght`"),
+            "{:?}",
+            f.lines
+        );
         assert!(f.lines[0].ends_with("(line 8, column 3)"), "{:?}", f.lines);
         assert!(f.lines[1].starts_with("routes[1].listen: invalid type: integer `7001`"), "{:?}", f.lines);
         assert!(f.lines[1].contains("(line 12,"), "{:?}", f.lines);
@@ -197,7 +203,8 @@ listen = ":7001"
         let f = routes(bad, None).expect_err("bad addr");
         assert_eq!(f.lines.len(), 1);
         assert!(f.lines[0].starts_with("route.backends[0].addr: "), "{:?}", f.lines);
-        let typo = "[\n{\"name\":\"web\",\n\"listen\":\":80\",\n\"backends\":[{\"id\":\"a\",\"adr\":\"x\"}]}]";
+        let typo =
+            "[\n{\"name\":\"web\",\n\"listen\":\":80\",\n\"backends\":[{\"id\":\"a\",\"adr\":\"x\"}]}]";
         let f = routes(typo, None).expect_err("unknown field");
         assert!(f.lines[0].starts_with("routes[0].backends[0].adr: unknown field `adr`"), "{:?}", f.lines);
         assert!(f.lines[0].contains("line 4"), "{:?}", f.lines);
@@ -211,7 +218,11 @@ listen = ":7001"
         let f = policies(&format!("[{p}, {p}]")).expect_err("duplicate");
         assert_eq!(f.lines, ["policies[1].name: duplicate name \"slow\""]);
         let f = policies(&p.replace("100", "3600001")).expect_err("too long");
-        assert!(f.lines[0].starts_with("policy.toxics[0].kind.latency.latency_ms: must be at most"), "{:?}", f.lines);
+        assert!(
+            f.lines[0].starts_with("policy.toxics[0].kind.latency.latency_ms: must be at most"),
+            "{:?}",
+            f.lines
+        );
         assert!(policies("[[routes]]\n").is_err());
     }
 }

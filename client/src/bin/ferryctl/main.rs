@@ -138,8 +138,9 @@ mod tests {
 
     #[test]
     fn global_flags_go_anywhere_and_durations_are_human() {
-        let cli = parse(&["route", "list", "--addr", "a:1,b:2", "-o", "json", "--timeout", "1m30s", "--stale"])
-            .expect("valid");
+        let cli =
+            parse(&["route", "list", "--addr", "a:1,b:2", "-o", "json", "--timeout", "1m30s", "--stale"])
+                .expect("valid");
         assert_eq!(cli.global.addr, ["a:1", "b:2"]);
         assert_eq!(cli.global.output, ctx::Output::Json);
         assert_eq!(cli.global.timeout, std::time::Duration::from_secs(90));

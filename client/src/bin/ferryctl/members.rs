@@ -60,7 +60,8 @@ pub async fn list(ctx: &Ctx, a: &MembersArgs) -> Result<(), Failure> {
     let re = match &a.status {
         None => None,
         Some(s) => Some(
-            Regex::new(s).map_err(|e| Failure::new(Exit::Usage, format!("--status: bad regex {s:?}: {e}")))?,
+            Regex::new(s)
+                .map_err(|e| Failure::new(Exit::Usage, format!("--status: bad regex {s:?}: {e}")))?,
         ),
     };
     let r = ctx.get("/v1/members", false).await?;
@@ -114,7 +115,8 @@ pub async fn leave(ctx: &Ctx) -> Result<(), Failure> {
 /// in `/v1/members` (exit 4 when no member has it).
 async fn resolve(ctx: &Ctx, member: &str) -> Result<(u64, Option<String>), Failure> {
     if !member.is_empty() && member.bytes().all(|b| b.is_ascii_digit()) {
-        let id = member.parse().map_err(|_| Failure::new(Exit::Usage, format!("bad member id {member:?}")))?;
+        let id =
+            member.parse().map_err(|_| Failure::new(Exit::Usage, format!("bad member id {member:?}")))?;
         return Ok((id, None));
     }
     let members: Vec<Member> = decode(&ctx.get("/v1/members", false).await?)?;

@@ -93,12 +93,19 @@ pub async fn run(ctx: &Ctx, cmd: RouteCmd) -> Result<(), Failure> {
             file::check_name("backend", &backend)?;
             if weight > ferry_client::route::MAX_WEIGHT {
                 let max = ferry_client::route::MAX_WEIGHT;
-                return Err(Failure::new(Exit::Usage, format!("weight: must be between 0 and {max}, got {weight}")));
+                return Err(Failure::new(
+                    Exit::Usage,
+                    format!("weight: must be between 0 and {max}, got {weight}"),
+                ));
             }
             let body = serde_json::json!({ "weight": weight }).to_string();
             let path = format!("/v1/routes/{route}/backends/{backend}/weight{}", cas(c));
-            write(ctx, &format!("route {route} backend {backend} weight {weight}"), &RawRequest::new("PUT", path).body(body))
-                .await?;
+            write(
+                ctx,
+                &format!("route {route} backend {backend} weight {weight}"),
+                &RawRequest::new("PUT", path).body(body),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -112,7 +119,8 @@ pub async fn write(ctx: &Ctx, what: &str, req: &RawRequest) -> Result<WriteResul
 }
 
 pub fn list_table(routes: &[RouteStatus]) -> Table {
-    let mut t = Table::new(&["NAME", "REVISION", "LISTEN", "BALANCE", "BACKENDS", "CONNECTIONS", "STATE", "CHAOS"]);
+    let mut t =
+        Table::new(&["NAME", "REVISION", "LISTEN", "BALANCE", "BACKENDS", "CONNECTIONS", "STATE", "CHAOS"]);
     for r in routes {
         let healthy = r.backends.iter().filter(|b| b.healthy).count();
         let state = if !r.enabled {
@@ -207,7 +215,8 @@ pub fn pairs(s: &RouteStatus) -> Vec<(&'static str, String)> {
 }
 
 pub fn backends_table(s: &RouteStatus) -> Table {
-    let mut t = Table::new(&["BACKEND", "ADDR", "NODE", "WEIGHT", "HEALTHY", "CHECK", "EJECTED", "CONNECTIONS"]);
+    let mut t =
+        Table::new(&["BACKEND", "ADDR", "NODE", "WEIGHT", "HEALTHY", "CHECK", "EJECTED", "CONNECTIONS"]);
     for b in &s.backends {
         let node = s.config.backends.iter().find(|c| c.id == b.id).and_then(|c| c.node.clone());
         t.row(vec![
@@ -217,7 +226,8 @@ pub fn backends_table(s: &RouteStatus) -> Table {
             b.weight.to_string(),
             if b.healthy { "yes" } else { "no" }.to_string(),
             b.check.clone(),
-            b.ejected_for_ms.map_or_else(|| "-".to_string(), |ms| human(std::time::Duration::from_millis(ms))),
+            b.ejected_for_ms
+                .map_or_else(|| "-".to_string(), |ms| human(std::time::Duration::from_millis(ms))),
             b.active_connections.to_string(),
         ]);
     }
@@ -252,7 +262,10 @@ mod tests {
              bb       127.0.0.1:2  -     3       no       disabled  2s       0\n"
         );
         let l = list_table(std::slice::from_ref(&s)).render();
-        assert!(l.contains("web   12        :7000   consistent_hash  1/2 healthy  4            listening  slow"), "{l}");
+        assert!(
+            l.contains("web   12        :7000   consistent_hash  1/2 healthy  4            listening  slow"),
+            "{l}"
+        );
         let p = pairs(&s);
         assert!(p.contains(&("timeouts", "connect 1s, idle 5m".to_string())), "{p:?}");
         assert!(p.contains(&("hash key", "client_ip (100 vnodes per weight)".to_string())), "{p:?}");

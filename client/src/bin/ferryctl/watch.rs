@@ -106,7 +106,8 @@ fn snapshot(kind: Kind, list: &[Value]) -> Snapshot {
             Kind::Members => {
                 let name = format!("{} (id {})", v["name"].as_str().unwrap_or_default(), v["id"]);
                 // What a change is: not applied_index, which moves with every write.
-                let key = serde_json::json!([v["name"], v["state"], v["raft"], v["admin_addr"], v["version"]]);
+                let key =
+                    serde_json::json!([v["name"], v["state"], v["raft"], v["admin_addr"], v["version"]]);
                 (name, Seen { revision: None, key, value: v.clone() })
             }
         };
@@ -196,7 +197,9 @@ async fn watch(ctx: &Ctx, a: &WatchArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::new(Exit::Error, format!("{}: bad answer: {e}", r.addr)))?;
         let now = snapshot(a.kind, &list);
         match &before {
-            None => eprintln!("ferryctl: watching {} at index {} (through {})", a.kind.as_str(), r.index, r.addr),
+            None => {
+                eprintln!("ferryctl: watching {} at index {} (through {})", a.kind.as_str(), r.index, r.addr)
+            }
             Some(was) => {
                 for c in diff(a.kind, was, &now, r.index) {
                     emit(ctx, a, &c).await?;
@@ -254,18 +257,21 @@ mod tests {
         assert_eq!(lines, ["added route new rev 8", "changed route web rev 7", "removed route old rev 8"]);
         let c = &diff(Kind::Routes, &before, &after, 8)[0];
         let v = serde_json::to_value(c).expect("json");
-        assert_eq!((v["kind"].as_str(), v["change"].as_str(), v["index"].as_u64()), (Some("routes"), Some("added"), Some(8)));
+        assert_eq!(
+            (v["kind"].as_str(), v["change"].as_str(), v["index"].as_u64()),
+            (Some("routes"), Some("added"), Some(8))
+        );
     }
 
     #[test]
     fn a_member_changes_with_its_state_not_its_applied_index() {
-        let m = |state: &str, applied: u64| {
-            json!({"id": 2, "name": "n2", "state": state, "raft": "voter", "admin_addr": "a", "applied_index": applied})
-        };
+        let m = |state: &str, applied: u64| json!({"id": 2, "name": "n2", "state": state, "raft": "voter", "admin_addr": "a", "applied_index": applied});
         let before = snapshot(Kind::Members, &[m("alive", 5)]);
         assert!(diff(Kind::Members, &before, &snapshot(Kind::Members, &[m("alive", 9)]), 9).is_empty());
-        let lines: Vec<String> =
-            diff(Kind::Members, &before, &snapshot(Kind::Members, &[m("down", 9)]), 9).iter().map(line).collect();
+        let lines: Vec<String> = diff(Kind::Members, &before, &snapshot(Kind::Members, &[m("down", 9)]), 9)
+            .iter()
+            .map(line)
+            .collect();
         assert_eq!(lines, ["changed member n2 (id 2): down voter"]);
         let gone: Vec<String> = diff(Kind::Members, &before, &Snapshot::new(), 9).iter().map(line).collect();
         assert_eq!(gone, ["removed member n2 (id 2)"]);

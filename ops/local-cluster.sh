@@ -38,8 +38,10 @@ case "$profile" in
 esac
 command -v cargo >/dev/null || { echo "local-cluster.sh: cargo not found: install the Rust toolchain" >&2; exit 1; }
 
-echo "==> building ferryd and ferry-backend ($profile)"
-cargo build -j2 "${cargo_flags[@]}" -p ferry-node -p ferry-tests --bins
+echo "==> building ferryd, ferry-backend and ferryctl ($profile)"
+# ferry-client selected, so it has its default features (ferryctl's), as in
+# a workspace build: both reuse each other's artifacts.
+cargo build -j2 "${cargo_flags[@]}" -p ferry-node -p ferry-tests -p ferry-client --bins
 bin=target/$profile
 
 # http METHOD IP:PORT PATH [BODY]: prints "STATUS BODY" (bash only, no curl).

@@ -474,17 +474,18 @@ fn every_command_with_its_output_and_exit_status() -> Result<()> {
 }
 
 /// `watch` through node 2 prints a change written through node 3, runs a
-/// command per change, and Ctrl-C ends it with 0.
+/// command per change, goes on through node 1 once node 2 is gone, and
+/// Ctrl-C ends it with 0.
 #[test]
 fn watch_prints_changes_made_on_another_node() -> Result<()> {
-    let c = Cluster::start()?;
+    let mut c = Cluster::start()?;
     let port = c.route_port()?;
     let toml = c.file("routes.toml", &routes_toml(port))?;
     c.write(&["route", "put", "-f", &toml])?.ok()?;
 
     let spawn_watch = |log: &str, args: &[&str]| -> Result<Proc> {
         let mut cmd = Command::new(ferryctl());
-        cmd.args(["--addr", &c.admin(2), "watch"]).args(args).env_remove("FERRY_HTTP_ADDR");
+        cmd.arg("watch").args(args).env_remove("FERRY_HTTP_ADDR");
         Proc::spawn(&mut cmd, c.dir.path(), log)
     };
     let started = |p: &Proc, kind: &str| {
@@ -493,12 +494,14 @@ fn watch_prints_changes_made_on_another_node() -> Result<()> {
             Ok(())
         })
     };
-    let mut routes = spawn_watch("watch-routes", &["routes"])?;
-    let mut chaos = spawn_watch("watch-chaos", &["chaos", "-o", "json"])?;
+    // Through node 2, then node 1 once node 2 is gone.
+    let n2_n1 = format!("--addr={},{}", c.admin(2), c.admin(1));
+    let mut routes = spawn_watch("watch-routes", &["routes", &n2_n1])?;
+    let mut chaos = spawn_watch("watch-chaos", &["chaos", "-o", "json", &n2_n1])?;
     let changes = c.dir.path().join("changes");
     let script =
         format!("echo \"$FERRY_WATCH_KIND $FERRY_WATCH_INDEX $FERRY_WATCH_CHANGE\" >> {}", changes.display());
-    let mut run = spawn_watch("watch-cmd", &["routes", "--", "sh", "-c", &script])?;
+    let mut run = spawn_watch("watch-cmd", &["routes", &n2_n1, "--", "sh", "-c", &script])?;
     started(&routes, "routes")?;
     started(&chaos, "chaos")?;
     started(&run, "routes")?;
@@ -527,6 +530,24 @@ fn watch_prints_changes_made_on_another_node() -> Result<()> {
         Ok(())
     })?;
     assert_eq!(routes.stdout().lines().count(), 2, "nothing else changed: {}", routes.stdout());
+
+    // Node 2 goes away: the watch goes on through node 1.
+    let p = c.procs[1].as_mut().context("n2")?;
+    p.child.kill()?;
+    p.wait(SETTLE)?;
+    let out = c.poll("a write with n2 down", || {
+        c.write(&["route", "weight", "web", "a", "4", "-o", "json", &n3])?.ok()
+    })?;
+    let rev = out.json()?["revision"].as_u64().context("revision")?;
+    c.poll("the change printed through n1", || {
+        let out = routes.stdout();
+        ensure!(
+            out.contains(&format!("changed route web rev {rev}\n")),
+            "{out:?}; stderr {}",
+            routes.stderr()
+        );
+        Ok(())
+    })?;
 
     for p in [&mut routes, &mut chaos, &mut run] {
         p.interrupt()?;

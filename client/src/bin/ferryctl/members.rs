@@ -157,6 +157,38 @@ mod tests {
         .expect("member")
     }
 
+    /// `join` sends `POST /v1/join {"addrs": [...]}` to the first address
+    /// only (the node that joins), with the token.
+    #[tokio::test]
+    async fn join_posts_the_addresses_to_the_first_node() {
+        use clap::{CommandFactory, FromArgMatches};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut buf = vec![0; 4096];
+            let n = s.read(&mut buf).await.expect("read");
+            let body = r#"{"node_id":7,"joined":["127.0.0.2:7946"]}"#;
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            s.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let addrs = format!("{addr},127.0.0.1:1");
+        let args = ["ferryctl", "--addr", &addrs, "--token", "t0k", "join", "127.0.0.2:7946", "n3.example"];
+        let m = crate::Cli::command().try_get_matches_from(args).expect("parses");
+        let cli = crate::Cli::from_arg_matches(&m).expect("parses");
+        let ctx = Ctx::new(&cli.global, &m).expect("ctx");
+        let crate::Cmd::Join(a) = cli.cmd else { panic!("not join") };
+        assert_eq!(ctx.first().addrs(), [addr]);
+        join(&ctx, &a).await.expect("joined");
+        let req = server.await.expect("served");
+        assert!(req.starts_with("POST /v1/join HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Authorization: Bearer t0k\r\n"), "{req}");
+        assert!(req.ends_with(r#"{"addrs":["127.0.0.2:7946","n3.example"]}"#), "{req}");
+    }
+
     #[test]
     fn status_regex_matches_the_state_shown() {
         let ms = [member(1, "n1", Some("alive")), member(2, "n2", Some("down")), member(3, "n3", None)];

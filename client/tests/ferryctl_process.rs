@@ -70,7 +70,6 @@ impl Proc {
         let stdout = dir.join(format!("{log}.stdout"));
         let stderr = dir.join(format!("{log}.stderr"));
         let child = cmd
-            .stdin(Stdio::null())
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)
             .spawn()
@@ -184,7 +183,8 @@ impl Cluster {
                 .args(["--data-dir", data.to_str().context("path")?])
                 .args(["--bootstrap-expect", "3", "--join", &seeds.join(","), "--gossip-profile", "fast"])
                 .env("RUST_LOG", "info")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .stdin(Stdio::null());
             c.procs.push(Some(Proc::spawn(&mut cmd, c.dir.path(), &format!("n{i}"))?));
         }
         // Formed: every node lists three alive voters.
@@ -215,7 +215,13 @@ impl Cluster {
     /// Runs ferryctl with `args` (after `--addr` of node 1 unless `args`
     /// name one) and `env`, bounded.
     fn ctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Out> {
+        self.ctl_full(args, env, Stdio::null())
+    }
+
+    /// `ctl_env` with `stdin`.
+    fn ctl_full(&self, args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Result<Out> {
         let mut cmd = Command::new(ferryctl());
+        cmd.stdin(stdin);
         if !args.iter().any(|a| a.starts_with("--addr")) && !env.iter().any(|(k, _)| *k == "FERRY_HTTP_ADDR")
         {
             cmd.args(["--addr", &self.admin(1)]);
@@ -394,6 +400,17 @@ fn every_command_with_its_output_and_exit_status() -> Result<()> {
     c.write(&["route", "weight", "web", "b", "300"])?.exits(2, "weight: must be between 0 and 256")?;
     c.write(&["route", "weight", "web", "zz", "1"])?.exits(4, "")?;
 
+    // A route from stdin (`-f -`), JSON found by its content.
+    let json = format!(
+        r#"{{"name":"stdin","listen":":{}","backends":[{{"id":"a","addr":"127.0.0.1:12"}}]}}"#,
+        port + 2
+    );
+    let input = c.file("route.in", &json)?;
+    let tok = [("FERRY_HTTP_TOKEN", TOKEN)];
+    let out = c.ctl_full(&["route", "put", "-f", "-"], &tok, Stdio::from(File::open(&input)?))?.ok()?;
+    assert!(out.stdout.starts_with("route stdin: revision "), "{}", out.stdout);
+    c.write(&["route", "delete", "stdin"])?.ok()?;
+
     // delete: CAS, then gone, then not found.
     c.write(&["route", "delete", "api", "--cas", "1"])?.exits(3, "current revision is")?;
     c.write(&["route", "delete", "api"])?.ok()?;
@@ -485,7 +502,7 @@ fn watch_prints_changes_made_on_another_node() -> Result<()> {
 
     let spawn_watch = |log: &str, args: &[&str]| -> Result<Proc> {
         let mut cmd = Command::new(ferryctl());
-        cmd.arg("watch").args(args).env_remove("FERRY_HTTP_ADDR");
+        cmd.arg("watch").args(args).env_remove("FERRY_HTTP_ADDR").stdin(Stdio::null());
         Proc::spawn(&mut cmd, c.dir.path(), log)
     };
     let started = |p: &Proc, kind: &str| {

@@ -240,3 +240,36 @@ pub fn toml_error(path: &str, e: &toml::de::Error, text: &str) -> FieldError {
     }
     FieldError::new(path, format!("{msg}{}", at(span, text)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        match parse_route_file(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_route_file_holds_routes_only_and_every_problem_has_its_line() {
+        let good = "[[routes]]\nname = \"web\"\nlisten = \":80\"\n[[routes.backends]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n";
+        assert_eq!(parse_route_file(good).map(|r| r.len()), Ok(1));
+        let e = lines(&format!("[node]\nname = \"x\"\n{good}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("node: unknown field `node`") && e[0].ends_with("(line 1, column 2)"),
+            "{e:?}"
+        );
+        let e = lines(&good.replace("id = \"a\"", "id = \"a\"\nport = 1").replace("127.0.0.1:1", "x"));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("routes[0].backends[0].port: unknown field `port`") && e[0].contains("line 6")
+        );
+        assert!(e[1].starts_with("routes[0].backends[0].addr: invalid address \"x\""), "{e:?}");
+        assert!(lines("").iter().any(|l| l.starts_with("routes: no [[routes]]")));
+        let e = lines("routes = 3\n");
+        assert!(e[0].starts_with("routes: expected an array of tables") && e[0].contains("line 1"), "{e:?}");
+    }
+}

@@ -14,6 +14,8 @@
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
 //!   across versions.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
+//! - `wait` (feature `http`): waiting until every member's data plane runs
+//!   a config index (`--wait-applied`).
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
@@ -27,6 +29,8 @@ pub mod listen;
 pub mod name;
 pub mod route;
 pub mod selfdesc;
+#[cfg(feature = "http")]
+pub mod wait;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

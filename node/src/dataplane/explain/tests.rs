@@ -332,3 +332,53 @@ fn explain_says_why_a_backend_is_not_tried() {
         assert_eq!(tried[0], owner);
     }
 }
+
+/// The chaos policies in effect are listed, each backend names those that
+/// act on it, and `hits_next` is the decision the next connection gets.
+#[test]
+fn explain_shows_the_chaos_the_next_connection_meets() {
+    use crate::dataplane::chaos::{self, PolicyInput};
+    let s = spec(serde_json::json!({
+        "name": "c", "listen": "127.0.0.1:0", "balance": "round_robin",
+        "backends": [{"id": "a", "addr": "127.0.0.1:1"}, {"id": "b", "addr": "127.0.0.1:2"}]
+    }));
+    let policy = |name: &str, toxicity: f64, backends: &[&str]| PolicyInput {
+        policy: serde_json::from_value(serde_json::json!({
+            "name": name, "toxicity": toxicity, "scope": {"backends": backends},
+            "toxics": [{"kind": {"latency": {"latency_ms": 10}}}]
+        }))
+        .expect("policy"),
+        revision: 3,
+    };
+    let mut live = Live::new("c");
+    let mut inp = live.input(&s);
+    let policies = [policy("half", 0.5, &[]), policy("only-b", 1.0, &["b"])];
+    inp.chaos = Arc::new(chaos::resolve(&policies, "n1", &s, 0, &live.metrics));
+    let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &three_peers(), 0);
+    let entry = t.get("c").expect("route");
+    let c = client(0);
+    let mut hits = (0, 0);
+    for _ in 0..40 {
+        let e = explain(&t, entry, c, 0, "n1", 1);
+        assert_eq!(e.chaos.iter().map(|p| p.policy.as_str()).collect::<Vec<_>>(), ["half", "only-b"]);
+        assert_eq!(e.chaos[1].backends, Some(vec!["b".to_string()]));
+        let first = e.backends[0].id.clone();
+        let want_b = if first == "b" { vec!["half", "only-b"] } else { vec!["half"] };
+        assert_eq!(e.backends[0].chaos, want_b);
+        assert_eq!(e.chaos[1].hits_next, (first == "b").then_some(true));
+        // The connection takes the ordinal and the turn explain showed.
+        let ordinal = entry.state.next_ordinal();
+        assert_eq!(ordinal, e.next_connection);
+        let idx = entry.candidates(c).as_slice()[0] as usize;
+        assert_eq!(s.backends[idx].id, first);
+        let decided = chaos::decide(&entry.chaos, entry.chaos.conn(ordinal), idx);
+        let half = decided.iter().any(|h| h.policy.name == "half");
+        assert_eq!(e.chaos[0].hits_next, Some(half));
+        if half {
+            hits.0 += 1;
+        } else {
+            hits.1 += 1;
+        }
+    }
+    assert!(hits.0 > 5 && hits.1 > 5, "toxicity 0.5 hit {hits:?}");
+}

@@ -277,8 +277,8 @@ fn hash_input(client: SocketAddr, key: HashKey) -> String {
 
 /// The balancer the table builder would build for `spec` if it were
 /// published now, with this table's peers and each backend's health as it
-/// stands (a backend new to the route is healthy, as the node starts it;
-/// a new host name is taken to resolve). Also which backends are healthy,
+/// stands (a backend the node would start afresh is healthy, as it
+/// starts it; a new host name is taken to resolve). Also which backends are healthy,
 /// and whether that is panic mode.
 fn planned(
     table: &RoutingTable,
@@ -291,9 +291,19 @@ fn planned(
     let mut healthy = Vec::with_capacity(spec.backends.len());
     for b in &spec.backends {
         let t = table::target(b.node.as_deref(), table.peers());
-        // The node keeps a backend's state while its id and address stay.
+        // The node keeps a backend's state (health, ejection) while its id,
+        // address, locality and, for a local one, the check stay: the
+        // registry's key.
+        let local = t == Target::Local;
+        let check = spec.health_check.filter(|_| local);
         let same = before.and_then(|e| {
-            e.spec.backends.iter().position(|o| o.id == b.id && o.addr == b.addr).map(|j| (e, j))
+            let kept = |j: usize, o: &ferry_client::BackendSpec| {
+                o.id == b.id
+                    && o.addr == b.addr
+                    && (e.targets.get(j) == Some(&Target::Local)) == local
+                    && e.spec.health_check.filter(|_| local) == check
+            };
+            e.spec.backends.iter().enumerate().position(|(j, o)| kept(j, o)).map(|j| (e, j))
         });
         let r = match (t, same) {
             (Target::Local, Some((e, j))) => {

@@ -382,3 +382,28 @@ fn explain_shows_the_chaos_the_next_connection_meets() {
     }
     assert!(hits.0 > 5 && hits.1 > 5, "toxicity 0.5 hit {hits:?}");
 }
+
+/// A backend keeps its health in the plan while the node would keep its
+/// state (same id, address and check); under a new address it starts
+/// afresh, healthy, as the node would start it.
+#[test]
+fn a_backend_keeps_its_health_only_while_the_node_keeps_its_state() {
+    let route = |c_addr: &str, interval: u64| {
+        spec(serde_json::json!({
+            "name": "k", "listen": "127.0.0.1:0", "balance": "consistent_hash",
+            "health_check": {"interval_ms": interval},
+            "backends": [{"id": "a", "addr": "127.0.0.1:1"}, {"id": "c", "addr": c_addr}]
+        }))
+    };
+    let mut live = Live::new("k");
+    let inp = live.input(&route("127.0.0.1:3", 1000));
+    live.backend(&route("127.0.0.1:3", 1000), "c").set_check_up(false);
+    let t = RoutingTable::build(1, vec![inp], &RoutingTable::default(), &three_peers(), 0);
+    let c_of = |plan: &DryRun| plan.backends.iter().find(|b| b.id == "c").cloned().expect("c");
+    let kept = c_of(&dry_run(&t, &route("127.0.0.1:3", 1000), 0, "n1", 1));
+    assert_eq!((kept.healthy, kept.after), (false, Some(0.0)));
+    for changed in [route("127.0.0.1:4", 1000), route("127.0.0.1:3", 2000)] {
+        let fresh = c_of(&dry_run(&t, &changed, 0, "n1", 1));
+        assert!(fresh.healthy && fresh.after.is_some_and(|s| s > 0.2), "{fresh:?}");
+    }
+}

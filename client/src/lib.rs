@@ -9,6 +9,8 @@
 //! - [`listen`]: listen addresses and the collisions found before binding.
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
+//! - [`explain`]: `explain` and `dry-run`: why a connection goes where it
+//!   goes, and where connections would go after a route change.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
 //! - [`selfdesc`]: how ferry's own types are written inside binary formats
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
@@ -23,6 +25,7 @@
 pub mod addr;
 pub mod api;
 pub mod chaos;
+pub mod explain;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod listen;

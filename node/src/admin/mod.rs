@@ -14,6 +14,8 @@
 //! - [`wire_errors`]: hyper's own error answers made JSON.
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
+//! - [`explain`]: a route's choice for a client, and a route change
+//!   measured before it is written (`dry-run`).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`params`]: query and path parameters, one rule for every endpoint.
 //! - [`request`]: auth, bodies, consistency, blocking queries.
@@ -24,6 +26,7 @@
 
 pub mod binds;
 pub mod chaos;
+pub mod explain;
 pub mod members;
 pub mod params;
 pub mod request;
@@ -137,6 +140,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/routes", get(routes::list))
         .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
         .route("/v1/routes/{name}/backends/{id}/weight", put(routes::put_weight))
+        .route("/v1/routes/{name}/explain", get(explain::explain))
+        .route("/v1/routes/{name}/dry-run", post(explain::dry_run))
         .route("/v1/members", get(members::list).route_layer(none()))
         .route("/v1/members/{id}/remove", post(members::remove).route_layer(none()))
         .route("/v1/leave", post(members::leave).route_layer(none()))

@@ -42,8 +42,9 @@ pub struct Explain {
     /// The route's connection ordinal on this node that the next accepted
     /// connection gets (chaos decisions are a function of it).
     pub next_connection: u64,
-    /// The config index this node had applied when it answered (the
-    /// table generation on a standalone node), as `X-Ferry-Index`.
+    /// The config index of the routing table the answer was computed from:
+    /// what this node's data plane runs (`/v1/status` `data_index`; the
+    /// table generation on a standalone node).
     pub index: u64,
     /// The generation of the routing table the answer was computed from.
     pub table_generation: u64,
@@ -108,7 +109,7 @@ pub struct ExplainOwner {
     pub node_name: Option<String>,
     /// The owner's gossip state as this node sees it (`alive`, `suspect`,
     /// `down`, `left`); null for this node itself and for an unknown node.
-    pub state: Option<String>,
+    pub state: Option<crate::api::GossipState>,
 }
 
 /// A chaos policy in effect on the explained route.

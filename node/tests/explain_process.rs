@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use common::{Ferryd, IO_TIMEOUT, TempDir, WAIT, echo_server, free_addr, http, poll, write_config};
 use ferry_client::RouteSpec;
-use ferry_client::api::{Member, RouteStatus};
+use ferry_client::api::{GossipState, Member, RouteStatus};
 use ferry_client::explain::{DryRun, Explain};
 use ferry_client::http::AdminClient;
 use serde_json::json;
@@ -83,10 +83,8 @@ impl Cluster {
             poll(&format!("n{i} sees three alive members and a leader"), SETTLE, async || {
                 let ms: Vec<Member> = admin(i).members().await?.value;
                 // Display: today's strings, and the enums they become.
-                let alive = ms.iter().filter(|m| {
-                    m.state.as_ref().map(ToString::to_string).as_deref() == Some("alive")
-                        && m.applied_index.is_some()
-                });
+                let alive =
+                    ms.iter().filter(|m| m.state == Some(GossipState::Alive) && m.applied_index.is_some());
                 ensure!(alive.count() == 3, "n{i} sees {ms:#?}");
                 let raft = admin(i).status().await?.value.raft.context("cluster mode")?;
                 ensure!(raft.leader_id.is_some(), "n{i} knows no leader");
@@ -180,10 +178,10 @@ async fn explains_first_candidate_is_where_a_real_connection_goes_on_every_node(
     for i in 1..=3 {
         poll(&format!("n{i} explains sticky with every owner alive"), SETTLE, async || {
             let e = admin(i).explain("sticky", "127.0.97.100").await?.value;
-            let owners: BTreeSet<Option<String>> = e.backends.iter().map(|b| b.owner.state.clone()).collect();
+            let owners: BTreeSet<Option<GossipState>> = e.backends.iter().map(|b| b.owner.state).collect();
             ensure!(e.index >= written.index, "n{i} at {} < {}", e.index, written.index);
             ensure!(order(&e).len() == 3 && !e.panic_mode, "n{i}: {e:#?}");
-            ensure!(owners.iter().flatten().all(|s| s == "alive"), "n{i}: owners {owners:?}");
+            ensure!(owners.iter().flatten().all(|s| *s == GossipState::Alive), "n{i}: owners {owners:?}");
             Ok(())
         })
         .await

@@ -56,8 +56,9 @@ pub async fn explain(
     Params(q): Params<ExplainParams>,
 ) -> Result<Response, ApiError> {
     let client = parse_client(q.client.as_deref())?;
+    // Read before the table: the table is at least that new.
+    let index = s.data_index();
     let table = s.table.load();
-    let index = s.index();
     let entry = table.get(&name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route named {name:?} on this node"))
     })?;

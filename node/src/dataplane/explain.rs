@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use ferry_client::api::GossipState;
 use ferry_client::explain::{
     DryRun, DryRunBackend, DryRunSide, Explain, ExplainBackend, ExplainChaos, ExplainHash, ExplainOwner,
     ShareOf,
@@ -181,7 +182,7 @@ fn owner_of(node: Option<&str>, peers: &PeerDirectory, me_name: &str) -> Explain
             node: Some(pinned.to_string()),
             node_id: Some(p.id),
             node_name: Some(p.name.clone()),
-            state: Some(state_name(p.state).to_string()),
+            state: Some(gossip_state(p.state)),
         },
         Owner::Unknown => ExplainOwner {
             local: false,
@@ -193,12 +194,12 @@ fn owner_of(node: Option<&str>, peers: &PeerDirectory, me_name: &str) -> Explain
     }
 }
 
-fn state_name(s: PeerState) -> &'static str {
+fn gossip_state(s: PeerState) -> GossipState {
     match s {
-        PeerState::Alive => "alive",
-        PeerState::Suspect => "suspect",
-        PeerState::Down => "down",
-        PeerState::Left => "left",
+        PeerState::Alive => GossipState::Alive,
+        PeerState::Suspect => GossipState::Suspect,
+        PeerState::Down => GossipState::Down,
+        PeerState::Left => GossipState::Left,
     }
 }
 

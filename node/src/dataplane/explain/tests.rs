@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry_client::RouteSpec;
+use ferry_client::api::GossipState;
 use tokio::sync::Notify;
 
 use super::*;
@@ -321,7 +322,7 @@ fn explain_says_why_a_backend_is_not_tried() {
     let over: Vec<&str> = ["ok", "peer", "more"].into_iter().filter(|id| !tried.contains(id)).collect();
     assert!(over.iter().all(|id| reason(id).contains("max_connect_attempts")), "{over:?}");
     let peer = &by_id["peer"].owner;
-    assert_eq!((peer.local, peer.node_id, peer.state.as_deref()), (false, Some(2), Some("alive")));
+    assert_eq!((peer.local, peer.node_id, peer.state), (false, Some(2), Some(GossipState::Alive)));
     assert_eq!((by_id["peer"].check.as_str(), by_id["ok"].check.as_str()), ("remote", "up"));
     let hash = e.hash.expect("hash");
     assert_eq!(hash.input, "10.1.2.3", "a mapped address hashes as IPv4, without the port");

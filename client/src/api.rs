@@ -47,6 +47,12 @@ pub struct Status {
     /// first probe.
     #[serde(default)]
     pub cluster_version: Option<ClusterVersion>,
+    /// The config index this node's data plane runs: its routing table is
+    /// published and its listeners bound (or their failures recorded) for
+    /// every change up to it. `index` may be ahead while they are. What
+    /// `?min_index=` waits for. Standalone: the table generation.
+    #[serde(default)]
+    pub data_index: u64,
 }
 
 /// The cluster version: the lowest cluster protocol among the voters and

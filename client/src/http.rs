@@ -227,6 +227,17 @@ impl AdminClient {
         self.addrs.get(self.current.load(Relaxed)).copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// A client of the node at `addr` alone, with this one's token and
+    /// timeout.
+    pub fn with_addr(&self, addr: SocketAddr) -> AdminClient {
+        AdminClient {
+            addrs: vec![addr],
+            current: AtomicUsize::new(0),
+            token: self.token.clone(),
+            timeout: self.timeout,
+        }
+    }
+
     /// Every address, in the order given.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -240,6 +251,15 @@ impl AdminClient {
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Indexed<Status>, ClientError> {
         self.call("GET", "/v1/status", None, None).await
+    }
+
+    /// `GET /v1/status?min_index=N&wait=<ms>ms`: answers once this node's
+    /// data plane runs config index `min_index` (`Status::data_index`), or
+    /// after `wait` with the index it runs then. The timeout must exceed
+    /// `wait`.
+    pub async fn status_at(&self, min_index: u64, wait: Duration) -> Result<Indexed<Status>, ClientError> {
+        let path = format!("/v1/status?min_index={min_index}&wait={}ms", wait.as_millis());
+        self.call("GET", &path, None, None).await
     }
 
     /// `GET /v1/members`.

@@ -9,11 +9,15 @@
 //! - [`listen`]: listen addresses and the collisions found before binding.
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
+//! - [`explain`]: `explain` and `dry-run`: why a connection goes where it
+//!   goes, and where connections would go after a route change.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
 //! - [`selfdesc`]: how ferry's own types are written inside binary formats
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
 //!   across versions.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
+//! - `wait` (feature `http`): waiting until every member's data plane runs
+//!   a config index (`--wait-applied`).
 //! - `toml_input` (feature `toml`): `[[routes]]` read from TOML, every
 //!   problem with its path and line (ferryd's config, ferryctl's files).
 //!
@@ -26,6 +30,7 @@
 pub mod addr;
 pub mod api;
 pub mod chaos;
+pub mod explain;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod listen;
@@ -34,6 +39,8 @@ pub mod route;
 pub mod selfdesc;
 #[cfg(feature = "toml")]
 pub mod toml_input;
+#[cfg(feature = "http")]
+pub mod wait;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

@@ -477,3 +477,40 @@ async fn a_restart_during_formation_forms_one_cluster() -> Result<()> {
     ensure!(leaders.len() == 1 && !leaders.contains(&None), "leaders seen: {leaders:?}");
     Ok(())
 }
+
+/// `POST /v1/join` (`ferryctl join`): a node whose `join` seed is gone
+/// joins through another member named at run time, and becomes a voter.
+/// Bad bodies are refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_seed_is_gone_joins_through_post_v1_join() -> Result<()> {
+    let mut n = Nodes::new("join-api")?;
+    let seeds = seeds(&n);
+    for i in 1..=3 {
+        n.start(i, &["--bootstrap-expect", "3", "--join", &seeds])?;
+    }
+    n.wait_roles(&[1], &[1, 2, 3], &[]).await?;
+    // Its only seed is an address nobody listens on.
+    let gone = n.ip(6).to_string();
+    n.start(4, &["--join", &gone])?;
+    poll("n4's admin API", SETTLE, async || {
+        http(n.admin(4), "GET", "/health/live", &[], None, IO_TIMEOUT).await.map(|_| ())
+    })
+    .await?;
+    ensure!(!n.members(1).await?.iter().any(|m| m.name == "n4"), "n4 is a member without a seed");
+
+    for (body, field) in [
+        (r#"{"addrs": []}"#, "addrs"),
+        (r#"{"addrs": ["bad seed"]}"#, "addrs[0]"),
+        (r#"{"addrs": ["127.0.0.1:7946"], "x": 1}"#, "x"),
+    ] {
+        let r = http(n.admin(4), "POST", "/v1/join", &[], Some(body), IO_TIMEOUT).await?;
+        ensure!(r.status == 400 && r.body.contains(&format!("\"path\":\"{field}\"")), "{body}: {r:?}");
+    }
+    let body = format!(r#"{{"addrs": ["{}"]}}"#, n.ip(1));
+    let r = http(n.admin(4), "POST", "/v1/join", &[], Some(&body), IO_TIMEOUT).await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.body);
+    let joined: ferry_client::api::JoinResult = serde_json::from_str(&r.body)?;
+    ensure!(joined.joined == [format!("{}:7946", n.ip(1))], "{joined:?}");
+    n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
+    Ok(())
+}

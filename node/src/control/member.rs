@@ -86,6 +86,12 @@ pub struct MemberHandle {
     pub(crate) transport: Arc<Transport>,
     /// What every member speaks.
     pub versions: Versions,
+    /// The config index this node's data plane runs: its routing table is
+    /// published and its listeners bound (or their failure recorded) for
+    /// every entry up to it.
+    pub data_applied: tokio::sync::watch::Receiver<u64>,
+    /// This node's admin address.
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// What the cluster port serves besides Raft, and the faults switched on.
@@ -171,6 +177,7 @@ impl Member {
             },
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
+        .with_admin_addr(admin_addr)
         .with_hops(hops)
         .with_bind_failures(bind_failures)
         .with_election(Arc::clone(&election))
@@ -273,7 +280,8 @@ impl Member {
                 tasks.push(tokio::spawn(seed(Arc::clone(&replica), config.routes.clone(), stop.clone())));
             }
         }
-        tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, stop.clone())));
+        let (data_applied_tx, data_applied) = tokio::sync::watch::channel(0);
+        tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, data_applied_tx, stop.clone())));
         let watch = RaftWatch {
             replica: Arc::clone(&replica),
             stats: Arc::clone(&stats),
@@ -283,7 +291,15 @@ impl Member {
         };
         tasks.push(tokio::spawn(super::raft_watch::run(watch, stop.clone())));
         tasks.push(tokio::spawn(versions.clone().run(stop.child_token())));
-        let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport, versions };
+        let handle = MemberHandle {
+            node_id,
+            replica: Arc::clone(&replica),
+            gossip,
+            transport,
+            versions,
+            data_applied,
+            admin_addr,
+        };
         Ok(Member { handle, replica, stats, stop, tasks })
     }
 
@@ -385,6 +401,7 @@ impl MemberHandle {
             let up = row.state.is_none_or(GossipState::is_up);
             if row.id == self.node_id {
                 row.applied_index = m.last_applied.map(|l| l.index);
+                row.admin_addr = self.admin_addr.to_string();
             } else if up && !row.cluster_addr.is_empty() {
                 let (id, addr, transport) = (row.id, row.cluster_addr.clone(), Arc::clone(&self.transport));
                 probes.spawn(async move {
@@ -400,6 +417,9 @@ impl MemberHandle {
                 && let Some(row) = rows.get_mut(&id)
             {
                 row.applied_index = status.applied_index;
+                if row.admin_addr.is_empty() {
+                    row.admin_addr.clone_from(&status.admin_addr);
+                }
                 if let Some(v) = status.node_version() {
                     row.version = Some(v.version);
                     row.protocol = Some(v.protocol);
@@ -521,16 +541,18 @@ fn seed_request(routes: Vec<RouteSpec>) -> Request {
 /// The seed's request id should its command not encode.
 const SEED_REQUEST_ID: u128 = 0x5eed_f3ff_0000_0000_0000_0000_0000_0001;
 
-/// Republishes the routing table whenever the applied routes change.
+/// Republishes the routing table whenever the applied routes change, and
+/// tells `applied` each config index once the data plane runs it.
 async fn feed(
     mut rx: tokio::sync::watch::Receiver<Arc<ferry_raft_store::ClusterState>>,
     publisher: mpsc::Sender<PublisherCommand>,
+    applied: tokio::sync::watch::Sender<u64>,
     stop: CancellationToken,
 ) {
     let mut last: Option<Vec<RouteSpec>> = None;
     let mut last_chaos: Option<Vec<PolicyInput>> = None;
     loop {
-        let (routes, chaos): (Vec<RouteSpec>, Vec<PolicyInput>) = {
+        let (index, routes, chaos): (u64, Vec<RouteSpec>, Vec<PolicyInput>) = {
             let state = rx.borrow_and_update();
             let routes = state.routes.values().map(|r| r.spec.clone()).collect();
             let chaos = state
@@ -538,7 +560,7 @@ async fn feed(
                 .values()
                 .map(|p| PolicyInput { policy: p.policy.clone(), revision: p.revision })
                 .collect();
-            (routes, chaos)
+            (state.index, routes, chaos)
         };
         // Policies first: a route and a policy for it written together
         // then start together.
@@ -548,6 +570,15 @@ async fn feed(
                 return;
             }
             last_chaos = Some(chaos);
+            if last.as_ref() == Some(&routes) {
+                // The publisher applies commands in order: the barrier's
+                // answer says the policies are in the table.
+                let (reply, done) = oneshot::channel();
+                if publisher.send(PublisherCommand::Barrier { reply }).await.is_err() {
+                    return;
+                }
+                let _ = done.await;
+            }
         }
         if last.as_ref() != Some(&routes) {
             let (reply, done) = oneshot::channel();
@@ -563,6 +594,7 @@ async fn feed(
             let _ = done.await;
             last = Some(routes);
         }
+        applied.send_replace(index);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             () = stop.cancelled() => return,

@@ -157,11 +157,10 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Result<Self> {
-        let bin = ferryd()?;
         let net = (0..20)
             .map(|_| next_net())
             .find(|net| {
-                (1..=3u8).all(|i| {
+                (1..=4u8).all(|i| {
                     [7946, 7947, 7948]
                         .iter()
                         .all(|p| TcpListener::bind(SocketAddr::new(ip(*net, i), *p)).is_ok())
@@ -176,16 +175,7 @@ impl Cluster {
         let mut c = Self { procs: Vec::new(), net, dir };
         let seeds: Vec<String> = (1..=3).map(|i| ip(net, i).to_string()).collect();
         for i in 1..=3u8 {
-            let data = c.dir.path().join(format!("n{i}"));
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--config", config.to_str().context("path")?])
-                .args(["--name", &format!("n{i}"), "--bind", &ip(net, i).to_string()])
-                .args(["--data-dir", data.to_str().context("path")?])
-                .args(["--bootstrap-expect", "3", "--join", &seeds.join(","), "--gossip-profile", "fast"])
-                .env("RUST_LOG", "info")
-                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .stdin(Stdio::null());
-            c.procs.push(Some(Proc::spawn(&mut cmd, c.dir.path(), &format!("n{i}"))?));
+            c.spawn(i, &["--bootstrap-expect", "3", "--join", &seeds.join(",")])?;
         }
         // Formed: every node lists three alive voters.
         for i in 1..=3 {
@@ -202,6 +192,25 @@ impl Cluster {
             })?;
         }
         Ok(c)
+    }
+
+    /// Starts node `i` (n`i` on 127.0.N.`i`, the token for writes) with
+    /// `extra` flags.
+    fn spawn(&mut self, i: u8, extra: &[&str]) -> Result<()> {
+        let config = self.dir.path().join("ferryd.toml");
+        let data = self.dir.path().join(format!("n{i}"));
+        let mut cmd = Command::new(ferryd()?);
+        cmd.args(["--config", config.to_str().context("path")?])
+            .args(["--name", &format!("n{i}"), "--bind", &ip(self.net, i).to_string()])
+            .args(["--data-dir", data.to_str().context("path")?, "--gossip-profile", "fast"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null());
+        let p = Proc::spawn(&mut cmd, self.dir.path(), &format!("n{i}"))?;
+        self.procs.push(Some(p));
+        ensure!(self.procs.len() == usize::from(i), "nodes start in order");
+        Ok(())
     }
 
     fn admin(&self, i: u8) -> String {
@@ -626,5 +635,30 @@ fn leave_and_force_leave_with_watch_members() -> Result<()> {
     })?;
     watch.interrupt()?;
     assert_eq!(watch.wait(SETTLE)?.code(), Some(0));
+    Ok(())
+}
+
+/// `join` makes a node whose seed was wrong join the cluster (`POST
+/// /v1/join` on the first address); a bad address is a 400 naming it.
+#[test]
+fn join_brings_in_a_node_whose_seed_was_wrong() -> Result<()> {
+    let mut c = Cluster::start()?;
+    // n4's only seed is an address where nothing runs.
+    let nowhere = ip(c.net, 9).to_string();
+    c.spawn(4, &["--join", &nowhere])?;
+    let n4 = format!("--addr={}", c.admin(4));
+    c.poll("n4's admin API", || c.ctl(&["status", &n4])?.ok())?;
+    c.write(&["join", "nope:x", &n4])?.exits(2, "addrs[0]")?;
+    c.ctl(&["join", &ip(c.net, 1).to_string(), &n4])?.exits(1, "--token")?;
+    let seed = ip(c.net, 1).to_string();
+    let out = c.poll("n4 joins", || c.write(&["join", &seed, &n4])?.ok())?;
+    assert!(out.stdout.contains(&format!("joined through {seed}:7946")), "{}", out.stdout);
+    let json = c.poll("n4 joins (json)", || c.write(&["join", &seed, &n4, "-o", "json"])?.ok())?.json()?;
+    assert_eq!(json["joined"][0], format!("{seed}:7946"));
+    c.poll("n1 lists n4", || {
+        let out = c.ctl(&["members", "--status", "alive"])?.ok()?;
+        ensure!(out.stdout.lines().any(|l| l.contains(" n4 ")), "{}", out.stdout);
+        Ok(())
+    })?;
     Ok(())
 }

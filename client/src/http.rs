@@ -216,6 +216,31 @@ impl AdminClient {
         Ok(Indexed { value, index: response.index })
     }
 
+    /// As [`AdminClient::call`], but the successful answer's body is
+    /// returned as it came, not decoded (a snapshot file's bytes).
+    pub(crate) async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        request_id: Option<u128>,
+    ) -> Result<Indexed<Vec<u8>>, ClientError> {
+        let exchange = self.exchange(method, path, body.as_deref(), request_id);
+        let raw = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout { addr: self.addr, timeout: self.timeout })??;
+        let response = parse(self.addr, &raw)?;
+        if !(200..300).contains(&response.status) {
+            let body: ErrorBody =
+                serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
+                    addr: self.addr,
+                    message: format!("{} with a body that is not an error: {e}", response.status),
+                })?;
+            return Err(ClientError::Api { status: response.status, body });
+        }
+        Ok(Indexed { value: response.body, index: response.index })
+    }
+
     async fn exchange(
         &self,
         method: &str,

@@ -13,6 +13,8 @@
 //! - [`selfdesc`]: how ferry's own types are written inside binary formats
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
 //!   across versions.
+//! - [`snapshot`]: backup files of the replicated config: the format, its
+//!   checksum, and writing one atomically.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
@@ -27,6 +29,7 @@ pub mod listen;
 pub mod name;
 pub mod route;
 pub mod selfdesc;
+pub mod snapshot;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

@@ -339,7 +339,8 @@ fn field_error(prefix: &str, e: &serde_json::Error) -> SnapshotError {
 
 fn path_error(prefix: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> SnapshotError {
     let inner = e.path().to_string();
-    let at = if inner == "." || inner.contains('?') { prefix.to_string() } else { format!("{prefix}.{inner}") };
+    let at =
+        if inner == "." || inner.contains('?') { prefix.to_string() } else { format!("{prefix}.{inner}") };
     field_error(&at, e.inner())
 }
 
@@ -451,7 +452,9 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes).to_string();
         let start = text.find("\"content\":").map(|i| i + "\"content\":".len()).unwrap_or(0);
         let content = &text[start..text.len() - 2];
-        assert!(text.contains(&format!("\"checksum\":\"crc32:{:08x}\"", crc32fast::hash(content.as_bytes()))));
+        assert!(
+            text.contains(&format!("\"checksum\":\"crc32:{:08x}\"", crc32fast::hash(content.as_bytes())))
+        );
         assert_eq!(back.checksum()?, checksum_of(content.as_bytes()));
         Ok(())
     }

@@ -14,6 +14,8 @@
 //! - [`wire_errors`]: hyper's own error answers made JSON.
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
+//! - [`snapshot`]: `/v1/snapshot`, backups and restores of the whole
+//!   config (cluster mode).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`params`]: query and path parameters, one rule for every endpoint.
 //! - [`request`]: auth, bodies, consistency, blocking queries.
@@ -30,6 +32,7 @@ pub mod request;
 pub mod routes;
 pub mod server;
 mod service;
+pub mod snapshot;
 pub mod toxiproxy;
 pub mod wire_errors;
 
@@ -65,6 +68,8 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub node_name: String,
+    /// `[cluster] cluster_id` (empty on a standalone node).
+    pub cluster_id: String,
     pub started: Instant,
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
@@ -140,6 +145,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/members", get(members::list).route_layer(none()))
         .route("/v1/members/{id}/remove", post(members::remove).route_layer(none()))
         .route("/v1/leave", post(members::leave).route_layer(none()))
+        .route("/v1/snapshot", get(snapshot::get))
+        .route(
+            "/v1/snapshot/restore",
+            post(snapshot::restore)
+                .route_layer(DefaultBodyLimit::max(ferry_client::snapshot::MAX_SNAPSHOT_BYTES + 1)),
+        )
         .route("/v1/chaos", get(chaos::list))
         .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))
         .route("/metrics", get(metrics).route_layer(none()))

@@ -570,8 +570,8 @@ fn a_restore_replaces_the_whole_config_under_cas_on_the_index() {
         last_applied: None,
         membership: Default::default(),
     };
-    let back = crate::snapshot::SnapshotEnvelope::from_bytes(&envelope.to_bytes().expect("encode"))
-        .expect("decode");
+    let back =
+        crate::snapshot::SnapshotEnvelope::from_bytes(&envelope.to_bytes().expect("encode")).expect("decode");
     assert_eq!(back.state, fresh);
 }
 

@@ -520,6 +520,68 @@ mod tests {
         Ok(())
     }
 
+    /// A server answering one connection with `answer` once it has the
+    /// whole request (its head and `Content-Length` bytes), which it hands
+    /// back.
+    #[cfg(feature = "http")]
+    async fn serve_once(answer: Vec<u8>) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut req = Vec::new();
+            let mut buf = vec![0; 65536];
+            loop {
+                let n = s.read(&mut buf).await.expect("read");
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+            }
+            s.write_all(&answer).await.expect("write");
+            req
+        });
+        (addr, task)
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test]
+    async fn the_client_saves_the_bytes_as_sent_and_restores_with_cas_or_force() {
+        let file = sample().to_bytes().expect("encode");
+        let mut answer =
+            format!("HTTP/1.1 200 OK\r\nx-ferry-index: 42\r\ncontent-length: {}\r\n\r\n", file.len())
+                .into_bytes();
+        answer.extend_from_slice(&file);
+        let (addr, req) = serve_once(answer).await;
+        let got = crate::http::AdminClient::new(addr).snapshot(true).await.expect("a snapshot");
+        assert_eq!(got, file, "the bytes must come back unchanged");
+        let req = String::from_utf8_lossy(&req.await.expect("request")).to_string();
+        assert!(req.starts_with("GET /v1/snapshot?consistency=stale HTTP/1.1\r\n"), "{req}");
+
+        for (cas, force, query) in
+            [(Some(42), false, "?cas=42"), (None, true, "?force=true"), (None, false, "")]
+        {
+            let body = r#"{"index":43,"revision":43}"#;
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let (addr, req) = serve_once(answer.into_bytes()).await;
+            let r = crate::http::AdminClient::new(addr).restore_snapshot(&file, cas, force).await;
+            assert_eq!(r, Ok(crate::api::WriteResult { index: 43, revision: 43 }));
+            let req = req.await.expect("request");
+            let head = format!("POST /v1/snapshot/restore{query} HTTP/1.1\r\n");
+            assert!(req.starts_with(head.as_bytes()), "{}", String::from_utf8_lossy(&req));
+            assert!(req.ends_with(&file), "the file must be the body unchanged");
+        }
+    }
+
     #[test]
     fn the_file_is_written_whole() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("ferry-snapshot-test-{}", std::process::id()));

@@ -123,22 +123,24 @@ election_timeout_max_ms = 400
             common::write_config(&c.config(id), &text)?;
         }
         for id in IDS {
-            let config = c.config(id);
-            let config = config.to_str().context("temp path is not UTF-8")?.to_string();
-            let mut args = vec!["--config".to_string(), config];
-            if let Some((who, file)) = restore
-                && who == id
-            {
-                args.push("--restore-snapshot".into());
-                args.push(file.to_str().context("temp path is not UTF-8")?.into());
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            c.procs[id as usize - 1] = Some(Ferryd::spawn(&c.dir, &format!("n{id}"), &args)?);
+            c.spawn(id, restore.filter(|(who, _)| *who == id).map(|(_, file)| file), "")?;
         }
         for id in IDS {
             c.wait_ready(id).await?;
         }
         Ok(c)
+    }
+
+    /// Starts node `id` from its config, with `--restore-snapshot FILE` if
+    /// `restore` is given; its output goes to `n{id}{run}.std*`.
+    fn spawn(&mut self, id: u64, restore: Option<&Path>, run: &str) -> Result<()> {
+        let config = self.config(id);
+        let mut args = vec!["--config", config.to_str().context("temp path is not UTF-8")?];
+        if let Some(file) = restore {
+            args.extend(["--restore-snapshot", file.to_str().context("temp path is not UTF-8")?]);
+        }
+        self.procs[id as usize - 1] = Some(Ferryd::spawn(&self.dir, &format!("n{id}{run}"), &args)?);
+        Ok(())
     }
 
     fn ip(&self, id: u64) -> IpAddr {
@@ -457,5 +459,64 @@ async fn restore_replaces_a_live_clusters_config_under_cas_or_force() -> Result<
     let r = c.send(2, "POST", "/v1/snapshot/restore?force=true", Some(&saved.body)).await?;
     ensure!(r.status == 200, "forced restore: {} {}", r.status, r.body);
     c.converged(&["web"], &["slow"]).await?;
+    Ok(())
+}
+
+/// `--restore-snapshot` seeds only a new cluster: a node of a live cluster
+/// wiped and started with it by mistake rejoins, says that the snapshot
+/// was not restored, and the cluster's config stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_at_start_never_overwrites_a_live_cluster() -> Result<()> {
+    let backend = echo_server("a").await?;
+    let mut c = Cluster::start(layout()?, "snap-mistake", "live", ["", "", ""], None).await?;
+    c.write(1, "PUT", "/v1/routes/web", Some(&route("web", c.route_port(0), backend))).await?;
+    c.write(2, "PUT", "/v1/chaos/slow", Some(&policy("slow", "web"))).await?;
+    // A snapshot of an empty config: restored, it would remove everything.
+    let r = c.send(3, "GET", "/v1/snapshot", None).await?;
+    let mut empty = Snapshot::from_bytes(r.body.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    empty.routes.clear();
+    empty.chaos.clear();
+    let file = c.dir.file("empty.snap");
+    write_file_atomic(&file, &empty.to_bytes().map_err(|e| anyhow!("{e}"))?)?;
+    c.converged(&["web"], &["slow"]).await?;
+
+    c.kill9(3)?;
+    std::fs::remove_dir_all(c.data_dir(3))?;
+    c.spawn(3, Some(&file), "-restore")?;
+    c.wait_ready(3).await?;
+    poll("n3 says the snapshot was not restored", WAIT, async || {
+        let log = c.stderr(3);
+        ensure!(log.contains("was NOT restored"), "n3 stderr:\n{log}");
+        Ok(())
+    })
+    .await?;
+    c.converged(&["web"], &["slow"]).await?;
+    c.forwards(0, "a").await?;
+    Ok(())
+}
+
+/// A standalone node has no cluster to seed: `--restore-snapshot` is
+/// refused before anything starts, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_refuses_a_snapshot() -> Result<()> {
+    let dir = TempDir::new("snap-solo")?;
+    let config = dir.file("solo.toml");
+    common::write_config(&config, "[node]\nname = \"solo\"\n\n[admin]\naddr = \"127.0.0.1:0\"\n")?;
+    let snapshot = Snapshot {
+        cluster_id: "c".into(),
+        node: "n1".into(),
+        taken_at_ms: 0,
+        index: 0,
+        routes: Vec::new(),
+        chaos: Vec::new(),
+    };
+    let file = dir.file("empty.snap");
+    write_file_atomic(&file, &snapshot.to_bytes().map_err(|e| anyhow!("{e}"))?)?;
+    let args =
+        ["--config", config.to_str().context("path")?, "--restore-snapshot", file.to_str().context("path")?];
+    let mut p = Ferryd::spawn(&dir, "solo", &args)?;
+    let status = p.wait_exit(WAIT).await?;
+    ensure!(status.code() == Some(2), "{status}; {}", p.stderr());
+    ensure!(p.stderr().contains("standalone"), "{}", p.stderr());
     Ok(())
 }

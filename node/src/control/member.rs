@@ -561,7 +561,9 @@ async fn restore_seed(replica: Arc<Replica>, snapshot: Snapshot, stop: Cancellat
                     Some(false) => {
                         return tracing::error!(
                             index = current,
-                            "--restore-snapshot: the cluster already has config, so the snapshot was NOT                              restored (a restore at start seeds only a new cluster; replace a live                              cluster's config with POST /v1/snapshot/restore)"
+                            "--restore-snapshot: the cluster already has config, so the snapshot was NOT \
+                             restored (a restore at start seeds only a new cluster; replace a live \
+                             cluster's config with POST /v1/snapshot/restore)"
                         );
                     }
                     None => return,

@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use common::{Ferryd, IO_TIMEOUT, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
-use ferry_client::snapshot::{Snapshot, SnapshotError, write_file_atomic};
+use ferry_client::chaos::ChaosPolicy;
+use ferry_client::snapshot::{Snapshot, SnapshotError, SnapshotPolicy, write_file_atomic};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IDS: [u64; 3] = [1, 2, 3];
 
@@ -459,6 +461,47 @@ async fn restore_replaces_a_live_clusters_config_under_cas_or_force() -> Result<
     let r = c.send(2, "POST", "/v1/snapshot/restore?force=true", Some(&saved.body)).await?;
     ensure!(r.status == 200, "forced restore: {} {}", r.status, r.body);
     c.converged(&["web"], &["slow"]).await?;
+
+    // A snapshot larger than the 64 KiB every other body is held to is
+    // taken (up to 4 MiB) and reaches every node as one entry.
+    let mut big = Snapshot::from_bytes(saved.body.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    for i in 0..800 {
+        let p: ChaosPolicy = serde_json::from_value(policy(&format!("p{i:03}"), "nowhere"))?;
+        big.chaos.push(SnapshotPolicy { policy: p, revision: 1 });
+    }
+    let big = String::from_utf8(big.to_bytes().map_err(|e| anyhow!("{e}"))?)?;
+    ensure!(big.len() > 64 * 1024, "only {} bytes", big.len());
+    let r = c.send(3, "POST", "/v1/snapshot/restore?force=true", Some(&big)).await?;
+    ensure!(r.status == 200, "a {} byte restore: {} {}", big.len(), r.status, r.body);
+    for id in IDS {
+        poll(&format!("n{id} has 801 policies"), WAIT, async || {
+            let (routes, policies) = c.names(id).await?;
+            ensure!(
+                policies.len() == 801 && routes.len() == 1,
+                "{} policies, routes {routes:?}",
+                policies.len()
+            );
+            Ok(())
+        })
+        .await?;
+    }
+    // Over 4 MiB: refused from the head alone, before the body is read.
+    let mut s = tokio::net::TcpStream::connect(c.admin(1)).await?;
+    let head = format!(
+        "POST /v1/snapshot/restore?force=true HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        ferry_client::snapshot::MAX_SNAPSHOT_BYTES + 1
+    );
+    s.write_all(head.as_bytes()).await?;
+    let (mut answer, mut buf) = (Vec::new(), vec![0; 4096]);
+    // The answer's JSON body ends the exchange (the connection may stay).
+    while !String::from_utf8_lossy(&answer).ends_with("}}") {
+        let n = tokio::time::timeout(IO_TIMEOUT, s.read(&mut buf)).await??;
+        ensure!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(answer.starts_with("HTTP/1.1 413"), "a body over 4 MiB: {answer}");
+    ensure!(answer.contains("too_large"), "{answer}");
     Ok(())
 }
 

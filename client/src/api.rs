@@ -47,6 +47,12 @@ pub struct Status {
     /// first probe.
     #[serde(default)]
     pub cluster_version: Option<ClusterVersion>,
+    /// The config index this node's data plane runs: its routing table is
+    /// published and its listeners bound (or their failures recorded) for
+    /// every change up to it. `index` may be ahead while they are. What
+    /// `?min_index=` waits for. Standalone: the table generation.
+    #[serde(default)]
+    pub data_index: u64,
 }
 
 /// The cluster version: the lowest cluster protocol among the voters and
@@ -69,7 +75,7 @@ pub struct ClusterVersion {
 pub struct RaftStatus {
     pub node_id: u64,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub role: String,
+    pub role: Role,
     /// The leader this node knows: its own id exactly when `role` is
     /// `leader`; null while it knows none (an election, or a node outside
     /// the membership).
@@ -90,6 +96,83 @@ pub struct RaftStatus {
     pub peers: Vec<RaftPeer>,
 }
 
+/// Declares a string enum of the API: serialized in lower case, with
+/// [`Display`](std::fmt::Display) giving the same text, and `Unknown` for a
+/// value a newer server sends that this build does not know (never sent).
+macro_rules! api_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vm])* $variant,)*
+            /// A value this build does not know (from a newer server).
+            #[serde(other)]
+            Unknown,
+        }
+
+        impl $name {
+            /// The API's text for it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                    $name::Unknown => "unknown",
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+api_enum! {
+    /// A node's Raft role.
+    Role {
+        Leader => "leader",
+        Follower => "follower",
+        Candidate => "candidate",
+        Learner => "learner",
+        /// Raft stopped on that node.
+        Shutdown => "shutdown",
+    }
+}
+
+api_enum! {
+    /// A member's gossip state, as the answering node sees it.
+    GossipState {
+        Alive => "alive",
+        /// Missed probes; others are asked to confirm.
+        Suspect => "suspect",
+        /// Declared down by gossip.
+        Down => "down",
+        /// Left the cluster on purpose.
+        Left => "left",
+    }
+}
+
+impl GossipState {
+    /// Alive or suspect: not known to be down or gone.
+    pub fn is_up(self) -> bool {
+        matches!(self, GossipState::Alive | GossipState::Suspect)
+    }
+}
+
+api_enum! {
+    /// A node's place in the Raft membership.
+    RaftMembership {
+        /// Votes and counts toward the quorum.
+        Voter => "voter",
+        /// Receives the log, does not vote.
+        Learner => "learner",
+        /// Not in the Raft membership.
+        None => "none",
+    }
+}
+
 /// One other Raft member, as this node last heard from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftPeer {
@@ -97,7 +180,7 @@ pub struct RaftPeer {
     /// The node name; empty while not known.
     pub name: String,
     /// `voter` or `learner`.
-    pub raft: String,
+    pub raft: RaftMembership,
     /// Milliseconds since this node last heard from the peer: an answer to
     /// a Raft RPC this node sent it, or an AppendEntries the peer sent as
     /// leader. The leader hears from every member each heartbeat; a
@@ -116,7 +199,7 @@ pub struct Member {
     pub name: String,
     /// Gossip state as this node sees it: `alive`, `suspect`, `down` or
     /// `left`; null when gossip has not seen the node (or is off).
-    pub state: Option<String>,
+    pub state: Option<GossipState>,
     /// UDP gossip address; null when gossip has not seen the node.
     pub gossip_addr: Option<String>,
     /// Gossip incarnation: grows with every restart and every rejoin after a
@@ -125,7 +208,7 @@ pub struct Member {
     pub cluster_addr: String,
     pub admin_addr: String,
     /// `voter`, `learner` or `none` (not in the Raft membership).
-    pub raft: String,
+    pub raft: RaftMembership,
     /// How far the node has applied the Raft log; null when it did not
     /// answer (down, or not yet reachable).
     pub applied_index: Option<u64>,
@@ -245,6 +328,41 @@ pub struct BackendStatus {
     /// after a success and for an IP address.
     #[serde(default)]
     pub resolve_error: Option<String>,
+}
+
+/// `GET /v1/chaos/{name}`, and each element of `GET /v1/chaos`: a stored
+/// chaos policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosPolicyStatus {
+    pub policy: crate::chaos::ChaosPolicy,
+    /// The index of the policy's last change (for `?cas=`).
+    pub revision: u64,
+    /// The seed its decisions use (`policy.seed`, or the one derived from
+    /// its name and revision).
+    pub seed: u64,
+    /// `GET /v1/chaos/{name}` only: the nodes whose data plane applies it,
+    /// by name: every member not known to be down that is in its scope,
+    /// with a route in scope, before `expires_at` by the answering node's
+    /// clock (each node runs the same function on the same log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_effect_on: Option<Vec<String>>,
+}
+
+/// The body of `POST /v1/join`: gossip addresses (`host:port`) of members
+/// of the cluster this node should join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub addrs: Vec<String>,
+}
+
+/// The answer to `POST /v1/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResult {
+    /// The node that was asked to join.
+    pub node_id: u64,
+    /// The gossip addresses it announced itself to (each name resolved).
+    pub joined: Vec<String>,
 }
 
 /// The body of every error response: `{"error": {"code": …, "message": …}}`.

@@ -7,6 +7,7 @@
 //! says whether it surely did not happen or may have.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -86,18 +87,122 @@ pub struct WriteOpts {
     pub request_id: Option<u128>,
 }
 
-/// A client of one node's admin API.
-#[derive(Debug, Clone)]
+/// A client of a cluster's admin API, through one or several of its nodes.
+///
+/// Requests go to the node that last answered (the first at the start).
+/// When a node cannot be connected to, nothing was sent and the next
+/// address is tried; a read (`GET`) also moves on when a node accepted but
+/// gave no whole answer (timeout, lost connection). A write whose answer
+/// was lost is not sent again elsewhere: its outcome is unknown and the
+/// caller decides (retry with the same request id). Each try has the
+/// whole timeout.
+#[derive(Debug)]
 pub struct AdminClient {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    /// Index in `addrs` of the node that last answered.
+    current: AtomicUsize,
     token: Option<String>,
     timeout: Duration,
+}
+
+impl Clone for AdminClient {
+    fn clone(&self) -> Self {
+        Self {
+            addrs: self.addrs.clone(),
+            current: AtomicUsize::new(self.current.load(Relaxed)),
+            token: self.token.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// A request as sent by [`AdminClient::send`]: any method, path (with its
+/// query), headers and body. For tools and tests that need more than the
+/// typed methods: an unusual header, a body that is not valid, the whole
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRequest {
+    pub method: String,
+    /// The path and query, as `/v1/routes/web?cas=3`.
+    pub path: String,
+    /// Extra headers (`Host`, `Connection`, `Content-Length` and the token's
+    /// `Authorization` are added).
+    pub headers: Vec<(String, String)>,
+    /// Sent with `Content-Type: application/json` unless a header sets one.
+    pub body: Option<Vec<u8>>,
+}
+
+impl RawRequest {
+    /// `method path` without a body.
+    pub fn new(method: &str, path: impl Into<String>) -> Self {
+        Self { method: method.to_string(), path: path.into(), headers: Vec::new(), body: None }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+/// A whole answer, whatever its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    /// The node that answered.
+    pub addr: SocketAddr,
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// `X-Ferry-Index` (0 if absent).
+    pub index: u64,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The answer as a typed result: the body decoded as `T` on a 2xx,
+    /// else [`ClientError::Api`] (or `Decode` when the error body is not
+    /// the API's).
+    pub fn into_result<T: DeserializeOwned>(self) -> Result<Indexed<T>, ClientError> {
+        let addr = self.addr;
+        if !(200..300).contains(&self.status) {
+            let body: ErrorBody = serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode {
+                addr,
+                message: format!("{} with a body that is not an error: {e}", self.status),
+            })?;
+            return Err(ClientError::Api { status: self.status, body });
+        }
+        let value = serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::Decode { addr, message: e.to_string() })?;
+        Ok(Indexed { value, index: self.index })
+    }
 }
 
 impl AdminClient {
     /// A client of the node whose admin API is at `addr`, with a 5 s timeout.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, token: None, timeout: Duration::from_secs(5) }
+        Self::with_addrs(vec![addr])
+    }
+
+    /// A client of the nodes at `addrs`, tried in order (see the type).
+    /// An empty list is refused at the first request.
+    pub fn with_addrs(addrs: Vec<SocketAddr>) -> Self {
+        Self { addrs, current: AtomicUsize::new(0), token: None, timeout: Duration::from_secs(5) }
     }
 
     /// Sends `Authorization: Bearer token` with every request.
@@ -112,13 +217,45 @@ impl AdminClient {
         self
     }
 
+    /// The address requests go to first: the node that last answered.
+    /// (With no address at all, the unspecified address.)
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs.get(self.current.load(Relaxed)).copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// A client of the node at `addr` alone, with this one's token and
+    /// timeout.
+    pub fn with_addr(&self, addr: SocketAddr) -> AdminClient {
+        AdminClient {
+            addrs: vec![addr],
+            current: AtomicUsize::new(0),
+            token: self.token.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Every address, in the order given.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The longest wait for one node's whole answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Indexed<Status>, ClientError> {
         self.call("GET", "/v1/status", None, None).await
+    }
+
+    /// `GET /v1/status?min_index=N&wait=<ms>ms`: answers once this node's
+    /// data plane runs config index `min_index` (`Status::data_index`), or
+    /// after `wait` with the index it runs then. The timeout must exceed
+    /// `wait`.
+    pub async fn status_at(&self, min_index: u64, wait: Duration) -> Result<Indexed<Status>, ClientError> {
+        let path = format!("/v1/status?min_index={min_index}&wait={}ms", wait.as_millis());
+        self.call("GET", &path, None, None).await
     }
 
     /// `GET /v1/members`.
@@ -157,7 +294,7 @@ impl AdminClient {
 
     /// `PUT /v1/routes/{name}`.
     pub async fn put_route(&self, route: &RouteSpec, opts: WriteOpts) -> Result<WriteResult, ClientError> {
-        let body = json(self.addr, route)?;
+        let body = json(self.addr(), route)?;
         let path = format!("/v1/routes/{}{}", route.name, cas(opts));
         Ok(self.call("PUT", &path, Some(body), opts.request_id).await?.value)
     }
@@ -176,7 +313,7 @@ impl AdminClient {
         weight: u32,
         opts: WriteOpts,
     ) -> Result<WriteResult, ClientError> {
-        let body = json(self.addr, &serde_json::json!({ "weight": weight }))?;
+        let body = json(self.addr(), &serde_json::json!({ "weight": weight }))?;
         let path = format!("/v1/routes/{route}/backends/{backend}/weight{}", cas(opts));
         Ok(self.call("PUT", &path, Some(body), opts.request_id).await?.value)
     }
@@ -198,75 +335,84 @@ impl AdminClient {
         body: Option<Vec<u8>>,
         request_id: Option<u128>,
     ) -> Result<Indexed<T>, ClientError> {
-        let exchange = self.exchange(method, path, body.as_deref(), request_id);
-        let raw = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout { addr: self.addr, timeout: self.timeout })??;
-        let response = parse(self.addr, &raw)?;
-        if !(200..300).contains(&response.status) {
-            let body: ErrorBody =
-                serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
-                    addr: self.addr,
-                    message: format!("{} with a body that is not an error: {e}", response.status),
-                })?;
-            return Err(ClientError::Api { status: response.status, body });
+        let mut req = RawRequest::new(method, path);
+        req.body = body;
+        if let Some(id) = request_id {
+            req.headers.push(("X-Ferry-Request-Id".into(), format!("{id:032x}")));
         }
-        let value = serde_json::from_slice(&response.body)
-            .map_err(|e| ClientError::Decode { addr: self.addr, message: e.to_string() })?;
-        Ok(Indexed { value, index: response.index })
+        self.send(&req).await?.into_result()
     }
 
-    /// As [`AdminClient::call`], but the successful answer's body is
-    /// returned as it came, not decoded (a snapshot file's bytes).
-    pub(crate) async fn call_raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-        request_id: Option<u128>,
-    ) -> Result<Indexed<Vec<u8>>, ClientError> {
-        let exchange = self.exchange(method, path, body.as_deref(), request_id);
-        let raw = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout { addr: self.addr, timeout: self.timeout })??;
-        let response = parse(self.addr, &raw)?;
-        if !(200..300).contains(&response.status) {
-            let body: ErrorBody =
-                serde_json::from_slice(&response.body).map_err(|e| ClientError::Decode {
-                    addr: self.addr,
-                    message: format!("{} with a body that is not an error: {e}", response.status),
-                })?;
-            return Err(ClientError::Api { status: response.status, body });
+    /// Sends `req` and returns the whole answer, whatever its status:
+    /// an error only when no node gave one (see the type for failover).
+    pub async fn send(&self, req: &RawRequest) -> Result<RawResponse, ClientError> {
+        let n = self.addrs.len();
+        let Some(first) = (n > 0).then(|| self.current.load(Relaxed) % n) else {
+            let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+            return Err(ClientError::Connect { addr, message: "no admin address given".into() });
+        };
+        let read = req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD");
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            let addr = self.addrs[at];
+            let exchange = self.exchange(addr, req);
+            let answer = match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ClientError::Timeout { addr, timeout: self.timeout }),
+            };
+            match answer {
+                Ok(raw) => {
+                    self.current.store(at, Relaxed);
+                    return parse(addr, &raw);
+                }
+                // Nothing was sent: any request may go to the next node.
+                Err(e @ ClientError::Connect { .. }) => last = Some(e),
+                // Sent, but no answer: only a read may be asked again.
+                Err(e @ (ClientError::Timeout { .. } | ClientError::Transport { .. })) if read => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(Indexed { value: response.body, index: response.index })
+        Err(last.unwrap_or(ClientError::Connect { addr: self.addrs[first], message: "no answer".into() }))
     }
 
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-        request_id: Option<u128>,
-    ) -> Result<Vec<u8>, ClientError> {
-        let addr = self.addr;
+    async fn exchange(&self, addr: SocketAddr, req: &RawRequest) -> Result<Vec<u8>, ClientError> {
         let mut s = TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect { addr, message: e.to_string() })?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut head =
+            format!("{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n", req.method, req.path);
         if let Some(t) = &self.token {
             head.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
-        if let Some(id) = request_id {
-            head.push_str(&format!("X-Ferry-Request-Id: {id:032x}\r\n"));
+        let mut typed = false;
+        for (k, v) in &req.headers {
+            typed |= k.eq_ignore_ascii_case("content-type");
+            head.push_str(&format!("{k}: {v}\r\n"));
         }
-        let body = body.unwrap_or_default();
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()));
+        let body = req.body.as_deref().unwrap_or_default();
+        if !typed && req.body.is_some() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         let mut raw = head.into_bytes();
         raw.extend_from_slice(body);
         let transport = |e: std::io::Error| ClientError::Transport { addr, message: e.to_string() };
-        s.write_all(&raw).await.map_err(transport)?;
+        // A server may answer (413, 400) and close before reading a large
+        // body: a failed write is fine as long as an answer comes back.
+        let written = s.write_all(&raw).await;
         let mut answer = Vec::new();
-        (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut answer).await.map_err(transport)?;
+        let read = (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut answer).await;
+        if answer.is_empty() {
+            written.map_err(transport)?;
+        }
+        if let Err(e) = read
+            && answer.is_empty()
+        {
+            return Err(transport(e));
+        }
         if answer.len() > MAX_RESPONSE {
             return Err(ClientError::Decode { addr, message: format!("response over {MAX_RESPONSE} bytes") });
         }
@@ -282,15 +428,9 @@ fn json(addr: SocketAddr, value: &impl Serialize) -> Result<Vec<u8>, ClientError
     serde_json::to_vec(value).map_err(|e| ClientError::Decode { addr, message: e.to_string() })
 }
 
-struct Response {
-    status: u16,
-    index: u64,
-    body: Vec<u8>,
-}
-
 /// Parses a whole `Connection: close` response (Content-Length or chunked
 /// or read to the end).
-fn parse(addr: SocketAddr, raw: &[u8]) -> Result<Response, ClientError> {
+fn parse(addr: SocketAddr, raw: &[u8]) -> Result<RawResponse, ClientError> {
     let bad = |message: String| ClientError::Decode { addr, message };
     if raw.is_empty() {
         return Err(ClientError::Transport { addr, message: "connection closed without an answer".into() });
@@ -305,9 +445,11 @@ fn parse(addr: SocketAddr, raw: &[u8]) -> Result<Response, ClientError> {
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
     let (mut index, mut length, mut chunked) = (0, None, false);
+    let mut headers = Vec::new();
     for line in lines {
         let Some((k, v)) = line.split_once(':') else { continue };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        headers.push((k.clone(), v.to_string()));
         // A value that does not parse is a bad answer, not a 0 or a body
         // read to the end.
         let number = |v: &str| {
@@ -333,7 +475,7 @@ fn parse(addr: SocketAddr, raw: &[u8]) -> Result<Response, ClientError> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, index, body })
+    Ok(RawResponse { addr, status, headers, index, body })
 }
 
 fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
@@ -438,6 +580,74 @@ mod tests {
         let e = c.put_weight("web", "a", 1, WriteOpts::default()).await.expect_err("timeout");
         assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
         assert_eq!(e.outcome(), Outcome::Unknown);
+    }
+
+    async fn refused_addr() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+    }
+
+    /// A node that accepts and never answers.
+    async fn silent_addr() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let hold = tokio::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        });
+        (addr, hold)
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_fails_over_and_the_answering_node_is_kept() {
+        let down = refused_addr().await;
+        let (up, req) = serve_once(answer("200 OK", r#"{"index":7,"revision":7}"#)).await;
+        let c = AdminClient::with_addrs(vec![down, up]);
+        let r = c.put_weight("web", "a", 3, WriteOpts::default()).await.expect("answer from the second");
+        assert_eq!(r.index, 7);
+        assert!(req.await.expect("served").starts_with("PUT /v1/routes/web/backends/a/weight"));
+        assert_eq!(c.addr(), up, "the next request goes to the node that answered");
+
+        let c = AdminClient::with_addrs(vec![down, refused_addr().await]);
+        let e = c.status().await.expect_err("no node");
+        assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
+        assert_eq!(e.outcome(), Outcome::NotApplied);
+        let e = AdminClient::with_addrs(Vec::new()).status().await.expect_err("no address");
+        assert!(e.to_string().contains("no admin address"), "{e}");
+    }
+
+    /// A read is asked again elsewhere after a silent node; a write is not
+    /// (it may have been applied).
+    #[tokio::test]
+    async fn only_reads_move_on_after_a_silent_node() {
+        let (silent, _hold) = silent_addr().await;
+        let (up, _req) = serve_once(answer("200 OK", r#"[]"#)).await;
+        let c = AdminClient::with_addrs(vec![silent, up]).with_timeout(Duration::from_millis(200));
+        let r = c.members().await.expect("the second node answers the read");
+        assert!(r.value.is_empty());
+
+        let (silent, _hold) = silent_addr().await;
+        let (up, _req) = serve_once(answer("200 OK", r#"{"index":7,"revision":7}"#)).await;
+        let c = AdminClient::with_addrs(vec![silent, up]).with_timeout(Duration::from_millis(200));
+        let e = c.delete_route("web", WriteOpts::default()).await.expect_err("not sent twice");
+        assert!(matches!(e, ClientError::Timeout { addr, .. } if addr == silent), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn send_returns_any_status_with_its_headers() {
+        let (addr, req) =
+            serve_once(answer("404 Not Found", r#"{"error":{"code":"x","message":"y"}}"#)).await;
+        let c = AdminClient::new(addr);
+        let r = c
+            .send(&RawRequest::new("POST", "/v1/x?y=1").header("X-A", "b").body("{}"))
+            .await
+            .expect("answer");
+        assert_eq!((r.status, r.index, r.header("x-ferry-index")), (404, 7, Some("7")));
+        let sent = req.await.expect("served");
+        assert!(sent.starts_with("POST /v1/x?y=1 HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains("X-A: b\r\n") && sent.contains("Content-Type: application/json"), "{sent}");
+        assert!(matches!(r.into_result::<serde_json::Value>(), Err(ClientError::Api { status: 404, .. })));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`listen`]: listen addresses and the collisions found before binding.
 //! - [`chaos`]: the chaos-policy schema (Toxiproxy-style toxics) and its
 //!   validation.
+//! - [`explain`]: `explain` and `dry-run`: why a connection goes where it
+//!   goes, and where connections would go after a route change.
 //! - [`api`]: response bodies of the admin API and its JSON error body.
 //! - [`selfdesc`]: how ferry's own types are written inside binary formats
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
@@ -16,6 +18,8 @@
 //! - [`snapshot`]: backup files of the replicated config: the format, its
 //!   checksum, and writing one atomically.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
+//! - `wait` (feature `http`): waiting until every member's data plane runs
+//!   a config index (`--wait-applied`).
 //!
 //! This crate depends on no other ferry crate, so every client (the CLI, the
 //! test harness, jepsen-lite) speaks exactly what the server speaks.
@@ -23,6 +27,7 @@
 pub mod addr;
 pub mod api;
 pub mod chaos;
+pub mod explain;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod listen;
@@ -30,6 +35,8 @@ pub mod name;
 pub mod route;
 pub mod selfdesc;
 pub mod snapshot;
+#[cfg(feature = "http")]
+pub mod wait;
 
 pub use addr::{BackendAddr, HostPort};
 pub use route::{BackendSpec, Balance, HashKey, HealthCheckSpec, ListenAddr, NodeRef, RouteSpec};

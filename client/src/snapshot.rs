@@ -378,7 +378,16 @@ impl crate::http::AdminClient {
     /// ([`write_file_atomic`]).
     pub async fn snapshot(&self, stale: bool) -> Result<Vec<u8>, crate::http::ClientError> {
         let path = if stale { "/v1/snapshot?consistency=stale" } else { "/v1/snapshot" };
-        Ok(self.call_raw("GET", path, None, None).await?.value)
+        let answer = self.send(&crate::http::RawRequest::new("GET", path)).await?;
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
+        }
+        let (addr, status) = (answer.addr, answer.status);
+        // A non-2xx answer is always an error: the API's, or a bad answer.
+        Err(match answer.into_result::<serde_json::Value>() {
+            Err(e) => e,
+            Ok(_) => crate::http::ClientError::Decode { addr, message: format!("status {status}") },
+        })
     }
 
     /// `POST /v1/snapshot/restore`: replaces the cluster's whole config with

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ferry_client::api::{GossipState, RaftMembership, Role};
 use ferry_client::http::WriteOpts;
 
 use crate::checker::CheckConfig;
@@ -390,10 +391,10 @@ async fn wait_formed(nodes: &[usize]) -> Result<()> {
                 Ok(m) => {
                     m.value
                         .iter()
-                        .filter(|m| m.raft == "voter" && m.state.as_deref() == Some("alive"))
+                        .filter(|m| m.raft == RaftMembership::Voter && m.state == Some(GossipState::Alive))
                         .count()
                         >= voters
-                        && m.value.iter().filter(|m| m.raft != "none").count() >= nodes.len()
+                        && m.value.iter().filter(|m| m.raft != RaftMembership::None).count() >= nodes.len()
                 }
                 Err(_) => false,
             };
@@ -741,7 +742,7 @@ impl NemesisRunner<'_> {
                 let Some(m) = members.value.iter().find(|m| m.name == name) else {
                     return Ok(()); // never became a member, or already gone
                 };
-                if m.raft == "none" {
+                if m.raft == RaftMembership::None {
                     return Ok(());
                 }
                 match client.remove_member(m.id).await {
@@ -785,7 +786,7 @@ async fn find_leader(nodes: &[usize]) -> Option<usize> {
     for &i in nodes {
         let client = workload::admin(i).with_timeout(Duration::from_secs(1));
         if let Ok(s) = client.status().await
-            && s.value.raft.is_some_and(|r| r.role == "leader")
+            && s.value.raft.is_some_and(|r| r.role == Role::Leader)
         {
             return Some(i);
         }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use common::{Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
-use ferry_client::api::Status;
+use ferry_client::api::{Role, Status};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -245,7 +245,7 @@ snapshot_logs = {snapshot_logs}
             let mut leading = Vec::new();
             for &id in among {
                 let raft = self.status(id).await?.raft.context("no raft status")?;
-                if raft.role == "leader" {
+                if raft.role == Role::Leader {
                     leading.push(id);
                 }
                 named.push(raft.leader_id);
@@ -1223,6 +1223,59 @@ async fn a_timeout_policy_closes_idle_established_connections() -> Result<()> {
     written(&c.send(2, "PUT", "/v1/chaos/hold", &[], Some(&policy)).await?)?;
     for (i, conn) in open.iter_mut().enumerate() {
         conn.expect_closed(Duration::from_secs(1)).await.with_context(|| format!("idle connection {i}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------- applied everywhere
+
+/// `wait_applied` (the CLI's `--wait-applied`) answers once every node's
+/// data plane runs the write: right after it, the route forwards on every
+/// node, with no polling. `GET /v1/status?min_index=` waits for the data
+/// plane, and answers at its `wait` with the index it runs when that is
+/// not reached; its parameters are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_confirmed_applied_on_every_node_and_forwards_at_once() -> Result<()> {
+    use ferry_client::http::AdminClient;
+    let backend = echo_server("one").await?;
+    let c = Cluster::start("applied", Opts::default()).await?;
+    let port = free_ports(&c.ips(), 1)?[0];
+    let client = AdminClient::with_addrs(Cluster::IDS.iter().map(|id| c.admin(*id)).collect());
+    let route: ferry_client::RouteSpec = serde_json::from_value(route("web", &format!(":{port}"), backend))?;
+    let w = client.put_route(&route, Default::default()).await?;
+    let rows = ferry_client::wait::wait_applied(&client, w.index, WAIT).await?;
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    ensure!(names == ["n1", "n2", "n3"], "{rows:?}");
+    for row in &rows {
+        ensure!(row.applied() && row.data_index >= Some(w.index), "{row:?}");
+    }
+    for id in Cluster::IDS {
+        // Once: the listener is bound when the node says it runs the index.
+        let answer = ask_once(SocketAddr::new(c.ip(id), port), "hi").await;
+        ensure!(answer.as_deref().ok() == Some("one: hi"), "node {id}: {answer:?}");
+    }
+
+    // An index not written yet: the node answers at the wait, behind.
+    let t0 = Instant::now();
+    let s = client.with_addr(c.admin(2)).status_at(w.index + 100, Duration::from_millis(300)).await?;
+    ensure!(t0.elapsed() >= Duration::from_millis(300), "answered after {:?}", t0.elapsed());
+    ensure!(s.value.data_index >= w.index && s.value.data_index < w.index + 100, "{:?}", s.value);
+    let rows = ferry_client::wait::wait_applied(&client, w.index + 100, Duration::from_millis(400)).await?;
+    ensure!(rows.len() == 3 && rows.iter().all(|r| !r.applied()), "{rows:?}");
+
+    // A node that is down is behind, by name.
+    let mut c = c;
+    c.kill9(3)?;
+    let w = client.delete_route("web", Default::default()).await?;
+    let rows = ferry_client::wait::wait_applied(&client, w.index, Duration::from_secs(2)).await?;
+    let behind: Vec<&str> = rows.iter().filter(|r| !r.applied()).map(|r| r.name.as_str()).collect();
+    ensure!(behind == ["n3"], "{rows:?}");
+
+    for (query, field) in
+        [("?min_index=x", "min_index"), ("?wait=1s", "wait"), ("?min_index=1&wait=9q", "wait")]
+    {
+        let r = c.send(1, "GET", &format!("/v1/status{query}"), &[], None).await?;
+        ensure!(r.status == 400 && r.body.contains(&format!("\"path\":\"{field}\"")), "{query}: {r:?}");
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{Ferryd, IO_TIMEOUT, TempDir, http, poll};
-use ferry_client::api::Member;
+use ferry_client::api::{GossipState, Member, RaftMembership};
 
 /// Longest wait for a cluster to form or a membership change to settle.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -105,15 +105,15 @@ impl Nodes {
             poll(&format!("roles seen by n{i}"), SETTLE, async || {
                 let ms = self.members(i).await?;
                 let mut v: Vec<String> =
-                    ms.iter().filter(|m| m.raft == "voter").map(|m| m.name.clone()).collect();
+                    ms.iter().filter(|m| m.raft == RaftMembership::Voter).map(|m| m.name.clone()).collect();
                 let mut l: Vec<String> =
-                    ms.iter().filter(|m| m.raft == "learner").map(|m| m.name.clone()).collect();
+                    ms.iter().filter(|m| m.raft == RaftMembership::Learner).map(|m| m.name.clone()).collect();
                 v.sort();
                 l.sort();
                 let all_alive = ms
                     .iter()
-                    .filter(|m| m.raft != "none")
-                    .all(|m| m.state.as_deref() == Some("alive") && m.applied_index.is_some());
+                    .filter(|m| m.raft != RaftMembership::None)
+                    .all(|m| m.state == Some(GossipState::Alive) && m.applied_index.is_some());
                 ensure!(v == want_v && l == want_l && all_alive, "n{i} sees {ms:#?}");
                 Ok(())
             })
@@ -158,10 +158,10 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     // lowest id first once caught up) stays a learner.
     let learner = poll("a fifth voter and a learner", SETTLE, async || {
         let ms = n.members(2).await?;
-        let role = |name: &str| ms.iter().find(|m| m.name == name).map(|m| m.raft.clone());
-        match (role("n5").as_deref(), role("n6").as_deref()) {
-            (Some("voter"), Some("learner")) => Ok(6),
-            (Some("learner"), Some("voter")) => Ok(5),
+        let role = |name: &str| ms.iter().find(|m| m.name == name).map(|m| m.raft);
+        match (role("n5"), role("n6")) {
+            (Some(RaftMembership::Voter), Some(RaftMembership::Learner)) => Ok(6),
+            (Some(RaftMembership::Learner), Some(RaftMembership::Voter)) => Ok(5),
             other => bail!("n5, n6: {other:?}"),
         }
     })
@@ -178,7 +178,7 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     // Raft roles and gossip states travel separately: poll the latter too.
     poll("n4 left, as n1 sees it", SETTLE, async || {
         let m4 = n.member(1, 4).await?;
-        ensure!(m4.state.as_deref() == Some("left") && m4.raft == "none", "{m4:?}");
+        ensure!(m4.state == Some(GossipState::Left) && m4.raft == RaftMembership::None, "{m4:?}");
         Ok(())
     })
     .await?;
@@ -191,7 +191,7 @@ async fn nodes_form_a_cluster_in_any_order_and_joiners_become_voters_up_to_max_v
     n.wait_roles(&[1, 2], &[1, 2, 3, 5], &[]).await?;
     poll("n6 left, as n5 sees it", SETTLE, async || {
         let m6 = n.member(5, 6).await?;
-        ensure!(m6.state.as_deref() == Some("left") && m6.raft == "none", "{m6:?}");
+        ensure!(m6.state == Some(GossipState::Left) && m6.raft == RaftMembership::None, "{m6:?}");
         Ok(())
     })
     .await?;
@@ -213,7 +213,7 @@ async fn kill_9_is_seen_down_by_every_survivor_within_the_bound_and_a_restart_re
     let mut seen = BTreeMap::new();
     while seen.len() < 2 && t0.elapsed() < SETTLE {
         for i in [1u8, 3] {
-            if !seen.contains_key(&i) && n.member(i, 2).await?.state.as_deref() == Some("down") {
+            if !seen.contains_key(&i) && n.member(i, 2).await?.state == Some(GossipState::Down) {
                 seen.insert(i, t0.elapsed());
             }
         }
@@ -266,7 +266,7 @@ async fn autopilot_removes_a_dead_voter_only_while_a_live_majority_remains() -> 
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let left = n.members(1).await?;
-    let voters = left.iter().filter(|m| m.raft == "voter").count();
+    let voters = left.iter().filter(|m| m.raft == RaftMembership::Voter).count();
     ensure!(voters == 4, "voters after losing the majority: {left:#?}");
     ensure!(left.iter().all(|m| ids.contains(&m.id)), "{left:#?}");
 
@@ -345,7 +345,7 @@ async fn killing_a_peer_under_load_fails_no_new_connection_and_it_takes_its_shar
     poll("n1 and n2 see n3 down", SETTLE, async || {
         for i in [1, 2] {
             let state = n.member(i, 3).await?.state;
-            ensure!(state.as_deref() == Some("down"), "n{i} sees n3 {state:?}");
+            ensure!(state == Some(GossipState::Down), "n{i} sees n3 {state:?}");
         }
         Ok(())
     })
@@ -390,7 +390,7 @@ async fn a_paused_member_declared_down_rejoins_promptly_after_it_resumes() -> Re
         poll("n1 and n3 see the paused n2 down", SETTLE, async || {
             for i in [1, 3] {
                 let state = n.member(i, 2).await?.state;
-                ensure!(state.as_deref() == Some("down"), "n{i} sees n2 {state:?}");
+                ensure!(state == Some(GossipState::Down), "n{i} sees n2 {state:?}");
             }
             Ok(())
         })
@@ -404,7 +404,7 @@ async fn a_paused_member_declared_down_rejoins_promptly_after_it_resumes() -> Re
         for i in [1, 3] {
             let m = n.member(i, 2).await?;
             ensure!(
-                m.state.as_deref() == Some("alive") && m.incarnation > Some(before),
+                m.state == Some(GossipState::Alive) && m.incarnation > Some(before),
                 "n{i} sees n2 {:?} incarnation {:?}",
                 m.state,
                 m.incarnation
@@ -475,5 +475,42 @@ async fn a_restart_during_formation_forms_one_cluster() -> Result<()> {
         leaders.insert(r.json()?["raft"]["leader_id"].as_u64());
     }
     ensure!(leaders.len() == 1 && !leaders.contains(&None), "leaders seen: {leaders:?}");
+    Ok(())
+}
+
+/// `POST /v1/join` (`ferryctl join`): a node whose `join` seed is gone
+/// joins through another member named at run time, and becomes a voter.
+/// Bad bodies are refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_seed_is_gone_joins_through_post_v1_join() -> Result<()> {
+    let mut n = Nodes::new("join-api")?;
+    let seeds = seeds(&n);
+    for i in 1..=3 {
+        n.start(i, &["--bootstrap-expect", "3", "--join", &seeds])?;
+    }
+    n.wait_roles(&[1], &[1, 2, 3], &[]).await?;
+    // Its only seed is an address nobody listens on.
+    let gone = n.ip(6).to_string();
+    n.start(4, &["--join", &gone])?;
+    poll("n4's admin API", SETTLE, async || {
+        http(n.admin(4), "GET", "/health/live", &[], None, IO_TIMEOUT).await.map(|_| ())
+    })
+    .await?;
+    ensure!(!n.members(1).await?.iter().any(|m| m.name == "n4"), "n4 is a member without a seed");
+
+    for (body, field) in [
+        (r#"{"addrs": []}"#, "addrs"),
+        (r#"{"addrs": ["bad seed"]}"#, "addrs[0]"),
+        (r#"{"addrs": ["127.0.0.1:7946"], "x": 1}"#, "x"),
+    ] {
+        let r = http(n.admin(4), "POST", "/v1/join", &[], Some(body), IO_TIMEOUT).await?;
+        ensure!(r.status == 400 && r.body.contains(&format!("\"path\":\"{field}\"")), "{body}: {r:?}");
+    }
+    let body = format!(r#"{{"addrs": ["{}"]}}"#, n.ip(1));
+    let r = http(n.admin(4), "POST", "/v1/join", &[], Some(&body), IO_TIMEOUT).await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.body);
+    let joined: ferry_client::api::JoinResult = serde_json::from_str(&r.body)?;
+    ensure!(joined.joined == [format!("{}:7946", n.ip(1))], "{joined:?}");
+    n.wait_roles(&[1, 4], &[1, 2, 3, 4], &[]).await?;
     Ok(())
 }

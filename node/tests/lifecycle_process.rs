@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use common::{Ferryd, IO_TIMEOUT, TempDir, http, poll};
-use ferry_client::api::{Member, Status};
+use ferry_client::api::{GossipState, Member, RaftMembership, Role, Status};
 use nix::sys::signal::Signal;
 
 /// Longest wait for a cluster to form or a change to settle.
@@ -190,11 +190,13 @@ join = [{seeds}]
             poll(&format!("voters {want:?} seen by n{i}"), SETTLE, async || {
                 let ms = self.members(i).await?;
                 let mut v: Vec<String> =
-                    ms.iter().filter(|m| m.raft == "voter").map(|m| m.name.clone()).collect();
+                    ms.iter().filter(|m| m.raft == RaftMembership::Voter).map(|m| m.name.clone()).collect();
                 v.sort();
-                let in_raft: Vec<&Member> = ms.iter().filter(|m| m.raft != "none").collect();
+                let in_raft: Vec<&Member> = ms.iter().filter(|m| m.raft != RaftMembership::None).collect();
                 let healthy = in_raft.iter().all(|m| {
-                    m.raft == "voter" && m.state.as_deref() == Some("alive") && m.applied_index.is_some()
+                    m.raft == RaftMembership::Voter
+                        && m.state == Some(GossipState::Alive)
+                        && m.applied_index.is_some()
                 });
                 ensure!(v == want && healthy, "n{i} sees {ms:#?}");
                 Ok(())
@@ -272,7 +274,7 @@ async fn sigterm_keeps_every_seat_and_any_two_restarted_nodes_take_writes() -> R
         let third = 6 - a - b;
         let ms = n.members(a).await?;
         let m = ms.iter().find(|m| m.name == format!("n{third}")).context("the third node is gone")?;
-        ensure!(m.raft == "voter", "n{third} lost its seat while stopped: {m:?}");
+        ensure!(m.raft == RaftMembership::Voter, "n{third} lost its seat while stopped: {m:?}");
         n.terminate(a).await?;
         n.terminate(b).await?;
     }
@@ -405,7 +407,7 @@ async fn leave_on_terminate_makes_sigterm_leave_raft_and_gossip() -> Result<()> 
     poll("the follower left, as the leader sees it", SETTLE, async || {
         let ms = n.members(leader).await?;
         let m = ms.iter().find(|m| m.name == format!("n{follower}")).context("no entry")?;
-        ensure!(m.state.as_deref() == Some("left") && m.raft == "none", "{m:?}");
+        ensure!(m.state == Some(GossipState::Left) && m.raft == RaftMembership::None, "{m:?}");
         Ok(())
     })
     .await?;
@@ -429,7 +431,7 @@ async fn a_leave_of_the_leader_is_clean_and_autopilot_does_not_add_it_back() -> 
         for &i in &rest {
             let ms = n.members(i).await?;
             let m = ms.iter().find(|m| m.name == format!("n{leader}")).context("no entry")?;
-            ensure!(m.state.as_deref() == Some("left") && m.raft == "none", "n{i}: {m:?}");
+            ensure!(m.state == Some(GossipState::Left) && m.raft == RaftMembership::None, "n{i}: {m:?}");
         }
         Ok(())
     })
@@ -473,7 +475,7 @@ async fn a_removed_leader_restarted_alone_does_not_name_itself_leader() -> Resul
     while checked.elapsed() < Duration::from_secs(3) {
         if let Ok(s) = n.status(leader).await {
             let raft = s.raft.context("no raft status")?;
-            let leads = raft.role == "leader";
+            let leads = raft.role == Role::Leader;
             ensure!(
                 leads == (raft.leader_id == Some(raft.node_id)),
                 "role {:?} with leader_id {:?} (its own id is {})",
@@ -519,7 +521,7 @@ async fn an_isolated_leader_reports_no_quorum_and_logs_each_lost_peer_once() -> 
     let killed = Instant::now();
     poll("the leader reporting no quorum", Duration::from_secs(5), async || {
         let raft = n.status(leader).await?.raft.context("no raft status")?;
-        ensure!(raft.role == "leader" && raft.quorum == Some(false), "{raft:?}");
+        ensure!(raft.role == Role::Leader && raft.quorum == Some(false), "{raft:?}");
         ensure!(n.metric(leader, "ferry_raft_has_quorum").await? == 0.0, "ferry_raft_has_quorum still 1");
         Ok(())
     })

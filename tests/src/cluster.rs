@@ -276,7 +276,7 @@ snapshot_logs = {snapshot_logs}
             let mut named = Vec::new();
             for &id in &running {
                 let raft = self.status(id).await.ok()?.raft?;
-                if raft.role == "leader" {
+                if raft.role == ferry_client::api::Role::Leader {
                     leaders.push(id);
                 }
                 named.push(raft.leader_id?);

@@ -1,12 +1,14 @@
-//! A small HTTP/1.1 client for the admin API: any method, headers and body,
-//! and the response's status, headers and body (one request per connection).
-//! [`Raw`] sends what a well-behaved client would not: partial, slow or
-//! malformed requests, several on one connection.
+//! Requests to the admin API for tests: [`Request`] builds any method,
+//! headers and body and sends it through ferry-client's `AdminClient` (the
+//! one HTTP client), keeping the whole answer; [`Raw`] sends what a
+//! well-behaved client would not: partial, slow or malformed requests,
+//! several on one connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_client::http::{AdminClient, RawRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,39 +69,22 @@ impl Request {
         format!("{} {}", self.method, self.path)
     }
 
-    /// Sends the request to `addr` and reads the whole response.
+    /// Sends the request to `addr` through [`AdminClient::send`] and reads
+    /// the whole response, whatever its status.
     pub async fn send(&self, addr: SocketAddr) -> anyhow::Result<Response> {
-        let what = format!("{} on {addr}", self.line());
-        tokio::time::timeout(self.timeout, self.exchange(addr))
+        let mut req = RawRequest::new(self.method, self.path.clone());
+        req.headers.clone_from(&self.headers);
+        req.body.clone_from(&self.body);
+        let r = AdminClient::new(addr)
+            .with_timeout(self.timeout)
+            .send(&req)
             .await
-            .with_context(|| format!("{what}: no answer within {:?}", self.timeout))?
-            .with_context(|| what)
-    }
-
-    async fn exchange(&self, addr: SocketAddr) -> anyhow::Result<Response> {
-        let mut s = TcpStream::connect(addr).await?;
-        let mut head =
-            format!("{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n", self.method, self.path);
-        for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(body) = &self.body {
-            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(self.body.as_deref().unwrap_or_default());
-        // A server may answer (413) and close before reading a large body:
-        // a failed write is fine as long as a response comes back.
-        let written = s.write_all(&raw).await;
-        let mut answer = Vec::new();
-        let read = s.read_to_end(&mut answer).await;
-        if answer.is_empty() {
-            written?;
-            read?;
-            anyhow::bail!("empty response");
-        }
-        Response::parse(&answer)
+            .with_context(|| format!("{} on {addr}", self.line()))?;
+        Ok(Response {
+            status: r.status,
+            headers: r.headers,
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+        })
     }
 }
 

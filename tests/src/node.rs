@@ -1,11 +1,10 @@
-//! A ferry node in-process, and a small client for its admin API.
+//! A ferry node in-process, and admin-API reads through `AdminClient`.
 
 use std::net::SocketAddr;
 
 use ferry_client::RouteSpec;
+use ferry_client::http::{AdminClient, RawRequest};
 use ferry_node::{Config, Node};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A running in-process node with its admin API on an OS-chosen port.
 #[derive(Debug)]
@@ -61,22 +60,11 @@ impl TestNode {
     }
 }
 
-/// A one-shot HTTP/1.1 GET: (status, body).
+/// `GET path` through [`AdminClient::send`]: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(crate::client::IO_TIMEOUT, s.read_to_end(&mut raw)).await??;
-    let text = String::from_utf8(raw)?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
-    // Bodies are small; axum sends them with Content-Length, not chunked.
-    Ok((status, body.to_string()))
+    let client = AdminClient::new(addr).with_timeout(crate::client::IO_TIMEOUT);
+    let r = client.send(&RawRequest::new("GET", path)).await?;
+    Ok((r.status, String::from_utf8_lossy(&r.body).into_owned()))
 }
 
 /// `127.0.0.1:PORT` with a port free right now (bound by the OS, then

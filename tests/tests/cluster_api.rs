@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ferry_client::api::Role;
 use ferry_tests::cluster::{Options, SETTLE, TestCluster, route_json};
 use ferry_tests::eventually;
 use ferry_tests::http::{Request, Response};
@@ -526,13 +527,17 @@ async fn status_shows_one_leader_named_by_every_node() -> anyhow::Result<()> {
         let raft = s.raft.ok_or_else(|| anyhow::anyhow!("node {id}: no raft in /v1/status"))?;
         assert_eq!(raft.node_id, id);
         assert_eq!(raft.leader_id, Some(leader), "node {id}: {raft:?}");
-        assert_eq!(raft.role, if id == leader { "leader" } else { "follower" }, "node {id}: {raft:?}");
+        assert_eq!(
+            raft.role,
+            if id == leader { Role::Leader } else { Role::Follower },
+            "node {id}: {raft:?}"
+        );
         assert!(raft.applied_index >= Some(index), "node {id}: {raft:?}");
         assert!(raft.last_log_index >= raft.applied_index, "node {id}: {raft:?}");
         assert_eq!(s.index, index);
         assert_eq!(s.node, format!("n{id}"));
         terms.push(raft.term);
-        if raft.role == "leader" {
+        if raft.role == Role::Leader {
             leaders.push(id);
         }
     }

@@ -18,7 +18,7 @@ pub async fn sampler(ctx: Ctx, process: u32, node: usize) {
                 let sample = StatusSample {
                     node: n.clone(),
                     node_id: s.raft.as_ref().map(|r| r.node_id),
-                    role: s.raft.as_ref().map(|r| r.role.clone()),
+                    role: s.raft.as_ref().map(|r| r.role.to_string()),
                     term: s.raft.as_ref().map_or(0, |r| r.term),
                     leader_id: s.raft.as_ref().and_then(|r| r.leader_id),
                     applied_index: s.raft.as_ref().and_then(|r| r.applied_index),

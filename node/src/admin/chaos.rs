@@ -5,31 +5,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
+use ferry_client::api::{ChaosPolicyStatus, GossipState};
 use ferry_client::chaos::ChaosPolicy;
 use ferry_raft_store::Command;
-use serde::Serialize;
 
 use super::params::Path;
 use super::request::{Params, ReadParams, WriteParams, check_body, parse_body, with_index};
 use super::routes::commit;
 use super::{AdminState, ApiError};
 use crate::dataplane::chaos;
-
-/// A stored policy and its revision.
-#[derive(Debug, Serialize)]
-struct PolicyStatus<'a> {
-    policy: &'a ChaosPolicy,
-    revision: u64,
-    /// The seed its decisions use (`policy.seed`, or the one derived from
-    /// its name and revision).
-    seed: u64,
-    /// `GET /v1/chaos/{name}` only: the nodes whose data plane applies it,
-    /// by name: every member not known to be down that is in its scope,
-    /// with a route in scope, before `expires_at` by this node's clock
-    /// (each node runs the same function on the same log).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    in_effect_on: Option<Vec<String>>,
-}
 
 /// How long `GET /v1/chaos/{name}` waits for each member's answer about
 /// its applied index (the members list it reuses asks for it).
@@ -38,11 +22,11 @@ const MEMBER_PROBE: std::time::Duration = std::time::Duration::from_millis(300);
 /// `GET /v1/chaos`.
 pub async fn list(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
     let state = s.read_state(&q).await?;
-    let all: Vec<PolicyStatus<'_>> = state
+    let all: Vec<ChaosPolicyStatus> = state
         .chaos
         .values()
-        .map(|p| PolicyStatus {
-            policy: &p.policy,
+        .map(|p| ChaosPolicyStatus {
+            policy: p.policy.clone(),
             revision: p.revision,
             seed: p.policy.effective_seed(p.revision),
             in_effect_on: None,
@@ -68,16 +52,13 @@ pub async fn get(
         Some(m) => m.members(MEMBER_PROBE).await,
         None => Vec::new(),
     };
-    let live = members
-        .into_iter()
-        .filter(|m| m.state.as_deref().is_none_or(|st| st == "alive" || st == "suspect"))
-        .map(|m| m.name);
+    let live = members.into_iter().filter(|m| m.state.is_none_or(GossipState::is_up)).map(|m| m.name);
     let mut on: Vec<String> = live
         .filter(|node| state.routes.values().any(|r| chaos::in_effect(&p.policy, node, &r.spec, now)))
         .collect();
     on.sort();
-    let status = PolicyStatus {
-        policy: &p.policy,
+    let status = ChaosPolicyStatus {
+        policy: p.policy.clone(),
         revision: p.revision,
         seed: p.policy.effective_seed(p.revision),
         in_effect_on: Some(on),

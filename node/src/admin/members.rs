@@ -3,16 +3,20 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use ferry_client::api::RemoveResult;
+use ferry_client::FieldError;
+use ferry_client::api::{JoinRequest, JoinResult, RemoveResult};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::params::Path;
+use super::request::parse_body;
 use super::{AdminState, ApiError};
 use crate::cluster::message::MembershipChange;
+use crate::config::parse_seed;
 use crate::control::member::MemberHandle;
 
 /// Longest wait for one member's applied index.
@@ -81,6 +85,62 @@ pub async fn remove(
     let deadline = Instant::now() + s.request_timeout;
     let index = member.replica.change_membership(MembershipChange::Remove { node_id: id }, deadline).await?;
     Ok(Json(RemoveResult { id, index }).into_response())
+}
+
+/// Longest `POST /v1/join` waits for a seed to answer.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// `POST /v1/join` `{"addrs": ["HOST[:PORT]", ...]}`: this node joins the
+/// gossip cluster of those seeds (as `consul join`): for a node whose
+/// `join` seeds were wrong or down, or to merge two groups. Answers 200
+/// once a seed is a member that is up (`joined` lists those), 503
+/// `join_pending` when none answered within 5 s (the node keeps
+/// announcing to them).
+pub async fn join(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let member = s.membership()?;
+    let Some(gossip) = member.gossip.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "static_membership",
+            "this node has no [gossip] section: its membership is static (initial_members)",
+        ));
+    };
+    let req: JoinRequest = parse_body(&body)?;
+    if req.addrs.is_empty() {
+        return Err(ApiError::field("addrs", "give at least one gossip address (HOST[:PORT]) to join"));
+    }
+    let errors: Vec<FieldError> = req
+        .addrs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| parse_seed(a).err().map(|e| FieldError::new(format!("addrs[{i}]"), e)))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::bad_request(errors));
+    }
+    let wait = JOIN_WAIT.min(s.request_timeout);
+    let (tried, met) = crate::control::gossip::join_now(gossip, req.addrs, wait)
+        .await
+        .map_err(|e| ApiError::field("addrs", e))?;
+    if met.is_empty() {
+        let tried: Vec<String> = tried.iter().map(ToString::to_string).collect();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "join_pending",
+            format!(
+                "no seed answered within {}ms (announced to {}); this node keeps announcing to them",
+                wait.as_millis(),
+                tried.join(", ")
+            ),
+        ));
+    }
+    let joined = met.iter().map(ToString::to_string).collect();
+    Ok(Json(JoinResult { node_id: member.node_id, joined }).into_response())
 }
 
 /// `POST /v1/leave`: this node leaves the cluster (Raft, then gossip),

@@ -16,6 +16,8 @@
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
 //! - [`snapshot`]: `/v1/snapshot`, backups and restores of the whole
 //!   config (cluster mode).
+//! - [`explain`]: a route's choice for a client, and a route change
+//!   measured before it is written (`dry-run`).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
 //! - [`params`]: query and path parameters, one rule for every endpoint.
 //! - [`request`]: auth, bodies, consistency, blocking queries.
@@ -26,6 +28,7 @@
 
 pub mod binds;
 pub mod chaos;
+pub mod explain;
 pub mod members;
 pub mod params;
 pub mod request;
@@ -138,10 +141,12 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     let none = || middleware::from_fn(params::no_params);
     Router::new()
-        .route("/v1/status", get(status).route_layer(none()))
+        .route("/v1/status", get(status))
         .route("/v1/routes", get(routes::list))
         .route("/v1/routes/{name}", get(routes::get).put(routes::put).delete(routes::delete))
         .route("/v1/routes/{name}/backends/{id}/weight", put(routes::put_weight))
+        .route("/v1/routes/{name}/explain", get(explain::explain))
+        .route("/v1/routes/{name}/dry-run", post(explain::dry_run))
         .route("/v1/members", get(members::list).route_layer(none()))
         .route("/v1/members/{id}/remove", post(members::remove).route_layer(none()))
         .route("/v1/leave", post(members::leave).route_layer(none()))
@@ -151,6 +156,7 @@ pub fn router(state: AdminState) -> Router {
             post(snapshot::restore)
                 .route_layer(DefaultBodyLimit::max(ferry_client::snapshot::MAX_SNAPSHOT_BYTES + 1)),
         )
+        .route("/v1/join", post(members::join).route_layer(none()))
         .route("/v1/chaos", get(chaos::list))
         .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))
         .route("/metrics", get(metrics).route_layer(none()))
@@ -219,7 +225,54 @@ async fn observe(State(state): State<AdminState>, req: Request, next: Next) -> R
     response
 }
 
-async fn status(State(s): State<AdminState>) -> Response {
+/// Longest `GET /v1/status?min_index=` wait, and its default.
+const STATUS_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+const STATUS_DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl AdminState {
+    /// The config index this node's data plane runs: in cluster mode what
+    /// the member feed last applied to the table and listeners, standalone
+    /// the table generation.
+    pub fn data_index(&self) -> u64 {
+        match &self.member {
+            Some(m) => *m.data_applied.borrow(),
+            None => self.table.load().generation,
+        }
+    }
+
+    /// Waits until [`Self::data_index`] reaches `min`, at most `wait`.
+    async fn wait_data_index(&self, min: u64, wait: std::time::Duration) {
+        match &self.member {
+            Some(m) => {
+                let mut rx = m.data_applied.clone();
+                let _ = tokio::time::timeout(wait, rx.wait_for(|i| *i >= min)).await;
+            }
+            None => {
+                // A standalone table changes on reloads: poll.
+                let deadline = tokio::time::Instant::now() + wait;
+                while self.table.load().generation < min && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn status(
+    State(s): State<AdminState>,
+    params::Params(q): params::Params<params::StatusParams>,
+) -> Result<Response, ApiError> {
+    match (q.min_index, q.wait) {
+        (Some(min), wait) => {
+            s.wait_data_index(min, wait.unwrap_or(STATUS_DEFAULT_WAIT).min(STATUS_MAX_WAIT)).await
+        }
+        (None, Some(_)) => return Err(ApiError::field("wait", "goes with min_index")),
+        (None, None) => {}
+    }
+    Ok(status_now(&s))
+}
+
+fn status_now(s: &AdminState) -> Response {
     let table = s.table.load();
     let index = s.replica.as_ref().map_or(table.generation, |r| r.state().index);
     let body = Json(Status {
@@ -237,6 +290,7 @@ async fn status(State(s): State<AdminState>) -> Response {
         protocol: crate::version::PROTOCOL,
         features: crate::version::features_of(crate::version::PROTOCOL),
         cluster_version: s.member.as_ref().and_then(|m| m.versions.last()),
+        data_index: s.data_index(),
     });
     request::with_index(body.into_response(), index)
 }

@@ -137,6 +137,34 @@ impl ReadParams {
     }
 }
 
+/// `?min_index=N&wait=D` of `GET /v1/status`: answer once this node's data
+/// plane runs config index N (or after `wait`, default 5 m, with the index
+/// it runs then).
+#[derive(Debug, Default)]
+pub struct StatusParams {
+    pub min_index: Option<u64>,
+    pub wait: Option<Duration>,
+}
+
+impl QueryParams for StatusParams {
+    const NAMES: &'static [&'static str] = &["min_index", "wait"];
+
+    fn set(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
+        match name {
+            "min_index" => self.min_index = Some(number(name, value)?),
+            _ => {
+                self.wait = Some(parse_duration(value).ok_or_else(|| {
+                    ApiError::field(
+                        "wait",
+                        format!("expected a duration like 30s, 500ms or 5m, got {value:?}"),
+                    )
+                })?)
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `?cas=N` of a write.
 #[derive(Debug, Default)]
 pub struct WriteParams {

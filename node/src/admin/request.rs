@@ -29,7 +29,8 @@ pub const INDEX_HEADER: &str = "x-ferry-index";
 pub const REQUEST_ID_HEADER: &str = "x-ferry-request-id";
 
 impl ApiError {
-    fn bad_request(fields: Vec<FieldError>) -> Self {
+    /// A 400 listing every problem, each naming its field.
+    pub fn bad_request(fields: Vec<FieldError>) -> Self {
         let message = fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         let mut e = ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
         e.body.error.fields = fields;

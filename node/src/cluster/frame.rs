@@ -300,6 +300,7 @@ mod tests {
                 version: "0.1.0+0123456789ab".into(),
                 protocol: 3,
                 features: vec![],
+                admin_addr: String::new(),
             }),
             Message::PreVote(ferry_raft_store::election::PreVoteRequest {
                 candidate: 2,

@@ -170,6 +170,10 @@ pub struct NodeStatus {
     /// The features the node speaks ([`crate::version::FEATURES`]).
     #[serde(default)]
     pub features: Vec<String>,
+    /// The node's admin API address (`[admin] addr`): how `GET /v1/members`
+    /// names it on a cluster without gossip. Empty from older nodes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub admin_addr: String,
 }
 
 impl NodeStatus {

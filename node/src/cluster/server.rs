@@ -104,6 +104,8 @@ pub struct ClusterServer {
     raft: Raft,
     node_name: String,
     bootstrap_expect: u32,
+    /// This node's admin address, for [`Message::NodeStatus`].
+    admin_addr: String,
     cluster_id: String,
     stats: Arc<TransportStats>,
     config: ServerConfig,
@@ -147,6 +149,7 @@ impl ClusterServer {
             raft,
             node_name: String::new(),
             bootstrap_expect: 0,
+            admin_addr: String::new(),
             cluster_id: cluster_id.into(),
             stats,
             config,
@@ -215,6 +218,12 @@ impl ClusterServer {
     pub fn with_identity(mut self, name: impl Into<String>, bootstrap_expect: u32) -> Self {
         self.node_name = name.into();
         self.bootstrap_expect = bootstrap_expect;
+        self
+    }
+
+    /// The admin address that [`Message::NodeStatus`] reports.
+    pub fn with_admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.admin_addr = addr.to_string();
         self
     }
 
@@ -310,6 +319,7 @@ impl ClusterServer {
             version: crate::version::version(),
             protocol: crate::version::PROTOCOL,
             features: crate::version::features_of(crate::version::PROTOCOL),
+            admin_addr: self.admin_addr.clone(),
         }
     }
 

@@ -156,6 +156,46 @@ async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken)
     }
 }
 
+/// `POST /v1/join`: announces this node to `seeds` now, keeps announcing
+/// in the background as a `join` seed list does (until every seed is a
+/// member, or gossip stops), and waits up to `wait` for one of them to be
+/// a member that is up. Returns the seeds' resolved addresses and those
+/// met; an error when none of them resolves.
+pub async fn join_now(
+    handle: &GossipHandle,
+    seeds: Vec<String>,
+    wait: Duration,
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), String> {
+    let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
+    let own = handle.identity().gossip_addr;
+    let addrs = resolve(resolver, &seeds, own, SEED_LOOKUP_TIMEOUT.min(wait)).await;
+    if addrs.is_empty() {
+        return Err(format!(
+            "none of {seeds:?} resolves to a gossip address other than this node's own ({own})"
+        ));
+    }
+    let mut view = handle.subscribe();
+    handle.join(addrs.clone()).await.map_err(|e| format!("gossip stopped: {e}"))?;
+    // The announcements go on in the background: UDP may lose the first.
+    tokio::spawn(join(handle.clone(), seeds, CancellationToken::new()));
+    let met = |v: &MemberView| -> Vec<SocketAddr> {
+        let unmet = unmet_seeds(&addrs, v);
+        addrs.iter().copied().filter(|a| !unmet.contains(a)).collect()
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = met(&view.borrow_and_update());
+        if !now.is_empty() {
+            return Ok((addrs, now));
+        }
+        match tokio::time::timeout_at(deadline, view.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err("gossip stopped".into()),
+            Err(_) => return Ok((addrs, Vec::new())),
+        }
+    }
+}
+
 /// The seed addresses that no member up in `view` gossips from.
 fn unmet_seeds(addrs: &[SocketAddr], view: &MemberView) -> Vec<SocketAddr> {
     addrs.iter().copied().filter(|a| !view.up().any(|m| m.identity.gossip_addr == *a)).collect()

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
+use ferry_client::api::{GossipState, RaftMembership};
 use ferry_client::snapshot::Snapshot;
 use ferry_gossip::GossipHandle;
 use ferry_raft_store::election::Election;
@@ -86,6 +87,12 @@ pub struct MemberHandle {
     pub(crate) transport: Arc<Transport>,
     /// What every member speaks.
     pub versions: Versions,
+    /// The config index this node's data plane runs: its routing table is
+    /// published and its listeners bound (or their failure recorded) for
+    /// every entry up to it.
+    pub data_applied: tokio::sync::watch::Receiver<u64>,
+    /// This node's admin address.
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// What the cluster port serves besides Raft, and the faults switched on.
@@ -174,6 +181,7 @@ impl Member {
             },
         )
         .with_identity(config.node.name.clone(), u32::try_from(bootstrap_expect).unwrap_or(u32::MAX))
+        .with_admin_addr(admin_addr)
         .with_hops(hops)
         .with_bind_failures(bind_failures)
         .with_election(Arc::clone(&election))
@@ -286,7 +294,8 @@ impl Member {
             }
             tasks.push(tokio::spawn(restore_seed(Arc::clone(&replica), snapshot, stop.clone())));
         }
-        tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, stop.clone())));
+        let (data_applied_tx, data_applied) = tokio::sync::watch::channel(0);
+        tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, data_applied_tx, stop.clone())));
         let watch = RaftWatch {
             replica: Arc::clone(&replica),
             stats: Arc::clone(&stats),
@@ -296,7 +305,15 @@ impl Member {
         };
         tasks.push(tokio::spawn(super::raft_watch::run(watch, stop.clone())));
         tasks.push(tokio::spawn(versions.clone().run(stop.child_token())));
-        let handle = MemberHandle { node_id, replica: Arc::clone(&replica), gossip, transport, versions };
+        let handle = MemberHandle {
+            node_id,
+            replica: Arc::clone(&replica),
+            gossip,
+            transport,
+            versions,
+            data_applied,
+            admin_addr,
+        };
         Ok(Member { handle, replica, stats, stop, tasks })
     }
 
@@ -371,15 +388,18 @@ impl MemberHandle {
                     name: info.name.clone(),
                     cluster_addr: info.cluster_addr.clone(),
                     admin_addr: info.admin_addr.clone(),
-                    ..member_row(*id, if voters.contains(id) { "voter" } else { "learner" })
+                    ..member_row(
+                        *id,
+                        if voters.contains(id) { RaftMembership::Voter } else { RaftMembership::Learner },
+                    )
                 },
             );
         }
         for status in view.iter().flat_map(|v| v.members.values()) {
             let i = &status.identity;
-            let row = rows.entry(i.id).or_insert_with(|| member_row(i.id, "none"));
+            let row = rows.entry(i.id).or_insert_with(|| member_row(i.id, RaftMembership::None));
             row.name.clone_from(&i.name);
-            row.state = Some(status.state.as_str().to_string());
+            row.state = Some(gossip_state(status.state));
             row.gossip_addr = Some(i.gossip_addr.to_string());
             row.incarnation = Some(i.incarnation);
             row.cluster_addr = i.cluster_addr.to_string();
@@ -392,9 +412,10 @@ impl MemberHandle {
         }
         let mut probes = tokio::task::JoinSet::new();
         for row in rows.values_mut() {
-            let up = row.state.as_deref().is_none_or(|s| s == "alive" || s == "suspect");
+            let up = row.state.is_none_or(GossipState::is_up);
             if row.id == self.node_id {
                 row.applied_index = m.last_applied.map(|l| l.index);
+                row.admin_addr = self.admin_addr.to_string();
             } else if up && !row.cluster_addr.is_empty() {
                 let (id, addr, transport) = (row.id, row.cluster_addr.clone(), Arc::clone(&self.transport));
                 probes.spawn(async move {
@@ -410,6 +431,9 @@ impl MemberHandle {
                 && let Some(row) = rows.get_mut(&id)
             {
                 row.applied_index = status.applied_index;
+                if row.admin_addr.is_empty() {
+                    row.admin_addr.clone_from(&status.admin_addr);
+                }
                 if let Some(v) = status.node_version() {
                     row.version = Some(v.version);
                     row.protocol = Some(v.protocol);
@@ -435,7 +459,18 @@ impl MemberHandle {
 }
 
 /// A `/v1/members` row knowing only the id and the Raft role.
-fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
+/// The API's name for a gossip state.
+fn gossip_state(state: ferry_gossip::view::MemberState) -> GossipState {
+    use ferry_gossip::MemberState as S;
+    match state {
+        S::Alive => GossipState::Alive,
+        S::Suspect => GossipState::Suspect,
+        S::Down => GossipState::Down,
+        S::Left => GossipState::Left,
+    }
+}
+
+fn member_row(id: NodeId, raft: RaftMembership) -> ferry_client::api::Member {
     ferry_client::api::Member {
         id,
         name: String::new(),
@@ -444,7 +479,7 @@ fn member_row(id: NodeId, raft: &str) -> ferry_client::api::Member {
         incarnation: None,
         cluster_addr: String::new(),
         admin_addr: String::new(),
-        raft: raft.to_string(),
+        raft,
         applied_index: None,
         version: None,
         protocol: None,
@@ -606,16 +641,18 @@ async fn seeded_only(replica: &Replica, current: u64, stop: &CancellationToken) 
 /// The seed's request id should its command not encode.
 const SEED_REQUEST_ID: u128 = 0x5eed_f3ff_0000_0000_0000_0000_0000_0001;
 
-/// Republishes the routing table whenever the applied routes change.
+/// Republishes the routing table whenever the applied routes change, and
+/// tells `applied` each config index once the data plane runs it.
 async fn feed(
     mut rx: tokio::sync::watch::Receiver<Arc<ferry_raft_store::ClusterState>>,
     publisher: mpsc::Sender<PublisherCommand>,
+    applied: tokio::sync::watch::Sender<u64>,
     stop: CancellationToken,
 ) {
     let mut last: Option<Vec<RouteSpec>> = None;
     let mut last_chaos: Option<Vec<PolicyInput>> = None;
     loop {
-        let (routes, chaos): (Vec<RouteSpec>, Vec<PolicyInput>) = {
+        let (index, routes, chaos): (u64, Vec<RouteSpec>, Vec<PolicyInput>) = {
             let state = rx.borrow_and_update();
             let routes = state.routes.values().map(|r| r.spec.clone()).collect();
             let chaos = state
@@ -623,7 +660,7 @@ async fn feed(
                 .values()
                 .map(|p| PolicyInput { policy: p.policy.clone(), revision: p.revision })
                 .collect();
-            (routes, chaos)
+            (state.index, routes, chaos)
         };
         // Policies first: a route and a policy for it written together
         // then start together.
@@ -633,6 +670,15 @@ async fn feed(
                 return;
             }
             last_chaos = Some(chaos);
+            if last.as_ref() == Some(&routes) {
+                // The publisher applies commands in order: the barrier's
+                // answer says the policies are in the table.
+                let (reply, done) = oneshot::channel();
+                if publisher.send(PublisherCommand::Barrier { reply }).await.is_err() {
+                    return;
+                }
+                let _ = done.await;
+            }
         }
         if last.as_ref() != Some(&routes) {
             let (reply, done) = oneshot::channel();
@@ -648,6 +694,7 @@ async fn feed(
             let _ = done.await;
             last = Some(routes);
         }
+        applied.send_replace(index);
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             () = stop.cancelled() => return,

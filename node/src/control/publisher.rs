@@ -57,6 +57,9 @@ pub enum Command {
     SetChaos { policies: Vec<PolicyInput> },
     /// Stop every listener (shutdown); replies when done.
     StopAccepting { reply: oneshot::Sender<()> },
+    /// Replies once every command sent before it is applied (the table
+    /// published, the listeners bound).
+    Barrier { reply: oneshot::Sender<()> },
 }
 
 /// Owns the registry and the listeners; see the module doc.
@@ -352,6 +355,9 @@ impl Publisher {
                     Some(Command::StopAccepting { reply }) => {
                         self.listeners.stop_accepting();
                         self.binds_changed();
+                        let _ = reply.send(());
+                    }
+                    Some(Command::Barrier { reply }) => {
                         let _ = reply.send(());
                     }
                     None => return,

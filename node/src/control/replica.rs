@@ -18,8 +18,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ferry_client::api::RaftPeer;
 pub use ferry_client::api::RaftStatus;
+use ferry_client::api::{RaftMembership, RaftPeer, Role};
 use ferry_raft_store::types::Raft;
 use ferry_raft_store::{ClusterState, NodeId, RaftMetrics, Request, Response, StateWatch, known_leader};
 use openraft::ServerState;
@@ -400,20 +400,19 @@ impl Replica {
             .map(|(&id, _)| RaftPeer {
                 id,
                 name: self.name_of(&m, id).unwrap_or_default(),
-                raft: if voters.contains(&id) { "voter" } else { "learner" }.to_string(),
+                raft: if voters.contains(&id) { RaftMembership::Voter } else { RaftMembership::Learner },
                 last_contact_ms: self.contacts.since_contact(id).map(|d| d.as_millis() as u64),
             })
             .collect();
         RaftStatus {
             node_id: self.node_id,
             role: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .to_string(),
+                ServerState::Leader => Role::Leader,
+                ServerState::Follower => Role::Follower,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Learner => Role::Learner,
+                ServerState::Shutdown => Role::Shutdown,
+            },
             leader_id,
             term: m.current_term,
             last_log_index: m.last_log_index,

@@ -14,6 +14,8 @@
 //! - [`pipeline`]: what both share: the backend connect and its record,
 //!   and the connection's tail (counters, copy, how it ended).
 //! - [`chaos`]: chaos policies on live traffic.
+//! - [`explain`]: the choice shown (`explain`) and a route change measured
+//!   (`dry-run`), by the functions that make it.
 //! - [`proxy_v2`]: the PROXY protocol v2 header that opens a peer hop.
 //! - [`copy`]: the bidirectional byte copy; [`splice`]: its zero-copy pump.
 //! - [`clock`]: the millisecond clock ejection deadlines use.
@@ -27,6 +29,7 @@ pub mod chaos;
 pub mod checker;
 pub mod clock;
 pub mod copy;
+pub mod explain;
 pub mod hop;
 pub(crate) mod lazy;
 pub mod listen_failures;

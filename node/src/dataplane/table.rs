@@ -99,6 +99,11 @@ impl RouteState {
         self.ordinals.fetch_add(1, Relaxed)
     }
 
+    /// The ordinal the next connection will get, without taking it.
+    pub fn peek_ordinal(&self) -> u64 {
+        self.ordinals.load(Relaxed)
+    }
+
     /// Open client connections on this route.
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
@@ -191,13 +196,25 @@ impl RouteEntry {
     /// Ordered candidates for a connection from `client`; backends of a
     /// suspect peer come after every other.
     pub fn candidates(&self, client: SocketAddr) -> Candidates {
+        self.candidates_at(client, self.balancer.next_turn())
+    }
+
+    /// [`RouteEntry::candidates`] at turn `turn` (see
+    /// [`Balancer::next_turn`]), taking nothing: what `explain` shows,
+    /// with the turn of [`Balancer::peek_turn`].
+    pub fn candidates_at(&self, client: SocketAddr, turn: u64) -> Candidates {
         let max = self.spec.max_connect_attempts as usize;
         let active = |i: u32| self.backends[i as usize].active();
         if !self.has_suspect {
-            return self.balancer.candidates(client, max, active);
+            return self.balancer.candidates_at(client, max, active, turn);
         }
-        let all = self.balancer.candidates(client, MAX_CONNECT_ATTEMPTS as usize, active);
-        all.deferring(|i| matches!(self.targets[i as usize], Target::Peer { suspect: true, .. }), max)
+        let all = self.balancer.candidates_at(client, MAX_CONNECT_ATTEMPTS as usize, active, turn);
+        all.deferring(|i| self.deferred(i as usize), max)
+    }
+
+    /// Backend `i` is tried after every other candidate (its node is suspect).
+    pub fn deferred(&self, i: usize) -> bool {
+        matches!(self.targets.get(i), Some(Target::Peer { suspect: true, .. }))
     }
 
     /// The index of the backend with id `id`.
@@ -299,6 +316,31 @@ pub fn target(node: Option<&str>, peers: &PeerDirectory) -> Target {
     }
 }
 
+/// Whether a backend reached as `t`, with `resolved` addresses, can be
+/// connected at all: a local backend needs an address, a peer's owner has
+/// its own, an unreachable node's never.
+pub fn reachable(t: Target, resolved: &Resolved) -> bool {
+    match t {
+        Target::Local => !resolved.addrs.is_empty(),
+        Target::Peer { .. } => true,
+        Target::Unreachable => false,
+    }
+}
+
+/// Which backends `(id, weight)` the balancer may pick, given which are
+/// `healthy` and which `reachable`, and whether that is panic mode: the
+/// healthy ones of weight > 0; when there is none, every reachable one of
+/// weight > 0 (better to try backends that may be up than to refuse
+/// everything, but a backend on a down or unknown node, or without an
+/// address, cannot be reached at all).
+pub fn eligibility(weights: &[(String, u32)], healthy: &[bool], reachable: &[bool]) -> (Vec<bool>, bool) {
+    let mask: Vec<bool> = healthy.iter().zip(weights).map(|(h, (_, w))| *h && *w > 0).collect();
+    if mask.iter().any(|m| *m) {
+        return (mask, false);
+    }
+    (weights.iter().zip(reachable).map(|((_, w), r)| *r && *w > 0).collect(), true)
+}
+
 fn build_route(
     input: RouteInput,
     prev_ring: Option<&Arc<super::balance::HashRing>>,
@@ -308,29 +350,13 @@ fn build_route(
     let spec = input.spec;
     let weights: Vec<(String, u32)> = spec.backends.iter().map(|b| (b.id.clone(), b.weight)).collect();
     let targets: Vec<Target> = spec.backends.iter().map(|b| target(b.node.as_deref(), peers)).collect();
-    // A local backend needs an address; a peer's owner has its own.
-    let reachable: Vec<bool> = targets
-        .iter()
-        .zip(&input.resolved)
-        .map(|(t, r)| match t {
-            Target::Local => !r.addrs.is_empty(),
-            Target::Peer { .. } => true,
-            Target::Unreachable => false,
-        })
-        .collect();
+    let reachable: Vec<bool> = targets.iter().zip(&input.resolved).map(|(t, r)| reachable(*t, r)).collect();
     let healthy: Vec<bool> =
         input.backends.iter().zip(&reachable).map(|(b, r)| *r && b.healthy(now_ms)).collect();
     for (b, h) in input.backends.iter().zip(&healthy) {
         b.set_healthy_gauge(*h);
     }
-    let mut mask: Vec<bool> = healthy.iter().zip(&weights).map(|(h, (_, w))| *h && *w > 0).collect();
-    let panic_mode = !mask.iter().any(|m| *m);
-    if panic_mode {
-        // Better to try backends that may be up than to refuse everything;
-        // but a backend on a down or unknown node, or without an address,
-        // cannot be reached at all.
-        mask = weights.iter().zip(&reachable).map(|((_, w), r)| *r && *w > 0).collect();
-    }
+    let (mask, panic_mode) = eligibility(&weights, &healthy, &reachable);
     let cursor = Arc::clone(&input.state.cursor);
     let balancer =
         Balancer::build(spec.balance, spec.hash_key, spec.vnodes, &weights, mask, prev_ring, cursor);

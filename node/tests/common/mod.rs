@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferry_client::http::{AdminClient, RawRequest};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -218,8 +219,9 @@ pub async fn route_names(admin: SocketAddr) -> Result<std::collections::BTreeSet
         .collect())
 }
 
-/// One HTTP/1.1 exchange on a fresh connection, bounded by `within`:
-/// `METHOD path` with `headers` and, if given, a JSON `body`.
+/// One admin-API exchange through [`AdminClient::send`] (one connection,
+/// bounded by `within`): `METHOD path` with `headers` and, if given, a JSON
+/// `body`; any status is an answer.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -228,42 +230,19 @@ pub async fn http(
     body: Option<&str>,
     within: Duration,
 ) -> Result<Reply> {
-    let exchange = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(body) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        req.push_str(body.unwrap_or(""));
-        s.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        let text = String::from_utf8(raw)?;
-        let (head, body) = text.split_once("\r\n\r\n").context("response without a header end")?;
-        let mut lines = head.lines();
-        let status_line = lines.next().context("empty response")?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .with_context(|| format!("bad status line {status_line:?}"))?
-            .parse::<u16>()?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked { dechunk(body)? } else { body.to_string() };
-        anyhow::Ok(Reply { status, headers, body })
-    };
-    tokio::time::timeout(within, exchange)
+    let mut req = RawRequest::new(method, path);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    if let Some(body) = body {
+        req = req.body(body.as_bytes().to_vec());
+    }
+    let r = AdminClient::new(addr)
+        .with_timeout(within)
+        .send(&req)
         .await
-        .with_context(|| format!("{method} {path} on {addr}: no answer within {within:?}"))?
+        .with_context(|| format!("{method} {path} on {addr}"))?;
+    Ok(Reply { status: r.status, headers: r.headers, body: String::from_utf8_lossy(&r.body).into_owned() })
 }
 
 /// A minimal HTTP/1.1 GET: returns the status code and the body.

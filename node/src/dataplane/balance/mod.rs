@@ -159,7 +159,50 @@ impl Balancer {
 
     /// Up to `max` distinct candidates for a connection from `client`;
     /// `active(i)` is backend `i`'s open connections (least_connections).
+    /// Takes the next turn ([`Balancer::next_turn`]): the data plane's pick.
     pub fn candidates(&self, client: SocketAddr, max: usize, active: impl Fn(u32) -> u64) -> Candidates {
+        self.candidates_at(client, max, active, self.next_turn())
+    }
+
+    /// The turn of a new connection, advancing the rotation: the route's
+    /// cursor (weighted, round robin, least connections) or a random draw
+    /// below the total weight (random); 0 for consistent hash, whose order
+    /// depends on the client only. Touches nothing when no backend is
+    /// eligible.
+    pub fn next_turn(&self) -> u64 {
+        let n = self.eligible.len();
+        match &self.kind {
+            _ if n == 0 => 0,
+            Kind::ConsistentHash { .. } => 0,
+            Kind::Random { cumulative } => fastrand::u64(0..cumulative[n - 1].max(1)),
+            Kind::Weighted { .. } | Kind::RoundRobin | Kind::LeastConnections { .. } => {
+                self.cursor.fetch_add(1, Relaxed) as u64
+            }
+        }
+    }
+
+    /// The turn the next connection will take, without taking it: the
+    /// cursor as it stands; `None` for random (a fresh draw) and
+    /// consistent hash (no turn).
+    pub fn peek_turn(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Weighted { .. } | Kind::RoundRobin | Kind::LeastConnections { .. } => {
+                Some(self.cursor.load(Relaxed) as u64)
+            }
+            Kind::ConsistentHash { .. } | Kind::Random { .. } => None,
+        }
+    }
+
+    /// The choice itself, a pure function of the client, the turn (see
+    /// [`Balancer::next_turn`]) and the load `active`: the data plane and
+    /// `explain` both call it, so they cannot disagree.
+    pub fn candidates_at(
+        &self,
+        client: SocketAddr,
+        max: usize,
+        active: impl Fn(u32) -> u64,
+        turn: u64,
+    ) -> Candidates {
         let mut out = Candidates::new(max);
         let n = self.eligible.len();
         if n == 0 {
@@ -178,20 +221,16 @@ impl Balancer {
                 }
                 return out;
             }
-            Kind::Weighted { seq } => seq[self.cursor.fetch_add(1, Relaxed) % seq.len()] as usize,
-            Kind::RoundRobin => self.cursor.fetch_add(1, Relaxed) % n,
-            Kind::Random { cumulative } => {
-                let total = cumulative[n - 1];
-                let r = fastrand::u64(0..total.max(1));
-                cumulative.partition_point(|&c| c <= r).min(n - 1)
-            }
+            Kind::Weighted { seq } => seq[(turn % seq.len() as u64) as usize] as usize,
+            Kind::RoundRobin => (turn % n as u64) as usize,
+            Kind::Random { cumulative } => cumulative.partition_point(|&c| c <= turn).min(n - 1),
             Kind::LeastConnections { weights } => {
                 // Lowest (active + 1) / weight; ties go round robin.
-                let offset = self.cursor.fetch_add(1, Relaxed);
+                let offset = turn as usize;
                 let mut best = offset % n;
                 let mut best_load = (active(self.eligible[best]) + 1, u64::from(weights[best]));
                 for k in 1..n {
-                    let p = (offset + k) % n;
+                    let p = (offset.wrapping_add(k)) % n;
                     let load = (active(self.eligible[p]) + 1, u64::from(weights[p]));
                     if load.0 * best_load.1 < best_load.0 * load.1 {
                         best = p;
@@ -207,6 +246,58 @@ impl Balancer {
             }
         }
         out
+    }
+
+    /// `client`'s point on the ring and the bytes hashed for it
+    /// (consistent hash only).
+    pub fn ring_point(&self, client: SocketAddr) -> Option<(u64, HashKey)> {
+        match &self.kind {
+            Kind::ConsistentHash { key, .. } => {
+                Some((HashRing::hash_key(hash_key_bytes(client, *key).as_slice()), *key))
+            }
+            _ => None,
+        }
+    }
+
+    /// `mask[i]`: backend `i` may be picked.
+    pub fn mask(&self) -> &[bool] {
+        &self.mask
+    }
+
+    /// Each eligible backend's exact share of new connections' first pick
+    /// (not consistent hash, whose share is of the key space: see
+    /// [`HashRing::arcs`]), from the state the picks read: weighted, its
+    /// count in one period of the smooth sequence; round robin, 1/n;
+    /// random, weight / total; least connections, weight / total (where
+    /// it settles when connections last alike). Backend index and share.
+    pub fn pick_shares(&self) -> Vec<(u32, f64)> {
+        let n = self.eligible.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let by_weight = |weights: &[u32]| -> Vec<f64> {
+            let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+            weights.iter().map(|&w| if total == 0 { 0.0 } else { w as f64 / total as f64 }).collect()
+        };
+        let shares: Vec<f64> = match &self.kind {
+            Kind::Weighted { seq } => {
+                let mut count = vec![0u64; n];
+                for &p in seq {
+                    count[p as usize] += 1;
+                }
+                count.iter().map(|&c| c as f64 / seq.len().max(1) as f64).collect()
+            }
+            Kind::RoundRobin => vec![1.0 / n as f64; n],
+            Kind::Random { cumulative } => {
+                let weights: Vec<u32> = (0..n)
+                    .map(|i| (cumulative[i] - if i == 0 { 0 } else { cumulative[i - 1] }) as u32)
+                    .collect();
+                by_weight(&weights)
+            }
+            Kind::LeastConnections { weights } => by_weight(weights),
+            Kind::ConsistentHash { .. } => return Vec::new(),
+        };
+        self.eligible.iter().copied().zip(shares).collect()
     }
 }
 

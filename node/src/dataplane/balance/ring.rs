@@ -78,6 +78,50 @@ impl HashRing {
         (0..n).map(move |k| self.ranges[(start + k) % n].1)
     }
 
+    /// The hash space cut into arcs, each answered first by one backend
+    /// once those outside `mask` are skipped: `(last point of the arc,
+    /// backend)`, sorted, the last ending at `u64::MAX`; `None` where no
+    /// backend of `mask` has points. A point belongs to the first arc whose
+    /// last point is at or above it, the rule [`HashRing::walk`] starts
+    /// by, and its backend is the first of `mask` on that walk (the tests
+    /// check both, key by key). For exact shares of the key space.
+    pub fn arcs(&self, mask: &[bool]) -> Vec<(u64, Option<u32>)> {
+        let n = self.ranges.len();
+        let eligible = |k: usize| mask.get(self.ranges[k].1 as usize).copied().unwrap_or(false);
+        // first[k]: the first backend of `mask` clockwise from range k. Two
+        // passes backwards: the first finds who answers past the end (the
+        // walk wraps), the second fills in.
+        let mut first: Vec<Option<u32>> = vec![None; n];
+        let mut carry = None;
+        for pass in 0..2 {
+            for k in (0..n).rev() {
+                if eligible(k) {
+                    carry = Some(self.ranges[k].1);
+                }
+                if pass == 1 {
+                    first[k] = carry;
+                }
+            }
+        }
+        let mut arcs: Vec<(u64, Option<u32>)> = Vec::with_capacity(n + 1);
+        for (k, &(end, _)) in self.ranges.iter().enumerate() {
+            arcs.push((end, first[k]));
+        }
+        // Past the last range the walk wraps to the first.
+        if arcs.last().is_none_or(|(end, _)| *end < u64::MAX) {
+            arcs.push((u64::MAX, first.first().copied().flatten()));
+        }
+        arcs.dedup_by(|next, prev| {
+            if next.1 == prev.1 {
+                prev.0 = next.0;
+                true
+            } else {
+                false
+            }
+        });
+        arcs
+    }
+
     /// Number of ranges (for tests and status).
     pub fn len(&self) -> usize {
         self.ranges.len()
@@ -195,6 +239,31 @@ mod tests {
         let mut ids: Vec<u32> = seen.into_keys().collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![0, 1, 2], "weight 0 has no points");
+    }
+
+    /// A point's arc names the backend the walk reaches first among the
+    /// eligible ones: checked at random points and at every arc's ends.
+    #[test]
+    fn arcs_follow_the_walk() {
+        let bs = backends(&[("a", 1), ("b", 2), ("c", 1), ("d", 1), ("z", 0)]);
+        let ring = HashRing::build(&bs, 40);
+        for mask in [
+            vec![true; 5],
+            vec![true, false, true, false, true],
+            vec![false; 5],
+            vec![false, false, true, false, false],
+        ] {
+            let arcs = ring.arcs(&mask);
+            assert_eq!(arcs.last().map(|a| a.0), Some(u64::MAX));
+            let owner = |h: u64| arcs[arcs.partition_point(|(end, _)| *end < h)].1;
+            let walked = |h: u64| ring.walk(h).find(|&b| mask[b as usize]);
+            let mut points: Vec<u64> = (0..20_000u32).map(|i| HashRing::hash_key(&key(i))).collect();
+            points.extend(arcs.iter().flat_map(|(end, _)| [*end, end.wrapping_add(1)]));
+            points.extend([0, u64::MAX]);
+            for h in points {
+                assert_eq!(owner(h), walked(h), "point {h} with {mask:?}");
+            }
+        }
     }
 
     #[test]

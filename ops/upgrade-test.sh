@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PINNED=04a6006ba115adf8b35f6bc6f33b9c6e3c3883fb
+PINNED=95586d0025c6521403abb3b31708dfe616cf2713
 
 root=$(pwd)
 out="$root/target/upgrade-test"

@@ -15,6 +15,8 @@
 //! - [`selfdesc`]: how ferry's own types are written inside binary formats
 //!   (the Raft log, snapshots, the cluster port) so that they can gain fields
 //!   across versions.
+//! - [`snapshot`]: backup files of the replicated config: the format, its
+//!   checksum, and writing one atomically.
 //! - `http` (feature `http`): `AdminClient`, an async client of the API.
 //! - `wait` (feature `http`): waiting until every member's data plane runs
 //!   a config index (`--wait-applied`).
@@ -37,6 +39,7 @@ pub mod listen;
 pub mod name;
 pub mod route;
 pub mod selfdesc;
+pub mod snapshot;
 #[cfg(feature = "toml")]
 pub mod toml_input;
 #[cfg(feature = "http")]

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
+use ferry_client::snapshot::Snapshot;
 use ferry_raft_store::SyncMode;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -195,6 +196,13 @@ impl Node {
     /// Binds the admin API and every route listener, then serves. Fails,
     /// leaving nothing running, if any of them cannot be bound.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`Node::start`] for `ferryd --restore-snapshot`: a cluster node
+    /// whose new cluster takes `restore` (verified) as its first config
+    /// instead of the file's routes (see `control::member`).
+    pub async fn start_with(config: &Config, restore: Option<Snapshot>) -> Result<Node, StartError> {
         let faults = Faults::from_env()?;
         let token = admin_token(config)?;
         let metrics = Metrics::new()?;
@@ -267,7 +275,7 @@ impl Node {
                 hop_server = Some(hops.clone());
                 let failures = Arc::clone(&bind_failures);
                 let sync = if faults.skip_sync { SyncMode::Skip } else { SyncMode::Fdatasync };
-                let services = MemberServices { hops, bind_failures: failures, faults };
+                let services = MemberServices { hops, bind_failures: failures, faults, restore };
                 let member =
                     Member::start(config, sync, admin_addr, commands.clone(), &metrics, services).await?;
                 // Serve what this node last applied, from disk, before any
@@ -293,6 +301,7 @@ impl Node {
         let leave = CancellationToken::new();
         let state = AdminState {
             node_name: config.node.name.clone(),
+            cluster_id: cluster_id.clone(),
             started: std::time::Instant::now(),
             table: Arc::clone(&table),
             bound: Arc::clone(&bound),

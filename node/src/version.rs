@@ -38,7 +38,7 @@ pub const LONG: &str = concat!(
     env!("FERRY_GIT_COMMIT"),
     ", protocol ",
     // Keep in step with `PROTOCOL`; a test checks.
-    "5",
+    "6",
     ")"
 );
 
@@ -52,7 +52,10 @@ pub const LONG: &str = concat!(
 /// - 5: chaos policies carry a `seed`, a backend scope, direction `both`
 ///   and the `connect_delay` toxic (feature `chaos_traffic`); a route may be
 ///   disabled, `enabled: false` (feature `route_enabled`).
-pub const PROTOCOL: u16 = 5;
+/// - 6: the command that replaces the whole config with a snapshot's
+///   (`POST /v1/snapshot/restore`, `ferryd --restore-snapshot`; feature
+///   `snapshot_restore`).
+pub const PROTOCOL: u16 = 6;
 
 /// The oldest protocol any build of this line talks to.
 pub const OLDEST_PROTOCOL: u16 = 3;
@@ -82,6 +85,7 @@ pub const FEATURES: &[Feature] = &[
     Feature { name: ferry_raft_store::command::ROUTE_LABELS, since: 4 },
     Feature { name: ferry_raft_store::command::CHAOS_TRAFFIC, since: 5 },
     Feature { name: ferry_raft_store::command::ROUTE_ENABLED, since: 5 },
+    Feature { name: ferry_raft_store::command::SNAPSHOT_RESTORE, since: 6 },
 ];
 
 /// The names of the features a node speaking `protocol` speaks.

@@ -10,10 +10,12 @@
 //! replaced one at a time (SIGTERM, the other build on the same data dir).
 //! Checked: no acknowledged write is lost, no connection through a node
 //! that was up failed, writes were refused (503) only around a restart, a
-//! write using this build's new feature is refused with
-//! `feature_not_enabled` until the last node is upgraded and accepted
-//! after; a node taken back to the old build works while the feature is
-//! unused, and once it is used refuses cleanly, saying why.
+//! write using this build's new feature (a snapshot restore, protocol 6)
+//! is refused with `feature_not_enabled` until the last node is upgraded
+//! and accepted after, losing no acknowledged write (it is a
+//! compare-and-set on the config index, retried while the writer pauses);
+//! a node taken back to the old build works while the feature is unused,
+//! and once it is used refuses cleanly, saying why.
 
 mod common;
 
@@ -202,12 +204,26 @@ async fn version_of(id: u64) -> Result<(String, u64)> {
     Ok((version, s["protocol"].as_u64().unwrap_or(0)))
 }
 
+/// Asks the writer to hold still between two rounds.
+#[derive(Default)]
+struct Pause {
+    /// Set by the test: hold still.
+    requested: AtomicBool,
+    /// Set by the writer: holding still (no write of it in flight).
+    idle: AtomicBool,
+}
+
 /// The writer: compare-and-set increments of route `cas`'s weight, each with
 /// its own request id and retried with it after a 503, and a new chaos
 /// policy after each, through the nodes that are up in turn.
-async fn writer(up: Arc<Up>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) -> Result<()> {
+async fn writer(up: Arc<Up>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>, pause: Arc<Pause>) -> Result<()> {
     let mut k = 0u64;
     while !stop.load(Relaxed) {
+        pause.idle.store(pause.requested.load(Relaxed), Relaxed);
+        if pause.requested.load(Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         k += 1;
         let id = IDS[(k % 3) as usize];
         if up.is_up(id).is_none() {
@@ -300,19 +316,19 @@ async fn traffic(up: Arc<Up>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// A chaos policy using this build's new feature (`chaos_traffic`: a
-/// toxic in direction `both`), scoped to a route that does not exist so
-/// that it touches no traffic.
-fn new_feature_policy() -> String {
-    json!({
-        "name": "both-ways", "scope": {"routes": ["nowhere"]},
-        "toxics": [{"direction": "both", "kind": {"latency": {"latency_ms": 1}}}]
-    })
-    .to_string()
+/// This build's new feature (`snapshot_restore`): node `id`'s snapshot of
+/// the config restored through node `through` with a compare-and-set on
+/// the snapshot's index, so that it changes nothing but the revisions and
+/// loses no write. Returns the answer (409 `cas_mismatch` when a write
+/// came between) and the snapshot's index.
+async fn restore_current(id: u64, through: u64) -> Result<(common::Reply, u64)> {
+    let snapshot = http(admin(id), "GET", "/v1/snapshot", &[], None, IO_TIMEOUT).await?;
+    ensure!(snapshot.status == 200, "GET /v1/snapshot on n{id}: {} {}", snapshot.status, snapshot.body);
+    let index: u64 = snapshot.header("x-ferry-index").context("no index")?.parse()?;
+    let path = format!("/v1/snapshot/restore?cas={index}");
+    let r = http(admin(through), "POST", &path, &[], Some(&snapshot.body), IO_TIMEOUT).await?;
+    Ok((r, index))
 }
-
-/// Where [`new_feature_policy`] is written.
-const NEW_FEATURE_PATH: &str = "/v1/chaos/both-ways";
 
 /// Replaces node `id` with `build`: marked down for the loads, SIGTERM,
 /// started on the same data dir, marked up once ready and speaking the
@@ -383,7 +399,9 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         up.set(id, true);
     }
     let (seen, stop) = (Arc::new(Mutex::new(Seen::default())), Arc::new(AtomicBool::new(false)));
-    let writer = tokio::spawn(writer(Arc::clone(&up), Arc::clone(&seen), Arc::clone(&stop)));
+    let pause = Arc::new(Pause::default());
+    let writer =
+        tokio::spawn(writer(Arc::clone(&up), Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&pause)));
     let client = tokio::spawn(traffic(Arc::clone(&up), Arc::clone(&seen), Arc::clone(&stop)));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -392,8 +410,7 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         // refused, naming the node still behind.
         for id in IDS {
             if id == 3 {
-                let r = http(admin(1), "PUT", NEW_FEATURE_PATH, &[], Some(&new_feature_policy()), IO_TIMEOUT)
-                    .await?;
+                let (r, _) = restore_current(1, 1).await?;
                 ensure!(
                     r.status == 409,
                     "a new-feature write with n3 on the old build: {} {}",
@@ -414,19 +431,33 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         restart(&mut c, &up, 3, Build::Old, old_protocol).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         restart(&mut c, &up, 3, Build::New, new_protocol).await?;
-        // Every member speaks the feature now.
-        let r = http(admin(2), "PUT", NEW_FEATURE_PATH, &[], Some(&new_feature_policy()), IO_TIMEOUT).await?;
-        ensure!(
-            r.status == 200,
-            "a new-feature write once all run protocol {new_protocol}: {} {}",
-            r.status,
-            r.body
-        );
-        let index: u64 = r.header("x-ferry-index").context("no index")?.parse()?;
+        // Every member speaks the feature now. The writer holds still so
+        // that the restore's compare-and-set can win, and until n2 is
+        // stopped, so that no log compaction folds the restore into a
+        // snapshot the old build could read.
+        pause.requested.store(true, Relaxed);
+        poll("the writer holds still", WAIT, async || {
+            ensure!(pause.idle.load(Relaxed), "a write is in flight");
+            Ok(())
+        })
+        .await?;
+        let index = poll("a restore once all run the new build", WAIT, async || {
+            let (r, taken) = restore_current(2, 3).await?;
+            ensure!(
+                r.status == 200,
+                "a new-feature write once all run protocol {new_protocol} (snapshot at {taken}): {} {}",
+                r.status,
+                r.body
+            );
+            r.json()?["index"].as_u64().context("no index")
+        })
+        .await?;
         for id in IDS {
-            poll(&format!("n{id} has the new-feature policy"), WAIT, async || {
-                let policy = get_json(id, &format!("{NEW_FEATURE_PATH}?consistency=stale")).await?;
-                ensure!(policy["policy"]["toxics"][0]["direction"] == "both", "{policy}");
+            poll(&format!("n{id} applied the restore"), WAIT, async || {
+                let s = get_json(id, "/v1/status").await?;
+                ensure!(s["index"].as_u64().unwrap_or(0) >= index, "{s}");
+                let route = get_json(id, "/v1/routes/cas?consistency=stale").await?;
+                ensure!(route["revision"] == index, "the restore did not give cas a new revision: {route}");
                 Ok(())
             })
             .await?;
@@ -436,6 +467,7 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
         up.set(2, false);
         let began = Instant::now();
         c.stop(2).await?;
+        pause.requested.store(false, Relaxed);
         c.start(2, Build::Old)?;
         // It either stops at once, saying why (the entry is last in its
         // log), or stays up unready, saying why (it meets the entry later,
@@ -468,7 +500,10 @@ async fn a_rolling_upgrade_and_downgrades_under_load() -> Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        ensure!(why.contains("both") && why.contains("newer ferry"), "the refusal does not say why: {why}");
+        ensure!(
+            why.contains("RestoreSnapshot") && why.contains("newer ferry"),
+            "the refusal does not say why: {why}"
+        );
         ensure!(!c.stderr(2).contains("panicked"), "n2 panicked:\n{}", c.stderr(2));
         eprintln!("upgrade-test: the old build with the new feature in use: {why}");
         if c.procs[1].as_mut().map(|(p, _)| p.exited()).transpose()?.flatten().is_some() {

@@ -38,6 +38,13 @@ pub enum Command {
     /// entries are still being appended (see the node's write batcher); a
     /// batch never nests and never holds a [`Command::SeedRoutes`].
     Batch { requests: Vec<Request> },
+    /// Replaces the whole config with `routes` and `policies` (a snapshot
+    /// file's, `POST /v1/snapshot/restore` or `ferryd --restore-snapshot`):
+    /// every route and policy not in them is removed, and each of them gets
+    /// this command's config index as its revision. `cas` is on the config
+    /// index itself: `Some(n)` applies only while it is `n` (`Some(0)`: a
+    /// cluster that never had config), `None` unconditionally. Never batched.
+    RestoreSnapshot { routes: Vec<RouteSpec>, policies: Vec<ChaosPolicy>, cas: Option<u64> },
 }
 
 impl Command {
@@ -50,7 +57,9 @@ impl Command {
             Command::PutChaosPolicy { policy, .. } => Target::Chaos(&policy.name),
             Command::DeleteChaosPolicy { name, .. } => Target::Chaos(name),
             // No route is named "": the revision compared is always 0.
-            Command::SeedRoutes { .. } | Command::Batch { .. } => Target::Route(""),
+            Command::SeedRoutes { .. } | Command::Batch { .. } | Command::RestoreSnapshot { .. } => {
+                Target::Route("")
+            }
         }
     }
 
@@ -69,6 +78,15 @@ impl Command {
             }
             Command::PutRoute { route, .. } => route_features(std::slice::from_ref(route)),
             Command::SeedRoutes { routes } => route_features(routes),
+            Command::RestoreSnapshot { routes, policies, .. } => {
+                let mut all = route_features(routes);
+                if policies.iter().any(ChaosPolicy::uses_protocol_5) {
+                    all.push(CHAOS_TRAFFIC);
+                }
+                all.push(SNAPSHOT_RESTORE);
+                all.sort_unstable();
+                all
+            }
             Command::PutChaosPolicy { policy, .. } if policy.uses_protocol_5() => vec![CHAOS_TRAFFIC],
             Command::DeleteRoute { .. }
             | Command::SetBackendWeight { .. }
@@ -77,10 +95,12 @@ impl Command {
         }
     }
 
-    /// The compare-and-set condition of the command.
+    /// The compare-and-set condition of the command (for
+    /// [`Command::RestoreSnapshot`], on the config index).
     pub fn cas(&self) -> Option<u64> {
         match self {
-            Command::PutRoute { cas, .. }
+            Command::RestoreSnapshot { cas, .. }
+            | Command::PutRoute { cas, .. }
             | Command::DeleteRoute { cas, .. }
             | Command::SetBackendWeight { cas, .. }
             | Command::PutChaosPolicy { cas, .. }
@@ -110,6 +130,10 @@ pub const ROUTE_ENABLED: &str = "route_enabled";
 /// The feature of a chaos policy with a `seed`, a backend scope, direction
 /// `both` or a `connect_delay` toxic.
 pub const CHAOS_TRAFFIC: &str = "chaos_traffic";
+
+/// The feature of [`Command::RestoreSnapshot`]: a command an older node
+/// cannot read.
+pub const SNAPSHOT_RESTORE: &str = "snapshot_restore";
 
 /// The object a command changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,9 +187,13 @@ impl Request {
 
     /// Whether the request may share a log entry with others: every
     /// command but [`Command::SeedRoutes`] (applied only at config index 0)
-    /// and a batch itself.
+    /// and a batch itself, and [`Command::RestoreSnapshot`] (the whole
+    /// config, large, and alone in its entry).
     pub fn batchable(&self) -> bool {
-        !matches!(self.command, Command::SeedRoutes { .. } | Command::Batch { .. })
+        !matches!(
+            self.command,
+            Command::SeedRoutes { .. } | Command::Batch { .. } | Command::RestoreSnapshot { .. }
+        )
     }
 
     /// The size of the request in the log, in bytes.

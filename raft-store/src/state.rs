@@ -85,6 +85,15 @@ pub fn check(state: &ClusterState, cmd: &Command) -> Result<(), StateError> {
         }
         return Ok(());
     }
+    if let Command::RestoreSnapshot { routes, policies, cas } = cmd {
+        invalid(ferry_client::snapshot::validate_config(routes, policies, "routes", "policies"))?;
+        match cas {
+            Some(expected) if *expected != state.index => {
+                return Err(StateError::CasMismatch { current: state.index });
+            }
+            _ => return Ok(()),
+        }
+    }
     if let Command::Batch { .. } = cmd {
         // Only a whole entry may be a batch: apply splits it before checking.
         return invalid(vec![FieldError::new("command", "a batch cannot be nested")]);
@@ -239,6 +248,16 @@ impl ClusterState {
                     self.routes
                         .insert(route.name.clone(), StoredRoute { spec: route.clone(), revision: index });
                 }
+            }
+            Command::RestoreSnapshot { routes, policies, .. } => {
+                self.routes = routes
+                    .iter()
+                    .map(|r| (r.name.clone(), StoredRoute { spec: r.clone(), revision: index }))
+                    .collect();
+                self.chaos = policies
+                    .iter()
+                    .map(|p| (p.name.clone(), StoredPolicy { policy: p.clone(), revision: index }))
+                    .collect();
             }
             // Refused by check.
             Command::Batch { .. } => {}

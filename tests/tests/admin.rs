@@ -133,6 +133,8 @@ async fn unknown_query_parameters_and_bad_path_parameters_are_400_naming_them() 
         ("GET", "/v1/chaos/p"),
         ("PUT", "/v1/chaos/p"),
         ("DELETE", "/v1/chaos/p"),
+        ("GET", "/v1/snapshot"),
+        ("POST", "/v1/snapshot/restore"),
         ("GET", "/metrics"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),

@@ -14,6 +14,8 @@
 //! - [`wire_errors`]: hyper's own error answers made JSON.
 //! - [`routes`]: `/v1/routes`, reads and (cluster mode) writes.
 //! - [`chaos`]: `/v1/chaos` policies (cluster mode).
+//! - [`snapshot`]: `/v1/snapshot`, backups and restores of the whole
+//!   config (cluster mode).
 //! - [`explain`]: a route's choice for a client, and a route change
 //!   measured before it is written (`dry-run`).
 //! - [`members`]: `/v1/members`, force-leave, `/v1/leave` (cluster mode).
@@ -33,6 +35,7 @@ pub mod request;
 pub mod routes;
 pub mod server;
 mod service;
+pub mod snapshot;
 pub mod toxiproxy;
 pub mod wire_errors;
 
@@ -68,6 +71,8 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub node_name: String,
+    /// `[cluster] cluster_id` (empty on a standalone node).
+    pub cluster_id: String,
     pub started: Instant,
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub bound: Arc<ArcSwap<HashMap<String, SocketAddr>>>,
@@ -145,6 +150,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/members", get(members::list).route_layer(none()))
         .route("/v1/members/{id}/remove", post(members::remove).route_layer(none()))
         .route("/v1/leave", post(members::leave).route_layer(none()))
+        .route("/v1/snapshot", get(snapshot::get))
+        .route(
+            "/v1/snapshot/restore",
+            post(snapshot::restore)
+                .route_layer(DefaultBodyLimit::max(ferry_client::snapshot::MAX_SNAPSHOT_BYTES + 1)),
+        )
         .route("/v1/join", post(members::join).route_layer(none()))
         .route("/v1/chaos", get(chaos::list))
         .route("/v1/chaos/{name}", get(chaos::get).put(chaos::put).delete(chaos::delete))

@@ -37,6 +37,11 @@ impl ApiError {
         e
     }
 
+    /// A 400 naming every field of `fields`.
+    pub fn fields(fields: Vec<FieldError>) -> Self {
+        Self::bad_request(fields)
+    }
+
     /// A 400 naming `path`.
     pub fn field(path: &str, message: impl Into<String>) -> Self {
         Self::bad_request(vec![FieldError::new(path, message)])

@@ -182,6 +182,7 @@ fn cmd_name(cmd: &Command) -> &'static str {
         Command::DeleteChaosPolicy { .. } => "delete_chaos_policy",
         Command::SeedRoutes { .. } => "seed_routes",
         Command::Batch { .. } => "batch",
+        Command::RestoreSnapshot { .. } => "restore_snapshot",
     }
 }
 

@@ -30,7 +30,13 @@ pub(super) async fn handle(
 ) -> Result<Response, Infallible> {
     exchange.request(req.method() == Method::HEAD);
     let (parts, body) = req.into_parts();
-    let body = match read_body(body, &parts.headers, &shared, peer).await {
+    // A snapshot to restore is the one body that may be larger.
+    let limit = if parts.uri.path() == "/v1/snapshot/restore" {
+        ferry_client::snapshot::MAX_SNAPSHOT_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    let body = match read_body(body, &parts.headers, &shared, peer, limit).await {
         Ok(body) => body,
         Err(answer) => return Ok(finish(answer, &shared)),
     };
@@ -55,21 +61,22 @@ async fn read_body(
     headers: &axum::http::HeaderMap,
     shared: &Shared,
     peer: SocketAddr,
+    limit: usize,
 ) -> Result<axum::body::Bytes, Response> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the body is limited to {MAX_BODY_BYTES} bytes"),
+            format!("the body is limited to {limit} bytes"),
         )
         .into_response()
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         // Refused before a byte of it is read.
         return Err(too_large());
     }
-    let read = Limited::new(body, MAX_BODY_BYTES).collect();
+    let read = Limited::new(body, limit).collect();
     match tokio::time::timeout(shared.limits.body_timeout, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),

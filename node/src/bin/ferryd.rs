@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use ferry_client::snapshot::Snapshot;
 use ferry_node::Node;
 use ferry_node::config::{Config, ConfigErrors, Parsed};
 use ferry_node::node::ApplyError;
@@ -21,7 +22,8 @@ use tracing::{error, info, warn};
 const USAGE: &str = "\
 ferryd --config FILE [OPTIONS]
        ferryd --data-dir DIR [--bind IP] [--name NAME] (--bootstrap-expect N | --join HOST[:PORT],...) [OPTIONS]
-       ferryd --check-config FILE";
+       ferryd --check-config FILE
+       ferryd --restore-snapshot FILE (--config FILE | --data-dir DIR ...) [OPTIONS]";
 
 /// A ferry node: an L4 (TCP) load balancer, configured from a TOML file or,
 /// for a cluster node, from flags alone.
@@ -75,6 +77,13 @@ struct Args {
     /// `[gossip] profile`.
     #[arg(long, value_name = "PROFILE")]
     gossip_profile: Option<String>,
+    /// Seed a NEW cluster from a snapshot file (`GET /v1/snapshot`): its
+    /// routes and chaos policies become the cluster's first config, instead
+    /// of the file's routes. The data dir must hold no Raft state; the
+    /// file's checksum is verified first. Start the other nodes of the new
+    /// cluster as usual, with empty data dirs.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    restore_snapshot: Option<PathBuf>,
 }
 
 impl Args {
@@ -192,6 +201,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(path.as_deref(), &e),
     };
+    let restore = match &args.restore_snapshot {
+        None => None,
+        Some(file) => match restore_preflight(file, &config) {
+            Ok(s) => Some(s),
+            Err(problems) => {
+                eprintln!("ferryd: cannot restore {}:", file.display());
+                for problem in problems {
+                    eprintln!("{problem}");
+                }
+                return ExitCode::from(2);
+            }
+        },
+    };
     raise_fd_limit();
     // The main runtime carries the control plane and the admin API; it
     // carries the data plane too only when there are no dedicated workers.
@@ -206,7 +228,54 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(args, path, config))
+    runtime.block_on(run(args, path, config, restore))
+}
+
+/// What `--restore-snapshot FILE` needs before anything starts: a cluster
+/// node whose data dir holds no Raft state, and a snapshot file that
+/// verifies. Every problem names the flag, field or setting.
+fn restore_preflight(file: &Path, config: &Config) -> Result<Snapshot, Vec<String>> {
+    let mut problems = Vec::new();
+    if config.cluster.is_none() {
+        problems.push(
+            "--restore-snapshot: seeds a cluster, but this node runs standalone (no [cluster] section \
+             or gossip flags)"
+                .to_string(),
+        );
+    }
+    match &config.node.data_dir {
+        None => problems.push("node.data_dir: is required with --restore-snapshot".to_string()),
+        Some(dir) => {
+            let raft = dir.join("raft");
+            let held = std::fs::read_dir(&raft).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if held {
+                problems.push(format!(
+                    "node.data_dir: {} already holds Raft state: a snapshot seeds only a new cluster, on \
+                     empty data dirs (to replace a live cluster's config, use POST /v1/snapshot/restore)",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    let snapshot = Snapshot::read_file(file).map_err(|e| {
+        let mut all = problems.clone();
+        all.extend(e.fields().iter().map(|f| format!("--restore-snapshot: {f}")));
+        all
+    })?;
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    if let Some(c) = &config.cluster
+        && c.cluster_id != snapshot.cluster_id
+    {
+        // Allowed, and advised: a new id keeps survivors of the old
+        // cluster out of the new one.
+        eprintln!(
+            "ferryd: restoring a snapshot of cluster {:?} into cluster {:?}",
+            snapshot.cluster_id, c.cluster_id
+        );
+    }
+    Ok(snapshot)
 }
 
 /// Prints one line per problem and returns exit status 2.
@@ -221,7 +290,7 @@ fn config_failure(path: Option<&Path>, e: &ConfigErrors) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(args: Args, path: Option<PathBuf>, config: Config) -> ExitCode {
+async fn run(args: Args, path: Option<PathBuf>, config: Config, restore: Option<Snapshot>) -> ExitCode {
     let opts = TracingOptions {
         format: config.telemetry.log_format,
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
@@ -235,12 +304,12 @@ async fn run(args: Args, path: Option<PathBuf>, config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = serve(&args, path.as_deref(), &config).await;
+    let code = serve(&args, path.as_deref(), &config, restore).await;
     telemetry::TracingGuard::shutdown(guard);
     code
 }
 
-async fn serve(args: &Args, path: Option<&Path>, config: &Config) -> ExitCode {
+async fn serve(args: &Args, path: Option<&Path>, config: &Config, restore: Option<Snapshot>) -> ExitCode {
     let (mut hup, mut term, mut int) = match (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -252,7 +321,7 @@ async fn serve(args: &Args, path: Option<&Path>, config: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = match Node::start(config).await {
+    let node = match Node::start_with(config, restore).await {
         Ok(n) => n,
         Err(e) => {
             for line in e.to_string().lines() {

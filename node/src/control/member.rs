@@ -16,6 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ferry_client::RouteSpec;
 use ferry_client::api::{GossipState, RaftMembership};
+use ferry_client::snapshot::Snapshot;
 use ferry_gossip::GossipHandle;
 use ferry_raft_store::election::Election;
 use ferry_raft_store::types::Raft;
@@ -103,6 +104,9 @@ pub struct MemberServices {
     pub bind_failures: Arc<ArcSwap<ListenFailures>>,
     /// The fault switch ([`crate::node::Faults`]).
     pub faults: crate::node::Faults,
+    /// `ferryd --restore-snapshot`: the verified snapshot to make this new
+    /// cluster's first config, instead of the file's routes.
+    pub restore: Option<Snapshot>,
 }
 
 impl Member {
@@ -120,7 +124,7 @@ impl Member {
         metrics: &Metrics,
         services: MemberServices,
     ) -> Result<Member, MemberError> {
-        let MemberServices { hops, bind_failures, faults } = services;
+        let MemberServices { hops, bind_failures, faults, restore } = services;
         let cluster =
             config.cluster.as_ref().ok_or_else(|| MemberError::Raft("no [cluster] section".into()))?;
         let data_dir =
@@ -230,7 +234,8 @@ impl Member {
             if fresh && bootstrap_expect > 0 {
                 let (replica, g, transport, stop) =
                     (Arc::clone(&replica), g.clone(), Arc::clone(&transport), stop.clone());
-                let routes = config.routes.clone();
+                // A restoring node seeds the snapshot instead (below).
+                let routes = if restore.is_some() { Vec::new() } else { config.routes.clone() };
                 tasks.push(tokio::spawn(async move {
                     let outcome = super::bootstrap::run(
                         bootstrap_expect,
@@ -276,9 +281,18 @@ impl Member {
             if let Err(e) = raft.initialize(members).await {
                 warn!(error = %e, "cluster initialization refused (already initialized?)");
             }
-            if !config.routes.is_empty() {
+            if !config.routes.is_empty() && restore.is_none() {
                 tasks.push(tokio::spawn(seed(Arc::clone(&replica), config.routes.clone(), stop.clone())));
             }
+        }
+        if let Some(snapshot) = restore {
+            if !config.routes.is_empty() {
+                warn!(
+                    routes = config.routes.len(),
+                    "--restore-snapshot: the config file's [[routes]] are not seeded; the snapshot's are"
+                );
+            }
+            tasks.push(tokio::spawn(restore_seed(Arc::clone(&replica), snapshot, stop.clone())));
         }
         let (data_applied_tx, data_applied) = tokio::sync::watch::channel(0);
         tasks.push(tokio::spawn(feed(replica.subscribe(), publisher, data_applied_tx, stop.clone())));
@@ -536,6 +550,92 @@ fn seed_request(routes: Vec<RouteSpec>) -> Request {
     // A command always encodes; the constant only keeps the id defined.
     let id = ferry_raft_store::digest::command_digest(&cmd).unwrap_or(SEED_REQUEST_ID);
     Request::with_id(id, cmd)
+}
+
+/// `ferryd --restore-snapshot`: proposes the snapshot as the new cluster's
+/// first config, through whichever node leads, once a leader is known.
+///
+/// The restore applies only to a cluster that never had config (a
+/// compare-and-set on config index 0), so a node started with the flag
+/// that joins a live cluster by mistake changes nothing. One exception: a
+/// config that is only the routes another node's config file seeded (no
+/// policy, every route of the same revision, which is the config index) is
+/// replaced: the node that initializes the new cluster may seed its file
+/// before this node's restore arrives. Anything else is logged as an error
+/// and left alone. Retries carry the same request id (the command's
+/// digest), so the restore applies once.
+async fn restore_seed(replica: Arc<Replica>, snapshot: Snapshot, stop: CancellationToken) {
+    let (routes, policies) = (snapshot.route_specs(), snapshot.policies());
+    let mut cas = 0;
+    loop {
+        let cmd =
+            Command::RestoreSnapshot { routes: routes.clone(), policies: policies.clone(), cas: Some(cas) };
+        let id = ferry_raft_store::digest::command_digest(&cmd).unwrap_or(SEED_REQUEST_ID);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let outcome = tokio::select! {
+            r = replica.write(Request::with_id(id, cmd), deadline) => r,
+            () = stop.cancelled() => return,
+        };
+        match outcome {
+            Ok(Response::Applied { index, .. }) => {
+                return info!(
+                    index,
+                    routes = routes.len(),
+                    policies = policies.len(),
+                    from_cluster = %snapshot.cluster_id,
+                    snapshot_index = snapshot.index,
+                    "restored the snapshot: it is this cluster's config"
+                );
+            }
+            Ok(Response::Rejected { error: StateError::CasMismatch { current } }) => {
+                match seeded_only(&replica, current, &stop).await {
+                    Some(true) => {
+                        info!(index = current, "replacing the routes a config file seeded with the snapshot");
+                        cas = current;
+                    }
+                    Some(false) => {
+                        return tracing::error!(
+                            index = current,
+                            "--restore-snapshot: the cluster already has config, so the snapshot was NOT \
+                             restored (a restore at start seeds only a new cluster; replace a live \
+                             cluster's config with POST /v1/snapshot/restore)"
+                        );
+                    }
+                    None => return,
+                }
+            }
+            Ok(other) => {
+                return tracing::error!(response = ?other, "--restore-snapshot: the restore was refused");
+            }
+            Err(e) => {
+                info!(error = %e, "waiting for a leader to restore the snapshot");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Whether the cluster's config at index `current` is only a file's seed
+/// (see [`restore_seed`]), once this node has applied it; `None` when
+/// stopped first.
+async fn seeded_only(replica: &Replica, current: u64, stop: &CancellationToken) -> Option<bool> {
+    let mut rx = replica.subscribe();
+    let applied = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.index >= current));
+    let state = tokio::select! {
+        s = applied => match s {
+            Ok(Ok(s)) => s.clone(),
+            _ => {
+                tracing::error!(index = current, "--restore-snapshot: this node never applied the cluster's config");
+                return None;
+            }
+        },
+        () = stop.cancelled() => return None,
+    };
+    Some(
+        state.index == current
+            && state.chaos.is_empty()
+            && state.routes.values().all(|r| r.revision == current),
+    )
 }
 
 /// The seed's request id should its command not encode.

@@ -527,3 +527,89 @@ fn a_disabled_route_uses_route_enabled() {
     let batch = Command::Batch { requests: vec![Request::new(put)] };
     assert_eq!(batch.features(), [crate::command::ROUTE_ENABLED]);
 }
+
+fn restore(routes: Vec<RouteSpec>, policies: Vec<ChaosPolicy>, cas: Option<u64>) -> Request {
+    Request::new(Command::RestoreSnapshot { routes, policies, cas })
+}
+
+/// A restore replaces the whole config in one change: what is not in the
+/// snapshot is gone, what is in it gets the restore's index as revision;
+/// the compare-and-set is on the config index.
+#[test]
+fn a_restore_replaces_the_whole_config_under_cas_on_the_index() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("old", ":7000"), None));
+    s.apply(3, &put(route("web", ":7001"), None));
+    s.apply(4, &Request::new(Command::PutChaosPolicy { policy: policy("gone"), cas: None }));
+    let before = s.clone();
+    let mut web = route("web", ":7002");
+    web.backends.truncate(1);
+    let snap = |cas| restore(vec![route("api", ":7003"), web.clone()], vec![policy("slow")], cas);
+    // A stale index, or "never had config", is refused and changes nothing.
+    assert_eq!(s.apply(5, &snap(Some(3))), rejected(StateError::CasMismatch { current: 4 }));
+    assert_eq!(s.apply(6, &snap(Some(0))), rejected(StateError::CasMismatch { current: 4 }));
+    assert_eq!(s, before);
+    assert_eq!(s.apply(7, &snap(Some(4))), applied(7));
+    assert_eq!(s.routes.keys().collect::<Vec<_>>(), ["api", "web"]);
+    assert_eq!(s.routes["web"].spec, web);
+    assert!(s.routes.values().all(|r| r.revision == 7));
+    assert_eq!(s.chaos.keys().collect::<Vec<_>>(), ["slow"]);
+    assert_eq!(s.chaos["slow"].revision, 7);
+    assert_eq!(s.index, 7);
+    // Unconditional: applies whatever the index; an empty snapshot empties.
+    assert_eq!(s.apply(8, &restore(Vec::new(), Vec::new(), None)), applied(8));
+    assert!(s.routes.is_empty() && s.chaos.is_empty());
+    // Into a cluster that never had config, `Some(0)` applies.
+    let mut fresh = ClusterState::default();
+    assert_eq!(fresh.apply(3, &snap(Some(0))), applied(3));
+    assert_eq!(fresh.routes.len(), 2);
+    // The state after a restore survives a Raft snapshot (what a follower
+    // that catches up by snapshot installs).
+    let envelope = crate::snapshot::SnapshotEnvelope {
+        state: fresh.clone(),
+        last_applied: None,
+        membership: Default::default(),
+    };
+    let back =
+        crate::snapshot::SnapshotEnvelope::from_bytes(&envelope.to_bytes().expect("encode")).expect("decode");
+    assert_eq!(back.state, fresh);
+}
+
+/// An invalid restore is refused whole, naming the field, and changes
+/// nothing; it is never batched and names its feature.
+#[test]
+fn an_invalid_restore_changes_nothing_and_names_the_field() {
+    let mut s = ClusterState::default();
+    s.apply(2, &put(route("web", ":7000"), None));
+    let before = s.clone();
+    let mut bad = policy("slow");
+    bad.toxicity = 2.0;
+    let cases = [
+        (restore(vec![route("a", ":7001"), route("a", ":7002")], Vec::new(), None), "routes[1].name"),
+        (restore(vec![route("a", ":7001"), route("b", ":7001")], Vec::new(), None), "routes[1].listen"),
+        (restore(Vec::new(), vec![bad], None), "policies[0].toxicity"),
+        (restore(Vec::new(), vec![policy("p"), policy("p")], None), "policies[1].name"),
+    ];
+    for (req, path) in cases {
+        let r = s.apply(3, &req);
+        let Response::Rejected { error: StateError::Invalid { errors } } = &r else {
+            panic!("{path}: must be rejected, got {r:?}")
+        };
+        assert_eq!(errors[0].path, path);
+        assert_eq!(s, before, "{path}");
+    }
+    // Two routes on port 0 do not conflict.
+    assert_eq!(s.apply(4, &restore(vec![route("a", ":0"), route("b", ":0")], Vec::new(), None)), applied(4));
+    let r = restore(vec![route("a", ":7001")], Vec::new(), Some(0));
+    assert!(!r.batchable());
+    assert_eq!(r.command.features(), [crate::command::SNAPSHOT_RESTORE]);
+    let mut labeled = route("a", ":7001");
+    labeled.labels.insert("team".into(), "edge".into());
+    let mut both = policy("p");
+    both.toxics[0].direction = Direction::Both;
+    let used = Command::RestoreSnapshot { routes: vec![labeled], policies: vec![both], cas: None };
+    assert_eq!(
+        used.features(),
+        [crate::command::CHAOS_TRAFFIC, crate::command::ROUTE_LABELS, crate::command::SNAPSHOT_RESTORE]
+    );
+}

@@ -101,9 +101,14 @@ impl Proc {
     /// SIGINT, as Ctrl-C sends it (refused once reaped: the PID may be
     /// another process's by then).
     fn interrupt(&mut self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGINT)
+    }
+
+    /// Sends `signal` (refused once reaped).
+    fn signal(&mut self, signal: nix::sys::signal::Signal) -> Result<()> {
         ensure!(self.child.try_wait()?.is_none(), "already exited");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        nix::sys::signal::kill(pid, signal)?;
         Ok(())
     }
 }
@@ -660,5 +665,101 @@ fn join_brings_in_a_node_whose_seed_was_wrong() -> Result<()> {
         ensure!(out.stdout.lines().any(|l| l.contains(" n4 ")), "{}", out.stdout);
         Ok(())
     })?;
+    Ok(())
+}
+
+/// `--wait-applied`, `explain`, `route put --dry-run` and `snapshot save |
+/// inspect | restore` through the CLI, with their exit statuses.
+#[test]
+fn wait_applied_explain_dry_run_and_snapshots() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let port = c.route_port()?;
+    let routes = c.file("routes.toml", &routes_toml(port))?;
+
+    // A write confirmed on every node's data plane: a line per node.
+    let out = c.write(&["route", "put", "-f", &routes, "--wait-applied=10s"])?.ok()?;
+    for n in ["n1", "n2", "n3"] {
+        let line =
+            out.stdout.lines().find(|l| l.starts_with(n)).with_context(|| format!("{n}: {}", out.stdout))?;
+        assert!(line.ends_with("ms") && !line.contains("behind"), "{line}");
+    }
+    // Right after, the route is bound on every node.
+    for i in 1..=3 {
+        std::net::TcpStream::connect(SocketAddr::new(ip(c.net, i), port))
+            .with_context(|| format!("n{i} listens on :{port} once --wait-applied returned"))?;
+    }
+
+    // explain: a table of candidates, JSON typed, 404 → 4, bad client → 2.
+    let out = c.ctl(&["explain", "web", "--client", "127.0.0.1:5000"])?.ok()?;
+    assert!(out.stdout.contains("TRY") && out.stdout.contains("BACKEND"), "{}", out.stdout);
+    let e: ferry_client::explain::Explain = serde_json::from_value(
+        c.ctl(&["explain", "web", "--client", "127.0.0.1", "-o", "json"])?.ok()?.json()?,
+    )?;
+    assert_eq!(e.route, "web");
+    assert!(e.backends.iter().any(|b| b.attempt == Some(1)), "{e:?}");
+    c.ctl(&["explain", "nope", "--client", "127.0.0.1"])?.exits(4, "error")?;
+    c.ctl(&["explain", "web", "--client", "not-an-ip"])?.exits(2, "client")?;
+
+    // dry-run: shares before and after, nothing written.
+    let before = c.ctl(&["route", "get", "web", "-o", "json"])?.ok()?.json()?["revision"].clone();
+    let changed = c.file(
+        "web.json",
+        &format!(
+            r#"{{"name":"web","listen":":{port}","balance":"consistent_hash","backends":[
+                {{"id":"a","addr":"127.0.0.1:9"}},{{"id":"b","addr":"127.0.0.1:10"}},{{"id":"c","addr":"127.0.0.1:12"}}]}}"#
+        ),
+    )?;
+    let out = c.ctl(&["route", "put", "--dry-run", "-f", &changed])?.ok()?;
+    assert!(out.stdout.contains("nothing written") && out.stdout.contains("MOVED IN"), "{}", out.stdout);
+    let d: ferry_client::explain::DryRun = serde_json::from_value(
+        c.ctl(&["route", "put", "--dry-run", "-f", &changed, "-o", "json"])?.ok()?.json()?,
+    )?;
+    assert_eq!(d.backends.len(), 3, "{d:?}");
+    let after = c.ctl(&["route", "get", "web", "-o", "json"])?.ok()?.json()?["revision"].clone();
+    assert_eq!(before, after, "a dry run wrote");
+    c.ctl(&["route", "put", "--dry-run", "--cas", "1", "-f", &changed])?.exits(2, "--cas")?;
+
+    // snapshot: save (verified, atomic), inspect, restore with cas / force.
+    let file = c.dir.path().join("backup.snap");
+    let file = file.to_str().context("path")?.to_string();
+    let out = c.ctl(&["snapshot", "save", &file])?.ok()?;
+    assert!(out.stdout.contains("2 routes"), "{}", out.stdout);
+    let out = c.ctl(&["snapshot", "inspect", &file])?.ok()?;
+    for key in ["cluster", "index", "checksum", "routes"] {
+        assert!(out.stdout.lines().any(|l| l.starts_with(key)), "{key} in {}", out.stdout);
+    }
+    assert!(out.stdout.contains("web") && out.stdout.contains("api"), "{}", out.stdout);
+    let mut bytes = fs::read(&file)?;
+    let at = bytes.iter().position(|b| *b == b'w').context("a w")?;
+    bytes[at] = b'W';
+    let damaged = c.file("damaged.snap", &String::from_utf8_lossy(&bytes))?;
+    c.ctl(&["snapshot", "inspect", &damaged])?.exits(2, "checksum")?;
+    c.write(&["snapshot", "restore", &damaged, "--force"])?.exits(2, "checksum")?;
+    c.write(&["snapshot", "restore", &file])?.exits(2, "--cas")?;
+
+    c.write(&["route", "delete", "api"])?.ok()?;
+    c.write(&["snapshot", "restore", &file, "--cas", "1"])?.exits(3, "error")?;
+    let out = c.write(&["snapshot", "restore", &file, "--force", "--wait-applied"])?.ok()?;
+    assert!(out.stdout.contains("restored"), "{}", out.stdout);
+    let names = c.ctl(&["route", "list", "-o", "json"])?.ok()?.json()?;
+    let names: Vec<&str> =
+        names.as_array().context("list")?.iter().filter_map(|r| r["config"]["name"].as_str()).collect();
+    assert!(names.contains(&"api") && names.contains(&"web"), "{names:?}");
+
+    // A live member that does not apply (stopped, not yet suspected by
+    // gossip): --wait-applied names it and exits 1.
+    // A follower, so that the write still commits at once.
+    let mut follower = None;
+    for i in 2..=3u8 {
+        let s = c.ctl(&["status", "-o", "json", "--addr", &c.admin(i)])?.ok()?.json()?;
+        if s["raft"]["role"] == "follower" {
+            follower = Some(i);
+        }
+    }
+    let stopped = follower.context("n2 or n3 follows")?;
+    c.proc(stopped)?.signal(nix::sys::signal::Signal::SIGSTOP)?;
+    let out = c.write(&["route", "weight", "web", "a", "3", "--wait-applied=2s"])?;
+    let out = out.exits(1, "not applied")?;
+    assert!(out.stderr.contains(&format!("n{stopped}")), "{}", out.stderr);
     Ok(())
 }

@@ -46,6 +46,20 @@ pub struct Global {
     /// Longest wait for one node's answer: 500ms, 5s, 2m.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    /// After a write commits, wait until the data plane of every live
+    /// member runs it (table published, listeners bound), at most TIMEOUT
+    /// (default 30s), printing each node's lag; exit 1 naming the nodes
+    /// behind.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TIMEOUT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub wait_applied: Option<Duration>,
 }
 
 /// How results are printed.
@@ -130,6 +144,8 @@ pub struct Ctx {
     pub output: Output,
     pub stale: bool,
     pub timeout: Duration,
+    /// `--wait-applied`: how long to wait after a write.
+    pub wait_applied: Option<Duration>,
     token: Option<String>,
 }
 
@@ -161,7 +177,14 @@ impl Ctx {
         if let Some(t) = &token {
             client = client.with_token(t.clone());
         }
-        Ok(Self { client, output: g.output, stale: g.stale, timeout: g.timeout, token })
+        Ok(Self {
+            client,
+            output: g.output,
+            stale: g.stale,
+            timeout: g.timeout,
+            wait_applied: g.wait_applied,
+            token,
+        })
     }
 
     pub fn json(&self) -> bool {
@@ -202,15 +225,55 @@ impl Ctx {
     }
 
     /// The one way a write's answer is printed: `-o json` prints the
-    /// body; a table prints `what` with the new revision and index.
-    pub fn written(&self, what: &str, r: &RawResponse) -> Result<WriteResult, Failure> {
+    /// body; a table prints `what` with the new revision and index. Then,
+    /// with `--wait-applied`, waits for every live member's data plane.
+    pub async fn wrote(&self, what: &str, r: &RawResponse) -> Result<WriteResult, Failure> {
         let w: WriteResult = decode(r)?;
         if self.json() {
             self.print_body(r);
         } else {
             println!("{what}: revision {}, index {}", w.revision, w.index);
         }
+        if let Some(limit) = self.wait_applied {
+            self.wait_applied(w.index, limit).await?;
+        }
         Ok(w)
+    }
+
+    /// `--wait-applied`: one line per live member with its lag (to stderr
+    /// under `-o json`, so stdout stays the API's body); exit 1 naming
+    /// the members behind at `limit`.
+    async fn wait_applied(&self, index: u64, limit: Duration) -> Result<(), Failure> {
+        let rows = ferry_client::wait::wait_applied(&self.client, index, limit).await.map_err(|e| {
+            Failure::new(Exit::Error, format!("--wait-applied: cannot list the members: {e}"))
+        })?;
+        let mut t = crate::out::Table::new(&["NODE", "ID", "APPLIED", "LAG"]);
+        for r in &rows {
+            let at = r.data_index.map_or_else(|| "-".to_string(), |i| i.to_string());
+            let lag = match (&r.lag, &r.error) {
+                (Some(l), _) => format!("{}ms", l.as_millis()),
+                (None, Some(e)) => format!("behind ({e})"),
+                (None, None) => "behind".to_string(),
+            };
+            t.row(vec![r.name.clone(), r.id.to_string(), at, lag]);
+        }
+        if self.json() {
+            eprint!("{}", t.render());
+        } else {
+            t.print();
+        }
+        let behind: Vec<&str> = rows.iter().filter(|r| !r.applied()).map(|r| r.name.as_str()).collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Exit::Error,
+            format!(
+                "--wait-applied: index {index} not applied within {} on {}",
+                crate::out::human(limit),
+                behind.join(", ")
+            ),
+        ))
     }
 }
 

@@ -12,10 +12,12 @@
 
 mod chaos;
 mod ctx;
+mod explain;
 mod file;
 mod members;
 mod out;
 mod route;
+mod snapshot;
 mod status;
 mod watch;
 
@@ -63,6 +65,13 @@ enum Cmd {
     /// Prints each change of routes, chaos policies or members, or runs a
     /// command per change.
     Watch(watch::WatchArgs),
+    /// The backends this node (the first answering --addr) would try for
+    /// a client, in order, and why: hash key and ring point, owner node
+    /// and its state, health, ejection, weight, chaos.
+    Explain(explain::ExplainArgs),
+    /// Backups of the cluster's config: save, inspect, restore.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Prints a shell completion script.
     Completion(CompletionArgs),
 }
@@ -119,6 +128,8 @@ async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
         Cmd::Route(c) => route::run(ctx, c).await,
         Cmd::Chaos(c) => chaos::run(ctx, c).await,
         Cmd::Watch(a) => watch::run(ctx, &a).await,
+        Cmd::Explain(a) => explain::run(ctx, &a).await,
+        Cmd::Snapshot(c) => snapshot::run(ctx, c).await,
         Cmd::Completion(_) => Ok(()),
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use ferry_client::api::{RouteStatus, WriteResult};
+use ferry_client::explain::{DryRun, DryRunSide};
 use ferry_client::http::RawRequest;
 
 use crate::ctx::{Ctx, decode};
@@ -21,8 +22,13 @@ pub enum RouteCmd {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
         /// Only if the route's revision is N (0: must not exist). One route only.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "dry_run")]
         cas: Option<u64>,
+        /// Writes nothing: shows, per route, where new connections would
+        /// go before and after against the current ring and health (share
+        /// of the key space or of new connections) and the keys that move.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Deletes a route.
     Delete {
@@ -68,7 +74,20 @@ pub async fn run(ctx: &Ctx, cmd: RouteCmd) -> Result<(), Failure> {
                 backends_table(&s).print();
             }
         }
-        RouteCmd::Put { file: path, cas: c } => {
+        RouteCmd::Put { file: path, cas: _, dry_run: true } => {
+            let (text, format) = file::read(&path)?;
+            for route in &file::routes(&text, format)? {
+                let body = serde_json::to_vec(route).map_err(|e| Failure::new(Exit::Error, e.to_string()))?;
+                let req = RawRequest::new("POST", format!("/v1/routes/{}/dry-run", route.name)).body(body);
+                let r = ctx.send(&req).await?;
+                if ctx.json() {
+                    ctx.print_body(&r);
+                } else {
+                    dry_run_report(&decode::<DryRun>(&r)?);
+                }
+            }
+        }
+        RouteCmd::Put { file: path, cas: c, dry_run: false } => {
             let (text, format) = file::read(&path)?;
             let routes = file::routes(&text, format)?;
             if c.is_some() && routes.len() > 1 {
@@ -115,7 +134,47 @@ pub async fn run(ctx: &Ctx, cmd: RouteCmd) -> Result<(), Failure> {
 /// a commit).
 pub async fn write(ctx: &Ctx, what: &str, req: &RawRequest) -> Result<WriteResult, Failure> {
     let r = ctx.send(req).await?;
-    ctx.written(what, &r)
+    ctx.wrote(what, &r).await
+}
+
+/// A dry run, for people: the summary, then one row per backend.
+fn dry_run_report(d: &DryRun) {
+    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", v * 100.0));
+    let side = |s: Option<&DryRunSide>| {
+        s.map_or_else(
+            || "new route".to_string(),
+            |s| {
+                format!(
+                    "{:?}, share of {:?}{}",
+                    s.balance,
+                    s.share_of,
+                    if s.panic_mode { ", panic" } else { "" }
+                )
+                .to_lowercase()
+            },
+        )
+    };
+    let mut pairs = vec![
+        ("route", format!("{} (dry run on node {}: nothing written)", d.route, d.node)),
+        ("before", side(d.before.as_ref())),
+        ("after", side(Some(&d.after))),
+    ];
+    pairs.push(("moved", d.moved.map_or_else(|| "- (not a hash)".to_string(), |m| pct(Some(m)))));
+    pairs.push(("index", format!("{} (table generation {})", d.index, d.table_generation)));
+    print_pairs(&pairs);
+    println!();
+    let mut t = Table::new(&["BACKEND", "BEFORE", "AFTER", "MOVED AWAY", "MOVED IN", "HEALTHY"]);
+    for b in &d.backends {
+        t.row(vec![
+            b.id.clone(),
+            pct(b.before),
+            pct(b.after),
+            pct(b.moved_away),
+            pct(b.moved_in),
+            if b.healthy { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    t.print();
 }
 
 pub fn list_table(routes: &[RouteStatus]) -> Table {

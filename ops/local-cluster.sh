@@ -182,12 +182,13 @@ balance 12
 
 cat <<TXT
 ==> try it:
-    curl -s http://127.0.0.1:7948/v1/status                 # raft role, leader, index
-    curl -s http://127.0.0.1:7948/v1/members                # gossip state, voter/learner
+    $bin/ferryctl status                                    # raft role, leader, index
+    $bin/ferryctl members                                   # gossip state, voter/learner
     $bin/ferryd --name n4 --bind 127.0.0.4 --data-dir $run_dir/n4 --join 127.0.0.1 --gossip-profile fast
                                                             # a 4th node: joins, becomes a voter
-    curl -s http://127.0.0.2:7948/v1/routes/demo            # config, revision, live health
-    curl -s -X PUT http://127.0.0.3:7948/v1/routes/demo/backends/a/weight -d '{"weight": 1}'
+    $bin/ferryctl --addr 127.0.0.2 route get demo           # config, revision, live health
+    $bin/ferryctl --addr 127.0.0.3 route weight demo a 1 --wait-applied
+    $bin/ferryctl explain demo --client 127.0.0.1           # which backend a client gets, and why
     exec 3<>/dev/tcp/127.0.0.2/7000; head -1 <&3            # one connection via node 2
     kill -9 \$(cat $run_dir/n1.pid)                          # a node dies: the others keep serving
     logs and data: $run_dir

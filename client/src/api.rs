@@ -348,6 +348,47 @@ pub struct ChaosPolicyStatus {
     pub in_effect_on: Option<Vec<String>>,
 }
 
+/// The body of `PUT /v1/routes/{route}/backends/{backend}/weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightRequest {
+    /// 0 to 256; 0 takes no new connections.
+    pub weight: u32,
+}
+
+/// The answer to `POST /v1/leave` (202): the node is leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveResult {
+    pub leaving: bool,
+    pub node_id: u64,
+}
+
+/// `GET /health/ready`'s 200 body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+    /// The routes this node could not bind (it is ready all the same).
+    pub bind_failures: Vec<RouteBindFailure>,
+}
+
+/// `GET /health/live`'s body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// `ok`.
+    pub status: String,
+}
+
+/// A route this node could not bind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteBindFailure {
+    pub route: String,
+    /// The address it tried.
+    pub addr: String,
+    /// The error of its last attempt.
+    pub error: String,
+}
+
 /// The body of `POST /v1/join`: gossip addresses (`host:port`) of members
 /// of the cluster this node should join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

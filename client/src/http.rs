@@ -315,7 +315,7 @@ impl AdminClient {
         weight: u32,
         opts: WriteOpts,
     ) -> Result<WriteResult, ClientError> {
-        let body = json(self.addr(), &serde_json::json!({ "weight": weight }))?;
+        let body = json(self.addr(), &crate::api::WeightRequest { weight })?;
         let path = format!("/v1/routes/{route}/backends/{backend}/weight{}", cas(opts));
         Ok(self.call("PUT", &path, Some(body), opts.request_id).await?.value)
     }
@@ -326,8 +326,8 @@ impl AdminClient {
     }
 
     /// `POST /v1/leave`: the node leaves the cluster and stops.
-    pub async fn leave(&self) -> Result<(), ClientError> {
-        self.call::<serde_json::Value>("POST", "/v1/leave", None, None).await.map(|_| ())
+    pub async fn leave(&self) -> Result<crate::api::LeaveResult, ClientError> {
+        Ok(self.call("POST", "/v1/leave", None, None).await?.value)
     }
 
     /// `GET /v1/routes?index=N&wait=<ms>ms`: a blocking query on the

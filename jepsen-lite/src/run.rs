@@ -775,7 +775,7 @@ impl NemesisRunner<'_> {
         }
         lock(self.procs)?.kill9(i)?;
         match asked {
-            Ok(()) => bail!("n{i} did not exit within 10 s of POST /v1/leave; killed"),
+            Ok(_) => bail!("n{i} did not exit within 10 s of POST /v1/leave; killed"),
             Err(e) => bail!("POST /v1/leave on n{i}: {e}; killed"),
         }
     }

@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use ferry_client::FieldError;
-use ferry_client::api::{JoinRequest, JoinResult, RemoveResult};
-use serde_json::json;
+use ferry_client::api::{JoinRequest, JoinResult, LeaveResult, RemoveResult};
 use tokio::time::Instant;
 
 use super::params::Path;
@@ -156,5 +155,5 @@ pub async fn leave(State(s): State<AdminState>, headers: HeaderMap) -> Result<Re
         ));
     }
     s.leave.cancel();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "leaving": true, "node_id": member.node_id }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(LeaveResult { leaving: true, node_id: member.node_id })).into_response())
 }

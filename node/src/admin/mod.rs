@@ -318,8 +318,8 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+async fn live() -> Json<ferry_client::api::Live> {
+    Json(ferry_client::api::Live { status: "ok".into() })
 }
 
 /// `/health/ready`: 200 when the node is not draining and, in cluster mode,
@@ -334,7 +334,7 @@ async fn live() -> Json<serde_json::Value> {
 /// of the leader's retries.
 const UNREADABLE_RECENT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn ready(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn ready(State(s): State<AdminState>) -> Result<Json<ferry_client::api::Ready>, ApiError> {
     if s.draining.load(Relaxed) {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the node is shutting down"));
     }
@@ -372,5 +372,9 @@ async fn ready(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, A
         ));
     }
     let failures = s.own_bind_report().failures;
-    Ok(Json(serde_json::json!({"status": "ready", "bind_failures": failures})))
+    let bind_failures = failures
+        .into_iter()
+        .map(|f| ferry_client::api::RouteBindFailure { route: f.route, addr: f.addr, error: f.error })
+        .collect();
+    Ok(Json(ferry_client::api::Ready { status: "ready".into(), bind_failures }))
 }

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Json, Response};
 use ferry_client::api::{BackendStatus, RouteStatus};
 use ferry_client::{FieldError, RouteSpec};
 use ferry_raft_store::{Command, Request};
-use serde::Deserialize;
 use tracing::Instrument;
 
 use super::binds::RouteBinds;
@@ -91,13 +90,6 @@ pub async fn delete(
     commit(&s, replica, &headers, Command::DeleteRoute { name, cas: q.cas }).await
 }
 
-/// Body of `PUT /v1/routes/{name}/backends/{id}/weight`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightBody {
-    weight: u32,
-}
-
 /// `PUT /v1/routes/{name}/backends/{id}/weight` with `{"weight": N}`.
 pub async fn put_weight(
     State(s): State<AdminState>,
@@ -108,7 +100,7 @@ pub async fn put_weight(
 ) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
     let replica = s.cluster()?;
-    let WeightBody { weight } = parse_body(&body)?;
+    let ferry_client::api::WeightRequest { weight } = parse_body(&body)?;
     if weight > ferry_client::route::MAX_WEIGHT {
         return Err(ApiError::field(
             "weight",

@@ -94,7 +94,7 @@ const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// `join` seeds were wrong or down, or to merge two groups. Answers 200
 /// once a seed is a member that is up (`joined` lists those), 503
 /// `join_pending` when none answered within 5 s (the node keeps
-/// announcing to them).
+/// announcing to them until the next `POST /v1/join`).
 pub async fn join(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -123,7 +123,7 @@ pub async fn join(
         return Err(ApiError::bad_request(errors));
     }
     let wait = JOIN_WAIT.min(s.request_timeout);
-    let (tried, met) = crate::control::gossip::join_now(gossip, req.addrs, wait)
+    let (tried, met) = crate::control::gossip::join_now(gossip, req.addrs, wait, member.api_join.renew())
         .await
         .map_err(|e| ApiError::field("addrs", e))?;
     if met.is_empty() {

@@ -158,13 +158,14 @@ async fn join(handle: GossipHandle, seeds: Vec<String>, stop: CancellationToken)
 
 /// `POST /v1/join`: announces this node to `seeds` now, keeps announcing
 /// in the background as a `join` seed list does (until every seed is a
-/// member, or gossip stops), and waits up to `wait` for one of them to be
-/// a member that is up. Returns the seeds' resolved addresses and those
-/// met; an error when none of them resolves.
+/// member, `stop` fires, or gossip stops), and waits up to `wait` for one
+/// of them to be a member that is up. Returns the seeds' resolved
+/// addresses and those met; an error when none of them resolves.
 pub async fn join_now(
     handle: &GossipHandle,
     seeds: Vec<String>,
     wait: Duration,
+    stop: CancellationToken,
 ) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>), String> {
     let resolver: Arc<dyn Resolve> = Arc::new(SystemResolver::new());
     let own = handle.identity().gossip_addr;
@@ -177,7 +178,7 @@ pub async fn join_now(
     let mut view = handle.subscribe();
     handle.join(addrs.clone()).await.map_err(|e| format!("gossip stopped: {e}"))?;
     // The announcements go on in the background: UDP may lose the first.
-    tokio::spawn(join(handle.clone(), seeds, CancellationToken::new()));
+    tokio::spawn(join(handle.clone(), seeds, stop));
     let met = |v: &MemberView| -> Vec<SocketAddr> {
         let unmet = unmet_seeds(&addrs, v);
         addrs.iter().copied().filter(|a| !unmet.contains(a)).collect()

@@ -93,6 +93,34 @@ pub struct MemberHandle {
     pub data_applied: tokio::sync::watch::Receiver<u64>,
     /// This node's admin address.
     pub admin_addr: std::net::SocketAddr,
+    /// The announcements of the last `POST /v1/join`.
+    pub api_join: ApiJoin,
+}
+
+/// At most one `POST /v1/join` keeps announcing: a new one stops the last,
+/// so repeated calls naming seeds that never answer do not pile up loops.
+/// All stop with the node.
+#[derive(Debug, Clone)]
+pub struct ApiJoin {
+    node_stop: CancellationToken,
+    current: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl ApiJoin {
+    fn new(node_stop: &CancellationToken) -> Self {
+        Self {
+            node_stop: node_stop.clone(),
+            current: Arc::new(std::sync::Mutex::new(node_stop.child_token())),
+        }
+    }
+
+    /// Stops the last join's announcements; the token for the next one's.
+    pub fn renew(&self) -> CancellationToken {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.cancel();
+        *current = self.node_stop.child_token();
+        current.clone()
+    }
 }
 
 /// What the cluster port serves besides Raft, and the faults switched on.
@@ -313,6 +341,7 @@ impl Member {
             versions,
             data_applied,
             admin_addr,
+            api_join: ApiJoin::new(&stop),
         };
         Ok(Member { handle, replica, stats, stop, tasks })
     }
@@ -458,9 +487,8 @@ impl MemberHandle {
     }
 }
 
-/// A `/v1/members` row knowing only the id and the Raft role.
 /// The API's name for a gossip state.
-fn gossip_state(state: ferry_gossip::view::MemberState) -> GossipState {
+fn gossip_state(state: ferry_gossip::MemberState) -> GossipState {
     use ferry_gossip::MemberState as S;
     match state {
         S::Alive => GossipState::Alive,
@@ -470,6 +498,7 @@ fn gossip_state(state: ferry_gossip::view::MemberState) -> GossipState {
     }
 }
 
+/// A `/v1/members` row knowing only the id and the Raft role.
 fn member_row(id: NodeId, raft: RaftMembership) -> ferry_client::api::Member {
     ferry_client::api::Member {
         id,

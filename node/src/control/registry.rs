@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ferry_client::{BackendAddr, HealthCheckSpec, HostPort, ListenAddr, RouteSpec};
+use ferry_client::{BackendAddr, HostPort, ListenAddr, RouteSpec};
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{Notify, watch};
 
@@ -24,20 +24,8 @@ use super::names::Names;
 use crate::dataplane::backend::BackendState;
 use crate::dataplane::checker;
 use crate::dataplane::peers::PeerDirectory;
-use crate::dataplane::table::{Resolved, RouteInput, RouteState};
+use crate::dataplane::table::{BackendKey, Resolved, RouteInput, RouteState};
 use crate::telemetry::metrics::Metrics;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BackendKey {
-    route: String,
-    id: String,
-    /// As configured: `IP:PORT` or `HOST:PORT`.
-    addr: String,
-    /// The active check, when this node runs one (local backends only).
-    check: Option<HealthCheckSpec>,
-    /// Served by this node (not pinned to another).
-    local: bool,
-}
 
 /// One backend's long-lived state and what feeds it.
 #[derive(Debug)]
@@ -107,14 +95,7 @@ impl Registry {
                     Ok(BackendAddr::Name(name)) => (names.resolved(&name), Some(name)),
                     Err(e) => (Resolved { addrs: Arc::default(), error: Some(Arc::from(e)) }, None),
                 };
-                let check = spec.health_check.filter(|_| local);
-                let key = BackendKey {
-                    route: spec.name.clone(),
-                    id: b.id.clone(),
-                    addr: b.addr.clone(),
-                    check,
-                    local,
-                };
+                let key = BackendKey::of(spec, b, local);
                 let held = self.backends.entry(key.clone()).or_insert_with(|| {
                     let state = Arc::new(BackendState::new(
                         &spec.name,
@@ -124,7 +105,7 @@ impl Registry {
                         &self.metrics,
                     ));
                     let (addrs, watched) = watch::channel(Arc::clone(&here.addrs));
-                    if let Some(check) = check {
+                    if let Some(check) = key.check {
                         let result = |r: &str| {
                             self.metrics.health_checks_total.with_label_values(&[&spec.name, &b.id, r])
                         };

@@ -26,7 +26,7 @@ use ferry_client::{BackendAddr, RouteSpec};
 use super::balance::Balancer;
 use super::chaos;
 use super::peers::{Owner, PeerDirectory, PeerState};
-use super::table::{self, Resolved, RouteEntry, RoutingTable, Target};
+use super::table::{self, BackendKey, Resolved, RouteEntry, RoutingTable, Target};
 
 /// The size of the hash space, 2^64.
 const SPACE: f64 = 18_446_744_073_709_551_616.0;
@@ -292,19 +292,17 @@ fn planned(
     let mut healthy = Vec::with_capacity(spec.backends.len());
     for b in &spec.backends {
         let t = table::target(b.node.as_deref(), table.peers());
-        // The node keeps a backend's state (health, ejection) while its id,
-        // address, locality and, for a local one, the check stay: the
-        // registry's key.
-        let local = t == Target::Local;
-        let check = spec.health_check.filter(|_| local);
+        // The node keeps a backend's state (health, ejection) while its
+        // registry key stays.
+        let key = BackendKey::of(spec, b, t == Target::Local);
         let same = before.and_then(|e| {
-            let kept = |j: usize, o: &ferry_client::BackendSpec| {
-                o.id == b.id
-                    && o.addr == b.addr
-                    && (e.targets.get(j) == Some(&Target::Local)) == local
-                    && e.spec.health_check.filter(|_| local) == check
-            };
-            e.spec.backends.iter().enumerate().position(|(j, o)| kept(j, o)).map(|j| (e, j))
+            let was_local = |j: usize| e.targets.get(j) == Some(&Target::Local);
+            e.spec
+                .backends
+                .iter()
+                .enumerate()
+                .position(|(j, o)| BackendKey::of(&e.spec, o, was_local(j)) == key)
+                .map(|j| (e, j))
         });
         let r = match (t, same) {
             (Target::Local, Some((e, j))) => {

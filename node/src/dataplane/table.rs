@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use ferry_client::RouteSpec;
+use ferry_client::{BackendSpec, HealthCheckSpec, RouteSpec};
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use ferry_client::route::MAX_CONNECT_ATTEMPTS;
@@ -313,6 +313,34 @@ pub fn target(node: Option<&str>, peers: &PeerDirectory) -> Target {
             PeerState::Down | PeerState::Left => Target::Unreachable,
         },
         Owner::Unknown => Target::Unreachable,
+    }
+}
+
+/// What a backend's long-lived state (health, ejection, connections) is
+/// kept by: a change to any of it starts the backend afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub(crate) route: String,
+    pub(crate) id: String,
+    /// As configured: `IP:PORT` or `HOST:PORT`.
+    pub(crate) addr: String,
+    /// The active check, when this node runs one (local backends only).
+    pub(crate) check: Option<HealthCheckSpec>,
+    /// Served by this node (not pinned to another).
+    pub(crate) local: bool,
+}
+
+impl BackendKey {
+    /// The key of backend `b` of route `spec`, served by this node when
+    /// `local`.
+    pub fn of(spec: &RouteSpec, b: &BackendSpec, local: bool) -> Self {
+        BackendKey {
+            route: spec.name.clone(),
+            id: b.id.clone(),
+            addr: b.addr.clone(),
+            check: spec.health_check.filter(|_| local),
+            local,
+        }
     }
 }
 

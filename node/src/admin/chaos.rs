@@ -45,9 +45,7 @@ pub async fn get(
     let p = state.chaos.get(&name).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no chaos policy named {name:?}"))
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::dataplane::clock::unix_ms();
     let members = match s.member.as_ref() {
         Some(m) => m.members(MEMBER_PROBE).await,
         None => Vec::new(),

@@ -27,7 +27,7 @@ use super::{AdminState, ApiError};
 /// `GET /v1/snapshot`.
 pub async fn get(State(s): State<AdminState>, Params(q): Params<ReadParams>) -> Result<Response, ApiError> {
     let state = s.read_state(&q).await?;
-    let snapshot = snapshot_of(&state, &s.cluster_id, &s.node_name, now_ms());
+    let snapshot = snapshot_of(&state, &s.cluster_id, &s.node_name, crate::dataplane::clock::unix_ms());
     let bytes = snapshot
         .to_bytes()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
@@ -54,10 +54,6 @@ pub fn snapshot_of(state: &ClusterState, cluster_id: &str, node: &str, taken_at_
             .map(|p| SnapshotPolicy { policy: p.policy.clone(), revision: p.revision })
             .collect(),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `?cas=N` or `?force=true` of a restore.

@@ -33,7 +33,7 @@ use super::names::{self, Names};
 use super::registry::Registry;
 use super::resolver::{Answer, Lookups, Resolve, ResolveSettings, SystemResolver};
 use crate::dataplane::chaos::{self, PolicyInput};
-use crate::dataplane::clock::Clock;
+use crate::dataplane::clock::{Clock, unix_ms};
 use crate::dataplane::listen_failures::BIND_RETRY;
 use crate::dataplane::listener::{BindError, Listeners};
 use crate::dataplane::peers::PeerDirectory;
@@ -371,11 +371,6 @@ impl Publisher {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch: the clock of `expires_at`.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

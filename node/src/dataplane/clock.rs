@@ -31,3 +31,9 @@ impl Default for Clock {
         Self::new()
     }
 }
+
+/// Milliseconds since the Unix epoch (0 before it): the wall clock that
+/// chaos policies' `expires_at` and snapshots' `taken_at_ms` are written in.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

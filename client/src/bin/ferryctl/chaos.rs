@@ -1,7 +1,7 @@
 //! `ferryctl chaos list | get | put | delete | add`.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ferry_client::api::ChaosPolicyStatus;
 use ferry_client::chaos::{ChaosPolicy, ChaosScope, Direction, Toxic, ToxicKind};
@@ -9,7 +9,7 @@ use ferry_client::http::RawRequest;
 
 use crate::ctx::{Ctx, decode};
 use crate::file;
-use crate::out::{Exit, Failure, Table, human, parse_duration, print_pairs};
+use crate::out::{Exit, Failure, Table, human, now_ms, parse_duration, print_pairs};
 use crate::route::{serde_plain, write};
 
 #[derive(Debug, clap::Subcommand)]
@@ -181,10 +181,6 @@ impl AddArgs {
             seed: self.seed,
         })
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
 }
 
 fn cas(c: Option<u64>) -> String {

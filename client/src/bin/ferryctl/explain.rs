@@ -17,7 +17,7 @@ pub struct ExplainArgs {
 }
 
 pub async fn run(ctx: &Ctx, a: &ExplainArgs) -> Result<(), Failure> {
-    let client: String = form_urlencoded(&a.client);
+    let client: String = query_value(&a.client);
     let r = ctx.get(&format!("/v1/routes/{}/explain?client={client}", a.route), false).await?;
     if ctx.json() {
         ctx.print_body(&r);
@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, a: &ExplainArgs) -> Result<(), Failure> {
 
 /// Percent-encodes what a query value may not hold as is (`[`, `]`, `%`,
 /// `&`, ...).
-fn form_urlencoded(s: &str) -> String {
+fn query_value(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'.' | b':' | b'-' | b'_' => (b as char).to_string(),

@@ -143,6 +143,12 @@ pub fn print_pairs(pairs: &[(&str, String)]) {
     t.print();
 }
 
+/// Milliseconds since the Unix epoch on this machine (0 before it): the
+/// clock of `expires_at` and `taken_at_ms`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A duration as people write it: `450ms`, `12s`, `3m12s`, `2h5m`, `3d4h`
 /// (the two largest units; below a minute with milliseconds only under 1 s).
 pub fn human(d: Duration) -> String {

@@ -2,13 +2,13 @@
 //! config (README, "Backup and disaster recovery").
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ferry_client::http::RawRequest;
 use ferry_client::snapshot::{Snapshot, SnapshotError, write_file_atomic};
 
 use crate::ctx::Ctx;
-use crate::out::{Exit, Failure, human, print_pairs};
+use crate::out::{Exit, Failure, human, now_ms, print_pairs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SnapshotCmd {
@@ -93,10 +93,6 @@ fn bad_snapshot(source: &str, e: &SnapshotError) -> Failure {
     let mut lines = vec![format!("{source}: not a usable snapshot: {e}")];
     lines.extend(e.fields().iter().map(ToString::to_string));
     Failure { exit: Exit::Usage, lines }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The lines `snapshot inspect` prints.

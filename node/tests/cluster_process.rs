@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use common::{Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
+use anyhow::{Context, Result, bail, ensure};
+use common::{
+    Conn, Ferryd, IO_TIMEOUT, POLL, Reply, TempDir, WAIT, ask_once, echo_server, free_ports, http, poll,
+};
 use ferry_client::api::{Role, Status};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,33 +47,6 @@ fn next_net() -> u8 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let n = std::process::id().wrapping_mul(11).wrapping_add(128).wrapping_add(SEQ.fetch_add(1, Relaxed));
     (1 + n % 250) as u8
-}
-
-/// Every port [`free_ports`] handed out in this process.
-static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
-
-/// `count` distinct ports free on every address of `ips` right now, never
-/// handed out before in this process.
-fn free_ports(ips: &[IpAddr], count: usize) -> Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for _ in 0..1000 {
-        if ports.len() == count {
-            return Ok(ports);
-        }
-        let first = std::net::TcpListener::bind(SocketAddr::new(ips[0], 0))?;
-        let port = first.local_addr()?.port();
-        let rest: Result<Vec<_>, _> =
-            ips[1..].iter().map(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port))).collect();
-        held.push(first);
-        // Never the same port twice: writers take ports for routes at once.
-        let fresh = HANDED_OUT.lock().map_err(|_| anyhow!("port set poisoned"))?.insert(port);
-        if let (true, Ok(rest)) = (fresh, rest) {
-            held.extend(rest);
-            ports.push(port);
-        }
-    }
-    bail!("no {count} ports free on all of {ips:?}")
 }
 
 /// Three `ferryd` processes; node `id` is `procs[id - 1]`. Fields drop in

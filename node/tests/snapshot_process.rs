@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use common::{Ferryd, IO_TIMEOUT, Reply, TempDir, WAIT, ask_once, echo_server, http, poll};
+use anyhow::{Context, Result, anyhow, ensure};
+use common::{Ferryd, IO_TIMEOUT, Reply, TempDir, WAIT, ask_once, echo_server, free_ports, http, poll};
 use ferry_client::chaos::ChaosPolicy;
 use ferry_client::snapshot::{Snapshot, SnapshotError, SnapshotPolicy, write_file_atomic};
 use serde_json::{Value, json};
@@ -33,29 +33,6 @@ fn next_net() -> u8 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let n = std::process::id().wrapping_mul(7).wrapping_add(61).wrapping_add(SEQ.fetch_add(1, Relaxed) * 3);
     (1 + n % 250) as u8
-}
-
-/// `count` distinct ports free on every address of `ips` right now.
-fn free_ports(ips: &[IpAddr], count: usize) -> Result<Vec<u16>> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for _ in 0..1000 {
-        if ports.len() == count {
-            return Ok(ports);
-        }
-        let first = std::net::TcpListener::bind(SocketAddr::new(ips[0], 0))?;
-        let port = first.local_addr()?.port();
-        let rest: Result<Vec<_>, _> =
-            ips[1..].iter().map(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port))).collect();
-        held.push(first);
-        if let Ok(rest) = rest
-            && !ports.contains(&port)
-        {
-            held.extend(rest);
-            ports.push(port);
-        }
-    }
-    bail!("no {count} ports free on all of {ips:?}")
 }
 
 /// Where a cluster runs: its net and its ports (admin, cluster, then three

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -341,4 +341,32 @@ impl Conn {
 /// Connects once to `addr` and asks `msg`: one fresh connection, one reply.
 pub async fn ask_once(addr: SocketAddr, msg: &str) -> Result<String> {
     Conn::open(addr).await?.ask(msg).await
+}
+
+/// Every port [`free_ports`] handed out in this process.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// `count` distinct ports free on every address of `ips` right now, never
+/// handed out before in this process.
+pub fn free_ports(ips: &[IpAddr], count: usize) -> Result<Vec<u16>> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..1000 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let first = std::net::TcpListener::bind(SocketAddr::new(ips[0], 0))?;
+        let port = first.local_addr()?.port();
+        let rest: Result<Vec<_>, _> =
+            ips[1..].iter().map(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port))).collect();
+        held.push(first);
+        // Never the same port twice: writers take ports for routes at once.
+        let fresh = HANDED_OUT.lock().map_err(|_| anyhow::anyhow!("port set poisoned"))?.insert(port);
+        if let (true, Ok(rest)) = (fresh, rest) {
+            held.extend(rest);
+            ports.push(port);
+        }
+    }
+    bail!("no {count} ports free on all of {ips:?}")
 }
